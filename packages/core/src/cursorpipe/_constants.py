@@ -1,0 +1,44 @@
+"""Policy constants in one place: timeouts, retries, backoff, heartbeat and stall intervals.
+
+Values that come from Cursor's own clients cite the protocol doc section they follow.
+"""
+
+from __future__ import annotations
+
+# Client-level retries of retryable failures that happen before any output reached the caller.
+DEFAULT_MAX_RETRIES = 2
+# connect.md §8.3: backoff 1 s * 2^n, capped at 60 s, up to 20 % jitter.
+RETRY_BACKOFF_BASE_S = 1.0
+RETRY_BACKOFF_MAX_S = 60.0
+RETRY_JITTER = 0.2
+# Longest Retry-After we are willing to sleep inside one call before surfacing RateLimitError.
+RETRY_AFTER_MAX_WAIT_S = 30.0
+
+# connect.md §6.4: client heartbeat every 5 s; 30 s of inbound silence is a stall.
+CLIENT_HEARTBEAT_S = 5.0
+STALL_TIMEOUT_S = 30.0
+# connect.md §6.1: exec heartbeat every 3 s while an exec runs.
+EXEC_HEARTBEAT_S = 3.0
+# connect.md §6.4: after cancelling, wait up to 6 s for the server to end the stream.
+CANCEL_GRACE_S = 6.0
+
+# connect.md §2.3: refresh at max(exp - 5 min, iat + lifetime/2); unknown exp -> 30 min lifetime.
+TOKEN_REFRESH_MARGIN_S = 300.0
+TOKEN_DEFAULT_LIFETIME_S = 1800.0
+TOKEN_RETRY_AFTER_FAILURE_S = 30.0
+
+# connect.md §3.1: EA caps frames at 16 MiB.
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+# connect.md §5.7: at most 16 appends in flight; per-append deadline 60 s + 1 s per 128 KiB.
+MAX_INFLIGHT_APPENDS = 16
+APPEND_TIMEOUT_BASE_S = 60.0
+APPEND_TIMEOUT_PER_128K_S = 1.0
+
+# Subprocess hygiene (design.md lesson 7): large line limit, staged shutdown.
+PROCESS_LINE_LIMIT = 64 * 1024 * 1024
+PROCESS_CLOSE_STDIN_WAIT_S = 2.0
+PROCESS_TERMINATE_WAIT_S = 3.0
+STDERR_TAIL_BYTES = 8192
+
+# Characters per token for offline usage estimates when a transport reports no counts.
+CHARS_PER_TOKEN_ESTIMATE = 4.0

@@ -1,0 +1,536 @@
+"""``CursorClient``: routing, retries, limits, lifecycle and request accounting.
+
+All public request methods are views over one pipeline, :meth:`CursorClient.events`:
+
+    transport.run()  ->  retry before first output  ->  deadline per step  ->  stop/max_tokens
+                     ->  accounting (active_requests) and optional profiling  ->  caller
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing, asynccontextmanager
+from typing import Any
+
+from ._constants import RETRY_AFTER_MAX_WAIT_S, RETRY_BACKOFF_BASE_S, RETRY_BACKOFF_MAX_S, RETRY_JITTER
+from ._limits import OutputLimiter
+from ._routing import create_transport
+from .config import CursorPipeConfig
+from .errors import AgentTimeoutError, ConfigurationError, CursorPipeError, SessionError
+from .session import CursorSession
+from .transports.base import Transport, TransportSession
+from .types import (
+    ChatMessage,
+    CompletionResult,
+    Event,
+    ModelInfo,
+    TextDelta,
+    ThinkingDelta,
+    ToolCall,
+    ToolCallEvent,
+    ToolSpec,
+    TransportInfo,
+    TurnEnd,
+    TurnRequest,
+    Usage,
+    UsageEvent,
+    estimate_tokens,
+    normalize_messages,
+)
+
+__all__ = ["CursorClient", "collect_result"]
+
+log = logging.getLogger("cursorpipe")
+profile_log = logging.getLogger("cursorpipe.profile")
+
+_CONTENT_EVENTS = (TextDelta, ThinkingDelta, ToolCallEvent)
+
+
+class CursorClient:
+    """Async client for the models of a Cursor subscription.
+
+    ``CursorClient()`` reads :class:`CursorPipeConfig` from the environment and ``.env``. Use it as
+    an async context manager, or call :meth:`close` when done. A client is bound to the event loop
+    it first runs on (sync code goes through :class:`cursorpipe.SyncBridge`).
+
+    Pass ``transport=`` to use a specific :class:`~cursorpipe.transports.base.Transport` instance
+    (for example ``MockTransport`` in tests) instead of the one ``config.strategy`` selects.
+    """
+
+    def __init__(self, config: CursorPipeConfig | None = None, *, transport: Transport | None = None) -> None:
+        self._config = config if config is not None else CursorPipeConfig()
+        self._transport: Transport | None = transport
+        self._transport_lock: asyncio.Lock | None = None
+        self._active = 0
+        self._closed = False
+        self._sessions: set[CursorSession] = set()
+
+    # ------------------------------------------------------------------------------------------
+    # lifecycle
+    # ------------------------------------------------------------------------------------------
+    async def __aenter__(self) -> CursorClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def config(self) -> CursorPipeConfig:
+        """The configuration in use."""
+        return self._config
+
+    @property
+    def active_requests(self) -> int:
+        """Requests in flight through this client (generate, chat, stream, events, session turns)."""
+        return self._active
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def transport_name(self) -> str | None:
+        """Name of the transport in use, once one was created."""
+        return self._transport.name if self._transport is not None else None
+
+    async def transport(self) -> Transport:
+        """The transport in use, created on first need from ``config.strategy``."""
+        if self._closed:
+            raise SessionError("This CursorClient is closed; create a new one.", code="client_closed")
+        if self._transport is not None:
+            return self._transport
+        if self._transport_lock is None:
+            self._transport_lock = asyncio.Lock()
+        async with self._transport_lock:
+            if self._transport is None:
+                self._transport = create_transport(self._config)
+                log.info("cursorpipe: using the %s transport", self._transport.name)
+            return self._transport
+
+    async def warmup(self, pool_size: int = 5) -> None:
+        """Pre-start what the transport needs (process, token, connection, ``pool_size`` sessions)
+        so the first real request pays no cold start."""
+        transport = await self.transport()
+        await transport.start(pool_size=max(0, pool_size))
+
+    async def close(self) -> None:
+        """Discard open sessions and release the transport's processes and sockets. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for session in list(self._sessions):
+            with contextlib.suppress(Exception):
+                await session.discard()
+        if self._transport is not None:
+            await self._transport.aclose()
+
+    # ------------------------------------------------------------------------------------------
+    # requests
+    # ------------------------------------------------------------------------------------------
+    def _model(self, model: str | None) -> str:
+        name = (model or "").strip() or self._config.default_model
+        return name
+
+    def build_request(
+        self,
+        model: str | None,
+        messages: Sequence[Mapping[str, Any] | ChatMessage] | None = None,
+        *,
+        prompt: str | None = None,
+        system: str | None = None,
+        temperature: float | None = 0,
+        max_tokens: int | None = None,
+        timeout_s: float | None = None,
+        tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+    ) -> TurnRequest:
+        """Validate arguments and build the transport-neutral request."""
+        msgs: list[ChatMessage] = []
+        if system:
+            msgs.append(ChatMessage.of("system", system))
+        if messages is not None:
+            msgs.extend(normalize_messages(messages))
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise ConfigurationError("prompt must be a string", code="invalid_request")
+            msgs.append(ChatMessage.of("user", prompt))
+        if not any(m.role != "system" for m in msgs):
+            raise ConfigurationError("a request needs at least one user message", code="invalid_request")
+        if max_tokens is not None and max_tokens < 1:
+            raise ConfigurationError("max_tokens must be at least 1", code="invalid_request")
+        if timeout_s is not None and timeout_s <= 0:
+            raise ConfigurationError("timeout_s must be positive", code="invalid_request")
+        return TurnRequest(
+            model=self._model(model),
+            messages=tuple(msgs),
+            mode=self._config.default_mode,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            timeout_s=timeout_s if timeout_s is not None else self._config.request_timeout_s,
+            tools=tuple(_tool_spec(t) for t in tools or ()),
+            tool_choice=tool_choice,
+        )
+
+    async def events(
+        self,
+        model: str | None = None,
+        messages: Sequence[Mapping[str, Any] | ChatMessage] | None = None,
+        *,
+        prompt: str | None = None,
+        system: str | None = None,
+        temperature: float | None = 0,
+        max_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+        timeout_s: float | None = None,
+        tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+    ) -> AsyncGenerator[Event, None]:
+        """Stream the typed, transport-neutral events of one stateless turn.
+
+        Yields ``TransportInfo`` first, then ``TextDelta`` / ``ThinkingDelta`` / tool-call events,
+        one ``UsageEvent`` and a final ``TurnEnd``. ``stop`` and ``max_tokens`` are enforced on the
+        stream (``TurnEnd.stop_reason`` is then ``"stop"`` or ``"length"``).
+        """
+        request = self.build_request(
+            model,
+            messages,
+            prompt=prompt,
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            timeout_s=timeout_s,
+            tools=tools,
+            tool_choice=tool_choice,
+        )
+        async with aclosing(self.run_request(request, stop=stop)) as stream:
+            async for event in stream:
+                yield event
+
+    async def run_request(
+        self,
+        request: TurnRequest,
+        *,
+        session: TransportSession | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> AsyncGenerator[Event, None]:
+        """Run a prepared :class:`TurnRequest` through the whole pipeline (used by sessions and
+        integrations; most callers want :meth:`events`)."""
+        transport = await self.transport()
+        self._active += 1
+        try:
+            async with aclosing(self._limited(transport, request, session, stop)) as stream:
+                if self._config.enable_profiling:
+                    stream = self._profiled(stream, request)
+                async for event in stream:
+                    yield event
+        finally:
+            self._active -= 1
+
+    async def _limited(
+        self,
+        transport: Transport,
+        request: TurnRequest,
+        session: TransportSession | None,
+        stop: Sequence[str] | None,
+    ) -> AsyncGenerator[Event, None]:
+        limiter = OutputLimiter(stop, request.max_tokens)
+        if not limiter.active:
+            async with aclosing(self._with_retries(transport, request, session)) as stream:
+                async for event in stream:
+                    yield event
+            return
+        usage: Usage | None = None
+        async with aclosing(self._with_retries(transport, request, session)) as stream:
+            async for event in stream:
+                if isinstance(event, TextDelta) and not event.notice:
+                    text, done = limiter.feed(event.text)
+                    if text:
+                        yield TextDelta(text)
+                    if done:
+                        break
+                    continue
+                if isinstance(event, UsageEvent):
+                    usage = event.usage
+                    continue
+                if isinstance(event, TurnEnd):
+                    rest = limiter.flush()
+                    if rest:
+                        yield TextDelta(rest)
+                    usage = event.usage or usage
+                    if usage is not None:
+                        yield UsageEvent(usage)
+                    yield event
+                    return
+                yield event
+        # A limit was hit: the upstream run was closed (and cancelled) by leaving the loop above.
+        inputs = "".join(m.text for m in request.messages)
+        cut = Usage(
+            input_tokens=estimate_tokens(inputs),
+            output_tokens=estimate_tokens("".join(limiter.emitted_text)),
+            estimated=True,
+        )
+        yield UsageEvent(cut)
+        yield TurnEnd("length" if limiter.reason == "length" else "stop", cut)
+
+    async def _with_retries(
+        self, transport: Transport, request: TurnRequest, session: TransportSession | None
+    ) -> AsyncGenerator[Event, None]:
+        attempt = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (request.timeout_s or self._config.request_timeout_s)
+        while True:
+            produced = False
+            try:
+                async with aclosing(transport.run(request, session=session)) as stream:
+                    while True:
+                        try:
+                            async with asyncio.timeout_at(deadline):
+                                event = await anext(stream)
+                        except StopAsyncIteration:
+                            break
+                        except TimeoutError as exc:
+                            raise AgentTimeoutError(
+                                f"No complete answer from {request.model!r} within "
+                                f"{request.timeout_s:g} s. Raise timeout_s (or CURSORPIPE_REQUEST_TIMEOUT_S) "
+                                "or ask for a shorter answer.",
+                                transport=transport.name,
+                            ) from exc
+                        if isinstance(event, _CONTENT_EVENTS):
+                            produced = True
+                        yield event
+                return
+            except CursorPipeError as exc:
+                if exc.transport is None:
+                    exc.transport = transport.name
+                wait = self._retry_delay(exc, attempt, produced, deadline - loop.time())
+                if wait is None:
+                    raise
+                attempt += 1
+                log.warning(
+                    "cursorpipe: %s on %s (attempt %d), retrying in %.2f s",
+                    exc.code,
+                    transport.name,
+                    attempt,
+                    wait,
+                )
+                await asyncio.sleep(wait)
+
+    def _retry_delay(
+        self, exc: CursorPipeError, attempt: int, produced: bool, remaining: float
+    ) -> float | None:
+        if produced or not exc.retryable or attempt >= self._config.max_retries:
+            return None
+        if exc.retry_after is not None:
+            wait = exc.retry_after
+            if wait > RETRY_AFTER_MAX_WAIT_S:
+                return None
+        else:
+            base = min(RETRY_BACKOFF_MAX_S, RETRY_BACKOFF_BASE_S * (2**attempt))
+            wait = base * (1 + random.uniform(0, RETRY_JITTER))  # noqa: S311 - jitter, not crypto
+        if wait >= remaining:
+            return None
+        return wait
+
+    async def _profiled(
+        self, stream: AsyncGenerator[Event, None], request: TurnRequest
+    ) -> AsyncGenerator[Event, None]:
+        start = time.perf_counter()
+        last = start
+        first: float | None = None
+        gaps: list[float] = []
+        chunks = 0
+        try:
+            async for event in stream:
+                now = time.perf_counter()
+                if isinstance(event, (TextDelta, ThinkingDelta)):
+                    chunks += 1
+                    if first is None:
+                        first = now - start
+                        profile_log.info("ttfc model=%s %.1f ms", request.model, first * 1000)
+                    else:
+                        gaps.append(now - last)
+                    last = now
+                yield event
+        finally:
+            total = time.perf_counter() - start
+            profile_log.info(
+                "turn model=%s total=%.1f ms ttfc=%s chunks=%d max_gap=%.1f ms mean_gap=%.1f ms",
+                request.model,
+                total * 1000,
+                f"{first * 1000:.1f} ms" if first is not None else "n/a",
+                chunks,
+                max(gaps, default=0.0) * 1000,
+                (sum(gaps) / len(gaps) * 1000) if gaps else 0.0,
+            )
+
+    async def complete(
+        self,
+        model: str | None = None,
+        messages: Sequence[Mapping[str, Any] | ChatMessage] | None = None,
+        *,
+        prompt: str | None = None,
+        system: str | None = None,
+        temperature: float | None = 0,
+        max_tokens: int | None = 2048,
+        stop: Sequence[str] | None = None,
+        timeout_s: float | None = None,
+        tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+    ) -> CompletionResult:
+        """Run one stateless turn and return the full :class:`CompletionResult`."""
+        request = self.build_request(
+            model,
+            messages,
+            prompt=prompt,
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            timeout_s=timeout_s,
+            tools=tools,
+            tool_choice=tool_choice,
+        )
+        return await collect_result(self.run_request(request, stop=stop), request)
+
+    async def generate(
+        self,
+        model: str | None,
+        prompt: str,
+        *,
+        system: str | None = None,
+        temperature: float = 0,
+        max_tokens: int = 2048,
+        timeout_s: float | None = None,
+    ) -> str:
+        """Answer one prompt (optionally with a system prompt) and return the text."""
+        result = await self.complete(
+            model,
+            prompt=prompt,
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            timeout_s=timeout_s,
+        )
+        return result.text
+
+    async def chat(
+        self,
+        model: str | None,
+        messages: Sequence[Mapping[str, Any] | ChatMessage],
+        *,
+        temperature: float = 0,
+        max_tokens: int = 2048,
+        timeout_s: float | None = None,
+    ) -> str:
+        """Answer an OpenAI-style conversation (system/user/assistant; text or image parts)."""
+        result = await self.complete(
+            model, messages, temperature=temperature, max_tokens=max_tokens, timeout_s=timeout_s
+        )
+        return result.text
+
+    async def stream(
+        self,
+        model: str | None,
+        prompt: str,
+        *,
+        system: str | None = None,
+        timeout_s: float | None = None,
+    ) -> AsyncGenerator[str, None]:
+        """Stream the answer to one prompt as text chunks (a thin view over :meth:`events`)."""
+        async with aclosing(self.events(model, prompt=prompt, system=system, timeout_s=timeout_s)) as events:
+            async for event in events:
+                if isinstance(event, TextDelta) and not event.notice and event.text:
+                    yield event.text
+
+    # ------------------------------------------------------------------------------------------
+    # sessions and models
+    # ------------------------------------------------------------------------------------------
+    async def create_session(self, model: str | None = None) -> CursorSession:
+        """Open a conversation whose history Cursor keeps; release it with ``discard()``."""
+        transport = await self.transport()
+        name = self._model(model)
+        tsession = await transport.open_session(name)
+        session = CursorSession(self, transport, tsession, name)
+        self._sessions.add(session)
+        return session
+
+    @asynccontextmanager
+    async def session(self, model: str | None = None) -> AsyncGenerator[CursorSession, None]:
+        """``async with client.session(model) as s:`` — a session discarded on exit."""
+        session = await self.create_session(model)
+        try:
+            yield session
+        finally:
+            await session.discard()
+
+    def _forget(self, session: CursorSession) -> None:
+        self._sessions.discard(session)
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The models the account can use (id, display name, aliases where known)."""
+        transport = await self.transport()
+        return await transport.list_models()
+
+
+def _tool_spec(tool: ToolSpec | Mapping[str, Any]) -> ToolSpec:
+    if isinstance(tool, ToolSpec):
+        return tool
+    fn = tool.get("function", tool)
+    if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str) or not fn["name"]:
+        raise ConfigurationError("each tool needs a function name", code="invalid_request")
+    params = fn.get("parameters") or {"type": "object", "properties": {}}
+    return ToolSpec(name=fn["name"], description=str(fn.get("description") or ""), parameters=params)
+
+
+async def collect_result(
+    stream: AsyncGenerator[Event, None], request: TurnRequest, *, session_id: str | None = None
+) -> CompletionResult:
+    """Consume an event stream into a :class:`CompletionResult`."""
+    start = time.perf_counter()
+    text: list[str] = []
+    thinking: list[str] = []
+    notices: list[str] = []
+    calls: list[ToolCall] = []
+    usage: Usage | None = None
+    info: TransportInfo | None = None
+    stop_reason: Any = "stop"
+    async with aclosing(stream) as events:
+        async for event in events:
+            if isinstance(event, TextDelta):
+                (notices if event.notice else text).append(event.text)
+            elif isinstance(event, ThinkingDelta):
+                thinking.append(event.text)
+            elif isinstance(event, ToolCallEvent):
+                calls.append(event.call)
+            elif isinstance(event, UsageEvent):
+                usage = event.usage
+            elif isinstance(event, TransportInfo):
+                info = event
+            elif isinstance(event, TurnEnd):
+                stop_reason = event.stop_reason
+                usage = event.usage or usage
+    answer = "".join(text)
+    if usage is None:
+        usage = Usage(
+            input_tokens=estimate_tokens("".join(m.text for m in request.messages)),
+            output_tokens=estimate_tokens(answer),
+            estimated=True,
+        )
+    return CompletionResult(
+        text=answer,
+        model=(info.model if info and info.model else request.model),
+        session_id=session_id or (info.session_id if info else None),
+        stop_reason=stop_reason,
+        duration_ms=(time.perf_counter() - start) * 1000,
+        usage=usage,
+        thinking="".join(thinking),
+        tool_calls=tuple(calls),
+        transport=info.transport if info else "",
+        fallback_from=info.fallback_from if info else (),
+        notices=tuple(notices),
+    )

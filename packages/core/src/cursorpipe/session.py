@@ -1,0 +1,121 @@
+"""``CursorSession``: a conversation whose history Cursor keeps, so each turn sends only the new
+message."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
+from typing import TYPE_CHECKING
+
+from .errors import SessionError
+from .transports.base import Transport, TransportSession
+from .types import ChatMessage, CompletionResult, Event, TextDelta, TurnEnd
+
+if TYPE_CHECKING:
+    from .client import CursorClient
+
+__all__ = ["CursorSession"]
+
+
+class CursorSession:
+    """A multi-turn conversation. Turns run one at a time (a second caller waits its turn).
+
+    Create with ``client.session(model)`` (context manager) or ``client.create_session(model)``
+    and release with :meth:`discard` (idempotent).
+    """
+
+    def __init__(
+        self, client: CursorClient, transport: Transport, handle: TransportSession, model: str
+    ) -> None:
+        self._client = client
+        self._transport = transport
+        self._handle = handle
+        self._model = model
+        self._turns = 0
+        self._discarded = False
+        self._lock = asyncio.Lock()
+
+    @property
+    def model(self) -> str:
+        """The session's model."""
+        return self._model
+
+    @property
+    def session_id(self) -> str:
+        """Cursor's id of this conversation."""
+        return self._handle.id
+
+    @property
+    def turn_count(self) -> int:
+        """Completed turns."""
+        return self._turns
+
+    @property
+    def discarded(self) -> bool:
+        """Whether :meth:`discard` was called."""
+        return self._discarded
+
+    @property
+    def transport_name(self) -> str:
+        """The transport holding this conversation."""
+        return self._transport.name
+
+    async def events(
+        self,
+        text: str,
+        *,
+        timeout_s: float | None = None,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> AsyncGenerator[Event, None]:
+        """Send ``text`` as the next user message and stream the typed events of the answer."""
+        if self._discarded:
+            raise SessionError(f"Session {self.session_id} was discarded; open a new one.")
+        request = self._client.build_request(
+            self._model, [ChatMessage.of("user", text)], timeout_s=timeout_s, max_tokens=max_tokens
+        )
+        async with self._lock:
+            if self._discarded:
+                raise SessionError(f"Session {self.session_id} was discarded; open a new one.")
+            ended = False
+            async with aclosing(self._client.run_request(request, session=self._handle, stop=stop)) as stream:
+                async for event in stream:
+                    if isinstance(event, TurnEnd):
+                        ended = True
+                    yield event
+            if ended:
+                self._turns += 1
+
+    async def prompt(self, text: str, *, timeout_s: float | None = None) -> CompletionResult:
+        """Send ``text`` and return the complete answer (history is kept by Cursor)."""
+        from .client import collect_result
+
+        request = self._client.build_request(self._model, [ChatMessage.of("user", text)], timeout_s=timeout_s)
+        return await collect_result(
+            self.events(text, timeout_s=timeout_s), request, session_id=self.session_id
+        )
+
+    async def stream_prompt(self, text: str, *, timeout_s: float | None = None) -> AsyncGenerator[str, None]:
+        """Send ``text`` and stream the answer's text chunks."""
+        async with aclosing(self.events(text, timeout_s=timeout_s)) as events:
+            async for event in events:
+                if isinstance(event, TextDelta) and not event.notice and event.text:
+                    yield event.text
+
+    async def discard(self) -> None:
+        """Release the conversation. Idempotent; later prompts raise ``SessionError``."""
+        if self._discarded:
+            return
+        self._discarded = True
+        self._client._forget(self)
+        await self._transport.close_session(self._handle)
+
+    async def __aenter__(self) -> CursorSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.discard()
+
+    def __repr__(self) -> str:
+        return f"CursorSession(model={self._model!r}, session_id={self.session_id!r}, turns={self._turns})"

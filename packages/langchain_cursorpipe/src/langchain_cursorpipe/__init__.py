@@ -1,0 +1,3 @@
+"""LangChain integration of cursorpipe: ``ChatCursor``."""
+
+__all__: list[str] = []

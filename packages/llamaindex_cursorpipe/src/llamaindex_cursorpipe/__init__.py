@@ -1,0 +1,3 @@
+"""LlamaIndex integration of cursorpipe: ``CursorLLM``."""
+
+__all__: list[str] = []

@@ -1,0 +1,105 @@
+"""Pins the public surface of the core package."""
+
+from __future__ import annotations
+
+import cursorpipe
+
+REQUIRED = {
+    "CursorClient",
+    "CursorSession",
+    "CursorPipeConfig",
+    "Strategy",
+    "CompletionResult",
+    "CursorPipeError",
+    "AgentNotFoundError",
+    "AuthenticationError",
+    "AgentTimeoutError",
+    "RateLimitError",
+    "AgentCrashError",
+    "NetworkError",
+    "SessionError",
+    "generate",
+    "chat",
+    "stream",
+    "warmup",
+    "close",
+}
+
+PINNED = sorted(
+    [
+        "AgentCrashError",
+        "AgentNotFoundError",
+        "AgentStartupError",
+        "AgentTimeoutError",
+        "AuthenticationError",
+        "ChatMessage",
+        "CompletionResult",
+        "ConfigurationError",
+        "CursorClient",
+        "CursorPipeConfig",
+        "CursorPipeError",
+        "CursorSession",
+        "Event",
+        "ImagePart",
+        "MockTransport",
+        "ModelInfo",
+        "ModelNotFoundError",
+        "NetworkError",
+        "OutdatedClientError",
+        "PermissionDeniedError",
+        "ProtocolError",
+        "RateLimitError",
+        "SessionError",
+        "Strategy",
+        "StreamDroppedError",
+        "StreamStalledError",
+        "SyncBridge",
+        "TextDelta",
+        "TextPart",
+        "ThinkingDelta",
+        "ToolCall",
+        "ToolCallDelta",
+        "ToolCallEvent",
+        "ToolSpec",
+        "Transport",
+        "TransportCapabilities",
+        "TransportInfo",
+        "TransportSession",
+        "TurnEnd",
+        "TurnRequest",
+        "Usage",
+        "UsageEvent",
+        "UsageLimitError",
+        "__version__",
+        "chat",
+        "close",
+        "default_client",
+        "generate",
+        "stream",
+        "warmup",
+    ]
+)
+
+
+def test_all_is_pinned() -> None:
+    assert sorted(cursorpipe.__all__) == PINNED
+
+
+def test_required_names_present_and_importable() -> None:
+    assert set(cursorpipe.__all__) >= REQUIRED
+    for name in cursorpipe.__all__:
+        assert hasattr(cursorpipe, name), name
+
+
+def test_every_error_inherits_the_base() -> None:
+    errors = [getattr(cursorpipe, n) for n in cursorpipe.__all__ if n.endswith("Error")]
+    assert len(errors) >= 16
+    for cls in errors:
+        assert issubclass(cls, cursorpipe.CursorPipeError), cls
+
+
+def test_public_symbols_are_documented() -> None:
+    for name in cursorpipe.__all__:
+        obj = getattr(cursorpipe, name)
+        if callable(obj) and not name.startswith("_"):
+            assert (obj.__doc__ or "").strip(), f"{name} has no docstring"
