@@ -105,7 +105,10 @@ def main(argv: list[str]) -> int:
         lint()
         typecheck()
         # Notebooks are executed top to bottom (nbmake) after the test suite proper.
-        return pytest(rest or ["tests", "--nbmake", "notebooks"])
+        default = ["tests"]
+        if any((ROOT / "notebooks").glob("*.ipynb")):
+            default += ["--nbmake", "notebooks"]
+        return pytest(rest or default)
     print(__doc__, file=sys.stderr)
     return 2
 
