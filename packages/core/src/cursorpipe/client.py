@@ -20,6 +20,7 @@ from typing import Any
 from ._constants import RETRY_AFTER_MAX_WAIT_S, RETRY_BACKOFF_BASE_S, RETRY_BACKOFF_MAX_S, RETRY_JITTER
 from ._limits import OutputLimiter
 from ._routing import create_transport
+from ._tool_emulation import EmulatedToolParser, render_history, tool_instructions
 from .config import CursorPipeConfig
 from .errors import AgentTimeoutError, ConfigurationError, CursorPipeError, SessionError
 from .session import CursorSession
@@ -32,6 +33,7 @@ from .types import (
     TextDelta,
     ThinkingDelta,
     ToolCall,
+    ToolCallDelta,
     ToolCallEvent,
     ToolSpec,
     TransportInfo,
@@ -224,7 +226,10 @@ class CursorClient:
         transport = await self.transport()
         self._active += 1
         try:
-            async with aclosing(self._limited(transport, request, session, stop)) as stream:
+            emulate = not transport.capabilities.native_tools and _needs_tool_emulation(request)
+            if emulate:
+                request = _emulated_request(request)
+            async with aclosing(self._limited(transport, request, session, stop, emulate)) as stream:
                 if self._config.enable_profiling:
                     stream = self._profiled(stream, request)
                 async for event in stream:
@@ -238,15 +243,19 @@ class CursorClient:
         request: TurnRequest,
         session: TransportSession | None,
         stop: Sequence[str] | None,
+        emulate_tools: bool = False,
     ) -> AsyncGenerator[Event, None]:
         limiter = OutputLimiter(stop, request.max_tokens)
+        source = self._with_retries(transport, request, session)
+        if emulate_tools:
+            source = _parse_emulated_tools(source, request)
         if not limiter.active:
-            async with aclosing(self._with_retries(transport, request, session)) as stream:
+            async with aclosing(source) as stream:
                 async for event in stream:
                     yield event
             return
         usage: Usage | None = None
-        async with aclosing(self._with_retries(transport, request, session)) as stream:
+        async with aclosing(source) as stream:
             async for event in stream:
                 if isinstance(event, TextDelta) and not event.notice:
                     text, done = limiter.feed(event.text)
@@ -477,6 +486,48 @@ class CursorClient:
         return await transport.list_models()
 
 
+def _needs_tool_emulation(request: TurnRequest) -> bool:
+    offered = bool(request.tools) and request.tool_choice != "none"
+    return offered or any(m.role == "tool" or m.tool_calls for m in request.messages)
+
+
+def _emulated_request(request: TurnRequest) -> TurnRequest:
+    """Offer the tools in the system prompt and render earlier tool traffic as text."""
+    messages = render_history(request.messages)
+    block = tool_instructions(request.tools, request.tool_choice)
+    if block:
+        messages = [ChatMessage.of("system", block), *messages]
+    return request.with_messages(messages)
+
+
+async def _parse_emulated_tools(
+    source: AsyncGenerator[Event, None], request: TurnRequest
+) -> AsyncGenerator[Event, None]:
+    parser = EmulatedToolParser(request.tools if request.tool_choice != "none" else ())
+    async with aclosing(source) as stream:
+        async for event in stream:
+            if isinstance(event, TextDelta) and not event.notice:
+                text = parser.feed(event.text)
+                if text:
+                    yield TextDelta(text)
+                continue
+            if isinstance(event, TurnEnd):
+                rest, calls = parser.finish()
+                if rest:
+                    yield TextDelta(rest)
+                for call in calls:
+                    yield ToolCallDelta(
+                        index=call.index,
+                        id=call.call.id,
+                        name=call.call.name,
+                        arguments_delta=call.call.arguments,
+                    )
+                    yield call
+                if any(c.error is None for c in calls):
+                    event = TurnEnd("tool_calls", event.usage)
+            yield event
+
+
 def _tool_spec(tool: ToolSpec | Mapping[str, Any]) -> ToolSpec:
     if isinstance(tool, ToolSpec):
         return tool
@@ -496,6 +547,7 @@ async def collect_result(
     thinking: list[str] = []
     notices: list[str] = []
     calls: list[ToolCall] = []
+    invalid: list[ToolCallEvent] = []
     usage: Usage | None = None
     info: TransportInfo | None = None
     stop_reason: Any = "stop"
@@ -506,7 +558,10 @@ async def collect_result(
             elif isinstance(event, ThinkingDelta):
                 thinking.append(event.text)
             elif isinstance(event, ToolCallEvent):
-                calls.append(event.call)
+                if event.error is None:
+                    calls.append(event.call)
+                else:
+                    invalid.append(event)
             elif isinstance(event, UsageEvent):
                 usage = event.usage
             elif isinstance(event, TransportInfo):
@@ -530,6 +585,7 @@ async def collect_result(
         usage=usage,
         thinking="".join(thinking),
         tool_calls=tuple(calls),
+        invalid_tool_calls=tuple(invalid),
         transport=info.transport if info else "",
         fallback_from=info.fallback_from if info else (),
         notices=tuple(notices),

@@ -353,6 +353,9 @@ class ToolCallEvent:
     call: ToolCall
     index: int = 0
     emulated: bool = False
+    error: str | None = None
+    """Set when the call could not be parsed (an *invalid* tool call: ``call.arguments`` holds the
+    raw text the model produced)."""
     type: Literal["tool_call"] = "tool_call"
 
 
@@ -404,6 +407,7 @@ class CompletionResult:
     usage: Usage = field(default_factory=Usage)
     thinking: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
+    invalid_tool_calls: tuple[ToolCallEvent, ...] = ()
     transport: str = ""
     fallback_from: tuple[str, ...] = ()
     notices: tuple[str, ...] = ()
