@@ -1,0 +1,192 @@
+"""``TokenProvider``: one cached access token per transport, refreshed by the SDK rule.
+
+connect.md §2.3: refresh when ``now >= max(exp - 5 min, iat + lifetime / 2)``; a token without a
+readable ``exp`` gets a 30-minute lifetime from when we obtained it. Concurrent callers share one
+in-flight exchange (single flight, design.md lesson 5). A retryable refresh failure while the old
+token is still valid keeps the old token and retries 30 s later; a non-retryable exchange failure
+is remembered and re-raised. connect.md §2.4: on ``unauthenticated`` the caller invalidates the
+token and retries once with a forced re-exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import httpx
+
+from .._constants import TOKEN_DEFAULT_LIFETIME_S, TOKEN_REFRESH_MARGIN_S, TOKEN_RETRY_AFTER_FAILURE_S
+from .._redact import register_secret
+from ..config import CursorPipeConfig
+from ..errors import AuthenticationError, CursorPipeError
+from ._exchange import exchange_api_key
+from ._jwt import jwt_claims, numeric_claim
+from ._sources import Credential, discover_credential
+
+__all__ = ["AccessToken", "TokenProvider", "missing_credentials_error", "refresh_at"]
+
+log = logging.getLogger("cursorpipe.auth")
+
+Clock = Callable[[], float]
+
+
+def missing_credentials_error() -> AuthenticationError:
+    """The error for "no credentials anywhere", saying exactly what to do."""
+    return AuthenticationError(
+        "No Cursor credentials found. Set CURSOR_API_KEY (or CURSORPIPE_API_KEY) to a Cursor API key "
+        "(Cursor dashboard > API keys), or log in once with the Cursor CLI (`agent login`). "
+        "Run `cursorpipe doctor` to see every place that was checked.",
+        code="no_credentials",
+    )
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """An access token with its validity window (seconds since the epoch)."""
+
+    value: str
+    issued_at: float
+    expires_at: float
+
+    def __repr__(self) -> str:
+        return f"AccessToken(issued_at={self.issued_at:.0f}, expires_at={self.expires_at:.0f})"
+
+    @classmethod
+    def parse(cls, value: str, now: float) -> AccessToken:
+        """Read ``exp``/``iat`` from a JWT; fall back to ``now`` + 30 min (connect.md §2.3)."""
+        register_secret(value)
+        claims = jwt_claims(value)
+        exp = numeric_claim(claims, "exp")
+        iat = numeric_claim(claims, "iat")
+        if iat is None:
+            iat = numeric_claim(claims, "time")  # IDE session tokens carry `time` (connect.md §2.3)
+        if exp is None:
+            return cls(value, now, now + TOKEN_DEFAULT_LIFETIME_S)
+        if iat is None or iat > exp:
+            iat = min(now, exp)
+        return cls(value, iat, exp)
+
+
+def refresh_at(token: AccessToken) -> float:
+    """When ``token`` should be replaced: max(exp - 5 min, iat + lifetime / 2) (connect.md §2.3)."""
+    lifetime = token.expires_at - token.issued_at
+    return max(token.expires_at - TOKEN_REFRESH_MARGIN_S, token.issued_at + lifetime / 2)
+
+
+class TokenProvider:
+    """Hands out a valid access token for ``config``'s credential; safe under concurrency."""
+
+    def __init__(
+        self,
+        config: CursorPipeConfig,
+        http: httpx.AsyncClient,
+        *,
+        headers: Mapping[str, str] | None = None,
+        clock: Clock = time.time,
+        credential: Credential | None = None,
+    ) -> None:
+        self._config = config
+        self._http = http
+        self._headers = dict(headers or {})
+        self._clock = clock
+        self._credential = credential
+        self._discovered = credential is not None
+        self._token: AccessToken | None = None
+        self._lock = asyncio.Lock()
+        self._retry_not_before = 0.0
+        self._fatal: CursorPipeError | None = None
+        self.exchanges = 0
+        """How many exchanges were made (for tests and diagnostics)."""
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def credential(self) -> Credential:
+        """The credential in use (discovered on first access); raises when there is none."""
+        if not self._discovered:
+            self._credential = discover_credential(self._config)
+            self._discovered = True
+        if self._credential is None:
+            raise missing_credentials_error()
+        return self._credential
+
+    @property
+    def api_key(self) -> str | None:
+        """The raw API key, for REST calls that take it directly (connect.md §2.7), if we have one."""
+        cred = self.credential
+        return cred.secret if cred.kind == "api_key" else None
+
+    @property
+    def source(self) -> str:
+        """Where the credential came from (never the value)."""
+        return self.credential.source
+
+    # ------------------------------------------------------------------------------------------
+    async def token(self) -> str:
+        """A valid access token, exchanging or refreshing first when the rule says so."""
+        current = self._token
+        if current is not None and self._clock() < refresh_at(current):
+            return current.value
+        async with self._lock:
+            current = self._token
+            now = self._clock()
+            if current is not None and now < refresh_at(current):
+                return current.value
+            if current is not None and now < current.expires_at and now < self._retry_not_before:
+                return current.value
+            return (await self._renew(current)).value
+
+    async def invalidate(self, token: str | None = None) -> None:
+        """Drop the cached token (after ``unauthenticated``, connect.md §2.4). With ``token`` only
+        when it is still the cached one, so N callers failing together cause one re-exchange."""
+        async with self._lock:
+            if self._token is not None and (token is None or self._token.value == token):
+                self._token = None
+                self._retry_not_before = 0.0
+
+    async def _renew(self, current: AccessToken | None) -> AccessToken:
+        if self._fatal is not None:
+            raise self._fatal
+        cred = self.credential
+        now = self._clock()
+        if cred.kind == "access_token":
+            return self._renew_static(cred, current, now)
+        try:
+            self.exchanges += 1
+            value = await exchange_api_key(
+                self._http, self._config.backend_url, cred.secret, headers=self._headers
+            )
+        except CursorPipeError as exc:
+            if not exc.retryable:
+                self._fatal = exc
+                raise
+            if current is not None and now < current.expires_at:
+                # connect.md §2.3: keep the still-valid token, try again in about 30 s.
+                log.warning(
+                    "cursorpipe: access-token refresh failed (%s); keeping the current token", exc.code
+                )
+                self._retry_not_before = now + TOKEN_RETRY_AFTER_FAILURE_S
+                return current
+            raise
+        self._token = AccessToken.parse(value, self._clock())
+        self._retry_not_before = 0.0
+        return self._token
+
+    def _renew_static(self, cred: Credential, current: AccessToken | None, now: float) -> AccessToken:
+        # A token given as is (CURSOR_AUTH_TOKEN, or a stored login without an API key) is not
+        # refreshed: the CLI never refreshes CURSOR_AUTH_TOKEN (connect.md §2.1), and which endpoint
+        # redeems a browser-login refresh token is disputed (§2.5 [X]). Use it until it expires.
+        token = current or AccessToken.parse(cred.secret, now)
+        if token.expires_at <= now:
+            raise AuthenticationError(
+                f"The Cursor access token from {cred.source} has expired. Log in again with the Cursor "
+                "CLI (`agent login`), or set CURSOR_API_KEY instead (API keys are refreshed "
+                "automatically).",
+                code="token_expired",
+            )
+        # Keep serving it; re-evaluate no sooner than 30 s from now.
+        self._token = token
+        self._retry_not_before = now + TOKEN_RETRY_AFTER_FAILURE_S
+        return token
