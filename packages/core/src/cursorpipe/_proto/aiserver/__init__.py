@@ -1,0 +1,1 @@
+"""Generated protobuf package (scripts/gen_protos.py). Never edit."""
