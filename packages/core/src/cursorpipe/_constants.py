@@ -42,3 +42,17 @@ STDERR_TAIL_BYTES = 8192
 
 # Characters per token for offline usage estimates when a transport reports no counts.
 CHARS_PER_TOKEN_ESTIMATE = 4.0
+
+# --- cursorpipe-server (integrations.md §4) ----------------------------------------------------
+# SSE keep-alive comment while the model is silent (sse-starlette's default interval, §4.2).
+SERVER_KEEPALIVE_S = 15.0
+# SIGTERM: how long in-flight requests may finish before they are cancelled.
+SERVER_DRAIN_TIMEOUT_S = 30.0
+# Most parallel runs one chat request may ask for with `n`.
+SERVER_MAX_N = 8
+# How long a successful model list is reused by /v1/models.
+SERVER_MODELS_CACHE_S = 300.0
+# How often idle sessions are looked for (expiry itself is CURSORPIPE_SESSION_IDLE_S).
+SERVER_SESSION_SWEEP_S = 30.0
+# Retry-After sent with 429 (concurrency limit) and 503 (starting/draining) answers.
+SERVER_BUSY_RETRY_AFTER_S = 1
