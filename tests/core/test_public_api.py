@@ -53,6 +53,7 @@ PINNED = sorted(
         "Strategy",
         "StreamDroppedError",
         "StreamStalledError",
+        "StructuredOutputError",
         "SyncBridge",
         "TextDelta",
         "TextPart",

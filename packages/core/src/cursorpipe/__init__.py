@@ -34,6 +34,7 @@ from .errors import (
     SessionError,
     StreamDroppedError,
     StreamStalledError,
+    StructuredOutputError,
     UsageLimitError,
 )
 from .session import CursorSession
@@ -88,6 +89,7 @@ __all__ = [
     "Strategy",
     "StreamDroppedError",
     "StreamStalledError",
+    "StructuredOutputError",
     "SyncBridge",
     "TextDelta",
     "TextPart",

@@ -15,14 +15,22 @@ import random
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from ._constants import RETRY_AFTER_MAX_WAIT_S, RETRY_BACKOFF_BASE_S, RETRY_BACKOFF_MAX_S, RETRY_JITTER
 from ._limits import OutputLimiter
 from ._routing import create_transport
+from ._structured import parse_response_format
 from ._tool_emulation import EmulatedToolParser, render_history, tool_instructions
 from .config import CursorPipeConfig
-from .errors import AgentTimeoutError, ConfigurationError, CursorPipeError, SessionError
+from .errors import (
+    AgentTimeoutError,
+    ConfigurationError,
+    CursorPipeError,
+    SessionError,
+    StructuredOutputError,
+)
 from .session import CursorSession
 from .transports.base import Transport, TransportSession
 from .types import (
@@ -151,11 +159,15 @@ class CursorClient:
         timeout_s: float | None = None,
         tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
     ) -> TurnRequest:
         """Validate arguments and build the transport-neutral request."""
         msgs: list[ChatMessage] = []
         if system:
             msgs.append(ChatMessage.of("system", system))
+        fmt = parse_response_format(response_format)
+        if fmt is not None:
+            msgs.append(ChatMessage.of("system", fmt.instructions()))
         if messages is not None:
             msgs.extend(normalize_messages(messages))
         if prompt is not None:
@@ -192,8 +204,12 @@ class CursorClient:
         timeout_s: float | None = None,
         tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Stream the typed, transport-neutral events of one stateless turn.
+
+        ``response_format`` (OpenAI shape) only asks for JSON here; :meth:`complete` also
+        validates and repairs.
 
         Yields ``TransportInfo`` first, then ``TextDelta`` / ``ThinkingDelta`` / tool-call events,
         one ``UsageEvent`` and a final ``TurnEnd``. ``stop`` and ``max_tokens`` are enforced on the
@@ -209,6 +225,7 @@ class CursorClient:
             timeout_s=timeout_s,
             tools=tools,
             tool_choice=tool_choice,
+            response_format=response_format,
         )
         async with aclosing(self.run_request(request, stop=stop)) as stream:
             async for event in stream:
@@ -391,8 +408,15 @@ class CursorClient:
         timeout_s: float | None = None,
         tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
     ) -> CompletionResult:
-        """Run one stateless turn and return the full :class:`CompletionResult`."""
+        """Run one stateless turn and return the full :class:`CompletionResult`.
+
+        With ``response_format`` (``{"type": "json_object"}`` or ``{"type": "json_schema",
+        "json_schema": {"name", "schema"}}``) the answer is parsed and validated into
+        ``result.parsed``; an invalid answer gets one repair round, then
+        :class:`~cursorpipe.errors.StructuredOutputError`.
+        """
         request = self.build_request(
             model,
             messages,
@@ -403,8 +427,30 @@ class CursorClient:
             timeout_s=timeout_s,
             tools=tools,
             tool_choice=tool_choice,
+            response_format=response_format,
         )
-        return await collect_result(self.run_request(request, stop=stop), request)
+        result = await collect_result(self.run_request(request, stop=stop), request)
+        fmt = parse_response_format(response_format)
+        if fmt is None or result.tool_calls:
+            return result
+        try:
+            return replace(result, parsed=fmt.validate(result.text))
+        except StructuredOutputError as exc:
+            log.info("cursorpipe: structured output invalid (%s); one repair round", exc.message)
+            repair = request.with_messages(
+                [
+                    *request.messages,
+                    ChatMessage.of("assistant", result.text),
+                    ChatMessage.of(
+                        "user",
+                        f"Your answer was not valid: {exc.message}. "
+                        "Reply again with only the corrected JSON.",
+                    ),
+                ]
+            )
+            second = await collect_result(self.run_request(repair, stop=stop), repair)
+            parsed = fmt.validate(second.text)
+            return replace(second, parsed=parsed, usage=result.usage + second.usage)
 
     async def generate(
         self,

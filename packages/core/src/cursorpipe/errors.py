@@ -27,6 +27,7 @@ __all__ = [
     "SessionError",
     "StreamDroppedError",
     "StreamStalledError",
+    "StructuredOutputError",
     "UsageLimitError",
 ]
 
@@ -207,3 +208,14 @@ class OutdatedClientError(ConfigurationError):
     """Cursor rejected the client version; upgrade cursorpipe (or the Cursor CLI)."""
 
     default_code = "outdated_client"
+
+
+class StructuredOutputError(CursorPipeError):
+    """The model's answer did not parse or validate as the requested JSON, even after one repair
+    round. ``raw`` holds the last answer."""
+
+    default_code = "structured_output_invalid"
+
+    def __init__(self, message: str, *, raw: str = "", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.raw = raw

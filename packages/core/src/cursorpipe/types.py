@@ -408,6 +408,8 @@ class CompletionResult:
     thinking: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
     invalid_tool_calls: tuple[ToolCallEvent, ...] = ()
+    parsed: Any = None
+    """The validated JSON value when a ``response_format`` was requested."""
     transport: str = ""
     fallback_from: tuple[str, ...] = ()
     notices: tuple[str, ...] = ()
