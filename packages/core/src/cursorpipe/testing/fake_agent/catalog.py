@@ -28,6 +28,7 @@ __all__ = [
     "CLI_VERSION",
     "DEFAULT_CLI_MODEL",
     "ENV_ACCOUNT",
+    "ENV_ANSI",
     "ENV_CRASH_AFTER",
     "ENV_CRASH_CODE",
     "ENV_EXPECT_API_KEY",
@@ -35,8 +36,12 @@ __all__ = [
     "ENV_HANG_AFTER",
     "ENV_INBAND_ERROR",
     "ENV_LATENCY",
+    "ENV_NETWORK_ERROR",
+    "ENV_NO_EXIT",
     "ENV_RECORD",
     "ENV_STATE_DIR",
+    "ENV_TOOL_CALL",
+    "ENV_USAGE_SHAPE",
     "INBAND_ERRORS",
     "INVALID_API_KEY_TEXT",
     "MODELS",
@@ -289,6 +294,15 @@ ENV_INBAND_ERROR = "FAKE_AGENT_INBAND_ERROR"
 ENV_EXPECT_API_KEY = "FAKE_AGENT_EXPECT_API_KEY"
 ENV_STATE_DIR = "FAKE_AGENT_STATE_DIR"
 ENV_RECORD = "FAKE_AGENT_RECORD"
+ENV_NETWORK_ERROR = "FAKE_AGENT_NETWORK_ERROR"
+ENV_USAGE_SHAPE = "FAKE_AGENT_USAGE"
+ENV_NO_EXIT = "FAKE_AGENT_NO_EXIT"
+ENV_TOOL_CALL = "FAKE_AGENT_TOOL_CALL"
+ENV_ANSI = "FAKE_AGENT_ANSI"
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -322,6 +336,11 @@ class Knobs:
     expect_api_key: str = ""
     state_dir: str = ""
     record: str = ""
+    network_error: bool = False
+    usage_shape: str = "nested"
+    no_exit: bool = False
+    tool_call: bool = False
+    ansi: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Knobs:
@@ -342,6 +361,11 @@ class Knobs:
             expect_api_key=env.get(ENV_EXPECT_API_KEY, ""),
             state_dir=env.get(ENV_STATE_DIR, ""),
             record=env.get(ENV_RECORD, ""),
+            network_error=_flag(env, ENV_NETWORK_ERROR),
+            usage_shape=(env.get(ENV_USAGE_SHAPE, "").strip().lower() or "nested"),
+            no_exit=_flag(env, ENV_NO_EXIT),
+            tool_call=_flag(env, ENV_TOOL_CALL),
+            ansi=_flag(env, ENV_ANSI),
         )
 
     def inband_error_text(self, model: str) -> str:
