@@ -1,0 +1,1 @@
+"""Connect transport: Cursor's cloud API over Connect-RPC (owner: helper "connect")."""
