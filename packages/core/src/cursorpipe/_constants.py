@@ -56,3 +56,14 @@ SERVER_MODELS_CACHE_S = 300.0
 SERVER_SESSION_SWEEP_S = 30.0
 # Retry-After sent with 429 (concurrency limit) and 503 (starting/draining) answers.
 SERVER_BUSY_RETRY_AFTER_S = 1
+
+# --- acp transport (acp.md §3.1, §4) -----------------------------------------------------------
+# Restart of a crashed `agent acp`: wait base * 2^(n-1), capped, before the n-th consecutive restart.
+ACP_RESTART_BACKOFF_BASE_S = 0.2
+ACP_RESTART_BACKOFF_MAX_S = 5.0
+# acp.md §3.1: "Failed to initialize session services" is transient; retry session/new this often.
+ACP_SESSION_NEW_ATTEMPTS = 3
+ACP_SESSION_NEW_RETRY_DELAY_S = 0.2
+# acp.md §4: after session/cancel keep reading the session's updates until the prompt's answer
+# (Cursor answered in 4 ms), at most this long.
+ACP_CANCEL_GRACE_S = 5.0
