@@ -117,6 +117,13 @@ class ManagedProcess:
         stdin.write(data)
         await stdin.drain()
 
+    def close_stdin(self) -> None:
+        """Close stdin (end of input for the child) without stopping the process. Idempotent."""
+        stdin = self._proc.stdin
+        if stdin is not None and not stdin.is_closing():
+            with contextlib.suppress(Exception):
+                stdin.close()
+
     async def wait(self) -> int:
         """Wait for exit and return the exit code."""
         return await self._proc.wait()
