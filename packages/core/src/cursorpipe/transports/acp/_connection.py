@@ -1,0 +1,370 @@
+"""One ``agent acp`` process: handshake, request/answer matching, inbound requests, routing.
+
+The reader task is the only consumer of stdout. It resolves answers by ``id``, routes
+``session/update`` notifications *strictly by* ``sessionId`` into the queue of the turn that owns
+that session (so concurrent prompts never see each other's text), and answers the agent's own
+requests at once: ``session/request_permission`` by the configured policy and ``cursor/*`` (and
+anything else) with ``-32601`` so no turn ever waits on us (acp.md §4, §10).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..._redact import redact
+from ...errors import AgentCrashError, AuthenticationError, CursorPipeError, ProtocolError
+from .._process import ManagedProcess
+from ._errors import crash_error
+from ._jsonrpc import (
+    METHOD_NOT_FOUND,
+    ErrorResponse,
+    MessageDecoder,
+    Notification,
+    Request,
+    Response,
+    RpcError,
+    encode_error,
+    encode_notification,
+    encode_request,
+    encode_result,
+)
+
+__all__ = ["AcpConnection", "PermissionPolicy", "RpcCallError", "TurnItem", "child_environment"]
+
+log = logging.getLogger("cursorpipe.acp")
+
+PermissionPolicy = Literal["reject", "allow_once", "allow_always"]
+
+_POLICY_KINDS: Mapping[str, tuple[str, ...]] = {
+    "reject": ("reject_once", "reject_always"),
+    "allow_once": ("allow_once",),
+    "allow_always": ("allow_always", "allow_once"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TurnItem:
+    """What a turn's queue receives: an update, the prompt's answer, or a failure."""
+
+    kind: Literal["update", "result", "error"]
+    payload: Any = None
+
+
+class RpcCallError(Exception):
+    """An error answer, kept raw so the caller can classify it with its own context."""
+
+    def __init__(self, method: str, error: RpcError) -> None:
+        super().__init__(f"{method}: {error.code} {error.message}")
+        self.method = method
+        self.error = error
+
+
+class AcpConnection:
+    """A started ``agent acp`` child and its JSON-RPC session."""
+
+    def __init__(self, proc: ManagedProcess, *, policy: PermissionPolicy, generation: int) -> None:
+        self._proc = proc
+        self._policy = policy
+        self.generation = generation
+        self._ids = itertools.count(1)
+        self._pending: dict[int | str, tuple[str, asyncio.Future[Any] | asyncio.Queue[TurnItem]]] = {}
+        self._routes: dict[str, asyncio.Queue[TurnItem]] = {}
+        self._cancelled_sessions: set[str] = set()
+        self._decoder = MessageDecoder()
+        self._write_lock = asyncio.Lock()
+        self._dead: CursorPipeError | None = None
+        self._on_exit: list[Callable[[AcpConnection, CursorPipeError], None]] = []
+        self.init_result: dict[str, Any] = {}
+        self.noise_lines = 0
+        self.permission_answers: list[str] = []
+        self._reader = asyncio.create_task(self._read_loop(), name=f"acp-reader-{proc.pid}")
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    @classmethod
+    async def open(
+        cls,
+        argv: list[str],
+        *,
+        env: Mapping[str, str],
+        cwd: str,
+        policy: PermissionPolicy,
+        generation: int,
+        authenticate: bool,
+        client_version: str,
+    ) -> AcpConnection:
+        """Spawn and run the handshake (acp.md §2). The caller bounds the time it may take."""
+        proc = await ManagedProcess.spawn(argv, env=env, cwd=cwd, name="agent acp")
+        conn = cls(proc, policy=policy, generation=generation)
+        try:
+            conn.init_result = await conn.call(
+                "initialize",
+                {
+                    "protocolVersion": 1,
+                    # We never serve fs/terminal: Cursor then reads, writes and runs shells itself in
+                    # cwd (acp.md §4), which is why the session mode is forced to ask/plan.
+                    "clientCapabilities": {
+                        "fs": {"readTextFile": False, "writeTextFile": False},
+                        "terminal": False,
+                    },
+                    "clientInfo": {"name": "cursorpipe", "version": client_version},
+                },
+            )
+            if authenticate:
+                await conn._authenticate()
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def _authenticate(self) -> None:
+        methods = self.init_result.get("authMethods") if isinstance(self.init_result, dict) else None
+        method_id = "cursor_login"
+        if isinstance(methods, list) and methods and isinstance(methods[0], dict):
+            method_id = str(methods[0].get("id") or method_id)
+        try:
+            await self.call("authenticate", {"methodId": method_id})
+        except RpcCallError as exc:
+            # acp.md §2: without a stored login the CLI tries a browser device flow and fails
+            # -32602 headless; that is a credentials problem, not a broken transport.
+            raise AuthenticationError(
+                "Cursor's agent has no stored login. Run `agent login` on this machine, or set "
+                f"CURSOR_API_KEY (agent said: {redact(exc.error.text)}).",
+                transport="acp",
+                details={"rpc_code": exc.error.code},
+            ) from exc
+
+    @property
+    def pid(self) -> int:
+        """Process id of the agent."""
+        return self._proc.pid
+
+    @property
+    def alive(self) -> bool:
+        """Whether the process is up and the reader is running."""
+        return self._dead is None and self._proc.returncode is None
+
+    @property
+    def death(self) -> CursorPipeError | None:
+        """Why the connection ended, once it has."""
+        return self._dead
+
+    def on_exit(self, callback: Callable[[AcpConnection, CursorPipeError], None]) -> None:
+        """Call ``callback`` once when the process dies unexpectedly."""
+        self._on_exit.append(callback)
+
+    async def close(self) -> None:
+        """Staged shutdown of the process (idempotent); pending calls fail with ``SessionError``."""
+        if self._dead is None:
+            self._dead = AgentCrashError("agent acp was shut down", transport="acp", retryable=True)
+            self._on_exit.clear()
+        await self._proc.close()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(self._reader, 2.0)
+        if not self._reader.done():
+            self._reader.cancel()
+        self._fail_all(self._dead)
+
+    def kill(self) -> None:
+        """Kill the process now (tests, emergency)."""
+        self._proc.kill()
+
+    # ---- calls ----------------------------------------------------------------------------------
+    async def _send(self, data: bytes) -> None:
+        if self._dead is not None:
+            raise self._dead
+        try:
+            async with self._write_lock:
+                await self._proc.write(data)
+        except (BrokenPipeError, ConnectionResetError, RuntimeError) as exc:
+            # The reader will see EOF and report the exit code; give it a moment to do so.
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(self._reader), 2.0)
+            raise (
+                self._dead
+                or crash_error(self._proc.returncode, self._proc.stderr_tail(), during="while we wrote to it")
+            ) from exc
+
+    async def call(self, method: str, params: dict[str, Any]) -> Any:
+        """Send a request and wait for its answer. Error answers raise :class:`RpcCallError`; a
+        dead process raises ``AgentCrashError``. No timeout here: callers bound the wait."""
+        ident = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[ident] = (method, fut)
+        try:
+            await self._send(encode_request(ident, method, params))
+            return await fut
+        finally:
+            self._pending.pop(ident, None)
+
+    async def start_prompt(self, session_id: str, params: dict[str, Any]) -> asyncio.Queue[TurnItem]:
+        """Route ``session_id``'s updates to a fresh queue, then send ``session/prompt``; its answer
+        arrives on the same queue after every update that preceded it."""
+        queue: asyncio.Queue[TurnItem] = asyncio.Queue()
+        if session_id in self._routes:
+            raise ProtocolError(f"session {session_id} already has a turn running", transport="acp")
+        self._routes[session_id] = queue
+        self._cancelled_sessions.discard(session_id)
+        ident = next(self._ids)
+        self._pending[ident] = ("session/prompt", queue)
+        try:
+            await self._send(encode_request(ident, "session/prompt", params))
+        except BaseException:
+            self._pending.pop(ident, None)
+            self._routes.pop(session_id, None)
+            raise
+        return queue
+
+    def end_prompt(self, session_id: str, queue: asyncio.Queue[TurnItem]) -> None:
+        """Stop routing ``session_id`` (the turn is over or abandoned)."""
+        if self._routes.get(session_id) is queue:
+            del self._routes[session_id]
+        for ident, (_, target) in list(self._pending.items()):
+            if target is queue:
+                del self._pending[ident]
+
+    async def cancel(self, session_id: str) -> None:
+        """``session/cancel`` is a notification (acp.md §4); later permission requests of the
+        session are answered ``cancelled`` as the spec asks."""
+        self._cancelled_sessions.add(session_id)
+        if self._dead is None:
+            with contextlib.suppress(CursorPipeError):
+                await self._send(encode_notification("session/cancel", {"sessionId": session_id}))
+
+    # ---- reader -------------------------------------------------------------------------------
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                data = await self._proc.read(65536)
+                items = self._decoder.feed(data) if data else self._decoder.close()
+                for item in items:
+                    self._dispatch(item)
+                if not data:
+                    break
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug in dispatch must not leave callers waiting forever
+            log.exception("acp: reader failed")
+            self._die(ProtocolError(f"agent acp reader failed: {exc}", transport="acp"))
+            return
+        if self._dead is not None:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._proc.wait(), 5.0)
+        await asyncio.sleep(0.05)  # let the stderr drain catch the last lines
+        self._die(
+            crash_error(self._proc.returncode, self._proc.stderr_tail(), during="while serving requests")
+        )
+
+    def _die(self, error: CursorPipeError) -> None:
+        if self._dead is not None:
+            return
+        self._dead = error
+        log.warning("acp: %s", error)
+        self._fail_all(error)
+        for callback in self._on_exit:
+            try:
+                callback(self, error)
+            except Exception:
+                log.exception("acp: exit callback failed")
+
+    def _fail_all(self, error: CursorPipeError) -> None:
+        for _method, target in list(self._pending.values()):
+            if isinstance(target, asyncio.Queue):
+                target.put_nowait(TurnItem("error", error))
+            elif not target.done():
+                target.set_exception(error)
+        self._pending.clear()
+        for queue in list(self._routes.values()):
+            queue.put_nowait(TurnItem("error", error))
+        self._routes.clear()
+
+    def _dispatch(self, item: object) -> None:
+        if isinstance(item, ProtocolError):
+            # acp.md §2: Cursor may print noise; a bad line costs only itself.
+            self.noise_lines += 1
+            log.debug("acp: ignored a line: %s", redact(str(item)))
+        elif isinstance(item, Notification):
+            self._notification(item)
+        elif isinstance(item, (Response, ErrorResponse)):
+            self._answer(item)
+        elif isinstance(item, Request):
+            self._request(item)
+
+    def _answer(self, msg: Response | ErrorResponse) -> None:
+        entry = self._pending.pop(msg.id, None) if msg.id is not None else None
+        if entry is None:
+            log.debug("acp: answer to unknown id %r", msg.id)
+            return
+        method, target = entry
+        if isinstance(target, asyncio.Queue):
+            if isinstance(msg, Response):
+                target.put_nowait(TurnItem("result", msg.result))
+            else:
+                target.put_nowait(TurnItem("error", RpcCallError(method, msg.error)))
+        elif not target.done():
+            if isinstance(msg, Response):
+                target.set_result(msg.result)
+            else:
+                target.set_exception(RpcCallError(method, msg.error))
+
+    def _notification(self, msg: Notification) -> None:
+        if msg.method != "session/update":
+            log.debug("acp: notification %s ignored", msg.method)
+            return
+        sid = msg.params.get("sessionId")
+        update = msg.params.get("update")
+        queue = self._routes.get(sid) if isinstance(sid, str) else None
+        if queue is None or not isinstance(update, dict):
+            return  # e.g. available_commands_update of a pooled session nobody is using yet
+        queue.put_nowait(TurnItem("update", update))
+
+    def _request(self, msg: Request) -> None:
+        if msg.method == "session/request_permission":
+            reply = encode_result(msg.id, self._permission(msg.params))
+        else:
+            # acp.md §4: cursor/* extensions (create_plan, ask_question, update_todos, task...) and
+            # fs/*/terminal/* (we advertised none): answering -32601 lets the turn continue.
+            log.debug("acp: answering %s with -32601", msg.method)
+            reply = encode_error(msg.id, METHOD_NOT_FOUND, "Method not found", {"method": msg.method})
+        task = asyncio.get_running_loop().create_task(self._reply(reply))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _reply(self, data: bytes) -> None:
+        with contextlib.suppress(CursorPipeError):
+            await self._send(data)
+
+    def _permission(self, params: dict[str, Any]) -> dict[str, Any]:
+        sid = params.get("sessionId")
+        if isinstance(sid, str) and sid in self._cancelled_sessions:
+            self.permission_answers.append("cancelled")
+            return {"outcome": {"outcome": "cancelled"}}
+        options = [o for o in params.get("options") or () if isinstance(o, dict)]
+        # acp.md §4: choose by kind and echo the agent's own (hyphenated) optionId.
+        for kind in _POLICY_KINDS[self._policy]:
+            for option in options:
+                if option.get("kind") == kind and isinstance(option.get("optionId"), str):
+                    self.permission_answers.append(option["optionId"])
+                    return {"outcome": {"outcome": "selected", "optionId": option["optionId"]}}
+        self.permission_answers.append("cancelled")
+        return {"outcome": {"outcome": "cancelled"}}
+
+
+def child_environment(base: Mapping[str, str], *, api_key: str, auth_token: str) -> dict[str, str]:
+    """The agent's environment: ours plus credentials (never on argv) and the switches that keep the
+    CLI from opening a browser (acp.md §2)."""
+    env = dict(base)
+    for name in ("CURSOR_API_KEY", "CURSOR_AUTH_TOKEN", "CURSORPIPE_API_KEY", "CURSORPIPE_AUTH_TOKEN"):
+        env.pop(name, None)
+    if api_key:
+        env["CURSOR_API_KEY"] = api_key
+    if auth_token:
+        env["CURSOR_AUTH_TOKEN"] = auth_token
+    env["NO_OPEN_BROWSER"] = "1"
+    env["BROWSER"] = "true"
+    return env

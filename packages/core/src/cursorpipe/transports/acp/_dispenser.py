@@ -1,0 +1,137 @@
+"""The session dispenser: fresh ACP sessions, ready before they are needed.
+
+``session/new`` costs a network round trip (≈2.5 s on Cursor, acp.md §3.1), so a pool of
+never-used sessions is kept warm. A session handed out is never taken back: a used session holds a
+conversation, and reusing it would leak one caller's history into another's turn. When the pool is
+empty, a session is created on demand; the pool refills in the background. Sessions of a process
+that died are dropped (they died with it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ...errors import CursorPipeError
+
+if TYPE_CHECKING:
+    from ._connection import AcpConnection
+    from ._models import ModelCatalog
+
+__all__ = ["SessionDispenser", "SessionHandle"]
+
+log = logging.getLogger("cursorpipe.acp")
+
+
+@dataclass(eq=False)
+class SessionHandle:
+    """One ACP session of one process."""
+
+    id: str
+    conn: AcpConnection
+    catalog: ModelCatalog
+    model_value: str | None
+    mode: str | None
+    used: bool = False
+    settling: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def usable(self) -> bool:
+        """Alive and never prompted."""
+        return self.conn.alive and not self.used
+
+
+class SessionDispenser:
+    """Hands out fresh sessions, keeping ``target`` of them ready."""
+
+    def __init__(self, create: Callable[[], Awaitable[SessionHandle]]) -> None:
+        self._create = create
+        self._ready: deque[SessionHandle] = deque()
+        self._target = 0
+        self._refill: asyncio.Task[None] | None = None
+        self.created = 0
+        self.on_demand = 0
+
+    @property
+    def ready(self) -> int:
+        """Fresh sessions waiting in the pool."""
+        return sum(1 for h in self._ready if h.usable)
+
+    @property
+    def target(self) -> int:
+        """How many fresh sessions the pool keeps."""
+        return self._target
+
+    def set_target(self, size: int) -> None:
+        """Keep ``size`` sessions ready (starts refilling)."""
+        self._target = max(0, size)
+        self.kick()
+
+    async def fill(self) -> None:
+        """Wait until the pool holds ``target`` sessions (or a creation failed)."""
+        self.kick()
+        if self._refill is not None:
+            await asyncio.shield(self._refill)
+
+    def kick(self) -> None:
+        """Start a background refill if the pool is short and none is running."""
+        self._prune()
+        if len(self._ready) >= self._target:
+            return
+        if self._refill is None or self._refill.done():
+            self._refill = asyncio.get_running_loop().create_task(self._run_refill(), name="acp-pool-refill")
+
+    def _prune(self) -> None:
+        self._ready = deque(h for h in self._ready if h.usable)
+
+    async def _run_refill(self) -> None:
+        while True:
+            self._prune()
+            if len(self._ready) >= self._target:
+                return
+            try:
+                handle = await self._create()
+            except CursorPipeError as exc:
+                # Requests still work (on demand) and report the error themselves.
+                log.warning("acp: could not pre-create a session: %s", exc)
+                return
+            self.created += 1
+            self._ready.append(handle)
+
+    async def take(self) -> SessionHandle:
+        """A fresh session for one caller (pooled if one is ready, else created now)."""
+        while self._ready:
+            handle = self._ready.popleft()
+            if handle.usable:
+                handle.used = True
+                self.kick()
+                return handle
+        self.kick()
+        self.on_demand += 1
+        handle = await self._create()
+        self.created += 1
+        handle.used = True
+        return handle
+
+    def give_back_unused(self, handle: SessionHandle) -> None:
+        """Return a session that was created but never handed to a caller."""
+        if handle.usable:
+            self._ready.append(handle)
+
+    def clear(self) -> None:
+        """Forget every pooled session (their process is gone)."""
+        self._ready.clear()
+
+    async def aclose(self) -> None:
+        """Stop refilling."""
+        self._target = 0
+        self._ready.clear()
+        if self._refill is not None and not self._refill.done():
+            self._refill.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._refill

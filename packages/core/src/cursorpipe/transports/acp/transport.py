@@ -1,0 +1,581 @@
+"""``AcpTransport``: Cursor's models through one persistent ``agent acp`` process.
+
+Fixes what the original cursorpipe got wrong (acp.md §1.5): the session mode is set to
+``config.default_mode`` (Cursor's default is ``agent``, with full tools); permission requests are
+answered by ``config.acp_permission_policy`` (reject by default) instead of always ``allow-once``;
+``cursor/*`` requests are answered so turns never hang; a timed-out or abandoned turn sends
+``session/cancel``; the API key travels in the environment, never on argv; models are switched per
+request with ids from the session's own options (acp.md §3.2); a crashed agent is restarted up to
+``config.acp_max_restarts`` times with backoff; ACP errors, including the ones Cursor writes into
+the answer text, are classified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any
+
+from ..._constants import (
+    ACP_CANCEL_GRACE_S,
+    ACP_RESTART_BACKOFF_BASE_S,
+    ACP_RESTART_BACKOFF_MAX_S,
+    ACP_SESSION_NEW_ATTEMPTS,
+    ACP_SESSION_NEW_RETRY_DELAY_S,
+)
+from ..._redact import register_secret
+from ...config import CursorPipeConfig
+from ...errors import (
+    AgentCrashError,
+    AgentStartupError,
+    CursorPipeError,
+    ProtocolError,
+    SessionError,
+)
+from ...types import (
+    ChatMessage,
+    Event,
+    ImagePart,
+    ModelInfo,
+    StopReason,
+    TextDelta,
+    ThinkingDelta,
+    TransportInfo,
+    TurnEnd,
+    TurnRequest,
+    Usage,
+    UsageEvent,
+    estimate_tokens,
+)
+from ..base import TransportCapabilities, TransportSession
+from ._connection import AcpConnection, RpcCallError, TurnItem, child_environment
+from ._dispenser import SessionDispenser, SessionHandle
+from ._errors import InbandErrorFilter, classify_rpc_error
+from ._models import ModelCatalog
+
+__all__ = ["AcpSession", "AcpTransport", "flatten_messages"]
+
+log = logging.getLogger("cursorpipe.acp")
+
+NAME = "acp"
+
+_STOP_REASONS: dict[str, StopReason] = {
+    "end_turn": "stop",
+    "cancelled": "cancelled",
+    "max_tokens": "length",
+    "max_turn_requests": "stop",
+    "refusal": "content_filter",
+}
+
+_ROLE_LABELS = {"user": "User", "assistant": "Assistant", "tool": "Tool result", "system": "System"}
+
+
+def flatten_messages(messages: Sequence[ChatMessage]) -> str:
+    """One prompt text for a stateless multi-message request.
+
+    ACP has no way to inject earlier turns or a system prompt into a new session (``session/load``
+    only replays sessions the agent itself stored, acp.md §3.1), so a stateless request gets a fresh
+    session whose single prompt carries the system prompt and the conversation as text. A lone
+    user message is sent verbatim.
+    """
+    system = "\n\n".join(m.text for m in messages if m.role == "system" and m.text)
+    convo = [m for m in messages if m.role != "system"]
+    if not system and len(convo) == 1 and convo[0].role == "user":
+        return convo[0].text
+    current = ""
+    if convo and convo[-1].role == "user":
+        current = convo[-1].text
+        convo = convo[:-1]
+    parts: list[str] = []
+    if system:
+        parts.append(f"<system>\n{system}\n</system>")
+    if convo:
+        lines = []
+        for m in convo:
+            text = m.text
+            if m.tool_calls:
+                calls = ", ".join(f"{c.name}({c.arguments})" for c in m.tool_calls)
+                text = f"{text}\n[called: {calls}]".strip()
+            lines.append(f"{_ROLE_LABELS.get(m.role, m.role)}: {text}")
+        parts.append("<conversation>\n" + "\n\n".join(lines) + "\n</conversation>")
+    if current:
+        parts.append(current)
+    return "\n\n".join(parts)
+
+
+def _blocks(text: str, images: Sequence[ImagePart]) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": text}]
+    for image in images:
+        # acp.md §4: Cursor accepts image blocks (promptCapabilities.image) but not embedded
+        # resources; a remote image goes as a resource link.
+        if image.data is not None:
+            blocks.append(
+                {
+                    "type": "image",
+                    "mimeType": image.mime_type,
+                    "data": base64.b64encode(image.data).decode("ascii"),
+                }
+            )
+        elif image.url:
+            blocks.append({"type": "resource_link", "uri": image.url, "name": "image"})
+    return blocks
+
+
+class AcpSession:
+    """A dedicated ACP session (``open_session``): Cursor keeps its history."""
+
+    def __init__(self, handle: SessionHandle, model: str) -> None:
+        self.handle = handle
+        self._model = model
+        self.lock = asyncio.Lock()
+        self.closed = False
+
+    @property
+    def id(self) -> str:
+        """Cursor's ``sessionId``."""
+        return self.handle.id
+
+    @property
+    def model(self) -> str:
+        """The model the session was opened for."""
+        return self._model
+
+
+class AcpTransport:
+    """The ``acp`` transport (see the module docstring)."""
+
+    name = NAME
+
+    def __init__(self, config: CursorPipeConfig | None = None) -> None:
+        self._config = config if config is not None else CursorPipeConfig()
+        self._conn: AcpConnection | None = None
+        self._generation = 0
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self._restarts = 0
+        self._total_restarts = 0
+        self._gave_up: AgentCrashError | None = None
+        self._catalog: ModelCatalog | None = None
+        self._dispenser = SessionDispenser(self._new_session)
+        self._tmp_cwd: str | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        register_secret(self._config.api_key.get_secret_value())
+        register_secret(self._config.auth_token.get_secret_value())
+
+    # ---- introspection --------------------------------------------------------------------------
+    @property
+    def capabilities(self) -> TransportCapabilities:
+        """Sessions are Cursor's; usage is estimated (ACP reports none, acp.md §4)."""
+        return TransportCapabilities(
+            sessions=True,
+            native_tools=False,
+            thinking=True,
+            real_usage=False,
+            images=True,
+            system_prompt=True,
+        )
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running agent, if any."""
+        conn = self._conn
+        return conn.pid if conn is not None and conn.alive else None
+
+    @property
+    def restarts(self) -> int:
+        """How many times the agent was restarted after a crash."""
+        return self._total_restarts
+
+    @property
+    def pool_ready(self) -> int:
+        """Fresh sessions waiting in the pool."""
+        return self._dispenser.ready
+
+    # ---- process ----------------------------------------------------------------------------------
+    def _cwd(self) -> str:
+        if self._config.workspace:
+            return self._config.workspace
+        if self._tmp_cwd is None:
+            # acp.md §4: the agent reads and writes files in cwd; keep it away from the user's files.
+            self._tmp_cwd = tempfile.mkdtemp(prefix="cursorpipe-acp-")
+        return self._tmp_cwd
+
+    async def _connection(self) -> AcpConnection:
+        conn = self._conn
+        if conn is not None and conn.alive:
+            return conn
+        if self._closed:
+            raise SessionError("The acp transport is closed.", code="client_closed", transport=NAME)
+        async with self._lock:
+            conn = self._conn
+            if conn is not None and conn.alive:
+                return conn
+            if self._gave_up is not None:
+                raise self._gave_up
+            if conn is not None:
+                self._restarts += 1
+                if self._restarts > self._config.acp_max_restarts:
+                    self._gave_up = AgentCrashError(
+                        f"agent acp crashed {self._restarts} times in a row; gave up after "
+                        f"{self._config.acp_max_restarts} restarts (CURSORPIPE_ACP_MAX_RESTARTS). "
+                        f"Last failure: {conn.death}",
+                        code="agent_restarts_exhausted",
+                        retryable=False,
+                        exit_code=getattr(conn.death, "exit_code", None),
+                        stderr=getattr(conn.death, "stderr", ""),
+                        transport=NAME,
+                    )
+                    raise self._gave_up
+                delay = min(ACP_RESTART_BACKOFF_MAX_S, ACP_RESTART_BACKOFF_BASE_S * 2 ** (self._restarts - 1))
+                log.warning("acp: restarting agent acp (restart %d) in %.2f s", self._restarts, delay)
+                await asyncio.sleep(delay)
+                self._dispenser.clear()
+                self._total_restarts += 1
+            self._conn = await self._spawn()
+            return self._conn
+
+    async def _spawn(self) -> AcpConnection:
+        api_key = self._config.api_key.get_secret_value()
+        token = self._config.auth_token.get_secret_value()
+        env = child_environment(os.environ, api_key=api_key, auth_token=token)
+        self._generation += 1
+        timeout = self._config.acp_startup_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                conn = await AcpConnection.open(
+                    # Global flags go before `acp` (acp.md §2); credentials never go on argv.
+                    [self._config.agent_bin, "acp"],
+                    env=env,
+                    cwd=self._cwd(),
+                    policy=self._config.acp_permission_policy,
+                    generation=self._generation,
+                    # acp.md §2: a key or token already authenticates the process; authenticate
+                    # would re-check only the stored login and may open a browser.
+                    authenticate=not (api_key or token),
+                    client_version=_version(),
+                )
+        except TimeoutError as exc:
+            raise AgentStartupError(
+                f"agent acp did not finish its handshake within {timeout:g} s "
+                "(CURSORPIPE_ACP_STARTUP_TIMEOUT_S). Check that `agent` runs and is logged in.",
+                transport=NAME,
+            ) from exc
+        except RpcCallError as exc:
+            raise ProtocolError(
+                f"agent acp refused initialize (JSON-RPC {exc.error.code}: {exc.error.text}).",
+                transport=NAME,
+            ) from exc
+        conn.on_exit(self._on_exit)
+        log.info("acp: agent acp started (pid %d)", conn.pid)
+        return conn
+
+    def _on_exit(self, conn: AcpConnection, error: CursorPipeError) -> None:
+        if self._closed or conn is not self._conn:
+            return
+        # Restart right away (with backoff) so the next request finds a ready process.
+        self._background(self._restart_now())
+
+    async def _restart_now(self) -> None:
+        try:
+            await self._connection()
+        except CursorPipeError as exc:
+            log.warning("acp: restart failed: %s", exc)
+            return
+        if self._dispenser.target:
+            self._dispenser.kick()
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- sessions ---------------------------------------------------------------------------------
+    async def _new_session(self) -> SessionHandle:
+        """``session/new`` on the current process, mode set, transient failures retried."""
+        last: CursorPipeError | None = None
+        for attempt in range(ACP_SESSION_NEW_ATTEMPTS):
+            conn = await self._connection()
+            try:
+                async with asyncio.timeout(self._config.acp_startup_timeout_s):
+                    result = await conn.call("session/new", {"cwd": self._cwd(), "mcpServers": []})
+                    handle = self._handle(conn, result)
+                    await self._set_mode(handle)
+                return handle
+            except TimeoutError as exc:
+                last = SessionError(
+                    f"agent acp did not create a session within {self._config.acp_startup_timeout_s:g} s.",
+                    code="session_timeout",
+                    retryable=True,
+                    transport=NAME,
+                )
+                last.__cause__ = exc
+            except RpcCallError as exc:
+                last = classify_rpc_error(exc.method, exc.error)
+                if not (last.retryable and isinstance(last, SessionError)):
+                    raise last from exc
+            log.warning("acp: session/new failed (attempt %d): %s", attempt + 1, last)
+            await asyncio.sleep(ACP_SESSION_NEW_RETRY_DELAY_S * (attempt + 1))
+        assert last is not None
+        raise last
+
+    def _handle(self, conn: AcpConnection, result: Any) -> SessionHandle:
+        if (
+            not isinstance(result, dict)
+            or not isinstance(result.get("sessionId"), str)
+            or not result["sessionId"]
+        ):
+            raise ProtocolError("agent acp answered session/new without a sessionId.", transport=NAME)
+        catalog = ModelCatalog.from_session(result)
+        if catalog.models:
+            self._catalog = catalog
+        modes = result.get("modes")
+        mode = modes.get("currentModeId") if isinstance(modes, dict) else None
+        return SessionHandle(
+            id=result["sessionId"],
+            conn=conn,
+            catalog=catalog if catalog.models else (self._catalog or catalog),
+            model_value=catalog.current,
+            mode=mode if isinstance(mode, str) else None,
+        )
+
+    async def _set_mode(self, handle: SessionHandle) -> None:
+        """Cursor starts sessions in ``agent`` mode (acp.md §1.5, §3.1); switch to ask/plan."""
+        wanted = self._config.default_mode
+        if handle.mode == wanted:
+            return
+        try:
+            # acp.md §3.2 / §10: the stable way is the "mode" config option.
+            await handle.conn.call(
+                "session/set_config_option", {"sessionId": handle.id, "configId": "mode", "value": wanted}
+            )
+        except RpcCallError as exc:
+            log.debug("acp: set_config_option(mode) failed (%s); trying session/set_mode", exc)
+            try:
+                await handle.conn.call("session/set_mode", {"sessionId": handle.id, "modeId": wanted})
+            except RpcCallError as exc2:
+                raise SessionError(
+                    f"agent acp refused to switch the session to {wanted!r} mode ({exc2.error.text}); "
+                    "refusing to run a turn in agent mode.",
+                    transport=NAME,
+                ) from exc2
+        handle.mode = wanted
+
+    async def _set_model(self, handle: SessionHandle, model: str) -> str:
+        """Switch the session to ``model`` (a CLI id or an ACP id); return the CLI-style id."""
+        target = handle.catalog.resolve(model)
+        if handle.model_value != target.acp_id:
+            try:
+                await handle.conn.call(
+                    "session/set_config_option",
+                    {"sessionId": handle.id, "configId": "model", "value": target.acp_id},
+                )
+            except RpcCallError as exc:
+                raise classify_rpc_error(
+                    exc.method, exc.error, model=model, available=[m.cli_id for m in handle.catalog.models]
+                ) from exc
+            handle.model_value = target.acp_id
+        return target.cli_id
+
+    # ---- Transport protocol -----------------------------------------------------------------------
+    async def start(self, *, pool_size: int = 0) -> None:
+        """Start the process and pre-create ``pool_size`` sessions (waits for them)."""
+        await self._connection()
+        if pool_size > self._dispenser.target:
+            self._dispenser.set_target(pool_size)
+        async with asyncio.timeout(self._config.acp_startup_timeout_s * 2):
+            await self._dispenser.fill()
+
+    async def open_session(self, model: str) -> TransportSession:
+        """A dedicated session whose history Cursor keeps."""
+        if self._catalog is not None:
+            self._catalog.resolve(model)  # fail fast, before a pooled session is spent
+        handle = await self._dispenser.take()
+        await self._set_model(handle, model)
+        return AcpSession(handle, model)
+
+    async def close_session(self, session: TransportSession) -> None:
+        """Forget the session. Cursor's ACP has no documented way to delete one (its store keeps
+        ``~/.cursor/acp-sessions/<id>``, acp.md §1.5, §3.1), so nothing is sent."""
+        if isinstance(session, AcpSession):
+            session.closed = True
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The model options of a fresh session, under the CLI ids users know (ACP ids as aliases)."""
+        if self._catalog is None:
+            handle = await self._new_session()
+            self._dispenser.give_back_unused(handle)
+        assert self._catalog is not None
+        return self._catalog.infos()
+
+    async def aclose(self) -> None:
+        """Stop the process (staged shutdown) and background work. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._dispenser.aclose()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+        if self._tmp_cwd is not None:
+            shutil.rmtree(self._tmp_cwd, ignore_errors=True)
+            self._tmp_cwd = None
+
+    def run(
+        self, request: TurnRequest, *, session: TransportSession | None = None
+    ) -> AsyncGenerator[Event, None]:
+        """Run one turn (see :mod:`cursorpipe.transports.base`)."""
+        return self._run(request, session)
+
+    async def _run(
+        self, request: TurnRequest, session: TransportSession | None
+    ) -> AsyncGenerator[Event, None]:
+        if session is None:
+            if self._catalog is not None:
+                self._catalog.resolve(request.model)
+            # A fresh session per stateless request, never reused (no cross-request history).
+            handle = await self._dispenser.take()
+            text = flatten_messages(request.messages)
+            images = [i for m in request.messages if m.role == "user" for i in m.images]
+            async for event in self._turn(handle, request, text, images):
+                yield event
+            return
+        if not isinstance(session, AcpSession):
+            raise SessionError("This session does not belong to the acp transport.", transport=NAME)
+        if session.closed:
+            raise SessionError(f"Session {session.id} was discarded; open a new one.", transport=NAME)
+        async with session.lock:
+            handle = session.handle
+            if handle.settling is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(handle.settling), ACP_CANCEL_GRACE_S)
+            if not handle.conn.alive:
+                raise SessionError(
+                    f"Session {session.id} was lost when agent acp stopped; open a new session.",
+                    code="session_lost",
+                    transport=NAME,
+                )
+            # The agent keeps the history: send only the new messages.
+            text = flatten_messages(request.messages)
+            images = [i for m in request.messages if m.role == "user" for i in m.images]
+            async for event in self._turn(handle, request, text, images):
+                yield event
+
+    async def _turn(
+        self, handle: SessionHandle, request: TurnRequest, text: str, images: Sequence[ImagePart]
+    ) -> AsyncGenerator[Event, None]:
+        conn = handle.conn
+        model_id = await self._set_model(handle, request.model)
+        yield TransportInfo(transport=NAME, model=model_id, session_id=handle.id)
+        queue = await conn.start_prompt(handle.id, {"sessionId": handle.id, "prompt": _blocks(text, images)})
+        available = [m.cli_id for m in handle.catalog.models]
+        inband = InbandErrorFilter()
+        answer: list[str] = []
+        finished = False
+        stop: Any = None
+        try:
+            while True:
+                item = await queue.get()
+                if item.kind == "result":
+                    stop = item.payload.get("stopReason") if isinstance(item.payload, dict) else None
+                    break
+                if item.kind == "error":
+                    raise self._turn_error(item, request.model, available)
+                event = _event(item.payload)
+                if isinstance(event, TextDelta):
+                    out = inband.feed(event.text)
+                    if out:
+                        answer.append(out)
+                        yield TextDelta(out)
+                elif event is not None:
+                    yield event
+            tail, error = inband.finish(model=request.model, available=available)
+            if error is not None:
+                raise error
+            if tail:
+                answer.append(tail)
+                yield TextDelta(tail)
+            finished = True
+        finally:
+            if finished:
+                conn.end_prompt(handle.id, queue)
+            else:
+                await self._abandon(handle, queue)
+        # ACP reports no token usage at all (acp.md §4): estimate it.
+        usage = Usage(
+            input_tokens=estimate_tokens(text), output_tokens=estimate_tokens("".join(answer)), estimated=True
+        )
+        self._restarts = 0  # a completed turn proves the process healthy
+        yield UsageEvent(usage)
+        yield TurnEnd(_STOP_REASONS.get(str(stop), "stop"), usage)
+
+    def _turn_error(self, item: TurnItem, model: str, available: list[str]) -> CursorPipeError:
+        payload = item.payload
+        if isinstance(payload, RpcCallError):
+            error = classify_rpc_error(payload.method, payload.error, model=model, available=available)
+            error.__cause__ = payload
+            return error
+        if isinstance(payload, CursorPipeError):
+            return payload
+        return ProtocolError(f"agent acp turn failed: {payload!r}", transport=NAME)
+
+    async def _abandon(self, handle: SessionHandle, queue: asyncio.Queue[TurnItem]) -> None:
+        """The turn stopped early (timeout, consumer gone, task cancelled, error): send
+        ``session/cancel`` and keep reading the session until the prompt is answered (acp.md §4),
+        in the background, so a dedicated session's next turn starts clean."""
+        conn = handle.conn
+        if not conn.alive:
+            conn.end_prompt(handle.id, queue)
+            return
+        await conn.cancel(handle.id)
+
+        async def settle() -> None:
+            try:
+                async with asyncio.timeout(ACP_CANCEL_GRACE_S):
+                    while (await queue.get()).kind == "update":
+                        pass
+            except TimeoutError:
+                log.warning("acp: session %s did not confirm the cancel", handle.id)
+            finally:
+                conn.end_prompt(handle.id, queue)
+
+        task = asyncio.get_running_loop().create_task(settle())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        handle.settling = task
+
+
+def _event(update: Any) -> Event | None:
+    """A ``session/update`` payload as an event (acp.md §4). Tool calls, plans, titles and mode
+    updates are Cursor's own business and stay inside the transport."""
+    if not isinstance(update, dict):
+        return None
+    kind = update.get("sessionUpdate")
+    content = update.get("content")
+    text = content.get("text") if isinstance(content, dict) and content.get("type") == "text" else None
+    if kind == "agent_message_chunk" and isinstance(text, str):
+        return TextDelta(text)
+    if kind == "agent_thought_chunk" and isinstance(text, str):
+        return ThinkingDelta(text)
+    if kind in ("tool_call", "tool_call_update", "plan"):
+        log.debug("acp: %s %s", kind, update.get("title") or update.get("status") or "")
+    return None
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("cursorpipe")
+    except Exception:
+        return "0"
