@@ -1,0 +1,235 @@
+"""Parsing and validating request bodies: malformed JSON and wrong types are 400s in OpenAI's
+shape naming the field (never FastAPI's 422 or a 500), and the unknown-field policy of
+integrations.md §4.1: lenient by default (fields we cannot honour are listed in the
+``x-cursorpipe-ignored-params`` response header), strict mode answers 400 naming the field."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .._constants import SERVER_MAX_N
+from ..errors import ConfigurationError
+from ..types import ChatMessage, normalize_messages
+from ._errors import APIError
+
+__all__ = ["ChatParams", "ResponsesParams", "parse_chat", "parse_json_object", "parse_responses"]
+
+IGNORED_HEADER = "x-cursorpipe-ignored-params"
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or a 400."""
+    if not raw.strip():
+        raise APIError(
+            400, "The request body must be a JSON object.", code="invalid_json", should_retry=False
+        )
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise APIError(
+            400, f"The request body is not valid JSON: {exc}", code="invalid_json", should_retry=False
+        ) from None
+    if not isinstance(value, dict):
+        raise APIError(
+            400, "The request body must be a JSON object.", code="invalid_json", should_retry=False
+        )
+    return value
+
+
+def _param(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not out:
+            out = part
+        else:
+            out += f".{part}"
+    return out
+
+
+def _validate(model: type[BaseModel], body: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False, include_input=False)[0]
+        param = _param(tuple(err["loc"])) or None
+        if err["type"] == "missing":
+            raise APIError(
+                400, f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
+            ) from None
+        raise APIError(
+            400, f"Invalid value for '{param}': {err['msg']}.", param=param, code="invalid_value"
+        ) from None
+    except (RecursionError, ValueError) as exc:  # absurdly deep nesting and the like
+        raise APIError(400, f"Invalid request body: {exc}", code="invalid_value") from None
+
+
+def _messages(raw: Any, param: str) -> list[ChatMessage]:
+    try:
+        return normalize_messages(raw)
+    except ConfigurationError as exc:
+        raise APIError(400, exc.message, param=param, code="invalid_value") from None
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        # Odd shapes inside a message (e.g. tool_calls that are not objects) must be a 400 too.
+        raise APIError(400, f"Invalid {param}: {exc}", param=param, code="invalid_value") from None
+
+
+def _policy(extra: Mapping[str, Any] | None, strict: bool, prefix: str = "") -> list[str]:
+    names = sorted(prefix + k for k in (extra or {}))
+    if strict and names:
+        raise APIError(
+            400,
+            f"Unsupported parameter: '{names[0]}' is not supported by cursorpipe-server "
+            "(strict mode; start the server without --strict-params to have it ignored).",
+            param=names[0],
+            code="unsupported_parameter",
+            should_retry=False,
+        )
+    return names
+
+
+# ----------------------------------------------------------------------------------------------
+# /v1/chat/completions
+# ----------------------------------------------------------------------------------------------
+class _StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    include_usage: bool | None = None
+
+
+class _ChatBody(BaseModel):
+    # strict: "1" is not a number and true is not an int (wrong types are 400s, not coercions).
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: str | None = None
+    messages: list[Any] = Field(min_length=1)
+    stream: bool | None = None
+    stream_options: _StreamOptions | None = None
+    temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    n: int | None = Field(None, ge=1, le=SERVER_MAX_N)
+    user: str | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatParams:
+    """A validated chat completion request."""
+
+    model: str
+    messages: list[ChatMessage]
+    stream: bool = False
+    include_usage: bool = False
+    temperature: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    n: int = 1
+    user: str | None = None
+    ignored: list[str] = field(default_factory=list)
+    # issue 7: tools / tool_choice / response_format will be parsed into these.
+    tools: tuple[Mapping[str, Any], ...] = ()
+    tool_choice: str | Mapping[str, Any] | None = None
+
+
+def parse_chat(body: dict[str, Any], *, strict: bool) -> ChatParams:
+    """Validate a chat completion body (see the module docstring for the field policy)."""
+    parsed: _ChatBody = _validate(_ChatBody, body)
+    ignored = _policy(parsed.model_extra, strict)
+    if parsed.stream_options is not None:
+        ignored += _policy(parsed.stream_options.model_extra, strict, "stream_options.")
+    stop = (parsed.stop,) if isinstance(parsed.stop, str) else tuple(parsed.stop or ())
+    return ChatParams(
+        model=(parsed.model or "").strip(),
+        messages=_messages(parsed.messages, "messages"),
+        stream=bool(parsed.stream),
+        include_usage=bool(parsed.stream_options and parsed.stream_options.include_usage),
+        temperature=parsed.temperature,
+        max_tokens=parsed.max_completion_tokens or parsed.max_tokens,
+        stop=tuple(s for s in stop if s),
+        n=parsed.n or 1,
+        user=parsed.user,
+        ignored=ignored,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# /v1/responses (the basic text case)
+# ----------------------------------------------------------------------------------------------
+class _ResponsesBody(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: str | None = None
+    input: str | list[Any]
+    instructions: str | None = None
+    stream: bool | None = None
+    max_output_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponsesParams:
+    """A validated Responses API request."""
+
+    model: str
+    messages: list[ChatMessage]
+    instructions: str | None
+    stream: bool
+    max_output_tokens: int | None
+    temperature: float | None
+    user: str | None
+    metadata: dict[str, str]
+    ignored: list[str]
+
+
+def _input_items(raw: list[Any]) -> list[Any]:
+    items: list[Any] = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise APIError(400, f"input[{i}] must be an object.", param=f"input[{i}]", code="invalid_value")
+        kind = item.get("type", "message")
+        if kind != "message":
+            raise APIError(
+                400,
+                f"input[{i}] has type {kind!r}; cursorpipe-server supports message items only.",
+                param=f"input[{i}].type",
+                code="unsupported_value",
+            )
+        items.append({k: v for k, v in item.items() if k in ("role", "content")})
+    return items
+
+
+def parse_responses(body: dict[str, Any], *, strict: bool) -> ResponsesParams:
+    """Validate a Responses API body (text and image input items, instructions, limits)."""
+    parsed: _ResponsesBody = _validate(_ResponsesBody, body)
+    # `store` only says whether OpenAI would keep the response; nothing to honour here.
+    ignored = _policy(parsed.model_extra, strict)
+    raw_input: Any = parsed.input
+    if isinstance(raw_input, str):
+        items: list[Any] = [{"role": "user", "content": raw_input}]
+    else:
+        items = _input_items(raw_input)
+    if parsed.instructions:
+        items = [{"role": "system", "content": parsed.instructions}, *items]
+    if not items:
+        raise APIError(400, "input must not be empty.", param="input", code="invalid_value")
+    return ResponsesParams(
+        model=(parsed.model or "").strip(),
+        messages=_messages(items, "input"),
+        instructions=parsed.instructions,
+        stream=bool(parsed.stream),
+        max_output_tokens=parsed.max_output_tokens,
+        temperature=parsed.temperature,
+        user=parsed.user,
+        metadata=dict(parsed.metadata or {}),
+        ignored=ignored,
+    )

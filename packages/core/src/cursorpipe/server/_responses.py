@@ -1,0 +1,254 @@
+"""``POST /v1/responses``: the basic text case of OpenAI's Responses API (what current SDKs and
+agents try first), streaming (typed ``response.*`` events) and not."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .._redact import redact
+from ..types import TextDelta, Usage
+from ._chat import ClientGone, RunResult, collect, total_usage
+from ._errors import describe
+from ._requests import IGNORED_HEADER, ResponsesParams, parse_json_object, parse_responses
+from ._runs import End, EventStreamResponse, Fanout, keepalive, run_until_disconnect
+from ._state import ServerState, request_timeout
+
+__all__ = ["responses_create"]
+
+log = logging.getLogger("cursorpipe.server")
+
+
+def _usage(usage: Usage) -> dict[str, Any]:
+    prompt = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens  # as usage_json()
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": usage.cache_read_tokens},
+        "output_tokens": usage.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+        "total_tokens": prompt + usage.output_tokens,
+    }
+
+
+def _message(item_id: str, text: str, status: str) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "type": "message",
+        "status": status,
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}]
+        if status != "in_progress"
+        else [],
+    }
+
+
+def _response(
+    params: ResponsesParams,
+    *,
+    rid: str,
+    created: int,
+    model: str,
+    status: str,
+    output: list[dict[str, Any]],
+    usage: dict[str, Any] | None,
+    finish: str | None = None,
+) -> dict[str, Any]:
+    incomplete = {"reason": "max_output_tokens"} if finish == "length" else None
+    return {
+        "id": rid,
+        "object": "response",
+        "created_at": created,
+        "status": "incomplete" if incomplete and status == "completed" else status,
+        "error": None,
+        "incomplete_details": incomplete,
+        "instructions": params.instructions,
+        "max_output_tokens": params.max_output_tokens,
+        "model": model,
+        "output": output,
+        "parallel_tool_calls": False,
+        "previous_response_id": None,
+        "reasoning": None,
+        "store": False,
+        "temperature": params.temperature,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": None,
+        "truncation": "disabled",
+        "usage": usage,
+        "user": params.user,
+        "metadata": params.metadata,
+    }
+
+
+async def responses_create(request: Request, st: ServerState) -> Response:
+    """Handle one Responses API request."""
+    params = parse_responses(parse_json_object(await request.body()), strict=st.config.strict_params)
+    headers: dict[str, str] = {}
+    if params.ignored:
+        headers[IGNORED_HEADER] = ", ".join(params.ignored)
+    turn = st.client.build_request(
+        params.model or None,
+        params.messages,
+        temperature=params.temperature,
+        max_tokens=params.max_output_tokens,
+        timeout_s=request_timeout(request),
+    )
+    prompt_text = "".join(m.text for m in turn.messages)
+    await st.gate.acquire()
+    handed_off = False
+    try:
+        rid = "resp_" + secrets.token_hex(12)
+        msg_id = "msg_" + secrets.token_hex(12)
+        created = int(time.time())
+        started = time.perf_counter()
+        fanout = Fanout([st.client.run_request(turn)])
+        if params.stream:
+            try:
+                await fanout.prime(st.keepalive_s)
+            except BaseException:
+                await fanout.aclose()
+                raise
+            info = fanout.peek_info()
+            model = info.model if info is not None and info.model else turn.model
+
+            async def on_close() -> None:
+                await fanout.aclose()
+                st.gate.release()
+
+            body = _stream(
+                st,
+                fanout,
+                params,
+                rid=rid,
+                msg_id=msg_id,
+                created=created,
+                model=model,
+                prompt_text=prompt_text,
+                started=started,
+            )
+            handed_off = True
+            return EventStreamResponse(body, headers=headers, on_close=on_close)
+        try:
+            results = await run_until_disconnect(request, collect(fanout))
+        finally:
+            await fanout.aclose()
+        if results is None:
+            raise ClientGone
+        result = results[0]
+        usage = total_usage(results, prompt_text)
+        model = result.info.model if result.info is not None and result.info.model else turn.model
+        output = [_message(msg_id, "".join(result.text), "completed")]
+        payload = _response(
+            params,
+            rid=rid,
+            created=created,
+            model=model,
+            status="completed",
+            output=output,
+            usage=_usage(usage),
+            finish=result.finish,
+        )
+        return JSONResponse(payload, headers=headers)
+    finally:
+        if not handed_off:
+            st.gate.release()
+
+
+async def _stream(
+    st: ServerState,
+    fanout: Fanout,
+    params: ResponsesParams,
+    *,
+    rid: str,
+    msg_id: str,
+    created: int,
+    model: str,
+    prompt_text: str,
+    started: float,
+) -> AsyncGenerator[bytes, None]:
+    seq = 0
+
+    def event(kind: str, **fields: Any) -> bytes:
+        nonlocal seq
+        data = {"type": kind, "sequence_number": seq, **fields}
+        seq += 1
+        return (
+            f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'), ensure_ascii=False)}\n\n".encode()
+        )
+
+    def snapshot(
+        status: str,
+        output: list[dict[str, Any]],
+        usage: dict[str, Any] | None = None,
+        finish: str | None = None,
+    ) -> dict[str, Any]:
+        return _response(
+            params,
+            rid=rid,
+            created=created,
+            model=model,
+            status=status,
+            output=output,
+            usage=usage,
+            finish=finish,
+        )
+
+    yield event("response.created", response=snapshot("in_progress", []))
+    yield event("response.in_progress", response=snapshot("in_progress", []))
+    yield event("response.output_item.added", output_index=0, item=_message(msg_id, "", "in_progress"))
+    part = {"type": "output_text", "text": "", "annotations": []}
+    yield event("response.content_part.added", item_id=msg_id, output_index=0, content_index=0, part=part)
+    result = RunResult()
+    first = True
+    while True:
+        item = await fanout.next(st.keepalive_s)
+        if item is None:
+            yield keepalive()
+            continue
+        _, value = item
+        if isinstance(value, Exception):
+            err = describe(value)
+            st.metrics.observe_error(err.code)
+            log.warning("response %s failed mid-way: %s", rid, redact(err.message))
+            body = err.body()["error"]
+            yield event("error", code=body["code"], message=body["message"], param=body["param"])
+            failed = snapshot("failed", [])
+            failed["error"] = {"code": body["code"] or "server_error", "message": body["message"]}
+            yield event("response.failed", response=failed)
+            return
+        if isinstance(value, End):
+            break
+        result.feed(value)
+        if isinstance(value, TextDelta) and not value.notice and value.text:
+            if first:
+                first = False
+                st.metrics.observe_ttft("responses", time.perf_counter() - started)
+            yield event(
+                "response.output_text.delta",
+                item_id=msg_id,
+                output_index=0,
+                content_index=0,
+                delta=value.text,
+                logprobs=[],
+            )
+    text = "".join(result.text)
+    yield event(
+        "response.output_text.done", item_id=msg_id, output_index=0, content_index=0, text=text, logprobs=[]
+    )
+    done_part = {"type": "output_text", "text": text, "annotations": []}
+    yield event("response.content_part.done", item_id=msg_id, output_index=0, content_index=0, part=done_part)
+    item_done = _message(msg_id, text, "completed")
+    yield event("response.output_item.done", output_index=0, item=item_done)
+    usage = total_usage([result], prompt_text)
+    st.metrics.observe_tokens(usage.input_tokens, usage.output_tokens, usage.reasoning_tokens)
+    final = snapshot("completed", [item_done], _usage(usage), result.finish)
+    kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
+    yield event(kind, response=final)

@@ -1,0 +1,258 @@
+"""Running turns for HTTP requests: parallel runs merged into one queue (``n`` > 1), keep-alive
+timing, a response class that cancels the Cursor run as soon as the client disconnects, and the
+concurrency gate that answers 429/503 instead of queueing forever (integrations.md §4.4, §7)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping
+from contextlib import aclosing
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from .._constants import SERVER_BUSY_RETRY_AFTER_S
+from ..types import Event, TransportInfo
+from ._errors import APIError
+
+__all__ = ["END", "End", "EventStreamResponse", "Fanout", "Gate", "run_until_disconnect"]
+
+log = logging.getLogger("cursorpipe.server")
+T = TypeVar("T")
+
+
+class End:
+    """Marker: a run finished (after its TurnEnd)."""
+
+    def __repr__(self) -> str:
+        return "END"
+
+
+END = End()
+Item = tuple[int, "Event | Exception | End"]
+
+
+class Fanout:
+    """Consume ``n`` event streams concurrently into one ordered queue of ``(index, item)``.
+
+    Each stream runs in its own task so a silent model never blocks keep-alives, and cancelling
+    (:meth:`aclose`) closes every stream, which cancels the upstream Cursor runs (base.py contract).
+    """
+
+    def __init__(self, streams: list[AsyncGenerator[Event, None]]) -> None:
+        self._queue: asyncio.Queue[Item] = asyncio.Queue()
+        self._buffer: deque[Item] = deque()
+        self._tasks = [asyncio.create_task(self._pump(i, s)) for i, s in enumerate(streams)]
+        self.size = len(streams)
+
+    async def _pump(self, index: int, stream: AsyncGenerator[Event, None]) -> None:
+        try:
+            async with aclosing(stream) as events:
+                async for event in events:
+                    await self._queue.put((index, event))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # handed to the consumer, which renders it (never swallowed)
+            await self._queue.put((index, exc))
+            return
+        await self._queue.put((index, END))
+
+    async def next(self, wait_s: float | None = None) -> Item | None:
+        """The next item, or ``None`` when ``wait_s`` passed first (time for a keep-alive)."""
+        if self._buffer:
+            return self._buffer.popleft()
+        if wait_s is None:
+            return await self._queue.get()
+        try:
+            async with asyncio.timeout(wait_s):
+                return await self._queue.get()
+        except TimeoutError:
+            return None
+
+    async def prime(self, wait_s: float) -> None:
+        """Wait (at most ``wait_s``) for the first output, so failures that happen before any
+        output (auth, unknown model, limits) become real HTTP statuses instead of stream errors.
+        Raises that failure; everything read is kept for the consumer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            item = await self.next(remaining)
+            if item is None:
+                return
+            self._buffer.append(item)
+            _, value = item
+            if isinstance(value, Exception):
+                self._buffer.clear()
+                raise value
+            if not isinstance(value, (TransportInfo, End)):
+                return
+
+    def peek_info(self, index: int = 0) -> TransportInfo | None:
+        """The ``TransportInfo`` of run ``index`` if it was read already."""
+        for i, value in self._buffer:
+            if i == index and isinstance(value, TransportInfo):
+                return value
+        return None
+
+    async def aclose(self) -> None:
+        """Cancel every run still going and wait for them to finish cancelling."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def run_until_disconnect(request: Request, work: Coroutine[Any, Any, T]) -> T | None:
+    """Run ``work``; if the client disconnects first, cancel it (and with it the Cursor run) and
+    return ``None``.
+
+    Like vLLM's ``with_cancellation`` (integrations.md §4.4): the ASGI server reports the
+    disconnect on ``receive`` at once, so the run is cancelled well within a second.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_disconnect(request.receive))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        watcher.cancel()
+        with contextlib.suppress(BaseException):
+            await watcher
+    if task.cancelled():
+        log.info("client disconnected; cancelled the run")
+        return None
+    return task.result()
+
+
+class EventStreamResponse(Response):
+    """``text/event-stream`` whose body generator is cancelled the moment the client goes away.
+
+    Starlette's StreamingResponse only notices a disconnect on its next write with ASGI spec 2.4,
+    which never comes while the model is silent; this one always watches ``receive``.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        body: AsyncGenerator[bytes, None],
+        *,
+        headers: Mapping[str, str] | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._body = body
+        self._on_close = on_close
+        self.status_code = 200
+        self.background = None
+        base = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        base.update(headers or {})
+        self.init_headers(base)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def stream() -> None:
+            await send(
+                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            )
+            async for chunk in self._body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        writer = asyncio.ensure_future(stream())
+        watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if watcher.done() and not writer.done():
+                log.info("client disconnected mid-stream; cancelling the run")
+            for task in (writer, watcher):
+                task.cancel()
+            for task in (writer, watcher):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        finally:
+            for task in (writer, watcher):
+                if not task.done():
+                    task.cancel()
+            await self._body.aclose()
+            if self._on_close is not None:
+                await self._on_close()
+
+
+def sse(data: str) -> bytes:
+    """One server-sent event carrying ``data``."""
+    return f"data: {data}\n\n".encode()
+
+
+def keepalive() -> bytes:
+    """An SSE comment: ignored by clients, keeps proxies and idle timers from closing the stream."""
+    return b": keep-alive\n\n"
+
+
+class Gate:
+    """At most ``limit`` requests run at once; others wait up to ``queue_timeout_s`` and then get
+    429 with Retry-After. While draining every new request gets 503 with Retry-After."""
+
+    def __init__(self, limit: int, queue_timeout_s: float) -> None:
+        self.limit = limit
+        self.queue_timeout_s = queue_timeout_s
+        self._sem = asyncio.Semaphore(limit)
+        self.in_use = 0
+        self.draining = False
+
+    async def acquire(self) -> None:
+        """Take a slot or raise the 429/503 :class:`APIError`."""
+        if self.draining:
+            raise draining_error()
+        try:
+            if self.queue_timeout_s <= 0:
+                if self._sem.locked():
+                    raise TimeoutError
+                await self._sem.acquire()
+            else:
+                async with asyncio.timeout(self.queue_timeout_s):
+                    await self._sem.acquire()
+        except TimeoutError:
+            raise APIError(
+                429,
+                f"cursorpipe-server is busy: {self.limit} requests are already running "
+                f"(CURSORPIPE_MAX_CONCURRENCY) and no slot freed up within {self.queue_timeout_s:g} s. "
+                "Retry shortly.",
+                type="rate_limit_error",
+                code="server_busy",
+                retry_after=SERVER_BUSY_RETRY_AFTER_S,
+                should_retry=True,
+            ) from None
+        self.in_use += 1
+
+    def release(self) -> None:
+        """Give a slot back."""
+        self.in_use -= 1
+        self._sem.release()
+
+
+def draining_error() -> APIError:
+    """503 while the server shuts down (clients retry against another instance or later)."""
+    return APIError(
+        503,
+        "cursorpipe-server is shutting down and takes no new requests.",
+        type="server_error",
+        code="shutting_down",
+        retry_after=SERVER_BUSY_RETRY_AFTER_S,
+        should_retry=True,
+    )
