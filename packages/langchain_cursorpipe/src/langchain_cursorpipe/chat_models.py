@@ -1,0 +1,595 @@
+"""``ChatCursor``: a LangChain chat model for the models of a Cursor subscription.
+
+A thin adapter (design.md lesson 12): LangChain messages go to ``cursorpipe.CursorClient.events``
+and the typed events that come back become ``AIMessageChunk`` objects. The async methods are
+native; the sync ones run the same async code on ``cursorpipe.SyncBridge`` (design.md lesson 4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+from cursorpipe import (
+    ConfigurationError,
+    CursorClient,
+    CursorSession,
+    Event,
+    SessionError,
+    SyncBridge,
+    TextDelta,
+)
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LangSmithParams, ModelProfile
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages.tool import ToolCallChunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.utils import secret_from_env
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
+
+from ._clients import client_for_loop, close_clients
+from ._convert import PROVIDER, ChunkBuilder, message_text, to_cursor_messages
+from ._models import model_facts
+from ._tokens import count_tokens, token_ids
+
+__all__ = ["ChatCursor"]
+
+# Per-call keyword arguments ChatCursor understands; anything else is a caller mistake.
+_CALL_KWARGS = frozenset({"model", "temperature", "max_tokens", "timeout", "tools", "tool_choice", "stream"})
+# Per-message overhead of the offline token estimate (role markers and separators).
+_TOKENS_PER_MESSAGE = 4
+_TOKENS_PER_CONVERSATION = 3
+
+
+@dataclass(frozen=True, slots=True)
+class _CallOptions:
+    model: str
+    temperature: float | None
+    max_tokens: int | None
+    timeout: float | None
+    stop: list[str] | None
+    tools: Sequence[Mapping[str, Any]] | None
+    tool_choice: str | Mapping[str, Any] | None
+
+
+class _SessionBinding:
+    """The Cursor conversation a session-bound ``ChatCursor`` talks to.
+
+    It remembers the conversation as Cursor has seen it (keys of the messages sent and the replies
+    received), so a call that passes the whole history sends Cursor only the messages after what
+    it already holds, and a call that passes only the new messages works as well.
+    """
+
+    def __init__(self, session: CursorSession | None = None, *, owned: bool = True) -> None:
+        self.session = session
+        self.owned = owned
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.lock: asyncio.Lock | None = None
+        self.history: list[tuple[str, str]] = []
+
+    @staticmethod
+    def key(message: BaseMessage) -> tuple[str, str]:
+        return (message.type, message_text(message))
+
+    def new_messages(self, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+        keys = [self.key(m) for m in messages]
+        held = len(self.history)
+        if held and keys[:held] == self.history:
+            if len(keys) == held:
+                raise ConfigurationError(
+                    "a session-bound ChatCursor got no new message: Cursor already holds this "
+                    "conversation; append the next human message",
+                    code="invalid_request",
+                )
+            return list(messages[held:])
+        return list(messages)
+
+    def record(self, messages: Sequence[BaseMessage], sent: Sequence[BaseMessage], reply: str) -> None:
+        keys = [self.key(m) for m in messages]
+        held = len(self.history)
+        if held and len(sent) < len(messages):
+            self.history = [*keys, ("ai", reply)]
+        else:
+            self.history = [*self.history, *keys, ("ai", reply)]
+
+    def check_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.loop is None:
+            self.loop = loop
+        elif self.loop is not loop:
+            raise SessionError(
+                "A session-bound ChatCursor lives on the event loop of its first call; use it either "
+                "only with sync calls (invoke/stream/batch) or only with async ones (ainvoke/astream/"
+                "abatch), or open another session with with_session().",
+                code="session_loop_mismatch",
+            )
+
+    async def discard(self) -> None:
+        session, self.session = self.session, None
+        self.history = []
+        if session is not None and self.owned:
+            await session.discard()
+
+
+def _session_text(messages: Sequence[BaseMessage]) -> str:
+    """The new messages of a session turn as the one user message a Cursor session takes."""
+    if not any(isinstance(m, HumanMessage) for m in messages):
+        raise ConfigurationError(
+            "a session turn needs at least one new human message", code="invalid_request"
+        )
+    for i, m in enumerate(messages):
+        if isinstance(m, HumanMessage) and not isinstance(m.content, str):
+            kinds = {b.get("type") if isinstance(b, dict) else "text" for b in m.content}
+            if kinds - {"text"}:
+                raise ConfigurationError(
+                    f"messages[{i}]: session turns carry text only; send images in a stateless call",
+                    code="invalid_request",
+                )
+    if len(messages) == 1:
+        return message_text(messages[0])
+    parts: list[str] = []
+    for m in messages:
+        text = message_text(m)
+        if isinstance(m, SystemMessage):
+            parts.append(f"System instructions:\n{text}")
+        elif isinstance(m, HumanMessage):
+            parts.append(text)
+        elif isinstance(m, AIMessage):
+            parts.append(f"(Earlier assistant answer: {text})")
+        else:
+            parts.append(f"({m.type} message: {text})")
+    return "\n\n".join(parts)
+
+
+def _tool_calls_from_chunks(chunks: list[ToolCallChunk]) -> AIMessageChunk:
+    merged: dict[int, ToolCallChunk] = {}
+    for chunk in chunks:
+        index = chunk.get("index") or 0
+        have = merged.get(index)
+        if have is None:
+            merged[index] = ToolCallChunk(
+                name=chunk.get("name"), args=chunk.get("args") or "", id=chunk.get("id"), index=index
+            )
+        else:
+            have["args"] = (have.get("args") or "") + (chunk.get("args") or "")
+            have["name"] = have.get("name") or chunk.get("name")
+            have["id"] = have.get("id") or chunk.get("id")
+    # A chunk marked last parses its tool_call_chunks into tool_calls / invalid_tool_calls.
+    return AIMessageChunk(content="", tool_call_chunks=list(merged.values()), chunk_position="last")
+
+
+class ChatCursor(BaseChatModel):
+    """Chat model for the models of your Cursor subscription, via cursorpipe.
+
+    Setup: set ``CURSOR_API_KEY`` (or pass ``api_key=``), or have the Cursor CLI installed and
+    logged in; ``strategy`` picks the transport (see cursorpipe's README).
+
+    .. code-block:: python
+
+        from langchain_cursorpipe import ChatCursor
+
+        llm = ChatCursor(model="auto", temperature=0)
+        print(llm.invoke("Say hi in five words").content)
+        for chunk in llm.stream("Count to five"):
+            print(chunk.content, end="")
+
+    Sessions: ``with_session()`` returns a model bound to one Cursor conversation. Cursor keeps the
+    history, so each call sends only the messages Cursor has not seen yet:
+
+    .. code-block:: python
+
+        async with llm.with_session() as chat:
+            await chat.ainvoke("My name is Ada.")
+            print((await chat.ainvoke("What is my name?")).content)
+
+    Without a session every call is stateless and sends the whole conversation.
+
+    Response metadata carries ``model_name``, ``finish_reason`` and ``model_provider="cursor"``;
+    thinking arrives in ``additional_kwargs["reasoning_content"]``; usage is on the message (and on
+    exactly one streamed chunk, the last), with ``usage_estimated=True`` in the response metadata
+    when the transport reported no counts.
+    """
+
+    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+
+    model: str = Field(default="auto", alias="model_name")
+    """Cursor model id (``auto`` lets Cursor choose); see ``CursorClient.list_models()``."""
+    temperature: float | None = None
+    """Sampling temperature, passed on where the transport supports it."""
+    max_tokens: int | None = Field(default=None, alias="max_completion_tokens")
+    """Cut the answer after about this many tokens (enforced on the stream; finish_reason 'length')."""
+    timeout: float | None = Field(default=None, alias="request_timeout")
+    """Deadline of one call in seconds (default: cursorpipe's ``request_timeout_s``)."""
+    max_retries: int | None = None
+    """Retries of retryable failures before any output (default: cursorpipe's ``max_retries``)."""
+    stop: list[str] | None = Field(default=None, alias="stop_sequences")
+    """Default stop sequences (a call's ``stop`` replaces them); enforced on the stream."""
+    api_key: SecretStr | None = Field(
+        default_factory=secret_from_env("CURSOR_API_KEY", default=None), alias="cursor_api_key"
+    )
+    """Cursor API key (``crsr_...``); read from ``CURSOR_API_KEY`` when not given."""
+    streaming: bool = False
+    """Whether ``invoke`` streams internally (callbacks then see every token)."""
+    strategy: str | None = None
+    """cursorpipe transport: ``connect``, ``acp``, ``subprocess`` or ``auto`` (default: config)."""
+    backend_url: str | None = None
+    """Where Connect RPC calls go (for example an emulator); default: cursorpipe's config."""
+    agent_bin: str | None = None
+    """Cursor CLI executable for the ``acp`` and ``subprocess`` transports."""
+    client: CursorClient | None = Field(default=None, exclude=True)
+    """A ready ``CursorClient`` to use instead of building one from the fields above. It is used
+    as is from whatever loop calls it, so keep to one loop (async calls, or sync calls only)."""
+    session: CursorSession | None = Field(default=None, exclude=True)
+    """Bind to an existing ``CursorSession`` (advanced; ``with_session()`` is the easy way)."""
+
+    _binding: _SessionBinding | None = PrivateAttr(default=None)
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Wrap a given ``session`` in a binding that tracks what Cursor already holds."""
+        super().model_post_init(context)
+        if self.session is not None:
+            self._binding = _SessionBinding(self.session, owned=False)
+
+    # ------------------------------------------------------------------------------------------
+    # LangChain metadata
+    # ------------------------------------------------------------------------------------------
+    @property
+    def _llm_type(self) -> str:
+        return "cursor-chat"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "stop": self.stop,
+            "strategy": self.strategy,
+            "backend_url": self.backend_url,
+        }
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        """False: langchain-core 1.x deserializes only classes on its own allow-list
+        (``langchain_core.load.mapping``), so a ``dumpd`` of ChatCursor could not be loaded back."""
+        return False
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        """``["langchain_cursorpipe", "chat_models"]``."""
+        return ["langchain_cursorpipe", "chat_models"]
+
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        """The API key is a secret read from ``CURSOR_API_KEY``."""
+        return {"api_key": "CURSOR_API_KEY"}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        model = kwargs.get("model")
+        params = LangSmithParams(
+            ls_provider=PROVIDER,
+            ls_model_name=model if isinstance(model, str) and model else self.model,
+            ls_model_type="chat",
+        )
+        temperature = kwargs.get("temperature", self.temperature)
+        if isinstance(temperature, (int, float)):
+            params["ls_temperature"] = float(temperature)
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if isinstance(max_tokens, int):
+            params["ls_max_tokens"] = max_tokens
+        if stop or self.stop:
+            params["ls_stop"] = list(stop or self.stop or [])
+        return params
+
+    def _resolve_model_profile(self) -> ModelProfile | None:
+        facts = model_facts(self.model)
+        return ModelProfile(
+            max_input_tokens=facts.context_window,
+            max_output_tokens=facts.max_output_tokens,
+            text_inputs=True,
+            image_inputs=facts.image_inputs,
+            text_outputs=True,
+            reasoning_output=facts.reasoning,
+            # Client-defined tools and structured output arrive with the tool-calling work.
+            tool_calling=False,
+            structured_output=False,
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # token counting (offline)
+    # ------------------------------------------------------------------------------------------
+    def get_token_ids(self, text: str) -> list[int]:
+        """Offline pseudo token ids (an estimate; Cursor publishes no tokenizer)."""
+        return token_ids(text)
+
+    def get_num_tokens(self, text: str) -> int:
+        """Estimated tokens in ``text`` (offline)."""
+        return count_tokens(text)
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        """Estimated tokens of a conversation (offline; tool schemas counted as JSON)."""
+        total = _TOKENS_PER_CONVERSATION
+        for message in messages:
+            total += _TOKENS_PER_MESSAGE + count_tokens(message_text(message))
+        for tool in tools or ():
+            total += count_tokens(json.dumps(tool, default=str))
+        return total
+
+    # ------------------------------------------------------------------------------------------
+    # configuration and clients
+    # ------------------------------------------------------------------------------------------
+    def _config_overrides(self) -> dict[str, Any]:
+        overrides: dict[str, Any] = {}
+        if self.strategy:
+            overrides["strategy"] = self.strategy
+        if self.backend_url:
+            overrides["backend_url"] = self.backend_url
+        if self.agent_bin:
+            overrides["agent_bin"] = self.agent_bin
+        if self.api_key is not None and self.api_key.get_secret_value():
+            overrides["api_key"] = self.api_key.get_secret_value()
+        if self.max_retries is not None:
+            overrides["max_retries"] = self.max_retries
+        if self.timeout is not None:
+            overrides["request_timeout_s"] = self.timeout
+        return overrides
+
+    def _client(self) -> CursorClient:
+        if self.client is not None:
+            return self.client
+        return client_for_loop(self._config_overrides())
+
+    def _options(self, stop: list[str] | None, kwargs: Mapping[str, Any]) -> _CallOptions:
+        unknown = sorted(set(kwargs) - _CALL_KWARGS)
+        if unknown:
+            raise ConfigurationError(
+                f"ChatCursor does not understand the call argument(s) {', '.join(unknown)}; "
+                f"supported: {', '.join(sorted(_CALL_KWARGS - {'stream'}))}",
+                code="invalid_request",
+            )
+        model = kwargs.get("model") or self.model
+        if not isinstance(model, str):
+            raise ConfigurationError("model must be a string", code="invalid_request")
+        effective_stop = stop if stop is not None else self.stop
+        return _CallOptions(
+            model=model,
+            temperature=kwargs.get("temperature", self.temperature),
+            max_tokens=kwargs.get("max_tokens", self.max_tokens),
+            timeout=kwargs.get("timeout", self.timeout),
+            stop=list(effective_stop) if effective_stop else None,
+            tools=kwargs.get("tools"),
+            tool_choice=kwargs.get("tool_choice"),
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # the one async pipeline
+    # ------------------------------------------------------------------------------------------
+    async def _chunks(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]
+    ) -> AsyncGenerator[ChatGenerationChunk, None]:
+        options = self._options(stop, kwargs)
+        builder = ChunkBuilder(model=options.model, input_text="\n".join(message_text(m) for m in messages))
+        binding = self._binding
+        if binding is not None:
+            stream = self._session_events(binding, messages, options)
+        else:
+            stream = self._client().events(
+                options.model,
+                to_cursor_messages(messages),
+                temperature=options.temperature,
+                max_tokens=options.max_tokens,
+                stop=options.stop,
+                timeout_s=options.timeout,
+                tools=options.tools,
+                tool_choice=options.tool_choice,
+            )
+        async with aclosing(stream) as events:
+            async for event in events:
+                chunk = builder.feed(event)
+                if chunk is not None:
+                    yield ChatGenerationChunk(message=chunk)
+
+    async def _session_events(
+        self, binding: _SessionBinding, messages: list[BaseMessage], options: _CallOptions
+    ) -> AsyncGenerator[Event, None]:
+        if options.tools:
+            raise ConfigurationError(
+                "tools are not supported on session-bound calls yet", code="invalid_request"
+            )
+        binding.check_loop()
+        if binding.lock is None:
+            binding.lock = asyncio.Lock()
+        async with binding.lock:
+            new = binding.new_messages(messages)
+            text = _session_text(new)
+            if binding.session is None:
+                binding.session = await self._client().create_session(options.model)
+            reply: list[str] = []
+            events = binding.session.events(
+                text, timeout_s=options.timeout, stop=options.stop, max_tokens=options.max_tokens
+            )
+            async with aclosing(events) as stream:
+                async for event in stream:
+                    if isinstance(event, TextDelta) and not event.notice:
+                        reply.append(event.text)
+                    yield event
+            binding.record(messages, new, "".join(reply))
+
+    async def _collect(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]
+    ) -> ChatResult:
+        text: list[str] = []
+        reasoning: list[str] = []
+        tool_chunks: list[ToolCallChunk] = []
+        last: AIMessageChunk | None = None
+        async with aclosing(self._chunks(messages, stop, kwargs)) as chunks:
+            async for generation in chunks:
+                chunk = generation.message
+                assert isinstance(chunk, AIMessageChunk)
+                if isinstance(chunk.content, str):
+                    text.append(chunk.content)
+                if "reasoning_content" in chunk.additional_kwargs:
+                    reasoning.append(str(chunk.additional_kwargs["reasoning_content"]))
+                tool_chunks.extend(chunk.tool_call_chunks)
+                if chunk.chunk_position == "last":
+                    last = chunk
+        if last is None:
+            raise SessionError("the turn ended without a final event", code="stream_incomplete")
+        tools = _tool_calls_from_chunks(tool_chunks)
+        message = AIMessage(
+            content="".join(text),
+            additional_kwargs={"reasoning_content": "".join(reasoning)} if reasoning else {},
+            response_metadata=dict(last.response_metadata),
+            usage_metadata=last.usage_metadata,
+            tool_calls=tools.tool_calls,
+            invalid_tool_calls=tools.invalid_tool_calls,
+        )
+        return ChatResult(
+            generations=[ChatGeneration(message=message)],
+            llm_output={"model_name": last.response_metadata.get("model_name")},
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # BaseChatModel hooks
+    # ------------------------------------------------------------------------------------------
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return await self._collect(messages, stop, kwargs)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        async with aclosing(self._chunks(messages, stop, kwargs)) as chunks:
+            async for chunk in chunks:
+                # Core fires on_llm_new_token itself on the paths that pass no run_manager.
+                if run_manager is not None:
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return SyncBridge.default().run(lambda: self._collect(messages, stop, kwargs))
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        chunks = SyncBridge.default().iterate(lambda: self._chunks(messages, stop, kwargs))
+        try:
+            for chunk in chunks:
+                if run_manager is not None:
+                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+        finally:
+            # Leaving early (break, error) closes the async stream on the bridge loop, which
+            # cancels the Cursor run.
+            close = getattr(chunks, "close", None)
+            if callable(close):
+                close()
+
+    # ------------------------------------------------------------------------------------------
+    # sessions
+    # ------------------------------------------------------------------------------------------
+    def with_session(self) -> ChatCursor:
+        """A copy of this model bound to a new Cursor conversation (opened on the first call).
+
+        Cursor keeps the history: pass the whole conversation or only the new messages, and only
+        what Cursor has not seen is sent. Use it as a context manager (``with`` for sync calls,
+        ``async with`` for async ones) or call ``end_session()`` / ``aend_session()`` when done.
+        """
+        bound = self.model_copy(update={"session": None})
+        bound._binding = _SessionBinding()
+        return bound
+
+    @property
+    def session_id(self) -> str | None:
+        """Cursor's id of the bound conversation (``None`` when unbound or not opened yet)."""
+        binding = self._binding
+        if binding is None or binding.session is None:
+            return None
+        return binding.session.session_id
+
+    async def aend_session(self) -> None:
+        """Discard the bound Cursor conversation (a later call opens a new one). Idempotent."""
+        binding = self._binding
+        if binding is None or binding.session is None:
+            return
+        loop = binding.loop
+        if loop is None or loop is asyncio.get_running_loop():
+            await binding.discard()
+            return
+        # The session lives on another loop (the sync bridge's): discard it there.
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(binding.discard(), loop))
+
+    def end_session(self) -> None:
+        """Sync twin of :meth:`aend_session` for sessions used through sync calls."""
+        binding = self._binding
+        if binding is None or binding.session is None:
+            return
+        loop = binding.loop
+        bridge = SyncBridge.default()
+        if loop is None or loop is bridge.loop:
+            bridge.run(binding.discard)
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is running:
+            raise SessionError(
+                "This session is used from the running event loop; call `await model.aend_session()`.",
+                code="session_loop_mismatch",
+            )
+        asyncio.run_coroutine_threadsafe(binding.discard(), loop).result()
+
+    def __enter__(self) -> ChatCursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.end_session()
+
+    async def __aenter__(self) -> ChatCursor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aend_session()
+
+    # ------------------------------------------------------------------------------------------
+    # lifecycle
+    # ------------------------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Close the client this model built for the running loop (injected clients are left to
+        their owner). The next call builds a fresh one."""
+        await self.aend_session()
+        if self.client is None:
+            await close_clients(self._config_overrides())
+
+    def close(self) -> None:
+        """Close the client this model built for sync calls (on the sync bridge's loop)."""
+        self.end_session()
+        if self.client is None:
+            overrides = self._config_overrides()
+            SyncBridge.default().run(lambda: close_clients(overrides))
