@@ -1,0 +1,78 @@
+"""What the turn loop needs from a wire: send client messages, iterate server messages.
+
+Two implementations: :mod:`._http1` (``RunSSE`` + ``BidiAppend`` over httpx, connect.md §5.7) and
+:mod:`._h2` (full-duplex ``Run`` over the ``h2`` library, §5.6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
+
+from ..._proto.agent.v1 import agent_pb2 as pb
+from ...errors import ProtocolError
+from ._codec import ConnectError, EnvelopeDecoder
+
+__all__ = ["Channel", "ConnectCallError", "decode_server_messages"]
+
+
+class ConnectCallError(Exception):
+    """A Connect error from the server (unary status or end-stream ``error``), kept raw so the
+    transport can react to ``unauthenticated`` (connect.md §2.4) before mapping it."""
+
+    def __init__(
+        self, error: ConnectError, *, status: int | None = None, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(error.code)
+        self.error = error
+        self.status = status
+        self.headers = dict(headers or {})
+
+
+class Channel(Protocol):
+    """One attempt of one turn on the wire."""
+
+    #: "run" (HTTP/2 bidi) or "runsse" (RunSSE + BidiAppend).
+    kind: str
+
+    async def start(self, first: pb.AgentClientMessage) -> None:
+        """Open the call and send the run request (may return before the response headers)."""
+
+    async def send(self, message: pb.AgentClientMessage) -> None:
+        """Send one more client message (ordered)."""
+
+    def messages(self) -> AsyncIterator[pb.AgentServerMessage]:
+        """Server messages until the stream ends; raises ``ConnectCallError`` for an end-stream
+        error and cursorpipe errors for transport failures."""
+
+    async def aclose(self) -> None:
+        """Release the call (idempotent); never raises."""
+
+
+def parse_server_message(payload: bytes) -> pb.AgentServerMessage:
+    """Decode one ``AgentServerMessage``; malformed bytes are a ``ProtocolError``."""
+    msg = pb.AgentServerMessage()
+    try:
+        msg.ParseFromString(payload)
+    except Exception as exc:  # google.protobuf.message.DecodeError and friends
+        raise ProtocolError("Cursor sent an AgentServerMessage that is not valid protobuf") from exc
+    return msg
+
+
+async def decode_server_messages(
+    chunks: AsyncIterator[bytes], headers: Mapping[str, str]
+) -> AsyncIterator[pb.AgentServerMessage]:
+    """Envelopes → messages. Returns normally on a success end-stream or on EOF (the caller decides
+    whether EOF without ``turn_ended`` is a drop, connect.md §7); raises on an end-stream error."""
+    decoder = EnvelopeDecoder()
+    async for chunk in chunks:
+        for frame in decoder.feed(chunk):
+            if frame.end_stream is not None:
+                if frame.end_stream.error is not None:
+                    merged = dict(headers)
+                    for key, values in frame.end_stream.metadata.items():
+                        if values:
+                            merged.setdefault(key, values[0])
+                    raise ConnectCallError(frame.end_stream.error, status=200, headers=merged)
+                return
+            yield parse_server_message(frame.payload)

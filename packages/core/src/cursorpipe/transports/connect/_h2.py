@@ -1,0 +1,331 @@
+"""Full-duplex ``AgentService/Run`` over HTTP/2 with the ``h2`` library (connect.md §3.5, §5.6).
+
+httpx cannot do full duplex (httpcore sends the whole request body before reading the response),
+and ``Run`` needs KV/exec answers mid-stream with the request side kept open until ``turn_ended``.
+So: our own asyncio socket, h2c with prior knowledge for ``http://`` and TLS with ALPN ``h2`` for
+``https://``; one connection per transport, many concurrent turns multiplexed as streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from urllib.parse import urlsplit
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+
+from ..._proto.agent.v1 import agent_pb2 as pb
+from ...errors import CursorPipeError, NetworkError, StreamDroppedError
+from ._channel import ConnectCallError, decode_server_messages
+from ._codec import encode_envelope, parse_unary_error
+
+__all__ = ["RUN_PATH", "H2Channel", "H2Connection"]
+
+RUN_PATH = "/agent.v1.AgentService/Run"
+_EOF = object()
+# A generous receive window: model output is small, but a checkpoint or a gzip frame may be large.
+_WINDOW = 16 * 1024 * 1024
+
+
+class _Stream:
+    def __init__(self, stream_id: int) -> None:
+        self.id = stream_id
+        self.headers: dict[str, str] = {}
+        self.headers_ready = asyncio.Event()
+        self.data: asyncio.Queue[object] = asyncio.Queue()
+        self.window = asyncio.Event()
+        self.ended = False
+        self.closed_local = False
+
+
+class H2Connection:
+    """One HTTP/2 connection (h2c or TLS+ALPN) with a reader task dispatching to streams."""
+
+    def __init__(self, base_url: str, *, connect_timeout_s: float = 30.0) -> None:
+        parts = urlsplit(base_url)
+        self.scheme = parts.scheme
+        self.host = parts.hostname or "localhost"
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.authority = parts.netloc
+        self._connect_timeout = connect_timeout_s
+        self._conn = h2.connection.H2Connection(
+            config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        )
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._streams: dict[int, _Stream] = {}
+        self._lock = asyncio.Lock()
+        self._dead: CursorPipeError | None = None
+        self.streams_opened = 0
+
+    @property
+    def alive(self) -> bool:
+        """Whether new streams can be opened on this connection."""
+        return self._writer is not None and self._dead is None and not self._writer.is_closing()
+
+    async def connect(self) -> None:
+        """Open the socket and exchange the HTTP/2 preface."""
+        context: ssl.SSLContext | None = None
+        if self.scheme == "https":
+            context = ssl.create_default_context()
+            context.set_alpn_protocols(["h2"])
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                self._reader, self._writer = await asyncio.open_connection(
+                    self.host, self.port, ssl=context, server_hostname=self.host if context else None
+                )
+        except (OSError, TimeoutError) as exc:
+            raise NetworkError(
+                f"Could not connect to {self.authority} for HTTP/2 ({type(exc).__name__}).",
+                code="unavailable",
+            ) from exc
+        if context is not None:
+            sslobj = self._writer.get_extra_info("ssl_object")
+            if sslobj is None or sslobj.selected_alpn_protocol() != "h2":
+                self._writer.close()
+                raise NetworkError(f"{self.authority} did not negotiate HTTP/2 (ALPN).", code="no_http2")
+        self._conn.initiate_connection()
+        self._conn.increment_flow_control_window(_WINDOW)
+        self._conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _WINDOW})
+        await self._flush()
+        self._task = asyncio.create_task(self._read_loop(), name=f"cursorpipe-h2-{self.authority}")
+
+    async def _flush(self) -> None:
+        data = self._conn.data_to_send()
+        if data and self._writer is not None:
+            self._writer.write(data)
+            await self._writer.drain()
+
+    async def open(self, path: str, headers: Mapping[str, str]) -> _Stream:
+        """Send request headers (no END_STREAM) and return the new stream."""
+        if not self.alive:
+            raise self._dead or NetworkError("The HTTP/2 connection is closed.", code="unavailable")
+        async with self._lock:
+            sid = self._conn.get_next_available_stream_id()
+            stream = _Stream(sid)
+            self._streams[sid] = stream
+            pseudo = [
+                (":method", "POST"),
+                (":scheme", self.scheme),
+                (":authority", self.authority),
+                (":path", path),
+            ]
+            self._conn.send_headers(sid, pseudo + [(k.lower(), v) for k, v in headers.items()])
+            await self._flush_guarded()
+            self.streams_opened += 1
+            return stream
+
+    async def _flush_guarded(self) -> None:
+        try:
+            await self._flush()
+        except (OSError, ConnectionError) as exc:
+            self._fail(NetworkError(f"HTTP/2 write failed ({type(exc).__name__}).", code="unavailable"))
+            raise StreamDroppedError("The HTTP/2 connection broke while sending.") from exc
+
+    async def send(self, stream: _Stream, data: bytes, *, end_stream: bool = False) -> None:
+        """Send ``data`` on ``stream``, honouring flow control."""
+        view = memoryview(data)
+        while True:
+            if self._dead is not None:
+                raise StreamDroppedError("The HTTP/2 connection is gone.") from self._dead
+            if stream.ended and stream.closed_local:
+                return
+            async with self._lock:
+                try:
+                    window = min(
+                        self._conn.local_flow_control_window(stream.id), self._conn.max_outbound_frame_size
+                    )
+                except (h2.exceptions.StreamClosedError, KeyError):
+                    return  # the server already finished the stream; nothing left to say
+                if window > 0 or (not view and end_stream):
+                    chunk = view[:window]
+                    last = len(chunk) == len(view)
+                    try:
+                        self._conn.send_data(stream.id, bytes(chunk), end_stream=end_stream and last)
+                    except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+                        return
+                    if end_stream and last:
+                        stream.closed_local = True
+                    await self._flush_guarded()
+                    view = view[len(chunk) :]
+                    if not view:
+                        return
+                    continue
+                stream.window.clear()
+            await stream.window.wait()
+
+    async def reset(self, stream: _Stream) -> None:
+        """RST_STREAM(CANCEL) unless the stream is already done; never raises."""
+        self._streams.pop(stream.id, None)
+        if self._dead is not None:
+            return
+        async with self._lock:
+            with contextlib.suppress(Exception):
+                self._conn.reset_stream(stream.id, h2.errors.ErrorCodes.CANCEL)
+            with contextlib.suppress(Exception):
+                await self._flush()
+
+    def release(self, stream: _Stream) -> None:
+        """Forget a finished stream."""
+        self._streams.pop(stream.id, None)
+
+    def _fail(self, error: CursorPipeError) -> None:
+        if self._dead is None:
+            self._dead = error
+        for stream in self._streams.values():
+            if not stream.ended:
+                stream.data.put_nowait(StreamDroppedError(f"The HTTP/2 connection ended mid-turn: {error}"))
+                stream.ended = True
+            stream.headers_ready.set()
+            stream.window.set()
+
+    async def _read_loop(self) -> None:
+        assert self._reader is not None
+        try:
+            while True:
+                data = await self._reader.read(65536)
+                if not data:
+                    self._fail(NetworkError("The server closed the HTTP/2 connection.", code="unavailable"))
+                    return
+                try:
+                    events = self._conn.receive_data(data)
+                except h2.exceptions.ProtocolError as exc:
+                    self._fail(NetworkError(f"HTTP/2 protocol error: {exc}", code="protocol_error"))
+                    return
+                for event in events:
+                    self._dispatch(event)
+                async with self._lock:
+                    await self._flush()
+        except (OSError, ConnectionError) as exc:
+            self._fail(NetworkError(f"HTTP/2 read failed ({type(exc).__name__}).", code="unavailable"))
+
+    def _dispatch(self, event: h2.events.Event) -> None:
+        sid = getattr(event, "stream_id", None)
+        stream = self._streams.get(sid) if sid else None
+        if isinstance(event, h2.events.ResponseReceived) and stream is not None:
+            stream.headers = {str(k): str(v) for k, v in event.headers}
+            stream.headers_ready.set()
+        elif isinstance(event, h2.events.DataReceived):
+            if event.flow_controlled_length:
+                with contextlib.suppress(Exception):
+                    self._conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            if stream is not None and event.data:
+                stream.data.put_nowait(bytes(event.data))
+        elif isinstance(event, h2.events.TrailersReceived) and stream is not None:
+            for k, v in event.headers:
+                stream.headers.setdefault(str(k), str(v))
+        elif isinstance(event, h2.events.StreamEnded) and stream is not None:
+            stream.ended = True
+            stream.headers_ready.set()
+            stream.data.put_nowait(_EOF)
+        elif isinstance(event, h2.events.StreamReset) and stream is not None:
+            stream.ended = True
+            stream.headers_ready.set()
+            stream.data.put_nowait(
+                StreamDroppedError(f"The server reset the HTTP/2 stream (error code {event.error_code}).")
+            )
+        elif isinstance(event, h2.events.WindowUpdated):
+            targets = self._streams.values() if not event.stream_id else [stream] if stream else []
+            for s in targets:
+                s.window.set()
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            for s in self._streams.values():
+                s.window.set()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self._fail(NetworkError("The server sent GOAWAY.", code="unavailable"))
+
+    async def aclose(self) -> None:
+        """Close the socket and stop the reader. Idempotent; never raises."""
+        if self._dead is None:
+            self._dead = NetworkError("The HTTP/2 connection was closed.", code="closed")
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close_connection()
+                writer.write(self._conn.data_to_send())
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 2.0)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        for stream in self._streams.values():
+            if not stream.ended:
+                stream.data.put_nowait(StreamDroppedError("The HTTP/2 connection was closed."))
+                stream.ended = True
+        self._streams.clear()
+
+
+class H2Channel:
+    """One ``Run`` call: a request stream of envelopes, a response stream of envelopes (§5.6)."""
+
+    kind = "run"
+
+    def __init__(self, conn: H2Connection, headers: Mapping[str, str]) -> None:
+        self._conn = conn
+        self._headers = dict(headers)
+        self._headers["content-type"] = "application/connect+proto"
+        self._stream: _Stream | None = None
+        self._closed = False
+
+    async def start(self, first: pb.AgentClientMessage) -> None:
+        """Open the stream and send the run request; the request side stays open (§5.6)."""
+        self._stream = await self._conn.open(RUN_PATH, self._headers)
+        await self.send(first)
+
+    async def send(self, message: pb.AgentClientMessage) -> None:
+        """Send one enveloped client message."""
+        if self._stream is None or self._closed:
+            return
+        await self._conn.send(self._stream, encode_envelope(message.SerializeToString()))
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        assert self._stream is not None
+        while True:
+            item = await self._stream.data.get()
+            if item is _EOF:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, bytes)
+            yield item
+
+    async def messages(self) -> AsyncIterator[pb.AgentServerMessage]:
+        """Server messages; raises on a non-200 status, an end-stream error or a dropped stream."""
+        assert self._stream is not None
+        stream = self._stream
+        await stream.headers_ready.wait()
+        status = int(stream.headers.get(":status", "0") or 0)
+        if status != 200:
+            body = b"".join([c async for c in self._chunks()])
+            raise ConnectCallError(
+                parse_unary_error(status, body, stream.headers.get("content-type", "")),
+                status=status,
+                headers=stream.headers,
+            )
+        async for msg in decode_server_messages(self._chunks(), stream.headers):
+            yield msg
+
+    async def aclose(self, *, flush_s: float = 1.0) -> None:
+        """Half-close politely when the server has finished, else RST_STREAM(CANCEL)."""
+        if self._closed or self._stream is None:
+            self._closed = True
+            return
+        self._closed = True
+        stream = self._stream
+        if stream.ended:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(flush_s):
+                    await self._conn.send(stream, b"", end_stream=True)
+            self._conn.release(stream)
+        else:
+            await self._conn.reset(stream)

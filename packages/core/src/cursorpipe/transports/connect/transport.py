@@ -1,0 +1,524 @@
+"""``ConnectTransport``: Cursor's cloud API directly over Connect-RPC + protobuf (connect.md).
+
+Per turn: a token from :class:`~cursorpipe.auth.TokenProvider`, a channel (full-duplex HTTP/2
+``Run`` via :mod:`._h2`, or ``RunSSE`` + ``BidiAppend`` via :mod:`._http1`), the run request and the
+answers of :class:`._turn.TurnMachine`, client heartbeats every 5 s, a 30 s stall detector, and
+Cursor's cancel action when the caller stops early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Any
+
+import httpx
+
+from ..._constants import CANCEL_GRACE_S, CLIENT_HEARTBEAT_S, STALL_TIMEOUT_S
+from ..._proto.agent.v1 import agent_pb2 as pb
+from ..._proto.aiserver.v1 import server_config_pb2 as sc
+from ...auth import TokenProvider
+from ...config import CursorPipeConfig
+from ...errors import (
+    ConfigurationError,
+    CursorPipeError,
+    ModelNotFoundError,
+    NetworkError,
+    ProtocolError,
+    SessionError,
+    StreamDroppedError,
+    StreamStalledError,
+)
+from ...types import Event, ModelInfo, TransportInfo, TurnRequest
+from ..base import TransportCapabilities, TransportSession
+from ._channel import Channel, ConnectCallError
+from ._codec import parse_unary_error
+from ._errors import map_connect_error
+from ._h2 import H2Channel, H2Connection
+from ._http1 import Http1Channel
+from ._models import MODELS_PATH, USABLE_MODELS_PATH, parse_rest_models, parse_usable_models, resolve_model
+from ._turn import (
+    ConversationState,
+    HistoryMode,
+    TurnMachine,
+    build_run_request,
+    cancel_message,
+    heartbeat_message,
+)
+
+__all__ = ["CLIENT_TYPE", "CLIENT_VERSION", "ConnectTransport"]
+
+log = logging.getLogger("cursorpipe.connect")
+
+# Client identity (connect.md §4.3, open question in §13). We present ourselves as Cursor's
+# official Python SDK 1.1.0 (`x-cursor-client-type: sdk`, `sdk-python-1.1.0`) and send it on every
+# call, because that is the client whose wire behaviour this transport reproduces message for
+# message (header set §4.1/§4.2, run request §5.3, RunSSE for http:// backends §3.4, the exec/KV/
+# interaction answers §6). Claiming `cli-<date>-<hash>` would pair a CLI identity with SDK
+# behaviour and go stale against version gates (§8.4). Known risk (§13): the backend may gate
+# `sdk-python-*` behind `sdk_python_preview_access`; `ConnectTransport(client_version=...)`
+# overrides the version for that case.
+CLIENT_TYPE = "sdk"
+CLIENT_VERSION = "sdk-python-1.1.0"
+USER_AGENT = "connect-es/1.6.1"  # §4.1 [C]
+SERVER_CONFIG_PATH = "/aiserver.v1.ServerConfigService/GetServerConfig"
+_MAX_RESUMES = 1
+
+Clock = Callable[[], float]
+
+
+class ConnectTransport:
+    """Talks to Cursor's backend directly: no CLI, no Node (issue 3).
+
+    ``CursorClient(CursorPipeConfig(strategy="connect", backend_url=..., api_key=...))`` builds one.
+    Keyword arguments exist for tests and benchmarks: ``http`` (an ``httpx.AsyncClient`` to use),
+    ``clock`` (for token refresh), ``stall_timeout_s``, ``heartbeat_s``, ``history_mode``
+    (see :func:`._turn.build_run_request`), ``client_version``.
+    """
+
+    name = "connect"
+
+    def __init__(
+        self,
+        config: CursorPipeConfig | None = None,
+        *,
+        http: httpx.AsyncClient | None = None,
+        clock: Clock = time.time,
+        stall_timeout_s: float = STALL_TIMEOUT_S,
+        heartbeat_s: float = CLIENT_HEARTBEAT_S,
+        cancel_grace_s: float = CANCEL_GRACE_S,
+        history_mode: HistoryMode = "structured",
+        client_version: str = CLIENT_VERSION,
+        workspace: str | None = None,
+    ) -> None:
+        self._config = config if config is not None else CursorPipeConfig()
+        self._base = self._config.backend_url.rstrip("/")
+        self._rest = self._config.effective_rest_url.rstrip("/")
+        self._own_http = http is None
+        self._http = http or httpx.AsyncClient(
+            http2=self._base.startswith("https://"),
+            timeout=httpx.Timeout(30.0, read=None),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
+        self._client_version = client_version
+        self._auth = TokenProvider(self._config, self._http, headers=self._identity(), clock=clock)
+        self.stall_timeout_s = stall_timeout_s
+        self.heartbeat_s = heartbeat_s
+        self.cancel_grace_s = cancel_grace_s
+        self.history_mode: HistoryMode = history_mode
+        self._workspace = workspace or self._config.workspace or ""
+        self._models: list[ModelInfo] | None = None
+        self._models_lock = asyncio.Lock()
+        self._server_http2: int | None = None
+        self._server_config_done = False
+        self._h2: H2Connection | None = None
+        self._h2_lock = asyncio.Lock()
+        self._h2_unavailable = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+        self.last_channel: str | None = None
+        """``"run"`` or ``"runsse"``: the channel kind of the latest turn (diagnostics, tests)."""
+
+    # ------------------------------------------------------------------------------------------
+    # Transport protocol
+    # ------------------------------------------------------------------------------------------
+    @property
+    def capabilities(self) -> TransportCapabilities:
+        """Sessions with server-side state, thinking, real usage, images, a system prompt."""
+        return TransportCapabilities(
+            sessions=True, native_tools=False, thinking=True, real_usage=True, images=True, system_prompt=True
+        )
+
+    @property
+    def auth(self) -> TokenProvider:
+        """The token provider (credential source, exchanges)."""
+        return self._auth
+
+    async def start(self, *, pool_size: int = 0) -> None:
+        """Fetch a token, read the server config, open the HTTP/2 connection if used, load models.
+
+        Sessions are cheap here (client-held state), so ``pool_size`` needs no pre-created ones."""
+        self._check_open()
+        await self._auth.token()
+        await self._server_config()
+        if await self._use_h2():
+            with contextlib.suppress(NetworkError):
+                await self._h2_connection()
+        with contextlib.suppress(CursorPipeError):
+            await self.list_models()
+
+    async def open_session(self, model: str) -> TransportSession:
+        """A new conversation (id, checkpoint, blob store and blob key kept client-side, §5.5)."""
+        self._check_open()
+        await self._resolve_model(model)
+        return ConversationState(model=model)
+
+    async def close_session(self, session: TransportSession) -> None:
+        """Forget a conversation's state. Idempotent."""
+        if isinstance(session, ConversationState):
+            session.closed = True
+            session.blobs.clear()
+            session.checkpoint = b""
+
+    async def list_models(self) -> list[ModelInfo]:
+        """Models the account can use: REST ``/v1/models``, else the ``GetUsableModels`` RPC."""
+        self._check_open()
+        async with self._models_lock:
+            if self._models is None:
+                self._models = await self._fetch_models()
+            return list(self._models)
+
+    def run(
+        self, request: TurnRequest, *, session: TransportSession | None = None
+    ) -> AsyncGenerator[Event, None]:
+        """Run one turn (see ``transports/base.py`` for the contract)."""
+        return self._run(request, session)
+
+    async def aclose(self) -> None:
+        """Close the HTTP/2 connection and the httpx client. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._h2 is not None:
+            await self._h2.aclose()
+            self._h2 = None
+        if self._own_http:
+            await self._http.aclose()
+
+    # ------------------------------------------------------------------------------------------
+    # headers (connect.md §4)
+    # ------------------------------------------------------------------------------------------
+    def _identity(self) -> dict[str, str]:
+        return {
+            "user-agent": USER_AGENT,
+            "x-cursor-client-type": CLIENT_TYPE,
+            "x-cursor-client-version": self._client_version,
+            # §4.1: ghost (privacy) mode on unless a privacy lookup says otherwise; we never do the
+            # lookup, and `true` is the safe value.
+            "x-ghost-mode": "true",
+        }
+
+    def _rpc_headers(self, token: str, request_id: str | None = None) -> dict[str, str]:
+        headers = self._identity()
+        headers.update(
+            {
+                "authorization": f"Bearer {token}",
+                "connect-protocol-version": "1",
+                # §3.3: advertise only what we decode (gzip is in the standard library).
+                "accept-encoding": "gzip",
+                "connect-accept-encoding": "gzip",
+                "x-request-id": request_id or str(uuid.uuid4()),
+            }
+        )
+        return headers
+
+    def _run_headers(
+        self, token: str, state: ConversationState, run_id: str, attempt_id: str, *, http1: bool
+    ) -> dict[str, str]:
+        headers = self._rpc_headers(token, attempt_id)
+        headers["x-original-request-id"] = run_id  # §4.2: stable across retries (= run_id)
+        headers["x-blob-encryption-key"] = state.blob_key  # §4.2: constant per conversation
+        # §6.1: an empty value means "no built-in tools" (the SDK's tools=[]): a chat bridge must
+        # not let Cursor read files or run commands.
+        headers["x-cursor-agent-allowed-tools"] = ""
+        if http1:
+            headers["x-cursor-streaming"] = "true"  # §4.1: only in HTTP/1.1 fallback mode [X → SDK]
+        else:
+            # h2 path: we do not decode HTTP-level content-encoding there (Connect compresses
+            # per envelope, §3.3).
+            headers["accept-encoding"] = "identity"
+        return headers
+
+    # ------------------------------------------------------------------------------------------
+    # unary calls
+    # ------------------------------------------------------------------------------------------
+    async def _unary(self, path: str, body: bytes) -> bytes:
+        """A unary ``application/proto`` call with one forced re-auth on ``unauthenticated`` (§2.4)."""
+        for attempt in range(2):
+            token = await self._auth.token()
+            request_id = str(uuid.uuid4())
+            headers = self._rpc_headers(token, request_id)
+            headers["content-type"] = "application/proto"
+            try:
+                response = await self._http.post(self._base + path, content=body, headers=headers)
+            except httpx.TransportError as exc:
+                raise NetworkError(
+                    f"Could not reach Cursor at {self._base} ({type(exc).__name__}).", code="unavailable"
+                ) from exc
+            if response.status_code == 200:
+                return response.content
+            error = parse_unary_error(
+                response.status_code, response.content, response.headers.get("content-type", "")
+            )
+            if error.code == "unauthenticated" and attempt == 0:
+                await self._auth.invalidate(token)
+                continue
+            raise map_connect_error(error, metadata=response.headers, request_id=request_id)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _server_config(self) -> None:
+        """GetServerConfig once (§3.4): its ``http2_config`` may force or forbid HTTP/2 bidi.
+        A failure is only logged, like the SDK."""
+        if self._server_config_done:
+            return
+        self._server_config_done = True
+        try:
+            raw = await self._unary(SERVER_CONFIG_PATH, b"")
+            cfg = sc.GetServerConfigResponse()
+            cfg.ParseFromString(raw)
+            self._server_http2 = int(cfg.http2_config)
+        except Exception as exc:  # optional call, §3.4: a failure is only logged
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            log.debug("cursorpipe: GetServerConfig failed (%s); using defaults", type(exc).__name__)
+
+    async def _use_h2(self) -> bool:
+        mode = self._config.use_http2
+        if mode == "never" or self._h2_unavailable:
+            return False
+        if mode == "always":
+            return True
+        await self._server_config()
+        if self._server_http2 in (sc.HTTP2_CONFIG_FORCE_ALL_DISABLED, sc.HTTP2_CONFIG_FORCE_BIDI_DISABLED):
+            return False
+        if self._server_http2 in (sc.HTTP2_CONFIG_FORCE_ALL_ENABLED, sc.HTTP2_CONFIG_FORCE_BIDI_ENABLED):
+            return True
+        # §3.4: the SDK uses HTTP/2 bidi for https backends and the HTTP/1.1 fallback for http://.
+        return self._base.startswith("https://")
+
+    async def _h2_connection(self) -> H2Connection:
+        async with self._h2_lock:
+            if self._h2 is None or not self._h2.alive:
+                if self._h2 is not None:
+                    await self._h2.aclose()
+                conn = H2Connection(self._base)
+                await conn.connect()
+                self._h2 = conn
+            return self._h2
+
+    # ------------------------------------------------------------------------------------------
+    # models
+    # ------------------------------------------------------------------------------------------
+    async def _fetch_models(self) -> list[ModelInfo]:
+        errors: list[CursorPipeError] = []
+        api_key = None
+        with contextlib.suppress(CursorPipeError):
+            api_key = self._auth.api_key
+        if api_key:
+            # §9.1/§4.6: REST with the raw API key (never the exchanged token).
+            headers = self._identity()
+            headers["authorization"] = f"Bearer {api_key}"
+            try:
+                response = await self._http.get(self._rest + MODELS_PATH, headers=headers)
+                if response.status_code == 200:
+                    models = parse_rest_models(response.json())
+                    if models:
+                        return models
+                else:
+                    errors.append(
+                        map_connect_error(
+                            parse_unary_error(
+                                response.status_code,
+                                response.content,
+                                response.headers.get("content-type", ""),
+                            ),
+                            metadata=response.headers,
+                        )
+                    )
+            except httpx.TransportError as exc:
+                errors.append(NetworkError(f"GET {MODELS_PATH} failed ({type(exc).__name__})."))
+            except (ValueError, ProtocolError) as exc:
+                errors.append(ProtocolError(f"GET {MODELS_PATH} returned an unreadable model list: {exc}"))
+        try:
+            raw = await self._unary(USABLE_MODELS_PATH, pb.GetUsableModelsRequest().SerializeToString())
+            resp = pb.GetUsableModelsResponse()
+            resp.ParseFromString(raw)
+            return parse_usable_models(resp)
+        except CursorPipeError as exc:
+            errors.append(exc)
+        except Exception as exc:  # protobuf DecodeError
+            errors.append(
+                ProtocolError(f"GetUsableModels returned malformed protobuf ({type(exc).__name__}).")
+            )
+        # The most informative failure: the RPC's (it used the token) unless it was "unimplemented".
+        raise errors[-1]
+
+    async def _resolve_model(self, name: str) -> str:
+        """The id to send for ``name``; ``ModelNotFoundError`` when the account cannot use it.
+
+        If the catalogue cannot be fetched at all the name is sent as is (the server's
+        ``ERROR_BAD_MODEL_NAME`` still maps to ``ModelNotFoundError``)."""
+        try:
+            models = await self.list_models()
+        except CursorPipeError as exc:
+            if isinstance(exc, ConfigurationError) or exc.code in ("authentication_error", "bad_api_key"):
+                raise
+            log.warning("cursorpipe: could not load the model list (%s); not validating %r", exc.code, name)
+            return name
+        resolved = resolve_model(name, models)
+        if resolved is None:
+            raise ModelNotFoundError(name, [m.id for m in models], transport=self.name)
+        return resolved
+
+    # ------------------------------------------------------------------------------------------
+    # the turn
+    # ------------------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SessionError(
+                "This connect transport is closed.", code="transport_closed", transport=self.name
+            )
+
+    async def _open_channel(
+        self, token: str, state: ConversationState, run_id: str, attempt_id: str
+    ) -> Channel:
+        if await self._use_h2():
+            try:
+                conn = await self._h2_connection()
+                return H2Channel(conn, self._run_headers(token, state, run_id, attempt_id, http1=False))
+            except NetworkError as exc:
+                if self._config.use_http2 == "always" or exc.code != "no_http2":
+                    raise
+                # https server without HTTP/2: remember and use the HTTP/1.1 pair (§3.4).
+                self._h2_unavailable = True
+        headers = self._run_headers(token, state, run_id, attempt_id, http1=True)
+        return Http1Channel(self._http, self._base, headers, attempt_id)
+
+    async def _heartbeats(self, channel: Channel) -> None:
+        # §6.4: client_heartbeat every 5 s for the whole stream; a failed send ends the loop (the
+        # read side reports the broken stream).
+        with contextlib.suppress(CursorPipeError, OSError):
+            while True:
+                await asyncio.sleep(self.heartbeat_s)
+                await channel.send(heartbeat_message())
+
+    def _map(self, exc: ConnectCallError, request: TurnRequest, attempt_id: str) -> CursorPipeError:
+        available = [m.id for m in self._models] if self._models else None
+        err = map_connect_error(
+            exc.error,
+            metadata=exc.headers,
+            request_id=attempt_id,
+            model=request.model,
+            available_models=available,
+            transport=self.name,
+        )
+        return err
+
+    async def _run(
+        self, request: TurnRequest, session: TransportSession | None
+    ) -> AsyncGenerator[Event, None]:
+        self._check_open()
+        if session is not None and not isinstance(session, ConversationState):
+            raise SessionError("This session does not belong to the connect transport.", transport=self.name)
+        state = session if session is not None else ConversationState(model=request.model)
+        if state.closed:
+            raise SessionError(f"Session {state.id} was discarded; open a new one.", transport=self.name)
+        model_id = await self._resolve_model(request.model)
+        run_id = str(uuid.uuid4())
+        machine = TurnMachine(state, workspace=self._workspace)
+        base_checkpoint = state.checkpoint
+        yield TransportInfo(
+            transport=self.name, model=request.model, session_id=state.id if session is not None else None
+        )
+        reauthed = False
+        resumes = 0
+        attempt = 0
+        while True:
+            attempt_id = run_id if attempt == 0 else str(uuid.uuid4())  # §4.2
+            attempt += 1
+            resume = resumes > 0
+            token = await self._auth.token()
+            channel = await self._open_channel(token, state, run_id, attempt_id)
+            self.last_channel = channel.kind
+            first = build_run_request(
+                request,
+                state,
+                model_id=model_id,
+                run_id=run_id,
+                stateless=session is None,
+                history_mode=self.history_mode,
+                resume=resume,
+                checkpoint=machine.checkpoint if resume else base_checkpoint,
+            )
+            heartbeat: asyncio.Task[None] | None = None
+            server_done = False
+            finished = False
+            try:
+                await channel.start(first)
+                heartbeat = asyncio.create_task(self._heartbeats(channel), name="cursorpipe-heartbeat")
+                async with aclosing(_as_gen(channel.messages())) as stream:
+                    while True:
+                        try:
+                            async with asyncio.timeout(self.stall_timeout_s):
+                                msg = await anext(stream)
+                        except StopAsyncIteration:
+                            server_done = True
+                            break
+                        except TimeoutError as exc:
+                            raise StreamStalledError(
+                                f"No message from Cursor for {self.stall_timeout_s:g} s (connect.md §6.4); "
+                                "the stream is considered stalled.",
+                                request_id=attempt_id,
+                                transport=self.name,
+                            ) from exc
+                        step = machine.handle(msg)
+                        for reply in step.replies:
+                            await channel.send(reply)
+                        for event in step.events:
+                            yield event
+                        if step.ended:
+                            finished = True
+                            break
+                if finished:
+                    return
+                raise StreamDroppedError(
+                    "Stream ended without turn_ended: the connection likely dropped mid-stream "
+                    "(connect.md §7).",
+                    request_id=attempt_id,
+                    transport=self.name,
+                )
+            except ConnectCallError as exc:
+                server_done = True
+                if exc.error.code == "unauthenticated" and not reauthed and not machine.produced:
+                    # §2.4: drop the token, exchange again and re-run the turn once.
+                    reauthed = True
+                    await self._auth.invalidate(token)
+                    continue
+                raise self._map(exc, request, attempt_id) from exc
+            except (StreamDroppedError, StreamStalledError) as exc:
+                # §8.3: once output reached the caller the client cannot retry; resume from the
+                # latest checkpoint of this turn with resume_action (same run_id, new request id).
+                if machine.produced and machine.checkpoint is not None and resumes < _MAX_RESUMES:
+                    resumes += 1
+                    log.warning("cursorpipe: %s mid-turn; resuming from the last checkpoint", exc.code)
+                    continue
+                if exc.request_id is None:
+                    exc.request_id = attempt_id
+                raise
+            finally:
+                if heartbeat is not None:
+                    heartbeat.cancel()
+                    with contextlib.suppress(BaseException):
+                        await heartbeat
+                if not finished and not server_done:
+                    # The caller stopped (closed the generator or was cancelled), or the stream
+                    # stalled/broke: tell Cursor to stop generating (§5.4 cancel_action), then tear
+                    # the call down. We do not wait the SDK's 6 s for the server's end of stream.
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(min(self.cancel_grace_s, 2.0)):
+                            await channel.send(cancel_message())
+                await channel.aclose()
+
+
+async def _as_gen(it: AsyncIterator[pb.AgentServerMessage]) -> AsyncGenerator[pb.AgentServerMessage, None]:
+    async for item in it:
+        yield item
