@@ -527,7 +527,10 @@ class _Agent:
         return f"{reply}\n\n{extra}" if extra else reply
 
     def _crash(self) -> None:
-        sys.stderr.write("fake agent: simulated crash in the middle of a stream\n")
+        # Like the print mode's crash dump, it quotes the key so callers' redaction is tested.
+        sys.stderr.write(
+            f"fake agent: simulated crash in the middle of a stream (CURSOR_API_KEY={self.api_key})\n"
+        )
         sys.stderr.flush()
         sys.stdout.flush()
         os._exit(self.knobs.crash_code)
