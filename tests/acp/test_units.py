@@ -1,0 +1,192 @@
+"""Model-id mapping (acp.md §3.2), in-band error filtering (§4) and error classification (§5)."""
+
+from __future__ import annotations
+
+import pytest
+from cursorpipe.errors import (
+    AuthenticationError,
+    ModelNotFoundError,
+    NetworkError,
+    RateLimitError,
+    SessionError,
+    UsageLimitError,
+)
+from cursorpipe.testing.fake_agent.catalog import INBAND_ERRORS, MODELS, usage_limit_text
+from cursorpipe.transports.acp import flatten_messages
+from cursorpipe.transports.acp._errors import InbandErrorFilter, classify_rpc_error, crash_error
+from cursorpipe.transports.acp._jsonrpc import RpcError
+from cursorpipe.transports.acp._models import ModelCatalog, parse_acp_id
+from cursorpipe.types import ChatMessage
+
+CATALOG = ModelCatalog([(m.acp_id, m.label) for m in MODELS], current="default[]")
+
+
+def test_parse_acp_id() -> None:
+    assert parse_acp_id("default[]") == ("default", {})
+    assert parse_acp_id("gpt-5[reasoning=medium,fast=false]") == (
+        "gpt-5",
+        {"reasoning": "medium", "fast": "false"},
+    )
+    assert parse_acp_id("claude-opus-5") == ("claude-opus-5", {})
+    assert parse_acp_id("weird[") == ("weird[", {})
+
+
+def test_cli_ids_derived_from_acp_options_match_the_cli() -> None:
+    assert [m.cli_id for m in CATALOG.models] == [m.cli_id for m in MODELS]
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.cli_id)
+def test_every_cli_and_acp_id_resolves_to_its_option(model: object) -> None:
+    assert CATALOG.resolve(model.cli_id).acp_id == model.acp_id  # type: ignore[attr-defined]
+    assert CATALOG.resolve(model.acp_id).acp_id == model.acp_id  # type: ignore[attr-defined]
+    assert CATALOG.resolve(model.label).acp_id == model.acp_id  # type: ignore[attr-defined]
+
+
+def test_cli_suffix_ids_map_onto_variants() -> None:
+    catalog = ModelCatalog(
+        [
+            ("default[]", "Auto"),
+            ("claude-4.6-sonnet[thinking=false,effort=medium]", "Sonnet 4.6"),
+            ("claude-4.6-sonnet[thinking=true,effort=medium]", "Sonnet 4.6 Thinking"),
+            ("claude-4.6-sonnet[thinking=true,effort=high]", "Sonnet 4.6 Thinking High"),
+            ("gpt-5.3-codex[reasoning=medium,fast=false]", "Codex"),
+            ("gpt-5.3-codex[reasoning=medium,fast=true]", "Codex Fast"),
+        ]
+    )
+    assert catalog.resolve("auto").acp_id == "default[]"
+    assert catalog.resolve("default").acp_id == "default[]"
+    assert catalog.resolve("claude-4.6-sonnet").acp_id == "claude-4.6-sonnet[thinking=false,effort=medium]"
+    assert (
+        catalog.resolve("claude-4.6-sonnet-medium-thinking").acp_id
+        == "claude-4.6-sonnet[thinking=true,effort=medium]"
+    )
+    assert (
+        catalog.resolve("claude-4.6-sonnet-high-thinking").acp_id
+        == "claude-4.6-sonnet[thinking=true,effort=high]"
+    )
+    assert catalog.resolve("gpt-5.3-codex").acp_id == "gpt-5.3-codex[reasoning=medium,fast=false]"
+    assert catalog.resolve("gpt-5.3-codex-fast").acp_id == "gpt-5.3-codex[reasoning=medium,fast=true]"
+    # Derived ids round-trip.
+    for model in catalog.models:
+        assert catalog.resolve(model.cli_id) is model
+
+
+def test_unknown_model_lists_the_valid_ones() -> None:
+    with pytest.raises(ModelNotFoundError) as info:
+        CATALOG.resolve("gpt-99")
+    assert "auto" in info.value.available and "gpt-5" in info.value.available
+
+
+def test_model_infos_carry_acp_ids_as_aliases() -> None:
+    infos = CATALOG.infos()
+    auto = infos[0]
+    assert auto.id == "auto" and "default[]" in auto.aliases and auto.matches("default")
+    thinking = next(i for i in infos if i.id == "claude-4.5-sonnet-thinking")
+    assert thinking.supports_thinking is True and thinking.matches("claude-4.5-sonnet[thinking=true]")
+
+
+def test_catalog_from_legacy_models_field() -> None:
+    catalog = ModelCatalog.from_session(
+        {
+            "models": {
+                "currentModelId": "default[]",
+                "availableModels": [{"modelId": "default[]", "name": "Auto"}],
+            }
+        }
+    )
+    assert catalog.current == "default[]" and catalog.models[0].cli_id == "auto"
+
+
+def _run_filter(chunks: list[str]) -> tuple[str, object]:
+    filt = InbandErrorFilter()
+    out = "".join(filt.feed(c) for c in chunks)
+    tail, error = filt.finish(model="auto", available=["auto"])
+    return out + tail, error
+
+
+def test_inband_filter_passes_ordinary_text_through_unchanged() -> None:
+    text = "Here is an Error: not at line start.\nErr on a line\nE\n"
+    out, error = _run_filter(list(text))
+    assert out == text and error is None
+
+
+def test_inband_filter_releases_unknown_error_lines() -> None:
+    text = "Answer.\nError: my own program said this"
+    out, error = _run_filter([text[:9], text[9:12], text[12:]])
+    assert out == text and error is None
+
+
+def test_inband_usage_limit_becomes_usage_limit_error() -> None:
+    out, error = _run_filter(list(usage_limit_text()))
+    assert out == "" and isinstance(error, UsageLimitError) and not error.retryable
+
+
+def test_inband_trailing_resource_exhausted_after_text() -> None:
+    out, error = _run_filter(["Partial answer", "\n\n", INBAND_ERRORS["resource_exhausted"]])
+    assert out == "Partial answer\n\n"
+    assert isinstance(error, RateLimitError)
+
+
+def test_inband_model_not_found() -> None:
+    text = INBAND_ERRORS["model_not_found"].replace("{model}", "claude-opus-4-7")
+    _, error = _run_filter([text])
+    assert isinstance(error, ModelNotFoundError) and error.model == "auto"
+
+
+@pytest.mark.parametrize(
+    ("error", "cls"),
+    [
+        (RpcError(-32000, "Authentication required", {"message": "run 'agent login'"}), AuthenticationError),
+        (RpcError(-32602, "Invalid params", {"message": "Invalid model value: gpt-5"}), ModelNotFoundError),
+        (
+            RpcError(-32603, "Internal error", {"message": "Failed to initialize session services"}),
+            SessionError,
+        ),
+        (
+            RpcError(
+                -32603, "Internal error", {"message": "Error: T: [internal] Failed to reach the Cursor API"}
+            ),
+            NetworkError,
+        ),
+        (
+            RpcError(-32603, "Internal error", {"message": "Error: You've hit your usage limit"}),
+            UsageLimitError,
+        ),
+        (RpcError(-32601, "Method not found"), SessionError),
+    ],
+)
+def test_rpc_errors_are_classified(error: RpcError, cls: type[Exception]) -> None:
+    mapped = classify_rpc_error("session/new", error, model="gpt-5", available=["auto"])
+    assert type(mapped) is cls
+    assert mapped.transport == "acp"
+
+
+def test_transient_session_error_is_retryable() -> None:
+    mapped = classify_rpc_error(
+        "session/new",
+        RpcError(-32603, "Internal error", {"message": "Failed to initialize session services"}),
+    )
+    assert mapped.retryable and mapped.code == "session_services_unavailable"
+
+
+def test_crash_error_names_signal_and_last_stderr_line() -> None:
+    err = crash_error(-9, "", during="mid-stream")
+    assert "signal 9" in str(err) and err.exit_code == -9
+    err = crash_error(3, "line one\nfatal: boom\n", during="mid-stream")
+    assert "fatal: boom" in str(err) and err.exit_code == 3 and "line one" in err.stderr
+
+
+def test_flatten_messages() -> None:
+    assert flatten_messages([ChatMessage.of("user", "hi")]) == "hi"
+    text = flatten_messages(
+        [
+            ChatMessage.of("system", "Be terse."),
+            ChatMessage.of("user", "first"),
+            ChatMessage.of("assistant", "reply"),
+            ChatMessage.of("user", "second"),
+        ]
+    )
+    assert (
+        text == "<system>\nBe terse.\n</system>\n\n<conversation>\nUser: first\n\nAssistant: reply\n"
+        "</conversation>\n\nsecond"
+    )
