@@ -17,6 +17,7 @@ from cursorpipe import (
     AuthenticationError,
     ModelNotFoundError,
     RateLimitError,
+    SessionError,
     TextDelta,
     ThinkingDelta,
     TransportInfo,
@@ -27,6 +28,7 @@ from cursorpipe import (
 from cursorpipe.testing.fake_agent.acp import (
     ENV_HANG_INITIALIZE,
     ENV_SESSION_FAILURES,
+    ENV_STDOUT_NOISE,
     HANG_MARKER,
     PERMISSION_MARKER,
     PLAN_MARKER,
@@ -413,3 +415,31 @@ async def test_close_stops_the_process(make_client: MakeClient) -> None:
     assert transport.pid is None
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+async def test_stdout_noise_is_tolerated(make_client: MakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_STDOUT_NOISE, "1")
+    client = make_client()
+    assert await client.generate("auto", "hi") == expected_reply("hi")
+    transport = await _transport(client)
+    assert transport._conn is not None and transport._conn.noise_lines == 1
+
+
+async def test_session_is_lost_when_the_agent_restarts(make_client: MakeClient) -> None:
+    client = make_client(max_retries=0)
+    transport = await _transport(client)
+    session = await client.create_session("auto")
+    assert (await session.prompt("one")).text == expected_reply("one")
+    assert transport.pid is not None
+    old_pid = transport.pid
+    os.kill(old_pid, signal.SIGKILL)
+    for _ in range(200):  # the agent is restarted in the background
+        if transport.pid not in (None, old_pid):
+            break
+        await asyncio.sleep(0.02)
+    assert transport.restarts == 1
+    with pytest.raises(SessionError, match="open a new session"):
+        await session.prompt("two")
+    await session.discard()
+    async with client.session("auto") as fresh:
+        assert (await fresh.prompt("three")).text == expected_reply("three")

@@ -57,6 +57,7 @@ from .catalog import (
     ACP_DEFAULT_MODEL_ID,
     AUTH_REQUIRED_ACP_MESSAGE,
     INBAND_ERRORS,
+    INVALID_API_KEY_TEXT,
     MODELS,
     RATE_LIMIT_TEXT,
     AccountState,
@@ -72,6 +73,7 @@ from .catalog import (
 __all__ = [
     "ENV_HANG_INITIALIZE",
     "ENV_SESSION_FAILURES",
+    "ENV_STDOUT_NOISE",
     "HANG_MARKER",
     "PERMISSION_MARKER",
     "PLAN_MARKER",
@@ -85,6 +87,11 @@ __all__ = [
 ENV_SESSION_FAILURES = "FAKE_AGENT_SESSION_FAILURES"
 #: When set to 1, ``initialize`` is never answered (start-up timeout tests).
 ENV_HANG_INITIALIZE = "FAKE_AGENT_HANG_INITIALIZE"
+
+#: When set to 1, a non-JSON warning line goes to stdout before serving. Where Cursor prints its
+#: "⚠ Warning: The provided API key is inv…" (acp.md §5) is not captured; a client must survive
+#: it either way [G].
+ENV_STDOUT_NOISE = "FAKE_AGENT_STDOUT_NOISE"
 
 #: Prompt markers (anywhere in the prompt text).
 TOOL_MARKER = "[fake:tool]"
@@ -156,6 +163,7 @@ class _Agent:
         self.start_model = found or find_model(ACP_DEFAULT_MODEL_ID) or MODELS[0]
         self.session_failures = max(0, int(env.get(ENV_SESSION_FAILURES, "0") or 0))
         self.hang_initialize = env.get(ENV_HANG_INITIALIZE, "") == "1"
+        self.stdout_noise = env.get(ENV_STDOUT_NOISE, "") == "1"
         self.parameterized = False
         self.sessions: dict[str, _Session] = {}
         self.next_id = 0  # acp.md §4: Cursor numbers its own requests from 0
@@ -626,6 +634,9 @@ class _Agent:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        if self.stdout_noise:
+            sys.stdout.buffer.write(INVALID_API_KEY_TEXT.encode() + b"\n")
+            sys.stdout.buffer.flush()
         while True:
             line = await reader.readline()
             if not line:

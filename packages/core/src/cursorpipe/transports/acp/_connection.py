@@ -224,6 +224,7 @@ class AcpConnection:
         """Stop routing ``session_id`` (the turn is over or abandoned)."""
         if self._routes.get(session_id) is queue:
             del self._routes[session_id]
+            self._cancelled_sessions.discard(session_id)
         for ident, (_, target) in list(self._pending.items()):
             if target is queue:
                 del self._pending[ident]

@@ -388,8 +388,12 @@ class AcpTransport:
         await self._connection()
         if pool_size > self._dispenser.target:
             self._dispenser.set_target(pool_size)
-        async with asyncio.timeout(self._config.acp_startup_timeout_s * 2):
-            await self._dispenser.fill()
+        try:
+            async with asyncio.timeout(self._config.acp_startup_timeout_s * 2):
+                await self._dispenser.fill()
+        except TimeoutError:
+            # The pool keeps filling in the background; requests create sessions on demand.
+            log.warning("acp: the session pool was not full within the start-up timeout")
 
     async def open_session(self, model: str) -> TransportSession:
         """A dedicated session whose history Cursor keeps."""
@@ -481,15 +485,17 @@ class AcpTransport:
         available = [m.cli_id for m in handle.catalog.models]
         inband = InbandErrorFilter()
         answer: list[str] = []
-        finished = False
+        answered = False  # the agent ended the prompt (result or error): nothing left to cancel
         stop: Any = None
         try:
             while True:
                 item = await queue.get()
                 if item.kind == "result":
+                    answered = True
                     stop = item.payload.get("stopReason") if isinstance(item.payload, dict) else None
                     break
                 if item.kind == "error":
+                    answered = True
                     raise self._turn_error(item, request.model, available)
                 event = _event(item.payload)
                 if isinstance(event, TextDelta):
@@ -505,9 +511,8 @@ class AcpTransport:
             if tail:
                 answer.append(tail)
                 yield TextDelta(tail)
-            finished = True
         finally:
-            if finished:
+            if answered:
                 conn.end_prompt(handle.id, queue)
             else:
                 await self._abandon(handle, queue)
