@@ -478,6 +478,7 @@ def _print_mode(out: _Out, env: Mapping[str, str], args: Args, knobs: catalog.Kn
     _record(
         knobs,
         {
+            "kind": "print",
             "pid": os.getpid(),
             "argv": list(sys.argv),
             "cwd": os.getcwd(),

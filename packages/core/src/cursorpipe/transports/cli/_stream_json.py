@@ -364,27 +364,33 @@ class StreamJsonParser:
         return events
 
     # -- answer text with in-band error hold-back -------------------------------------------------
+    @staticmethod
+    def _fits(capture: str) -> bool:
+        """Whether captured text is short enough to be an error notice ending the answer."""
+        return len(capture) <= _INBAND_MAX_CHARS and capture.count("\n") <= _INBAND_MAX_LINES
+
     def _emit(self, text: str) -> list[ParsedEvent]:
+        out: list[ParsedEvent] = []
         if self._capture is not None:
             self._capture += text
-            if len(self._capture) > _INBAND_MAX_CHARS or self._capture.count("\n") > _INBAND_MAX_LINES:
-                captured, self._capture = self._capture, None
-                return self._out(captured)  # too long to be an error notice: ordinary text
-            return []
+            if self._fits(self._capture):
+                return out
+            # Too long to be an error notice: its first line was ordinary text; rescan the rest.
+            text, self._capture = self._capture, None
+            first, nl, text = text.partition("\n")
+            out += self._out(first + nl)
         buf = self._held + text
         self._held = ""
-        out: list[ParsedEvent] = []
         start = 0
         while True:
             nl = buf.find("\n", start)
-            line_end = nl if nl >= 0 else len(buf)
-            line = buf[start:line_end]
-            if _INBAND.match(line):
+            line = buf[start : nl if nl >= 0 else len(buf)]
+            if _INBAND.match(line) and self._fits(buf[start:]):
                 out += self._out(buf[:start])
                 self._capture = buf[start:]
                 return out
             if nl < 0:
-                if _could_become_inband(line):
+                if _could_become_inband(line) and not _INBAND.match(line):
                     out += self._out(buf[:start])
                     self._held = line
                     return out
