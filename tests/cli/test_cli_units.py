@@ -86,7 +86,7 @@ def test_prompt_argv_uses_double_dash_or_stdin() -> None:
     big = "x" * (ARGV_PROMPT_MAX_BYTES + 1)
     assert prompt_argv(big) == ([], big.encode())
     assert prompt_argv("nul\x00byte")[1] == b"nul\x00byte"
-    assert prompt_argv("lone \ud800")[1] == "lone ?".encode()
+    assert prompt_argv("lone \ud800")[1] == b"lone ?"
 
 
 @pytest.mark.parametrize(

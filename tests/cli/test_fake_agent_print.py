@@ -11,8 +11,8 @@ import time
 from typing import Any
 
 import pytest
-from cursorpipe.testing.fake_agent import console_script, executable
 from cursorpipe.testing.fake_agent import catalog as cat
+from cursorpipe.testing.fake_agent import console_script, executable
 
 STREAM = ("-p", "--output-format", "stream-json")
 PARTIAL = (*STREAM, "--stream-partial-output")

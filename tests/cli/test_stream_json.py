@@ -32,26 +32,52 @@ def line(obj: dict[str, Any]) -> bytes:
 
 
 def init() -> bytes:
-    return line({"type": "system", "subtype": "init", "apiKeySource": "env", "cwd": "/w", "session_id": SID,
-                 "model": "Auto", "permissionMode": "default"})  # fmt: skip
+    return line(
+        {
+            "type": "system",
+            "subtype": "init",
+            "apiKeySource": "env",
+            "cwd": "/w",
+            "session_id": SID,
+            "model": "Auto",
+            "permissionMode": "default",
+        }
+    )
 
 
 def delta(text: str, *, ts: int = 1, dup: bool = False) -> bytes:
-    obj: dict[str, Any] = {"type": "assistant", "message": {"role": "assistant", "content": [{"type": "text", "text": text}]},
-                           "session_id": SID, "timestamp_ms": ts}  # fmt: skip
+    obj: dict[str, Any] = {
+        "type": "assistant",
+        "message": {"role": "assistant", "content": [{"type": "text", "text": text}]},
+        "session_id": SID,
+        "timestamp_ms": ts,
+    }
     if dup:
         obj["model_call_id"] = "mc_1"
     return line(obj)
 
 
 def message(text: str) -> bytes:
-    return line({"type": "assistant", "message": {"role": "assistant", "content": [{"type": "text", "text": text}]},
-                 "session_id": SID})  # fmt: skip
+    return line(
+        {
+            "type": "assistant",
+            "message": {"role": "assistant", "content": [{"type": "text", "text": text}]},
+            "session_id": SID,
+        }
+    )
 
 
 def result(text: str, **extra: Any) -> bytes:
-    obj = {"type": "result", "subtype": "success", "is_error": False, "duration_ms": 5, "duration_api_ms": 5,
-           "result": text, "session_id": SID, "request_id": "r1"}  # fmt: skip
+    obj = {
+        "type": "result",
+        "subtype": "success",
+        "is_error": False,
+        "duration_ms": 5,
+        "duration_api_ms": 5,
+        "result": text,
+        "session_id": SID,
+        "request_id": "r1",
+    }
     obj.update(extra)
     return line(obj)
 
@@ -68,7 +94,13 @@ def parse(data: bytes) -> list[ParsedEvent]:
 def test_partial_output_with_duplicates_gives_each_character_once() -> None:
     data = (
         init()
-        + line({"type": "user", "message": {"role": "user", "content": [{"type": "text", "text": "hi"}]}, "session_id": SID})
+        + line(
+            {
+                "type": "user",
+                "message": {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+                "session_id": SID,
+            }
+        )
         + line({"type": "thinking", "subtype": "delta", "text": "hmm ", "session_id": SID, "timestamp_ms": 1})
         + line({"type": "thinking", "subtype": "completed", "session_id": SID, "timestamp_ms": 2})
         + delta("Hello")
@@ -76,8 +108,11 @@ def test_partial_output_with_duplicates_gives_each_character_once() -> None:
         + delta(", ", dup=True)
         + delta("world")
         + message("Hello, world")
-        + result("Hello, world", usage={"inputTokens": 10, "outputTokens": 3, "cacheReadTokens": 7, "cacheWriteTokens": 1})
-    )  # fmt: skip
+        + result(
+            "Hello, world",
+            usage={"inputTokens": 10, "outputTokens": 3, "cacheReadTokens": 7, "cacheWriteTokens": 1},
+        )
+    )
     events = parse(data)
     assert isinstance(events[0], SessionStarted) and events[0].session_id == SID and events[0].model == "Auto"
     assert [e.text for e in events if isinstance(e, ThinkingChunk)] == ["hmm "]
@@ -105,12 +140,24 @@ def test_cumulative_message_longer_than_deltas_emits_the_rest() -> None:
 
 
 def test_segments_around_tool_calls_and_whole_answer_repeat() -> None:
-    tool = {"type": "tool_call", "subtype": "started", "call_id": "c1",
-            "tool_call": {"readToolCall": {"args": {"path": "a"}}}, "session_id": SID}  # fmt: skip
+    tool = {
+        "type": "tool_call",
+        "subtype": "started",
+        "call_id": "c1",
+        "tool_call": {"readToolCall": {"args": {"path": "a"}}},
+        "session_id": SID,
+    }
     data = (
-        delta("A ") + delta("B ") + message("A B ") + line(tool)
-        + delta("C ") + delta("D") + message("C D") + message("A B C D") + result("A B C D")
-    )  # fmt: skip
+        delta("A ")
+        + delta("B ")
+        + message("A B ")
+        + line(tool)
+        + delta("C ")
+        + delta("D")
+        + message("C D")
+        + message("A B C D")
+        + result("A B C D")
+    )
     events = parse(data)
     assert texts(events) == "A B C D"
     assert ToolActivity("c1", "readToolCall", "started") in events
@@ -221,9 +268,21 @@ _json_values = st.recursive(
     max_leaves=6,
 )
 _keys = st.sampled_from(
-    ["message", "text", "usage", "result", "timestamp_ms", "model_call_id", "session_id", "tool_call", "subtype",
-     "is_error", "duration_ms", "inputTokens"]
-)  # fmt: skip
+    [
+        "message",
+        "text",
+        "usage",
+        "result",
+        "timestamp_ms",
+        "model_call_id",
+        "session_id",
+        "tool_call",
+        "subtype",
+        "is_error",
+        "duration_ms",
+        "inputTokens",
+    ]
+)
 _kinds = st.sampled_from(["assistant", "thinking", "result", "system", "tool_call", "user", "x"])
 
 
