@@ -278,13 +278,18 @@ async def test_cursor_extension_request_blocks_until_answered(spawn: Any) -> Non
         await raw.recv(timeout=0.3)
     await raw.send({"id": msg["id"], "error": {"code": -32601, "message": "Method not found"}})
     kinds = []
+    extensions = []
     while True:
         msg = await raw.recv()
-        if msg.get("id") == 1:
+        if msg.get("id") == 1 and "method" not in msg:
             break
-        kinds.append(msg["params"]["update"]["sessionUpdate"])
+        if msg.get("method") == "session/update":
+            kinds.append(msg["params"]["update"]["sessionUpdate"])
+        else:
+            extensions.append(msg["method"])
     assert msg["result"]["stopReason"] == "end_turn"
     assert "plan" in kinds
+    assert extensions == ["cursor/update_todos"]  # sent, and the turn did not wait for it
 
 
 async def test_cancel_is_a_notification(spawn: Any) -> None:

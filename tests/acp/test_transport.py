@@ -16,6 +16,7 @@ from cursorpipe import (
     AgentTimeoutError,
     AuthenticationError,
     ModelNotFoundError,
+    NetworkError,
     RateLimitError,
     SessionError,
     TextDelta,
@@ -41,6 +42,7 @@ from cursorpipe.testing.fake_agent.catalog import (
     ENV_CRASH_CODE,
     ENV_INBAND_ERROR,
     ENV_LATENCY,
+    ENV_NETWORK_ERROR,
     MODELS,
     expected_reply,
     expected_thinking,
@@ -191,7 +193,8 @@ async def test_cursor_extension_requests_are_answered(make_client: MakeClient, r
     text = await client.generate("auto", f"plan {PLAN_MARKER} {TOOL_MARKER}", timeout_s=10)
     assert text == expected_reply(f"plan {PLAN_MARKER} {TOOL_MARKER}")
     answers = [m for m in record.inbound() if "error" in m and "method" not in m]
-    assert [a["error"]["code"] for a in answers] == [-32601]
+    # cursor/create_plan (awaited by the agent) and cursor/update_todos (not awaited) both answered.
+    assert [a["error"]["code"] for a in answers] == [-32601, -32601]
 
 
 async def test_consumer_closing_the_stream_sends_session_cancel(
@@ -443,3 +446,11 @@ async def test_session_is_lost_when_the_agent_restarts(make_client: MakeClient) 
     await session.discard()
     async with client.session("auto") as fresh:
         assert (await fresh.prompt("three")).text == expected_reply("three")
+
+
+async def test_network_failure_is_typed(make_client: MakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_NETWORK_ERROR, "1")
+    client = make_client(max_retries=0)
+    with pytest.raises(NetworkError, match="could not reach Cursor") as info:
+        await client.generate("auto", "hi")
+    assert info.value.retryable and info.value.transport == "acp"

@@ -33,6 +33,7 @@ Behaviour (acp.md section in brackets):
 * Account ``usage_limit``/``rate_limited``, an unroutable model and ``FAKE_AGENT_INBAND_ERROR`` put
   the error *into the text stream* and still end with ``end_turn`` (§4, §9; the ACP shape of quota
   errors was never captured, §5, so this follows the in-band pattern [G]).
+* ``FAKE_AGENT_NETWORK_ERROR=1`` answers prompts ``-32603`` with the CLI's network text [G].
 * Malformed lines get no answer at all and nothing on stderr (§2, §5).
 * Prompts on different sessions run concurrently and their notifications interleave.
 
@@ -59,6 +60,7 @@ from .catalog import (
     INBAND_ERRORS,
     INVALID_API_KEY_TEXT,
     MODELS,
+    NETWORK_ERROR_TEXT,
     RATE_LIMIT_TEXT,
     AccountState,
     FakeModel,
@@ -199,9 +201,13 @@ class _Agent:
     def update(self, session_id: str, update: dict[str, Any]) -> None:
         self.send({"method": "session/update", "params": {"sessionId": session_id, "update": update}})
 
-    async def request(self, method: str, params: dict[str, Any]) -> Any:
+    def _next_request_id(self) -> int:
         ident = self.next_id
         self.next_id += 1
+        return ident
+
+    async def request(self, method: str, params: dict[str, Any]) -> Any:
+        ident = self._next_request_id()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.pending[ident] = fut
         self.send({"id": ident, "method": method, "params": params})
@@ -439,6 +445,11 @@ class _Agent:
             # Cursor's behaviour for overlapping prompts on one session is undocumented [G].
             self.error(ident, -32603, "Internal error", {"message": "A prompt is already running"})
             return
+        if self.knobs.network_error:
+            # The ACP shape of a network failure is not captured (acp.md §5); the fake answers the
+            # prompt with an internal error carrying the CLI's network text [G].
+            self.error(ident, -32603, "Internal error", {"message": NETWORK_ERROR_TEXT})
+            return
         blocks = params.get("prompt")
         text = "".join(
             str(b.get("text", "")) for b in blocks or [] if isinstance(b, dict) and b.get("type") == "text"
@@ -620,6 +631,14 @@ class _Agent:
                     "phases": [],
                 },
             ),
+        )
+        # A second extension request nobody waits for (acp.md §4 lists cursor/update_todos).
+        self.send(
+            {
+                "id": self._next_request_id(),
+                "method": "cursor/update_todos",
+                "params": {"merge": True, "todos": todos},
+            }
         )
         self.update(
             session.id,

@@ -57,6 +57,7 @@ from ..base import TransportCapabilities, TransportSession
 from ._connection import AcpConnection, RpcCallError, TurnItem, child_environment
 from ._dispenser import SessionDispenser, SessionHandle
 from ._errors import InbandErrorFilter, classify_rpc_error
+from ._jsonrpc import METHOD_NOT_FOUND
 from ._models import ModelCatalog
 
 __all__ = ["AcpSession", "AcpTransport", "flatten_messages"]
@@ -371,10 +372,18 @@ class AcpTransport:
         target = handle.catalog.resolve(model)
         if handle.model_value != target.acp_id:
             try:
-                await handle.conn.call(
-                    "session/set_config_option",
-                    {"sessionId": handle.id, "configId": "model", "value": target.acp_id},
-                )
+                try:
+                    await handle.conn.call(
+                        "session/set_config_option",
+                        {"sessionId": handle.id, "configId": "model", "value": target.acp_id},
+                    )
+                except RpcCallError as exc:
+                    if exc.error.code != METHOD_NOT_FOUND:
+                        raise
+                    # acp.md §3.2: older builds only have the legacy (unstable) method.
+                    await handle.conn.call(
+                        "session/set_model", {"sessionId": handle.id, "modelId": target.acp_id}
+                    )
             except RpcCallError as exc:
                 raise classify_rpc_error(
                     exc.method, exc.error, model=model, available=[m.cli_id for m in handle.catalog.models]
