@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import time
@@ -182,10 +183,33 @@ async def test_permission_requests_are_rejected_by_default(make_client: MakeClie
     assert text == permission_note("reject-once") + expected_reply(f"run it {PERMISSION_MARKER}")
 
 
-async def test_permission_policy_allow_once(make_client: MakeClient) -> None:
-    client = make_client(acp_permission_policy="allow_once")
+@pytest.mark.parametrize(
+    ("policy", "option"), [("allow_once", "allow-once"), ("allow_always", "allow-always")]
+)
+async def test_permission_policy_allow(make_client: MakeClient, policy: str, option: str) -> None:
+    client = make_client(acp_permission_policy=policy)
     text = await client.generate("auto", PERMISSION_MARKER)
-    assert text.startswith(permission_note("allow-once"))
+    assert text == permission_note(option) + expected_reply(PERMISSION_MARKER)
+
+
+async def test_images_travel_as_image_blocks(make_client: MakeClient, record: Record) -> None:
+    client = make_client()
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "what is this?"},
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}},
+            ],
+        }
+    ]
+    assert await client.chat("auto", messages) == expected_reply("what is this?")
+    blocks = record.calls("session/prompt")[0]["prompt"]
+    assert blocks == [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image", "mimeType": "image/png", "data": png},
+    ]
 
 
 async def test_cursor_extension_requests_are_answered(make_client: MakeClient, record: Record) -> None:
