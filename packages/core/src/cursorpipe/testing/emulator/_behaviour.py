@@ -1,0 +1,213 @@
+"""Scripting for the emulator: behaviour knobs, injectable faults, the deterministic default reply."""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "DEFAULT_MODELS",
+    "DEFAULT_THINKING",
+    "Behaviour",
+    "Fault",
+    "ModelSpec",
+    "ReplyContext",
+    "Usage",
+    "estimate_tokens",
+    "expected_reply",
+]
+
+#: Thinking text streamed before the reply unless ``Behaviour.thinking`` says otherwise.
+DEFAULT_THINKING = "Thinking about the question."
+
+
+def expected_reply(text: str, turn: int = 1, history: int = 0, *, system_prompt: bool = False) -> str:
+    """The emulator's default reply to the user message ``text``.
+
+    ``turn`` counts the turns of the conversation the emulator knows from the client-held checkpoint
+    (1 for a new conversation); ``history`` is the number of earlier user messages it saw, from the
+    checkpoint's turn blobs plus ``UserMessageAction.conversation_history``; ``system_prompt`` is
+    whether ``AgentRunRequest.custom_system_prompt`` was set. Tests compare against this function
+    and never hard-code the format::
+
+        "Emulated reply to: hi"
+        "Emulated reply to: hi (turn 2, history: 1 earlier user messages)"
+        "Emulated reply to: hi (turn 1, history: 2 earlier user messages) [system prompt]"
+    """
+    out = f"Emulated reply to: {text}"
+    if turn > 1 or history > 0:
+        out += f" (turn {turn}, history: {history} earlier user messages)"
+    if system_prompt:
+        out += " [system prompt]"
+    return out
+
+
+def estimate_tokens(text: str) -> int:
+    """Deterministic token count used for usage numbers (about four characters per token)."""
+    return math.ceil(len(text) / 4) if text else 0
+
+
+@dataclass(frozen=True)
+class ReplyContext:
+    """What a reply callable gets: the user ``text``, the ``turn`` number, ``history`` as
+    ``(role, text)`` pairs (checkpoint turns first, then ``conversation_history``), the
+    ``system_prompt`` (or ``""``), the requested ``model`` id and the raw ``run_request``."""
+
+    text: str
+    turn: int
+    history: tuple[tuple[str, str], ...]
+    system_prompt: str
+    model: str
+    run_request: Any = None
+
+    @property
+    def earlier_user_messages(self) -> int:
+        """How many earlier user messages the emulator saw."""
+        return sum(1 for role, _ in self.history if role == "user")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token usage the emulator reports in ``turn_ended``; ``None`` fields are computed."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cost_cents: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the emulator's catalogue (REST ``/v1/models`` and the ``GetUsableModels`` RPC)."""
+
+    id: str
+    display_name: str
+    aliases: tuple[str, ...] = ()
+    parameters: tuple[Mapping[str, Any], ...] = ()
+    variants: tuple[Mapping[str, Any], ...] = ()
+
+    def rest(self) -> dict[str, Any]:
+        """The ``/v1/models`` item (connect.md §9.1)."""
+        item: dict[str, Any] = {"id": self.id, "displayName": self.display_name}
+        if self.aliases:
+            item["aliases"] = list(self.aliases)
+        if self.parameters:
+            item["parameters"] = [dict(p) for p in self.parameters]
+        if self.variants:
+            item["variants"] = [dict(v) for v in self.variants]
+        return item
+
+
+DEFAULT_MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec("auto", "Auto", aliases=("default",)),
+    ModelSpec("composer-2", "Composer 2"),
+    ModelSpec(
+        "claude-4.5-sonnet",
+        "Claude 4.5 Sonnet",
+        aliases=("sonnet-4.5",),
+        parameters=(
+            {
+                "id": "thinking",
+                "displayName": "Thinking",
+                "values": [{"value": "true", "displayName": "On"}, {"value": "false", "displayName": "Off"}],
+            },
+        ),
+        variants=(
+            {
+                "params": [{"id": "thinking", "value": "false"}],
+                "displayName": "Claude 4.5 Sonnet",
+                "isDefault": True,
+            },
+            {"params": [{"id": "thinking", "value": "true"}], "displayName": "Claude 4.5 Sonnet Thinking"},
+        ),
+    ),
+    ModelSpec("gpt-5", "GPT-5", aliases=("gpt5",)),
+)
+
+
+class Fault(enum.Enum):
+    """Failures :meth:`Emulator.inject` can schedule for the next request(s) of their kind."""
+
+    #: ``/auth/exchange_user_api_key`` answers 401 (connect.md §2.2).
+    UNAUTHENTICATED_EXCHANGE = "unauthenticated_exchange"
+    #: The run is refused with Connect ``unauthenticated`` (end-stream error, connect.md §2.8).
+    UNAUTHENTICATED = "unauthenticated"
+    #: ``resource_exhausted`` with ``ErrorDetails{ERROR_PRO_USER_USAGE_LIMIT, is_retryable: false}``.
+    USAGE_LIMIT = "usage_limit"
+    #: ``resource_exhausted`` with ``ErrorDetails{ERROR_RATE_LIMITED, is_retryable: true}`` and
+    #: ``retry-after`` in the end-stream metadata.
+    RATE_LIMIT = "rate_limit"
+    #: ``invalid_argument`` with ``ErrorDetails{ERROR_BAD_MODEL_NAME}`` (also what an unknown model id gets).
+    BAD_MODEL = "bad_model"
+    #: ``resource_exhausted``-free version gate: ``ErrorDetails{ERROR_OUTDATED_CLIENT}``.
+    OUTDATED_CLIENT = "outdated_client"
+    #: Text and a checkpoint, then a clean end-stream ``{}`` without ``turn_ended`` (a dropped turn).
+    DROP_MID_STREAM = "drop_mid_stream"
+    #: After the first text delta the stream goes silent (no heartbeats) for ``seconds`` or forever.
+    STALL = "stall"
+    #: The first text/thinking delta comes ``seconds`` late (default 2 s).
+    SLOW_FIRST_TOKEN = "slow_first_token"  # noqa: S105 - not a secret
+    #: Every text delta comes ``seconds`` after the previous one (default 0.2 s).
+    TOKEN_DELAY = "token_delay"  # noqa: S105 - not a secret
+    #: ``unavailable`` end-stream error before any output (a retryable server hiccup).
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass
+class Behaviour:
+    """How the emulator answers. Every field has a faithful default; change what a test needs.
+
+    Attributes:
+        reply: the reply text, or a callable ``(ReplyContext) -> str``; ``None`` = :func:`expected_reply`.
+        thinking: thinking text streamed first (``""`` for none), or a callable like ``reply``.
+        usage: fixed usage numbers; unset fields are estimated from the texts.
+        chunks: how many text deltas the reply is split into (thinking uses the same count).
+        token_delay_s: delay before every text delta after the first.
+        first_token_delay_s: delay before the first delta.
+        heartbeats: server ``heartbeat`` updates sent before the first text delta.
+        heartbeat_interval_s: also send a server heartbeat whenever the turn waits this long.
+        interaction_query: send this query before the reply and wait for its answer:
+            ``"web_search"``, ``"web_fetch"``, ``"ask_question"`` or ``"switch_mode"``.
+        request_context: ask for the request context with the ``request_context_args`` exec (as
+            Cursor does every turn in the SDK's default mode, connect.md §6.1).
+        extra_exec: also send an ``mcp_args`` exec (``{"name", "tool_name", "args"}``) the client must
+            answer or decline; its answer is recorded.
+        blob_round_trip: besides the system-prompt blob, set a blob, read it back and read an unknown
+            id (must be an empty result); the outcome is recorded on the run.
+        system_prompt_blob: the text stored in the client's KV store as the system-prompt blob.
+        gzip_frames: gzip-compress every response frame (flag 0x01, connect.md §3.1).
+        advertise_http2: answer ``GetServerConfig`` with ``http2_config = FORCE_ALL_ENABLED`` so
+            clients that obey it (the official SDK) use the h2c ``Run`` RPC.
+        token_lifetime_s: lifetime of the access tokens the exchange issues.
+        models: the model catalogue.
+        default_model: the model ``GetDefaultModelForCli`` returns.
+        routed_model: when the requested model is ``auto``/``default``, send a ``routed_model``
+            update naming this display name.
+        max_tokens: ``token_details.max_tokens`` in checkpoints.
+    """
+
+    reply: str | Callable[[ReplyContext], str] | None = None
+    thinking: str | Callable[[ReplyContext], str] = DEFAULT_THINKING
+    usage: Usage | None = None
+    chunks: int = 4
+    token_delay_s: float = 0.0
+    first_token_delay_s: float = 0.0
+    heartbeats: int = 1
+    heartbeat_interval_s: float | None = None
+    interaction_query: str | None = None
+    request_context: bool = True
+    extra_exec: Mapping[str, Any] | None = None
+    blob_round_trip: bool = False
+    system_prompt_blob: str = "You are a helpful assistant (emulated system prompt)."
+    gzip_frames: bool = False
+    advertise_http2: bool = False
+    token_lifetime_s: float = 3600.0
+    models: Sequence[ModelSpec] = field(default_factory=lambda: DEFAULT_MODELS)
+    default_model: str = "composer-2"
+    routed_model: str | None = "Composer 2"
+    max_tokens: int = 200_000

@@ -1,0 +1,336 @@
+"""A raw, minimal Connect client for one agent turn: the floor the real transport is measured
+against (bench/) and an independent way to drive the emulator in tests.
+
+Two variants: :func:`raw_turn_sse` (``RunSSE`` + ``BidiAppend`` on httpx, connect.md §5.7) and
+:func:`raw_turn_h2` (full-duplex ``Run`` over h2c with the ``h2`` library, connect.md §5.6). Both
+answer KV requests from an in-memory blob store, the request-context exec with a minimal context,
+decline every other exec (throw + stream_close) and reject interaction queries — the minimal client
+checklist of connect.md §10. No retries, no heartbeats (turns are short), no token refresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from ..._proto.agent.v1 import agent_pb2
+from ..._proto.aiserver.v1 import aiserver_pb2
+from ...transports.connect._codec import EndStream, EnvelopeDecoder, encode_envelope
+
+__all__ = ["RawTurn", "build_run_request", "exchange_token", "raw_turn_h2", "raw_turn_sse"]
+
+
+@dataclass
+class RawTurn:
+    """What one raw turn produced."""
+
+    text: str = ""
+    thinking: str = ""
+    usage: dict[str, int] = field(default_factory=dict)
+    turn_ended: bool = False
+    checkpoint: agent_pb2.ConversationStateStructure | None = None
+    end: EndStream | None = None
+    server_messages: list[agent_pb2.AgentServerMessage] = field(default_factory=list)
+    sent: list[agent_pb2.AgentClientMessage] = field(default_factory=list)
+    gzip_frames: int = 0
+    first_token_s: float | None = None
+
+
+def build_run_request(
+    text: str,
+    *,
+    model: str = "composer-2",
+    conversation_id: str | None = None,
+    checkpoint: agent_pb2.ConversationStateStructure | None = None,
+    run_id: str | None = None,
+) -> agent_pb2.AgentClientMessage:
+    """An ``AgentClientMessage.run_request`` as the SDK builds it (agent-v1-minimal.md §9)."""
+    msg = agent_pb2.AgentClientMessage()
+    r = msg.run_request
+    if checkpoint is not None:
+        r.conversation_state.CopyFrom(checkpoint)
+    else:
+        r.conversation_state.SetInParent()
+    r.action.user_message_action.user_message.text = text
+    r.action.user_message_action.user_message.mode = agent_pb2.AGENT_MODE_ASK
+    r.requested_model.model_id = model
+    r.mcp_tools.SetInParent()
+    r.conversation_id = conversation_id or str(uuid.uuid4())
+    r.run_id = run_id or str(uuid.uuid4())
+    r.next_interaction_query_id = 0
+    return msg
+
+
+async def exchange_token(client: httpx.AsyncClient, base_url: str, api_key: str) -> str:
+    """``POST /auth/exchange_user_api_key`` (connect.md §2.2); returns the access token."""
+    resp = await client.post(
+        f"{base_url}/auth/exchange_user_api_key", headers={"authorization": f"Bearer {api_key}"}, json={}
+    )
+    resp.raise_for_status()
+    return str(resp.json()["accessToken"])
+
+
+class _Answerer:
+    """Turns server messages into the client messages a minimal chat client sends back."""
+
+    def __init__(self, blobs: dict[bytes, bytes], result: RawTurn, started: float) -> None:
+        self.blobs = blobs
+        self.result = result
+        self.started = started
+
+    def handle(self, msg: agent_pb2.AgentServerMessage) -> list[agent_pb2.AgentClientMessage]:
+        self.result.server_messages.append(msg)
+        out: list[agent_pb2.AgentClientMessage] = []
+        case = msg.WhichOneof("message")
+        if case == "interaction_update":
+            u = msg.interaction_update
+            which = u.WhichOneof("message")
+            if which == "text_delta":
+                if self.result.first_token_s is None:
+                    self.result.first_token_s = asyncio.get_running_loop().time() - self.started
+                self.result.text += u.text_delta.text
+            elif which == "thinking_delta":
+                self.result.thinking += u.thinking_delta.text
+            elif which == "turn_ended":
+                self.result.turn_ended = True
+                te = u.turn_ended
+                self.result.usage = {
+                    k: int(getattr(te, k))
+                    for k in (
+                        "input_tokens",
+                        "output_tokens",
+                        "cache_read_tokens",
+                        "cache_write_tokens",
+                        "reasoning_tokens",
+                    )
+                    if te.HasField(k)
+                }
+        elif case == "conversation_checkpoint_update":
+            self.result.checkpoint = msg.conversation_checkpoint_update
+        elif case == "kv_server_message":
+            kv = msg.kv_server_message
+            reply = agent_pb2.AgentClientMessage()
+            reply.kv_client_message.id = kv.id
+            if kv.WhichOneof("message") == "set_blob_args":
+                self.blobs[kv.set_blob_args.blob_id] = kv.set_blob_args.blob_data
+                reply.kv_client_message.set_blob_result.SetInParent()
+            else:
+                res = reply.kv_client_message.get_blob_result
+                res.SetInParent()
+                data = self.blobs.get(kv.get_blob_args.blob_id)
+                if data is not None:
+                    res.blob_data = data
+            out.append(reply)
+        elif case == "exec_server_message":
+            ex = msg.exec_server_message
+            if ex.WhichOneof("message") == "request_context_args":
+                reply = agent_pb2.AgentClientMessage()
+                reply.exec_client_message.id = ex.id
+                env = reply.exec_client_message.request_context_result.success.request_context.env
+                env.os_version = "linux emulated"
+                env.time_zone = "UTC"
+                out.append(reply)
+            else:
+                reply = agent_pb2.AgentClientMessage()
+                reply.exec_client_control_message.throw.id = ex.id
+                reply.exec_client_control_message.throw.error = "not supported by the raw client"
+                out.append(reply)
+            close = agent_pb2.AgentClientMessage()
+            close.exec_client_control_message.stream_close.id = ex.id
+            out.append(close)
+        elif case == "interaction_query":
+            q = msg.interaction_query
+            reply = agent_pb2.AgentClientMessage()
+            resp = reply.interaction_response
+            resp.id = q.id
+            query_case: str | None = q.WhichOneof("query")
+            if query_case == "web_search_request_query":
+                resp.web_search_request_response.rejected.reason = "declined"
+            elif query_case == "web_fetch_request_query":
+                resp.web_fetch_request_response.rejected.reason = "declined"
+            elif query_case == "ask_question_interaction_query":
+                resp.ask_question_interaction_response.result.rejected.reason = "declined"
+            elif query_case == "switch_mode_request_query":
+                resp.switch_mode_request_response.rejected.reason = "declined"
+            out.append(reply)
+        return out
+
+
+async def raw_turn_sse(
+    base_url: str,
+    api_key: str,
+    text: str,
+    *,
+    model: str = "composer-2",
+    blobs: dict[bytes, bytes] | None = None,
+    checkpoint: agent_pb2.ConversationStateStructure | None = None,
+    conversation_id: str | None = None,
+    token: str | None = None,
+    mutate_first: Callable[[agent_pb2.AgentClientMessage], None] | None = None,
+    io_timeout: float = 30.0,
+) -> RawTurn:
+    """One turn over ``RunSSE`` + ``BidiAppend`` (connect.md §5.7)."""
+    blobs = {} if blobs is None else blobs
+    result = RawTurn()
+    async with httpx.AsyncClient(timeout=io_timeout) as client:
+        token = token or await exchange_token(client, base_url, api_key)
+        request_id = str(uuid.uuid4())
+        headers = {
+            "authorization": f"Bearer {token}",
+            "connect-protocol-version": "1",
+            "x-request-id": request_id,
+            "x-cursor-streaming": "true",
+        }
+        seq = 0
+
+        async def append(msg: agent_pb2.AgentClientMessage) -> None:
+            nonlocal seq
+            result.sent.append(msg)
+            body = aiserver_pb2.BidiAppendRequest(
+                data=msg.SerializeToString().hex(),
+                request_id=aiserver_pb2.BidiRequestId(request_id=request_id),
+                append_seqno=seq,
+            )
+            seq += 1
+            resp = await client.post(
+                f"{base_url}/aiserver.v1.BidiService/BidiAppend",
+                content=body.SerializeToString(),
+                headers={**headers, "content-type": "application/proto"},
+            )
+            resp.raise_for_status()
+
+        first = build_run_request(
+            text, model=model, checkpoint=checkpoint, conversation_id=conversation_id, run_id=request_id
+        )
+        if mutate_first is not None:
+            mutate_first(first)
+        started = asyncio.get_running_loop().time()
+        answerer = _Answerer(blobs, result, started)
+        await append(first)  # before RunSSE on purpose: the server must buffer it
+        rid = aiserver_pb2.BidiRequestId(request_id=request_id).SerializeToString()
+        async with client.stream(
+            "POST",
+            f"{base_url}/agent.v1.AgentService/RunSSE",
+            content=encode_envelope(rid),
+            headers={**headers, "content-type": "application/connect+proto"},
+        ) as resp:
+            resp.raise_for_status()
+            dec = EnvelopeDecoder()
+            async for chunk in resp.aiter_raw():
+                for frame in dec.feed(chunk):
+                    if frame.end_stream is not None:
+                        result.end = frame.end_stream
+                        break
+                    result.gzip_frames += frame.compressed
+                    for reply in answerer.handle(agent_pb2.AgentServerMessage.FromString(frame.payload)):
+                        await append(reply)
+            dec.close()
+    return result
+
+
+async def raw_turn_h2(
+    base_url: str,
+    api_key: str,
+    text: str,
+    *,
+    model: str = "composer-2",
+    blobs: dict[bytes, bytes] | None = None,
+    checkpoint: agent_pb2.ConversationStateStructure | None = None,
+    conversation_id: str | None = None,
+    token: str | None = None,
+    extra_messages: list[agent_pb2.AgentClientMessage] | None = None,
+    io_timeout: float = 30.0,
+) -> RawTurn:
+    """One turn over the full-duplex ``Run`` RPC on h2c prior knowledge (connect.md §5.6)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    blobs = {} if blobs is None else blobs
+    result = RawTurn()
+    if token is None:
+        async with httpx.AsyncClient(timeout=io_timeout) as client:
+            token = await exchange_token(client, base_url, api_key)
+    parts = urlsplit(base_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    reader, writer = await asyncio.open_connection(host, port)
+    conn: Any = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    sid = conn.get_next_available_stream_id()
+    run_id = str(uuid.uuid4())
+    conn.send_headers(
+        sid,
+        [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":authority", f"{host}:{port}"),
+            (":path", "/agent.v1.AgentService/Run"),
+            ("content-type", "application/connect+proto"),
+            ("connect-protocol-version", "1"),
+            ("authorization", f"Bearer {token}"),
+            ("x-request-id", run_id),
+        ],
+    )
+    started = asyncio.get_running_loop().time()
+    answerer = _Answerer(blobs, result, started)
+
+    def send_msg(msg: agent_pb2.AgentClientMessage) -> None:
+        result.sent.append(msg)
+        conn.send_data(sid, encode_envelope(msg.SerializeToString()))
+
+    first = build_run_request(
+        text, model=model, checkpoint=checkpoint, conversation_id=conversation_id, run_id=run_id
+    )
+    send_msg(first)
+    for extra in extra_messages or []:
+        send_msg(extra)
+    writer.write(conn.data_to_send())
+    await writer.drain()
+    dec = EnvelopeDecoder()
+    status: str | None = None
+    try:
+        done = half_closed = False
+        while not done:
+            data = await asyncio.wait_for(reader.read(65536), io_timeout)
+            if not data:
+                break
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = (
+                        dict((bytes(k), bytes(v)) for k, v in event.headers).get(b":status", b"").decode()
+                    )
+                elif isinstance(event, h2.events.DataReceived) and event.stream_id == sid:
+                    conn.acknowledge_received_data(event.flow_controlled_length, sid)
+                    for frame in dec.feed(event.data):
+                        if frame.end_stream is not None:
+                            result.end = frame.end_stream
+                            continue
+                        result.gzip_frames += frame.compressed
+                        for reply in answerer.handle(agent_pb2.AgentServerMessage.FromString(frame.payload)):
+                            send_msg(reply)
+                elif (
+                    isinstance(event, h2.events.StreamEnded | h2.events.StreamReset)
+                    and event.stream_id == sid
+                ):
+                    done = True
+            if result.end is not None and not half_closed and not done:
+                half_closed = True
+                conn.end_stream(sid)
+            writer.write(conn.data_to_send())
+            await writer.drain()
+        if status not in (None, "200"):
+            raise RuntimeError(f"Run answered HTTP {status}")
+    finally:
+        conn.close_connection()
+        writer.write(conn.data_to_send())
+        writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.wait_closed()
+    return result
