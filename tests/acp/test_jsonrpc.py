@@ -174,7 +174,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.binary(max_size=400), st.lists(st.integers(min_value=0, max_value=400), max_size=8))
 def test_arbitrary_bytes_any_split_only_protocol_errors(data: bytes, cuts: list[int]) -> None:
     whole = MessageDecoder(max_line_bytes=128)
@@ -195,7 +195,7 @@ def test_arbitrary_bytes_any_split_only_protocol_errors(data: bytes, cuts: list[
     ]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     st.lists(
         st.tuples(

@@ -159,13 +159,13 @@ class AcpConnection:
         self._on_exit.append(callback)
 
     async def close(self) -> None:
-        """Staged shutdown of the process (idempotent); pending calls fail with ``SessionError``."""
+        """Staged shutdown of the process (idempotent); pending calls fail with ``AgentCrashError``."""
         if self._dead is None:
             self._dead = AgentCrashError("agent acp was shut down", transport="acp", retryable=True)
             self._on_exit.clear()
         await self._proc.close()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(self._reader, 2.0)
+        # asyncio.wait (not wait_for) so our own cancellation is never mistaken for the reader's.
+        await asyncio.wait({self._reader}, timeout=2.0)
         if not self._reader.done():
             self._reader.cancel()
         self._fail_all(self._dead)
@@ -183,8 +183,7 @@ class AcpConnection:
                 await self._proc.write(data)
         except (BrokenPipeError, ConnectionResetError, RuntimeError) as exc:
             # The reader will see EOF and report the exit code; give it a moment to do so.
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
-                await asyncio.wait_for(asyncio.shield(self._reader), 2.0)
+            await asyncio.wait({self._reader}, timeout=2.0)
             raise (
                 self._dead
                 or crash_error(self._proc.returncode, self._proc.stderr_tail(), during="while we wrote to it")
@@ -266,6 +265,8 @@ class AcpConnection:
         if self._dead is not None:
             return
         self._dead = error
+        # Whatever is left of the child is unusable (stdout gone or unreadable): make sure it ends.
+        self._proc.kill()
         log.warning("acp: %s", error)
         self._fail_all(error)
         for callback in self._on_exit:

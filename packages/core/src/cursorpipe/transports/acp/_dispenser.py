@@ -10,7 +10,6 @@ that died are dropped (they died with it).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -133,5 +132,4 @@ class SessionDispenser:
         self._ready.clear()
         if self._refill is not None and not self._refill.done():
             self._refill.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._refill
+            await asyncio.wait({self._refill}, timeout=5.0)

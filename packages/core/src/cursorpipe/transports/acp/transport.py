@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import os
 import shutil
@@ -220,6 +219,7 @@ class AcpTransport:
             if self._gave_up is not None:
                 raise self._gave_up
             if conn is not None:
+                await conn.close()  # reap the dead child and its pipes before starting another
                 self._restarts += 1
                 if self._restarts > self._config.acp_max_restarts:
                     self._gave_up = AgentCrashError(
@@ -434,9 +434,8 @@ class AcpTransport:
         await self._dispenser.aclose()
         for task in list(self._tasks):
             task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5.0)
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
@@ -470,8 +469,8 @@ class AcpTransport:
         async with session.lock:
             handle = session.handle
             if handle.settling is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(handle.settling), ACP_CANCEL_GRACE_S)
+                # The previous turn was abandoned; let the agent confirm its cancel first.
+                await asyncio.wait({handle.settling}, timeout=ACP_CANCEL_GRACE_S)
             if not handle.conn.alive:
                 raise SessionError(
                     f"Session {session.id} was lost when agent acp stopped; open a new session.",
