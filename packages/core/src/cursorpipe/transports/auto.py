@@ -12,8 +12,10 @@ A transport that failed that way is skipped for :data:`DEMOTION_S` seconds.
 The choice and every fallback are logged (logger ``cursorpipe.auto``) and visible to callers: the
 stream's :class:`~cursorpipe.types.TransportInfo` names the transport that answered and the ones
 that failed before it (``CompletionResult.transport`` / ``.fallback_from``). Sessions stay on the
-transport that opened them. Inner transports are created lazily through
-:func:`cursorpipe._routing.create_transport` (or an injected ``factory``).
+transport that opened them. Inner transports are created on first need through
+:func:`cursorpipe._routing.create_transport` (or an injected ``factory``); creating one starts
+nothing (no process, no connection) until a request or ``start()`` runs on it, and every candidate
+is created when :attr:`AutoTransport.capabilities` is first read, since those are combined.
 
 The original cursorpipe routed by model name ("auto" → acp, named model → subprocess) because it
 believed acp could not switch models (acp.md §1.1, §1.5); that belief is outdated, so routing here
