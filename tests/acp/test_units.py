@@ -190,3 +190,14 @@ def test_flatten_messages() -> None:
         text == "<system>\nBe terse.\n</system>\n\n<conversation>\nUser: first\n\nAssistant: reply\n"
         "</conversation>\n\nsecond"
     )
+
+
+def test_child_environment_carries_credentials_and_no_browser() -> None:
+    from cursorpipe.transports.acp._connection import child_environment
+
+    base = {"PATH": "/bin", "CURSOR_API_KEY": "old", "CURSORPIPE_BEARER_TOKEN": "server-secret"}
+    env = child_environment(base, api_key="crsr_new_key_123", auth_token="")
+    assert env["CURSOR_API_KEY"] == "crsr_new_key_123" and "CURSOR_AUTH_TOKEN" not in env
+    assert env["NO_OPEN_BROWSER"] == "1" and env["BROWSER"] == "true" and env["PATH"] == "/bin"
+    assert not any(k.startswith("CURSORPIPE_") for k in env)
+    assert "CURSOR_API_KEY" not in child_environment(base, api_key="", auth_token="tok_abcdef")

@@ -360,8 +360,9 @@ class AcpConnection:
 def child_environment(base: Mapping[str, str], *, api_key: str, auth_token: str) -> dict[str, str]:
     """The agent's environment: ours plus credentials (never on argv) and the switches that keep the
     CLI from opening a browser (acp.md §2)."""
-    env = dict(base)
-    for name in ("CURSOR_API_KEY", "CURSOR_AUTH_TOKEN", "CURSORPIPE_API_KEY", "CURSORPIPE_AUTH_TOKEN"):
+    # cursorpipe's own settings (bearer token, keys) are none of the agent's business.
+    env = {k: v for k, v in base.items() if not k.upper().startswith("CURSORPIPE_")}
+    for name in ("CURSOR_API_KEY", "CURSOR_AUTH_TOKEN"):
         env.pop(name, None)
     if api_key:
         env["CURSOR_API_KEY"] = api_key

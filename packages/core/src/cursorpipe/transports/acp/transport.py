@@ -148,7 +148,16 @@ class AcpSession:
 
 
 class AcpTransport:
-    """The ``acp`` transport (see the module docstring)."""
+    """The ``acp`` transport (see the module docstring).
+
+    One ``agent acp`` child serves every request. Stateless requests each get a fresh session from
+    the pool (``start(pool_size)`` pre-creates them) with the conversation flattened into the
+    prompt; ``open_session`` gives a dedicated session whose history the agent keeps. When the
+    child dies, in-flight turns fail with ``AgentCrashError`` (exit code and redacted stderr
+    attached) and a new child is started in the background after a backoff; after
+    ``config.acp_max_restarts`` consecutive crashes without a completed turn in between the
+    transport gives up with ``AgentCrashError(code="agent_restarts_exhausted")``.
+    """
 
     name = NAME
 
