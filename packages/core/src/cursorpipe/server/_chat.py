@@ -34,7 +34,7 @@ from ._runs import End, EventStreamResponse, Fanout, keepalive, run_until_discon
 from ._sessions import SESSION_HEADER
 from ._state import ServerState, request_timeout
 
-__all__ = ["ClientGone", "RunResult", "chat_completions", "finish_reason", "usage_json"]
+__all__ = ["ClientGone", "RunResult", "chat_completions", "finish_reason", "primed_stream", "usage_json"]
 
 log = logging.getLogger("cursorpipe.server")
 
@@ -43,6 +43,11 @@ _FINISH = {"stop", "length", "tool_calls", "content_filter"}
 
 class ClientGone(Exception):
     """The client disconnected before the answer was ready."""
+
+
+async def primed_stream(fanout: Fanout, wait_s: float) -> bool:
+    await fanout.prime(wait_s)
+    return True
 
 
 def finish_reason(stop_reason: str | None) -> str:
@@ -230,12 +235,15 @@ async def chat_completions(request: Request, st: ServerState) -> Response:
         fanout = Fanout(prepared.streams())
         if params.stream:
             try:
-                await fanout.prime(st.keepalive_s)
+                primed = await run_until_disconnect(request, primed_stream(fanout, st.keepalive_s))
             except BaseException as exc:
                 await fanout.aclose()
                 if isinstance(exc, Exception):
                     st.metrics.observe_error(describe(exc).code)
                 raise
+            if primed is None:
+                await fanout.aclose()
+                raise ClientGone
             info = fanout.peek_info()
             model = info.model if info is not None and info.model else prepared.model
             body_gen = _stream(

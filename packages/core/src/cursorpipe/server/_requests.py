@@ -41,9 +41,16 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+
+
 def _param(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
+        if isinstance(part, str) and (
+            part.lower() in _TYPE_TAGS or "[" in part or part[:1] in ("_", "") or part[:1].isupper()
+        ):
+            continue  # pydantic names the union member it tried ("str", "list[str]"): not a field
         if isinstance(part, int):
             out += f"[{part}]"
         elif not out:

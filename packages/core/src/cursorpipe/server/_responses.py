@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 from .._redact import redact
 from ..types import TextDelta, Usage
-from ._chat import ClientGone, RunResult, collect, total_usage
+from ._chat import ClientGone, RunResult, collect, primed_stream, total_usage
 from ._errors import describe
 from ._requests import IGNORED_HEADER, ResponsesParams, parse_json_object, parse_responses
 from ._runs import End, EventStreamResponse, Fanout, keepalive, run_until_disconnect
@@ -112,10 +112,13 @@ async def responses_create(request: Request, st: ServerState) -> Response:
         fanout = Fanout([st.client.run_request(turn)])
         if params.stream:
             try:
-                await fanout.prime(st.keepalive_s)
+                primed = await run_until_disconnect(request, primed_stream(fanout, st.keepalive_s))
             except BaseException:
                 await fanout.aclose()
                 raise
+            if primed is None:
+                await fanout.aclose()
+                raise ClientGone
             info = fanout.peek_info()
             model = info.model if info is not None and info.model else turn.model
 

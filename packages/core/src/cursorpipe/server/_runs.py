@@ -84,8 +84,10 @@ class Fanout:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
-            item = await self.next(remaining)
-            if item is None:
+            try:
+                async with asyncio.timeout(remaining):
+                    item = await self._queue.get()  # not next(): that would re-read the buffer
+            except TimeoutError:
                 return
             self._buffer.append(item)
             _, value = item
