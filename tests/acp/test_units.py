@@ -201,3 +201,11 @@ def test_child_environment_carries_credentials_and_no_browser() -> None:
     assert env["NO_OPEN_BROWSER"] == "1" and env["BROWSER"] == "true" and env["PATH"] == "/bin"
     assert not any(k.startswith("CURSORPIPE_") for k in env)
     assert "CURSOR_API_KEY" not in child_environment(base, api_key="", auth_token="tok_abcdef")
+
+
+def test_inband_error_glued_to_the_end_of_a_line_is_recognised() -> None:
+    out, error = _run_filter(["The answer is 4.", "Error: T: [resource_exhausted] Error"])
+    assert out == "The answer is 4.Error: T: [resource_exhausted] Error"
+    assert isinstance(error, RateLimitError)
+    out, error = _run_filter(["It says Error: T: in the middle, then more text."])
+    assert error is None

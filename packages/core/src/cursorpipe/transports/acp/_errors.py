@@ -142,10 +142,16 @@ class InbandErrorFilter:
 
     _MARK = "Error:"
 
+    #: Cursor's gRPC-status-like error prefixes (acp.md §4, §5). Whether Cursor always starts them on
+    #: a new line is not captured [G]; glued to the end of the text they are still recognised, but
+    #: only once the answer is over (the text has been streamed by then).
+    _GLUED = re.compile(r"Error: [TI]: .{0,300}\Z", re.S)
+
     def __init__(self) -> None:
         self._held = ""
         self._capturing = False
         self._at_line_start = True
+        self._recent = ""
 
     def feed(self, text: str) -> str:
         """Add a delta; return the text that can be emitted now."""
@@ -166,6 +172,7 @@ class InbandErrorFilter:
                 return buf[:start]
         if buf:
             self._at_line_start = buf.endswith("\n")
+            self._recent = (self._recent + buf)[-400:]
         return buf
 
     def finish(self, *, model: str, available: list[str] | None = None) -> tuple[str, CursorPipeError | None]:
@@ -175,4 +182,10 @@ class InbandErrorFilter:
             error = classify_text(held, model=model, available=available)
             if error is not None:
                 return "", error
+            return held, None
+        glued = self._GLUED.search(self._recent + held)
+        if glued is not None:
+            error = classify_text(glued.group(0), model=model, available=available)
+            if error is not None:
+                return held, error
         return held, None
