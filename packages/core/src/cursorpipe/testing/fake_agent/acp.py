@@ -39,7 +39,18 @@ Behaviour (acp.md section in brackets):
 
 Knobs: every ``FAKE_AGENT_*`` variable of :class:`~cursorpipe.testing.fake_agent.catalog.Knobs`
 (latency, first delay, crash after N chunks with an exit code, hang after N chunks, account state,
-in-band error, expected API key, record file) plus the ACP-only ones below.
+in-band error, expected API key, record file) plus the ACP-only ones:
+
+==================================  ===========================================================
+``FAKE_AGENT_SESSION_FAILURES``     the first N ``session/new`` calls fail transiently
+``FAKE_AGENT_HANG_INITIALIZE``      ``1``: never answer ``initialize`` (start-up timeouts)
+``FAKE_AGENT_STDOUT_NOISE``         ``1``: a non-JSON warning line on stdout before serving
+==================================  ===========================================================
+
+With ``FAKE_AGENT_RECORD`` set, every line the fake receives is appended to that file as
+``{"mode": "acp", "pid": …, "in": <message>}`` (malformed lines as ``"malformed"``), and each
+start as ``{"mode": "acp", "start": true, "argv": […], "has_api_key": …}`` (never the key itself),
+so tests can assert on exactly what a client sent.
 """
 
 from __future__ import annotations
