@@ -124,6 +124,18 @@ async def socket_server() -> AsyncIterator[Callable[..., Awaitable[Served]]]:
         yield factory
 
 
+@pytest.fixture
+async def over_socket_app() -> AsyncIterator[Callable[[FastAPI], Awaitable[str]]]:
+    """Serve any app over a real socket: ``url = await over_socket_app(app)``."""
+    stack = contextlib.AsyncExitStack()
+
+    async def factory(app: FastAPI) -> str:
+        return await stack.enter_async_context(over_socket(app))
+
+    async with stack:
+        yield factory
+
+
 def sse_events(text: str) -> list[Any]:
     """The ``data:`` payloads of an SSE body (JSON decoded; ``[DONE]`` kept as a string)."""
     out: list[Any] = []
