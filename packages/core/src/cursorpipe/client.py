@@ -320,6 +320,10 @@ class CursorClient:
                                 event = await anext(stream)
                         except StopAsyncIteration:
                             break
+                        except CursorPipeError:
+                            # A transport's own timeout errors (StreamStalledError is a
+                            # TimeoutError too) are not this deadline: keep them as they are.
+                            raise
                         except TimeoutError as exc:
                             raise AgentTimeoutError(
                                 f"No complete answer from {request.model!r} within "
