@@ -55,8 +55,11 @@ class AccessToken:
         return f"AccessToken(issued_at={self.issued_at:.0f}, expires_at={self.expires_at:.0f})"
 
     @classmethod
-    def parse(cls, value: str, now: float) -> AccessToken:
-        """Read ``exp``/``iat`` from a JWT; fall back to ``now`` + 30 min (connect.md §2.3)."""
+    def parse(cls, value: str, now: float, *, fresh: bool = False) -> AccessToken:
+        """Read ``exp``/``iat`` from a JWT; fall back to ``now`` + 30 min (connect.md §2.3).
+
+        ``fresh`` (a token just issued to us): its lifetime ``exp - iat`` is measured from our own
+        clock, so a skewed local clock cannot make every fresh token look due for refresh."""
         register_secret(value)
         claims = jwt_claims(value)
         exp = numeric_claim(claims, "exp")
@@ -65,6 +68,8 @@ class AccessToken:
             iat = numeric_claim(claims, "time")  # IDE session tokens carry `time` (connect.md §2.3)
         if exp is None:
             return cls(value, now, now + TOKEN_DEFAULT_LIFETIME_S)
+        if fresh and iat is not None and iat < exp:
+            return cls(value, now, now + (exp - iat))
         if iat is None or iat > exp:
             iat = min(now, exp)
         return cls(value, iat, exp)
@@ -170,7 +175,7 @@ class TokenProvider:
                 self._retry_not_before = now + TOKEN_RETRY_AFTER_FAILURE_S
                 return current
             raise
-        self._token = AccessToken.parse(value, self._clock())
+        self._token = AccessToken.parse(value, self._clock(), fresh=True)
         self._retry_not_before = 0.0
         return self._token
 

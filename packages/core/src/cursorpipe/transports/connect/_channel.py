@@ -45,6 +45,9 @@ class Channel(Protocol):
         """Server messages until the stream ends; raises ``ConnectCallError`` for an end-stream
         error and cursorpipe errors for transport failures."""
 
+    async def drain(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for the server to end its side (after a cancel)."""
+
     async def aclose(self) -> None:
         """Release the call (idempotent); never raises."""
 

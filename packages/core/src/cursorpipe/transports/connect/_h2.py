@@ -41,6 +41,7 @@ class _Stream:
         self.headers_ready = asyncio.Event()
         self.data: asyncio.Queue[object] = asyncio.Queue()
         self.window = asyncio.Event()
+        self.done = asyncio.Event()
         self.ended = False
         self.closed_local = False
 
@@ -184,6 +185,7 @@ class H2Connection:
             if not stream.ended:
                 stream.data.put_nowait(StreamDroppedError(f"The HTTP/2 connection ended mid-turn: {error}"))
                 stream.ended = True
+                stream.done.set()
             stream.headers_ready.set()
             stream.window.set()
 
@@ -224,10 +226,12 @@ class H2Connection:
                 stream.headers.setdefault(str(k), str(v))
         elif isinstance(event, h2.events.StreamEnded) and stream is not None:
             stream.ended = True
+            stream.done.set()
             stream.headers_ready.set()
             stream.data.put_nowait(_EOF)
         elif isinstance(event, h2.events.StreamReset) and stream is not None:
             stream.ended = True
+            stream.done.set()
             stream.headers_ready.set()
             stream.data.put_nowait(
                 StreamDroppedError(f"The server reset the HTTP/2 stream (error code {event.error_code}).")
@@ -262,6 +266,7 @@ class H2Connection:
             if not stream.ended:
                 stream.data.put_nowait(StreamDroppedError("The HTTP/2 connection was closed."))
                 stream.ended = True
+                stream.done.set()
         self._streams.clear()
 
 
@@ -314,6 +319,14 @@ class H2Channel:
             )
         async for msg in decode_server_messages(self._chunks(), stream.headers):
             yield msg
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait (bounded) for the server to end the stream after a cancel (connect.md §6.4)."""
+        if self._stream is None or self._stream.ended:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._stream.done.wait()
 
     async def aclose(self, *, flush_s: float = 1.0) -> None:
         """Half-close politely when the server has finished, else RST_STREAM(CANCEL)."""

@@ -170,6 +170,13 @@ class Http1Channel:
             assert isinstance(item, pb.AgentServerMessage)
             yield item
 
+    async def drain(self, timeout_s: float) -> None:
+        """Wait (bounded) for the server to finish the RunSSE response, discarding what is left."""
+        if self._pump is None or self._pump.done():
+            return
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(self._pump), timeout_s)
+
     async def aclose(self, *, flush_s: float = 1.0) -> None:
         """Let in-flight appends (e.g. a cancel action) land briefly, then tear everything down."""
         if self._closed:

@@ -319,6 +319,33 @@ class TurnMachine:
         self.produced = False
         self.routed_model: str | None = None
         self.messages = 0
+        self._emitted: dict[str, list[str]] = {"text": [], "thinking": []}
+        self._skip: dict[str, str] = {"text": "", "thinking": ""}
+
+    def begin_resume(self) -> None:
+        """Prepare for a resumed attempt (connect.md §8.3 ``resume_action``).
+
+        Whether the server re-streams the turn from its start or continues where it stopped is not
+        documented (§13), so text already given to the caller is skipped while the new stream
+        repeats it, and everything after the first difference is passed on."""
+        for kind in ("text", "thinking"):
+            self._skip[kind] = "".join(self._emitted[kind])
+        self.ended = False
+
+    def _fresh(self, kind: str, text: str) -> str:
+        skip = self._skip[kind]
+        if skip:
+            n = 0
+            limit = min(len(skip), len(text))
+            while n < limit and skip[n] == text[n]:
+                n += 1
+            if n == len(text):
+                self._skip[kind] = skip[n:]
+                return ""
+            self._skip[kind] = ""
+            text = text[n:]
+        self._emitted[kind].append(text)
+        return text
 
     def handle(self, msg: pb.AgentServerMessage) -> Step:
         """What ``msg`` means: events to yield, replies to send, whether the turn ended."""
@@ -345,14 +372,21 @@ class TurnMachine:
         case = update.WhichOneof("message")
         if case == "text_delta":
             td = update.text_delta
-            if td.text:
-                if not td.is_server_notice:
-                    self.produced = True
-                step.events.append(TextDelta(td.text, notice=td.is_server_notice))
-        elif case == "thinking_delta":
-            if update.thinking_delta.text:
+            if td.is_server_notice:
+                if td.text:
+                    step.events.append(TextDelta(td.text, notice=True))
+                return
+            text = self._fresh("text", td.text) if td.text else ""
+            if text:
                 self.produced = True
-                step.events.append(ThinkingDelta(update.thinking_delta.text))
+                step.events.append(TextDelta(text))
+        elif case == "thinking_delta":
+            thought = (
+                self._fresh("thinking", update.thinking_delta.text) if update.thinking_delta.text else ""
+            )
+            if thought:
+                self.produced = True
+                step.events.append(ThinkingDelta(thought))
         elif case == "routed_model":
             self.routed_model = update.routed_model.display_name or None
         elif case == "turn_ended":

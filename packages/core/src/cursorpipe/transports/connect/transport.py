@@ -452,6 +452,7 @@ class ConnectTransport:
             heartbeat: asyncio.Task[None] | None = None
             server_done = False
             finished = False
+            caller_stopped = False
             try:
                 await channel.start(first)
                 heartbeat = asyncio.create_task(self._heartbeats(channel), name="cursorpipe-heartbeat")
@@ -486,6 +487,9 @@ class ConnectTransport:
                     request_id=attempt_id,
                     transport=self.name,
                 )
+            except (GeneratorExit, asyncio.CancelledError):
+                caller_stopped = True
+                raise
             except ConnectCallError as exc:
                 server_done = True
                 if exc.error.code == "unauthenticated" and not reauthed and not machine.produced:
@@ -499,6 +503,7 @@ class ConnectTransport:
                 # latest checkpoint of this turn with resume_action (same run_id, new request id).
                 if machine.produced and machine.checkpoint is not None and resumes < _MAX_RESUMES:
                     resumes += 1
+                    machine.begin_resume()
                     log.warning("cursorpipe: %s mid-turn; resuming from the last checkpoint", exc.code)
                     continue
                 if exc.request_id is None:
@@ -511,11 +516,14 @@ class ConnectTransport:
                         await heartbeat
                 if not finished and not server_done:
                     # The caller stopped (closed the generator or was cancelled), or the stream
-                    # stalled/broke: tell Cursor to stop generating (§5.4 cancel_action), then tear
-                    # the call down. We do not wait the SDK's 6 s for the server's end of stream.
+                    # stalled/broke: tell Cursor to stop generating (§5.4 cancel_action). When the
+                    # caller stopped, give the server up to CANCEL_GRACE_S to end the stream, as the
+                    # SDK does (§6.4); then tear the call down.
                     with contextlib.suppress(Exception):
                         async with asyncio.timeout(min(self.cancel_grace_s, 2.0)):
                             await channel.send(cancel_message())
+                    if caller_stopped:
+                        await channel.drain(self.cancel_grace_s)
                 await channel.aclose()
 
 
