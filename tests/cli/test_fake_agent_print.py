@@ -259,9 +259,14 @@ def test_no_exit_after_result_and_hang(agent_bin: str) -> None:
 
 
 def test_acp_is_dispatched_to_the_acp_module(run_agent: Any) -> None:
-    ran = run_agent("acp", stdin="")  # EOF at once: the acp mode exits without output
-    assert "not available" not in ran.stderr
-    assert ran.code in (0, 1)
+    init = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": 1}})
+    for args in (("acp",), ("--model", "gpt-5", "acp")):  # acp.md §2: global flags precede `acp`
+        ran = run_agent(*args, stdin=init + "\n")
+        answer = json.loads(ran.stdout.splitlines()[0])
+        assert answer["id"] == 1 and answer["result"]["authMethods"][0]["id"] == "cursor_login"
+    # after `--` the word is a prompt
+    ran = run_agent("-p", "--output-format", "json", "--", "acp")
+    assert json.loads(ran.stdout)["result"] == cat.expected_reply("acp")
 
 
 def test_executable_is_fast_and_cached() -> None:

@@ -64,15 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the fake ``agent``: ``acp`` goes to :mod:`.acp`, everything else to the CLI
     emulation. Returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["acp"]:
+    from ._cli import run_cli, subcommand
+
+    # acp.md §2: `acp` takes no options of its own; global flags go before it.
+    if args[:1] == ["acp"] or subcommand(args) == "acp":
         try:
             from .acp import run  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:
             print(f"fake agent: the acp mode is not available ({exc})", file=sys.stderr)
             return 2
         return int(run(args))
-    from ._cli import run_cli
-
     return run_cli(args)
 
 

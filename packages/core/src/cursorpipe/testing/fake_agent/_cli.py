@@ -20,11 +20,24 @@ from typing import Any, NoReturn, TextIO
 from . import catalog
 from ._store import Chat, ChatStore
 
-__all__ = ["Args", "UsageError", "parse_args", "run_cli"]
+__all__ = ["Args", "UsageError", "parse_args", "run_cli", "subcommand"]
 
 #: Subcommands (acp.md §3.3). ``acp`` is dispatched before parsing, by ``main``.
 _COMMANDS = frozenset(
-    {"models", "status", "whoami", "about", "create-chat", "login", "logout", "ls", "resume", "update", "mcp"}
+    {
+        "acp",
+        "models",
+        "status",
+        "whoami",
+        "about",
+        "create-chat",
+        "login",
+        "logout",
+        "ls",
+        "resume",
+        "update",
+        "mcp",
+    }
 )
 #: Options taking a value (long name -> metavar used in Commander-style messages).
 _VALUE_OPTIONS = {
@@ -156,6 +169,14 @@ def parse_args(argv: Sequence[str]) -> Args:
     else:
         args.prompt_words = positionals
     return args
+
+
+def subcommand(argv: Sequence[str]) -> str | None:
+    """The subcommand of ``argv`` (global flags may precede it, acp.md §2), or None."""
+    try:
+        return parse_args(argv).command
+    except UsageError:
+        return None
 
 
 def _set_flag(args: Args, name: str) -> None:
