@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import secrets
 import threading
 import time
@@ -55,9 +56,10 @@ _RUN_FAULTS: set[Fault] = {f for f in Fault if f is not Fault.UNAUTHENTICATED_EX
 class RecordedRequest:
     """One HTTP request the emulator received (``Emulator.requests``).
 
-    ``messages`` holds the decoded request message(s): the ``AgentClientMessage`` of a BidiAppend,
-    the ``BidiRequestId`` of a RunSSE, every ``AgentClientMessage`` of a ``Run`` (appended live), the
-    request of a unary RPC. ``status`` is the HTTP status sent.
+    ``messages`` holds the decoded request message(s): the request of a unary RPC (for a BidiAppend
+    the ``BidiAppendRequest`` followed by the ``AgentClientMessage`` it carries), the
+    ``BidiRequestId`` of a RunSSE, every ``AgentClientMessage`` of a ``Run`` (appended live).
+    ``status`` is the HTTP status sent.
     """
 
     method: str
@@ -133,14 +135,15 @@ class EmulatorState:
 
     # -- tokens ------------------------------------------------------------------------------
     def issue_token(self) -> str:
-        now = int(time.time())
+        now = time.time()
         header = {"alg": "HS256", "typ": "JWT"}
         payload = {
             "sub": "emulator|user_emulated",
             "type": "api_key_token",
             "iss": "cursorpipe-emulator",
-            "iat": now,
-            "exp": now + max(1, int(self.behaviour.token_lifetime_s)),
+            "iat": int(now),
+            # rounded up: a token is valid for at least the configured lifetime
+            "exp": math.ceil(now + self.behaviour.token_lifetime_s),
             "jti": uuid.uuid4().hex,
         }
         signing = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(payload).encode())}"
