@@ -193,6 +193,18 @@ class _DrainingServer(uvicorn.Server):
         super().__init__(config)
         self._app = app
 
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                # uvicorn re-raises the captured signal after shutting down; a completed SIGTERM
+                # drain is a clean exit (status 0) for supervisors, not death by signal.
+                captured = getattr(self, "_captured_signals", None)
+                if isinstance(captured, list):
+                    captured[:] = [s for s in captured if s != signal.SIGTERM]
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         state = getattr(getattr(self._app, "state", None), "cursorpipe", None)
         if state is not None and state.phase != "draining":
