@@ -153,3 +153,12 @@ def test_expected_reply_format() -> None:
     assert expected_reply("hi") == "Emulated reply to: hi"
     assert expected_reply("hi", 2, 1) == "Emulated reply to: hi (turn 2, history: 1 earlier user messages)"
     assert expected_reply("hi", system_prompt=True) == "Emulated reply to: hi [system prompt]"
+
+
+def test_missing_testing_extra_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cursorpipe.errors import ConfigurationError
+    from cursorpipe.testing.emulator import _server
+
+    monkeypatch.setitem(sys.modules, "hypercorn.asyncio", None)
+    with pytest.raises(ConfigurationError, match=r"pip install 'cursorpipe\[testing\]'"):
+        _server._import_hypercorn()

@@ -28,7 +28,7 @@ def _import_hypercorn() -> tuple[Any, Any]:
     try:
         from hypercorn.asyncio import serve
         from hypercorn.config import Config
-    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    except ImportError as exc:
         raise ConfigurationError(_INSTALL_HINT, code="missing_extra") from exc
     _patch_hypercorn_h2()
     return serve, Config

@@ -41,6 +41,8 @@ class RawTurn:
     sent: list[agent_pb2.AgentClientMessage] = field(default_factory=list)
     gzip_frames: int = 0
     first_token_s: float | None = None
+    #: seconds since the start of the turn at which each text delta arrived
+    delta_times: list[float] = field(default_factory=list)
 
 
 def build_run_request(
@@ -93,8 +95,10 @@ class _Answerer:
             u = msg.interaction_update
             which = u.WhichOneof("message")
             if which == "text_delta":
+                now = asyncio.get_running_loop().time() - self.started
                 if self.result.first_token_s is None:
-                    self.result.first_token_s = asyncio.get_running_loop().time() - self.started
+                    self.result.first_token_s = now
+                self.result.delta_times.append(now)
                 self.result.text += u.text_delta.text
             elif which == "thinking_delta":
                 self.result.thinking += u.thinking_delta.text
