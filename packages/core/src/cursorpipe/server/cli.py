@@ -37,6 +37,8 @@ def build_parser(prog: str = "cursorpipe-server") -> argparse.ArgumentParser:
     """The argument parser (shared with ``cursorpipe serve``)."""
     p = argparse.ArgumentParser(
         prog=prog,
+        # no prefix matching: "--bearer-token SECRET" must not silently become --bearer-token-env
+        allow_abbrev=False,
         description="OpenAI-compatible API over the models of your Cursor subscription. "
         "Every flag defaults to its CURSORPIPE_* environment variable (or .env).",
         epilog="Secrets never go on the command line: set CURSOR_API_KEY and CURSORPIPE_BEARER_TOKEN in the "

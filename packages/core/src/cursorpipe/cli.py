@@ -1,0 +1,387 @@
+"""The ``cursorpipe`` command: ``doctor``, ``models``, ``chat`` and ``serve``.
+
+    cursorpipe doctor                 # what works, what does not, and how to fix it
+    cursorpipe models                 # the models your account can use
+    cursorpipe chat "Explain asyncio" # stream an answer (thinking on stderr, usage at the end)
+    cursorpipe serve --port 8080      # the OpenAI-compatible server (same as cursorpipe-server)
+
+Every command reads ``CURSORPIPE_*`` settings from the environment and ``.env``; ``--emulator``
+runs ``models`` and ``chat`` against the built-in Cursor API emulator (offline, fake answers).
+Secrets are never taken on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import aclosing
+from typing import Any, TextIO
+
+from . import __version__
+from ._redact import redact
+from .client import CursorClient
+from .config import CursorPipeConfig, Strategy
+from .errors import ConfigurationError, CursorPipeError
+from .types import TextDelta, ThinkingDelta, TransportInfo, TurnEnd, Usage, UsageEvent
+
+__all__ = ["main"]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strategy", choices=[s.value for s in Strategy], help="transport (CURSORPIPE_STRATEGY)")
+    p.add_argument("--emulator", action="store_true", help="use the built-in Cursor API emulator (offline)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``cursorpipe``."""
+    p = argparse.ArgumentParser(
+        prog="cursorpipe",
+        allow_abbrev=False,
+        description="Use the models of your Cursor subscription from the terminal.",
+        epilog="Settings come from CURSORPIPE_* environment variables and .env (CURSOR_API_KEY for the key).",
+    )
+    p.add_argument("--version", action="version", version=f"cursorpipe {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    doctor = sub.add_parser(
+        "doctor", help="check credentials, token, agent binary and backend; say what to fix"
+    )
+    doctor.add_argument("--timeout", type=float, default=10.0, help="seconds per network check (default 10)")
+
+    models = sub.add_parser("models", help="list the models your account can use")
+    _common(models)
+    models.add_argument("--json", action="store_true", help="print JSON")
+
+    chat = sub.add_parser("chat", help="stream an answer to a prompt (interactive without a prompt)")
+    _common(chat)
+    chat.add_argument("prompt", nargs="*", help="the prompt (default: read stdin, or start a conversation)")
+    chat.add_argument("-m", "--model", help="model id (default CURSORPIPE_DEFAULT_MODEL)")
+    chat.add_argument("-s", "--system", help="system prompt")
+    chat.add_argument("--no-thinking", action="store_true", help="do not show the model's thinking")
+
+    serve = sub.add_parser(
+        "serve", help="run the OpenAI-compatible server (same flags as cursorpipe-server)", add_help=False
+    )
+    serve.add_argument("args", nargs=argparse.REMAINDER)
+    return p
+
+
+@contextlib.contextmanager
+def _emulator() -> Iterator[Any]:
+    try:
+        module = importlib.import_module("cursorpipe.testing.emulator")
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(
+            f"--emulator needs the emulator's dependencies ({exc.name}): pip install 'cursorpipe[testing]'"
+        ) from exc
+    with module.Emulator.start_in_thread() as emu:
+        yield emu
+
+
+@contextlib.contextmanager
+def _config(args: argparse.Namespace) -> Iterator[CursorPipeConfig]:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "strategy", None):
+        overrides["strategy"] = args.strategy
+    if getattr(args, "emulator", False):
+        with _emulator() as emu:
+            print(f"cursorpipe: EMULATED backend at {emu.url} (answers are fake)", file=sys.stderr)
+            yield CursorPipeConfig(
+                **overrides, strategy="connect", backend_url=emu.url, api_key=emu.api_key, auth_token=""
+            )
+        return
+    yield CursorPipeConfig(**overrides)
+
+
+# ----------------------------------------------------------------------------------------------
+# models
+# ----------------------------------------------------------------------------------------------
+async def _models(config: CursorPipeConfig, as_json: bool, out: TextIO) -> int:
+    async with CursorClient(config) as client:
+        models = await client.list_models()
+    if as_json:
+        data = [
+            {
+                "id": m.id,
+                "display_name": m.display_name,
+                "aliases": list(m.aliases),
+                "context_window": m.context_window,
+                "supports_thinking": m.supports_thinking,
+            }
+            for m in models
+        ]
+        print(json.dumps(data, indent=2), file=out)
+        return 0
+    width = max([len(m.id) for m in models] + [2])
+    for m in models:
+        extra = f"  (aliases: {', '.join(m.aliases)})" if m.aliases else ""
+        print(f"{m.id:<{width}}  {m.display_name or ''}{extra}", file=out)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# chat
+# ----------------------------------------------------------------------------------------------
+class _Printer:
+    """Answer on stdout; thinking (dimmed on a terminal) and usage on stderr, so stdout pipes clean."""
+
+    def __init__(self, out: TextIO, err: TextIO, show_thinking: bool) -> None:
+        self.out, self.err = out, err
+        self.show_thinking = show_thinking
+        self.dim = err.isatty()
+        self.in_thinking = False
+
+    def thinking(self, text: str) -> None:
+        if not self.show_thinking or not text:
+            return
+        if not self.in_thinking:
+            self.in_thinking = True
+            self.err.write("\x1b[2m" if self.dim else "")
+            self.err.write("[thinking] ")
+        self.err.write(text)
+        self.err.flush()
+
+    def _end_thinking(self) -> None:
+        if self.in_thinking:
+            self.in_thinking = False
+            self.err.write("\x1b[0m\n" if self.dim else "\n")
+            self.err.flush()
+
+    def text(self, text: str) -> None:
+        self._end_thinking()
+        self.out.write(text)
+        self.out.flush()
+
+    def finish(self, usage: Usage | None, model: str, seconds: float, stop: str) -> None:
+        self._end_thinking()
+        self.out.write("\n")
+        self.out.flush()
+        if usage is not None:
+            est = " (estimated)" if usage.estimated else ""
+            self.err.write(
+                f"[usage] {usage.input_tokens} in / {usage.output_tokens} out / {usage.total_tokens} total "
+                f"tokens{est} · model {model} · {seconds:.1f} s"
+                + (f" · stopped: {stop}" if stop != "stop" else "")
+                + "\n"
+            )
+            self.err.flush()
+
+
+async def _turn(events: Any, printer: _Printer, model: str) -> None:
+    start = time.perf_counter()
+    usage: Usage | None = None
+    stop = "stop"
+    async with aclosing(events) as stream:
+        async for event in stream:
+            if isinstance(event, TransportInfo) and event.model:
+                model = event.model
+            elif isinstance(event, ThinkingDelta):
+                printer.thinking(event.text)
+            elif isinstance(event, TextDelta) and not event.notice:
+                printer.text(event.text)
+            elif isinstance(event, UsageEvent):
+                usage = event.usage
+            elif isinstance(event, TurnEnd):
+                usage = event.usage or usage
+                stop = event.stop_reason
+    printer.finish(usage, model, time.perf_counter() - start, stop)
+
+
+async def _chat(config: CursorPipeConfig, args: argparse.Namespace, stdin: TextIO, printer: _Printer) -> int:
+    prompt = " ".join(args.prompt).strip()
+    model = args.model or config.default_model
+    async with CursorClient(config) as client:
+        if not prompt and not stdin.isatty():
+            prompt = stdin.read().strip()
+        if prompt:
+            await _turn(client.events(model, prompt=prompt, system=args.system), printer, model)
+            return 0
+        # Interactive: one session, Cursor keeps the history; /exit or EOF ends it.
+        async with client.session(model) as session:
+            printer.err.write(f"cursorpipe chat · model {model} · /exit to quit\n")
+            first = True
+            while True:
+                printer.err.write("> ")
+                printer.err.flush()
+                line = await asyncio.to_thread(stdin.readline)
+                if not line or line.strip() in ("/exit", "/quit"):
+                    return 0
+                text = line.strip()
+                if not text:
+                    continue
+                if first and args.system:
+                    text = f"{args.system}\n\n{text}"
+                first = False
+                await _turn(session.events(text), printer, model)
+
+
+# ----------------------------------------------------------------------------------------------
+# doctor
+# ----------------------------------------------------------------------------------------------
+class _Report:
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.failed: list[str] = []
+
+    def ok(self, what: str, detail: str) -> None:
+        print(f"  ok    {what}: {detail}", file=self.out)
+
+    def bad(self, what: str, detail: str, fix: str) -> None:
+        self.failed.append(what)
+        print(f"  FAIL  {what}: {redact(detail)}", file=self.out)
+        print(f"        fix: {fix}", file=self.out)
+
+    def info(self, what: str, detail: str) -> None:
+        print(f"  --    {what}: {detail}", file=self.out)
+
+
+async def _doctor(out: TextIO, timeout_s: float) -> int:
+    import httpx
+
+    report = _Report(out)
+    print(f"cursorpipe {__version__} doctor", file=out)
+    try:
+        config = CursorPipeConfig()
+    except ConfigurationError as exc:
+        report.bad(
+            "configuration", exc.message, "correct the CURSORPIPE_* variable named above (env or .env)"
+        )
+        return 1
+    report.ok("configuration", f"strategy {config.strategy.value}, default model {config.default_model}")
+
+    # 1. credentials (connect.md §2: api key -> access token -> the CLI's stored login)
+    credential = None
+    try:
+        from .auth import discover_credential
+
+        credential = discover_credential(config)
+    except CursorPipeError as exc:
+        report.bad("credentials", exc.message, "fix the credential source named above")
+    if credential is not None:
+        report.ok("credentials", f"{credential.kind.replace('_', ' ')} from {credential.source}")
+    elif not report.failed:
+        report.bad(
+            "credentials",
+            "none found (no CURSOR_API_KEY / CURSORPIPE_API_KEY, no access token, no Cursor CLI login)",
+            "create an API key in the Cursor dashboard and set CURSOR_API_KEY=crsr_... (env or .env), "
+            "or run `agent login` once",
+        )
+
+    async with httpx.AsyncClient(timeout=timeout_s) as http:
+        # 2. backend reachability: any HTTP answer means DNS, TLS and proxy work.
+        reachable = False
+        try:
+            response = await http.get(config.backend_url + "/")
+            reachable = True
+            report.ok("backend", f"{config.backend_url} answers (HTTP {response.status_code})")
+        except httpx.HTTPError as exc:
+            report.bad(
+                "backend",
+                f"{config.backend_url} unreachable ({type(exc).__name__})",
+                "check the network, HTTPS_PROXY/HTTP_PROXY and CURSOR_BACKEND_URL",
+            )
+        # 3. token validity: exchange the key / use the token, then list models with it.
+        if credential is not None and reachable:
+            try:
+                from .auth import TokenProvider
+
+                await TokenProvider(config, http, credential=credential).token()
+                report.ok("token", "accepted by the backend")
+            except CursorPipeError as exc:
+                report.bad(
+                    "token",
+                    exc.message,
+                    "create a new API key (Cursor dashboard > API keys) or `agent login`",
+                )
+        else:
+            report.info("token", "not checked (needs credentials and a reachable backend)")
+
+    # 4. the agent binary (for the acp and subprocess strategies)
+    agent = (
+        shutil.which(config.agent_bin)
+        if os.sep not in config.agent_bin
+        else (config.agent_bin if os.access(config.agent_bin, os.X_OK) else None)
+    )
+    if agent is None:
+        needed = config.strategy in (Strategy.ACP, Strategy.SUBPROCESS)
+        fix = (
+            "install the Cursor CLI (curl https://cursor.com/install -fsS | bash) or point "
+            "CURSORPIPE_AGENT_BIN at it"
+        )
+        if needed:
+            report.bad("agent binary", f"{config.agent_bin!r} not found", fix)
+        else:
+            report.info(
+                "agent binary", f"{config.agent_bin!r} not found (only needed for acp/subprocess; {fix})"
+            )
+    else:
+        try:
+            proc = await asyncio.to_thread(
+                subprocess.run,
+                [agent, "--version"],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                check=False,
+            )
+            version = (
+                (proc.stdout or proc.stderr).strip().splitlines()[0] if (proc.stdout or proc.stderr) else "?"
+            )
+            report.ok("agent binary", f"{agent} ({redact(version)})")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            report.bad(
+                "agent binary",
+                f"{agent} does not run ({type(exc).__name__})",
+                "reinstall the Cursor CLI or fix CURSORPIPE_AGENT_BIN",
+            )
+
+    usable = credential is not None or agent is not None
+    if report.failed or not usable:
+        print(
+            f"\n{len(report.failed)} problem(s): {', '.join(report.failed) or 'no usable transport'}",
+            file=out,
+        )
+        return 1
+    print("\nall good", file=out)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cursorpipe`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        try:
+            from .server.cli import main as serve_main
+        except ImportError as exc:
+            print(f"cursorpipe serve: {exc}", file=sys.stderr)
+            return 2
+        return serve_main(argv[1:], prog="cursorpipe serve")
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "doctor":
+            return asyncio.run(_doctor(sys.stdout, args.timeout))
+        with _config(args) as config:
+            if args.command == "models":
+                return asyncio.run(_models(config, args.json, sys.stdout))
+            printer = _Printer(sys.stdout, sys.stderr, not args.no_thinking)
+            return asyncio.run(_chat(config, args, sys.stdin, printer))
+    except CursorPipeError as exc:
+        print(f"cursorpipe {args.command}: {redact(exc.message)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
