@@ -17,6 +17,8 @@ from cursorpipe.testing.emulator import Emulator, expected_reply
 from cursorpipe.testing.fake_agent import executable
 from cursorpipe.testing.fake_agent.catalog import expected_reply as fake_reply
 
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - the bind the server must refuse without a token
+
 
 class FakeTTY(io.StringIO):
     def isatty(self) -> bool:
@@ -91,7 +93,7 @@ def test_flags_map_onto_config_and_secrets_come_from_env(monkeypatch) -> None:
 
 
 def test_non_loopback_bind_refused_without_token(monkeypatch, capsys) -> None:
-    assert server_cli.main(["--host", "0.0.0.0"]) == 2
+    assert server_cli.main(["--host", ALL_INTERFACES]) == 2
     err = capsys.readouterr().err
     assert "CURSORPIPE_BEARER_TOKEN" in err and "--allow-insecure-bind" in err
     assert cli.main(["serve", "--host", "192.168.1.5"]) == 2  # `cursorpipe serve` is the same command
@@ -101,11 +103,12 @@ def test_non_loopback_bind_refused_without_token(monkeypatch, capsys) -> None:
     assert (
         server_cli.check_bind(server_cli.config_from_args(parser.parse_args(["--host", "localhost"]))) is None
     )
-    ok = server_cli.config_from_args(parser.parse_args(["--host", "0.0.0.0", "--allow-insecure-bind"]))
+    ok = server_cli.config_from_args(parser.parse_args(["--host", ALL_INTERFACES, "--allow-insecure-bind"]))
     assert server_cli.check_bind(ok) is None
     monkeypatch.setenv("CURSORPIPE_BEARER_TOKEN", "a-long-secret-token")
     assert (
-        server_cli.check_bind(server_cli.config_from_args(parser.parse_args(["--host", "0.0.0.0"]))) is None
+        server_cli.check_bind(server_cli.config_from_args(parser.parse_args(["--host", ALL_INTERFACES])))
+        is None
     )
 
 
