@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -24,6 +25,15 @@ class Record:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+
+    async def wait_for(self, predicate: Callable[[Record], bool], timeout: float = 10.0) -> None:
+        """Poll until ``predicate(self)`` holds: the fake logs what it reads asynchronously."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not predicate(self):
+            if loop.time() > deadline:
+                raise AssertionError(f"the fake agent's record never satisfied {predicate}")
+            await asyncio.sleep(0.02)
 
     def entries(self) -> list[dict[str, Any]]:
         if not self.path.exists():

@@ -172,9 +172,12 @@ async def test_warmup_precreates_sessions_and_never_reuses_one(
     created_order = [
         p["sessionId"] for p in record.calls("session/set_config_option") if p["configId"] == "mode"
     ]
-    assert set(used[:3]) <= set(created_order[:4])
-    await asyncio.sleep(0.2)
-    assert transport.pool_ready == 3  # refilled in the background
+    assert set(used[:3]) == set(created_order[:3])
+    for _ in range(500):  # refilled in the background
+        if transport.pool_ready == 3:
+            break
+        await asyncio.sleep(0.02)
+    assert transport.pool_ready == 3
 
 
 async def test_permission_requests_are_rejected_by_default(make_client: MakeClient) -> None:
@@ -216,6 +219,7 @@ async def test_cursor_extension_requests_are_answered(make_client: MakeClient, r
     client = make_client()
     text = await client.generate("auto", f"plan {PLAN_MARKER} {TOOL_MARKER}", timeout_s=10)
     assert text == expected_reply(f"plan {PLAN_MARKER} {TOOL_MARKER}")
+    await record.wait_for(lambda r: len([m for m in r.inbound() if "error" in m]) >= 2)
     answers = [m for m in record.inbound() if "error" in m and "method" not in m]
     # cursor/create_plan (awaited by the agent) and cursor/update_todos (not awaited) both answered.
     assert [a["error"]["code"] for a in answers] == [-32601, -32601]
@@ -230,10 +234,7 @@ async def test_consumer_closing_the_stream_sends_session_cancel(
             if isinstance(event, ThinkingDelta):
                 break
     sid = record.prompt_sessions()[0]
-    for _ in range(50):
-        if record.messages("session/cancel"):
-            break
-        await asyncio.sleep(0.02)
+    await record.wait_for(lambda r: bool(r.messages("session/cancel")))
     cancels = record.messages("session/cancel")
     assert cancels == [{"jsonrpc": "2.0", "method": "session/cancel", "params": {"sessionId": sid}}]
     # The process is still healthy afterwards.
@@ -243,24 +244,22 @@ async def test_consumer_closing_the_stream_sends_session_cancel(
 async def test_task_cancellation_sends_session_cancel(make_client: MakeClient, record: Record) -> None:
     client = make_client()
     task = asyncio.create_task(client.generate("auto", HANG_MARKER))
-    for _ in range(100):
-        if record.calls("session/prompt"):
-            break
-        await asyncio.sleep(0.02)
+    await record.wait_for(lambda r: bool(r.calls("session/prompt")))
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await asyncio.sleep(0.1)
+    await record.wait_for(lambda r: bool(r.calls("session/cancel")))
     assert [p["sessionId"] for p in record.calls("session/cancel")] == record.prompt_sessions()
 
 
 async def test_timeout_gives_typed_error_and_cancels(make_client: MakeClient, record: Record) -> None:
     client = make_client()
+    await client.warmup(1)  # so the deadline is spent on the turn, not on starting the agent
     start = time.monotonic()
     with pytest.raises(AgentTimeoutError):
         await client.generate("auto", HANG_MARKER, timeout_s=0.5)
-    assert time.monotonic() - start < 3
-    await asyncio.sleep(0.1)
+    assert time.monotonic() - start < 5
+    await record.wait_for(lambda r: bool(r.calls("session/cancel")))
     assert len(record.calls("session/cancel")) == 1
 
 
@@ -383,7 +382,7 @@ async def test_sigkill_mid_stream_is_typed_and_the_next_request_succeeds(
     with pytest.raises(AgentCrashError) as info:
         await consume()
     assert start > 0
-    assert time.monotonic() - start < 2.0
+    assert time.monotonic() - start < 5.0  # the request timeout is minutes; this is immediate
     assert info.value.exit_code == -signal.SIGKILL
     assert await client.generate("auto", "again") == expected_reply("again")
     assert transport.restarts == 1
@@ -421,7 +420,7 @@ async def test_startup_timeout(make_client: MakeClient, monkeypatch: pytest.Monk
     start = time.monotonic()
     with pytest.raises(AgentStartupError):
         await client.warmup(1)
-    assert time.monotonic() - start < 3
+    assert time.monotonic() - start < 5
 
 
 async def test_missing_binary(tmp_path: object) -> None:
