@@ -186,3 +186,15 @@ async def test_inject_times(emu: Emulator) -> None:
         t = await raw_turn_sse(emu.url, emu.api_key, "x")
         codes.append(t.end.error.code if t.end and t.end.error else None)
     assert codes == ["unavailable", "unavailable", None]
+
+
+async def test_http_error_fault_is_a_bare_status(emu: Emulator) -> None:
+    emu.inject(Fault.HTTP_ERROR, status=503, retry_after=2)
+    with pytest.raises(httpx.HTTPStatusError) as info:
+        await raw_turn_sse(emu.url, emu.api_key, "x")
+    assert info.value.response.status_code == 503
+    assert info.value.response.headers["retry-after"] == "2"
+    emu.inject(Fault.HTTP_ERROR)
+    with pytest.raises(RuntimeError, match="HTTP 429"):
+        await raw_turn_h2(emu.url, emu.api_key, "x")
+    assert (await raw_turn_h2(emu.url, emu.api_key, "y")).turn_ended

@@ -244,3 +244,9 @@ async def test_routed_model_for_auto(emu: Emulator) -> None:
     assert routed[0].interaction_update.routed_model.display_name == "Composer 2"
     turn = await raw_turn_sse(emu.url, emu.api_key, "route", model="composer-2")
     assert "routed_model" not in _cases(turn)
+
+
+async def test_runsse_may_be_labelled_event_stream(emu: Emulator) -> None:
+    emu.behaviour.runsse_content_type = "text/event-stream"
+    turn = await raw_turn_sse(emu.url, emu.api_key, "sse")
+    assert turn.text == expected_reply("sse")

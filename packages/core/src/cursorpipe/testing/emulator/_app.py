@@ -49,7 +49,7 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 MAX_BODY = 32 * 1024 * 1024
-_RUN_FAULTS: set[Fault] = {f for f in Fault if f is not Fault.UNAUTHENTICATED_EXCHANGE}
+_RUN_FAULTS: set[Fault] = {f for f in Fault if f not in (Fault.UNAUTHENTICATED_EXCHANGE, Fault.HTTP_ERROR)}
 
 
 @dataclass
@@ -472,8 +472,11 @@ def _bidi_append(state: EmulatorState, msg: Any, rec: RecordedRequest, headers: 
 class _Stream:
     """Writes Connect envelopes of one streaming response (single writer, idempotent end)."""
 
-    def __init__(self, send: Send, gzip_frames: bool) -> None:
+    def __init__(
+        self, send: Send, gzip_frames: bool, content_type: str = "application/connect+proto"
+    ) -> None:
         self._send = send
+        self._content_type = content_type
         self._gzip = gzip_frames
         self._started = False
         self.ended = False
@@ -487,7 +490,7 @@ class _Stream:
         if self._started:
             return
         self._started = True
-        headers = [(b"content-type", b"application/connect+proto")]
+        headers = [(b"content-type", self._content_type.encode())]
         if self._gzip:
             headers.append((b"connect-content-encoding", b"gzip"))
         await self._send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -552,6 +555,17 @@ async def _serve_turn(
         reader.cancel()
 
 
+async def _http_fault(state: EmulatorState, send: Send, rec: RecordedRequest) -> bool:
+    taken = state.take_fault({Fault.HTTP_ERROR})
+    if taken is None:
+        return False
+    params = taken[1]
+    rec.status = int(params.get("status", 429))
+    extra = [("retry-after", str(params["retry_after"]))] if params.get("retry_after") is not None else []
+    await _respond(send, rec.status, b"emulated upstream error", "text/plain", extra)
+    return True
+
+
 async def _run_sse(
     state: EmulatorState, receive: Receive, send: Send, headers: dict[str, str], rec: RecordedRequest
 ) -> None:
@@ -559,7 +573,9 @@ async def _run_sse(
     if body is None:
         return
     rec.body = body
-    stream = _Stream(send, state.behaviour.gzip_frames)
+    if await _http_fault(state, send, rec):
+        return
+    stream = _Stream(send, state.behaviour.gzip_frames, state.behaviour.runsse_content_type)
     rec.status = 200
     auth_error = _stream_auth_error(state, headers)
     if auth_error is not None:
@@ -595,6 +611,8 @@ async def _run_sse(
 async def _run_bidi(
     state: EmulatorState, receive: Receive, send: Send, headers: dict[str, str], rec: RecordedRequest
 ) -> None:
+    if await _http_fault(state, send, rec):
+        return
     stream = _Stream(send, state.behaviour.gzip_frames)
     rec.status = 200
     auth_error = _stream_auth_error(state, headers)

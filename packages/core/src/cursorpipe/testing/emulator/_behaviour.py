@@ -156,6 +156,10 @@ class Fault(enum.Enum):
     TOKEN_DELAY = "token_delay"  # noqa: S105 - not a secret
     #: ``unavailable`` end-stream error before any output (a retryable server hiccup).
     UNAVAILABLE = "unavailable"
+    #: The run's HTTP request gets a bare HTTP ``status`` (default 429) with no Connect body, plus a
+    #: ``Retry-After`` header when ``retry_after`` is given (a proxy or overloaded edge;
+    #: official-sdk-as-peer.md §4 saw the SDK map it to ``unavailable``).
+    HTTP_ERROR = "http_error"
 
 
 @dataclass
@@ -181,6 +185,8 @@ class Behaviour:
             id (must be an empty result); the outcome is recorded on the run.
         system_prompt_blob: the text stored in the client's KV store as the system-prompt blob.
         gzip_frames: gzip-compress every response frame (flag 0x01, connect.md §3.1).
+        runsse_content_type: the ``Content-Type`` of RunSSE responses; Cursor may label them
+            ``text/event-stream`` while the body stays Connect envelopes (connect.md §3.2).
         advertise_http2: answer ``GetServerConfig`` with ``http2_config = FORCE_ALL_ENABLED`` so
             clients that obey it (the official SDK) use the h2c ``Run`` RPC.
         token_lifetime_s: lifetime of the access tokens the exchange issues.
@@ -205,6 +211,7 @@ class Behaviour:
     blob_round_trip: bool = False
     system_prompt_blob: str = "You are a helpful assistant (emulated system prompt)."
     gzip_frames: bool = False
+    runsse_content_type: str = "application/connect+proto"
     advertise_http2: bool = False
     token_lifetime_s: float = 3600.0
     models: Sequence[ModelSpec] = field(default_factory=lambda: DEFAULT_MODELS)

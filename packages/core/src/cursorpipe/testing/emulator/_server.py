@@ -146,7 +146,8 @@ class Emulator:
 
         ``Fault.UNAUTHENTICATED_EXCHANGE`` applies to the token exchange, every other fault to the
         next agent run. Parameters: ``seconds`` (``STALL``, ``SLOW_FIRST_TOKEN``, ``TOKEN_DELAY``),
-        ``retry_after`` (``RATE_LIMIT``, default 1). Thread-safe.
+        ``retry_after`` (``RATE_LIMIT``, default 1; ``HTTP_ERROR``), ``status`` (``HTTP_ERROR``,
+        default 429). Thread-safe.
         """
         self._state.inject(fault, times, **params)
 

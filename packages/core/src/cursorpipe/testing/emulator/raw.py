@@ -312,6 +312,8 @@ async def raw_turn_h2(
                     )
                 elif isinstance(event, h2.events.DataReceived) and event.stream_id == sid:
                     conn.acknowledge_received_data(event.flow_controlled_length, sid)
+                    if status != "200":
+                        continue  # an HTTP-level error body is not Connect envelopes
                     for frame in dec.feed(event.data):
                         if frame.end_stream is not None:
                             result.end = frame.end_stream
