@@ -17,6 +17,8 @@ from cursorpipe.transports.acp._errors import InbandErrorFilter, classify_rpc_er
 from cursorpipe.transports.acp._jsonrpc import RpcError
 from cursorpipe.transports.acp._models import ModelCatalog, parse_acp_id
 from cursorpipe.types import ChatMessage
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 CATALOG = ModelCatalog([(m.acp_id, m.label) for m in MODELS], current="default[]")
 
@@ -209,3 +211,23 @@ def test_inband_error_glued_to_the_end_of_a_line_is_recognised() -> None:
     assert isinstance(error, RateLimitError)
     out, error = _run_filter(["It says Error: T: in the middle, then more text."])
     assert error is None
+
+
+@settings(max_examples=300, deadline=None)
+@example(["text ", "\n", "Err", "or: ", "T: [resource_exhausted] Error"], [5, 9, 13])
+@given(
+    st.lists(
+        st.sampled_from(["Error:", "Err", "or: ", "\n", "text ", "E", "T: [resource_exhausted] Error", " "]),
+        max_size=12,
+    ),
+    st.lists(st.integers(min_value=0, max_value=80), max_size=6),
+)
+def test_inband_filter_is_split_invariant_and_lossless(words: list[str], cuts: list[int]) -> None:
+    text = "".join(words)
+    whole_out, whole_err = _run_filter([text])
+    points = sorted({min(c, len(text)) for c in cuts})
+    pieces = [text[a:b] for a, b in zip([0, *points], [*points, len(text)], strict=True)]
+    out, err = _run_filter(pieces)
+    assert (out, type(err)) == (whole_out, type(whole_err)), pieces
+    if err is None:
+        assert out == text  # nothing is ever lost when no error is recognised

@@ -166,9 +166,12 @@ class InbandErrorFilter:
             if rest.startswith(self._MARK):
                 self._capturing = True
                 self._held = rest
+                self._recent = (self._recent + buf[:start])[-400:]
                 return buf[:start]
             if rest and self._MARK.startswith(rest):
                 self._held = rest
+                self._at_line_start = True  # the held text begins a line
+                self._recent = (self._recent + buf[:start])[-400:]
                 return buf[:start]
         if buf:
             self._at_line_start = buf.endswith("\n")
