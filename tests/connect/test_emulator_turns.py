@@ -250,3 +250,47 @@ async def test_runsse_may_be_labelled_event_stream(emu: Emulator) -> None:
     emu.behaviour.runsse_content_type = "text/event-stream"
     turn = await raw_turn_sse(emu.url, emu.api_key, "sse")
     assert turn.text == expected_reply("sse")
+
+
+async def test_malformed_run_request_stream_is_invalid_argument(emu: Emulator) -> None:
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    async with httpx.AsyncClient() as client:
+        token = await exchange_token(client, emu.url, emu.api_key)
+    reader, writer = await asyncio.open_connection("127.0.0.1", emu.port)
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.send_headers(
+        1,
+        [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":authority", f"127.0.0.1:{emu.port}"),
+            (":path", "/agent.v1.AgentService/Run"),
+            ("content-type", "application/connect+proto"),
+            ("authorization", f"Bearer {token}"),
+        ],
+    )
+    conn.send_data(1, b"\x80\x00\x00\x00\x00")  # a gRPC-Web trailer flag: not Connect
+    writer.write(conn.data_to_send())
+    body = b""
+    ended = False
+    try:
+        while not ended:
+            data = await asyncio.wait_for(reader.read(65536), 5)
+            assert data, "connection closed before the stream ended"
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.DataReceived):
+                    body += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, 1)
+                elif isinstance(event, h2.events.StreamEnded):
+                    ended = True
+            writer.write(conn.data_to_send())
+    finally:
+        writer.close()
+    (frame,) = EnvelopeDecoder().feed(body)
+    assert frame.end_stream is not None and frame.end_stream.error is not None
+    assert frame.end_stream.error.code == "invalid_argument"
+    assert emu.runs[-1].outcome == "error:invalid_argument"
