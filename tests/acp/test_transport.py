@@ -41,6 +41,7 @@ from cursorpipe.testing.fake_agent.catalog import (
     ENV_ACCOUNT,
     ENV_CRASH_AFTER,
     ENV_CRASH_CODE,
+    ENV_EXPECT_API_KEY,
     ENV_INBAND_ERROR,
     ENV_LATENCY,
     ENV_NETWORK_ERROR,
@@ -477,3 +478,17 @@ async def test_network_failure_is_typed(make_client: MakeClient, monkeypatch: py
     with pytest.raises(NetworkError, match="could not reach Cursor") as info:
         await client.generate("auto", "hi")
     assert info.value.retryable and info.value.transport == "acp"
+
+
+async def test_invalid_api_key_surfaces_as_a_session_error(
+    make_client: MakeClient, record: Record, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # acp.md §3.1: with an invalid CURSOR_API_KEY, session/new keeps failing "Failed to initialize
+    # session services"; after the retries the caller gets a typed error pointing at the key.
+    monkeypatch.setenv(ENV_EXPECT_API_KEY, "crsr_the_right_key_000")
+    client = make_client(api_key=API_KEY, max_retries=0)
+    with pytest.raises(SessionError, match="CURSOR_API_KEY") as info:
+        await client.generate("auto", "hi")
+    assert info.value.code == "session_services_unavailable"
+    assert API_KEY not in str(info.value)
+    assert len(record.calls("session/new")) == 3
