@@ -1,0 +1,344 @@
+"""Per-turn overhead and time to first token of the connect transport against the emulator, next
+to a raw minimal exchange with the same emulator (the floor), for both wires: full-duplex HTTP/2
+``Run`` (h2c) and ``RunSSE`` + ``BidiAppend`` (HTTP/1.1).
+
+    .venv/bin/python bench/bench_connect.py [--turns 30]
+
+The emulator runs in a separate process so it does not share our event loop. The floor does the
+least a correct client must do on the same wire (one pre-fetched token, a run request, answers to
+the KV and request-context requests, envelopes decoded) with no cursorpipe layers: no model
+validation, no CursorClient pipeline, no turn machine, no heartbeat task. Overhead = transport
+median minus floor median. Times are wall-clock on this machine; nothing here asserts on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import h2.config
+import h2.connection
+import h2.events
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import ms, stats, table
+from cursorpipe import CursorClient, CursorPipeConfig
+from cursorpipe._proto.agent.v1 import agent_pb2 as pb
+from cursorpipe._proto.aiserver.v1 import aiserver_pb2 as ai
+from cursorpipe.testing.emulator import DEFAULT_API_KEY
+from cursorpipe.transports.connect import ConnectTransport
+from cursorpipe.transports.connect._codec import EnvelopeDecoder, encode_envelope
+
+MODEL = "composer-2"
+
+
+# ----------------------------------------------------------------------------------------------
+# the emulator in its own process
+# ----------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def emulator_process() -> object:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cursorpipe.testing.emulator", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("the emulator did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+# ----------------------------------------------------------------------------------------------
+# the floor: raw minimal exchanges
+# ----------------------------------------------------------------------------------------------
+def _run_request(text: str) -> bytes:
+    msg = pb.AgentClientMessage()
+    run = msg.run_request
+    run.conversation_state.SetInParent()
+    run.mcp_tools.SetInParent()
+    run.action.user_message_action.user_message.text = text
+    run.action.user_message_action.user_message.mode = pb.AGENT_MODE_ASK
+    run.requested_model.model_id = MODEL
+    run.conversation_id = str(uuid.uuid4())
+    run.run_id = str(uuid.uuid4())
+    run.next_interaction_query_id = 0
+    return msg.SerializeToString()
+
+
+def _answers(msg: pb.AgentServerMessage, blobs: dict[bytes, bytes]) -> list[bytes]:
+    case = msg.WhichOneof("message")
+    out = pb.AgentClientMessage()
+    if case == "kv_server_message":
+        kv = msg.kv_server_message
+        out.kv_client_message.id = kv.id
+        if kv.HasField("set_blob_args"):
+            blobs[kv.set_blob_args.blob_id] = kv.set_blob_args.blob_data
+            out.kv_client_message.set_blob_result.SetInParent()
+        else:
+            out.kv_client_message.get_blob_result.SetInParent()
+            data = blobs.get(kv.get_blob_args.blob_id)
+            if data is not None:
+                out.kv_client_message.get_blob_result.blob_data = data
+        return [out.SerializeToString()]
+    if case == "exec_server_message":
+        ex = msg.exec_server_message
+        out.exec_client_message.id = ex.id
+        out.exec_client_message.request_context_result.success.request_context.SetInParent()
+        close = pb.AgentClientMessage()
+        close.exec_client_control_message.stream_close.id = ex.id
+        return [out.SerializeToString(), close.SerializeToString()]
+    if case == "interaction_query":
+        out.interaction_response.id = msg.interaction_query.id
+        out.interaction_response.web_search_request_response.rejected.reason = "no"
+        return [out.SerializeToString()]
+    return []
+
+
+def _headers(token: str, request_id: str) -> dict[str, str]:
+    return {
+        "authorization": f"Bearer {token}",
+        "connect-protocol-version": "1",
+        "x-request-id": request_id,
+        "x-cursor-streaming": "true",
+    }
+
+
+async def floor_runsse(http: httpx.AsyncClient, url: str, token: str, text: str) -> tuple[float, float]:
+    """One turn over RunSSE + BidiAppend with the bare minimum; returns (ttft, total)."""
+    start = time.perf_counter()
+    rid = str(uuid.uuid4())
+    headers = _headers(token, rid)
+    seq = 0
+    pending: set[asyncio.Task[httpx.Response]] = set()
+
+    def append(data: bytes) -> None:
+        nonlocal seq
+        body = ai.BidiAppendRequest(
+            data=data.hex(), request_id=ai.BidiRequestId(request_id=rid), append_seqno=seq
+        ).SerializeToString()
+        seq += 1
+        h = dict(headers, **{"content-type": "application/proto"})
+        pending.add(
+            asyncio.create_task(
+                http.post(url + "/aiserver.v1.BidiService/BidiAppend", content=body, headers=h)
+            )
+        )
+
+    append(_run_request(text))
+    body = encode_envelope(ai.BidiRequestId(request_id=rid).SerializeToString())
+    req = http.build_request(
+        "POST",
+        url + "/agent.v1.AgentService/RunSSE",
+        content=body,
+        headers=dict(headers, **{"content-type": "application/connect+proto"}),
+    )
+    response = await http.send(req, stream=True)
+    ttft = 0.0
+    blobs: dict[bytes, bytes] = {}
+    decoder = EnvelopeDecoder()
+    try:
+        async for chunk in response.aiter_bytes():
+            for frame in decoder.feed(chunk):
+                if frame.end_stream is not None:
+                    break
+                msg = pb.AgentServerMessage.FromString(frame.payload)
+                if not ttft and msg.interaction_update.HasField("text_delta"):
+                    ttft = time.perf_counter() - start
+                if msg.interaction_update.HasField("turn_ended"):
+                    total = time.perf_counter() - start
+                    await asyncio.gather(*pending)
+                    return ttft, total
+                for data in _answers(msg, blobs):
+                    append(data)
+    finally:
+        await response.aclose()
+    raise RuntimeError("no turn_ended")
+
+
+class RawH2:
+    """A bare h2c client: one connection, one stream per turn."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host, self.port, self.authority = parts.hostname or "", parts.port or 80, parts.netloc
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        )
+
+    async def connect(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.conn.initiate_connection()
+        self.conn.increment_flow_control_window(16 * 1024 * 1024)
+        self.writer.write(self.conn.data_to_send())
+
+    async def turn(self, token: str, text: str) -> tuple[float, float]:
+        start = time.perf_counter()
+        sid = self.conn.get_next_available_stream_id()
+        headers = [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":authority", self.authority),
+            (":path", "/agent.v1.AgentService/Run"),
+            ("content-type", "application/connect+proto"),
+            *_headers(token, str(uuid.uuid4())).items(),
+        ]
+        self.conn.send_headers(sid, headers)
+        self.conn.send_data(sid, encode_envelope(_run_request(text)))
+        self.writer.write(self.conn.data_to_send())
+        decoder = EnvelopeDecoder()
+        blobs: dict[bytes, bytes] = {}
+        ttft = total = 0.0
+        stream_ended = False
+        while True:
+            data = await self.reader.read(65536)
+            if not data:
+                raise RuntimeError("connection closed")
+            for event in self.conn.receive_data(data):
+                if isinstance(event, h2.events.StreamEnded) and event.stream_id == sid:
+                    stream_ended = True
+                if isinstance(event, h2.events.DataReceived) and event.stream_id == sid:
+                    self.conn.acknowledge_received_data(event.flow_controlled_length, sid)
+                    for frame in decoder.feed(event.data):
+                        if frame.end_stream is not None:
+                            continue
+                        msg = pb.AgentServerMessage.FromString(frame.payload)
+                        if not ttft and msg.interaction_update.HasField("text_delta"):
+                            ttft = time.perf_counter() - start
+                        if msg.interaction_update.HasField("turn_ended"):
+                            total = time.perf_counter() - start
+                        for answer in _answers(msg, blobs):
+                            self.conn.send_data(sid, encode_envelope(answer))
+            if total:
+                self.conn.end_stream(sid)
+                self.writer.write(self.conn.data_to_send())
+                if not stream_ended:
+                    await self._drain(sid)
+                return ttft, total
+            self.writer.write(self.conn.data_to_send())
+
+    async def _drain(self, sid: int) -> None:
+        # Read until the server has finished the stream, so the next turn starts clean.
+        done = False
+        while not done:
+            data = await self.reader.read(65536)
+            if not data:
+                return
+            for event in self.conn.receive_data(data):
+                if isinstance(event, h2.events.DataReceived):
+                    self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                if (
+                    isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset))
+                    and event.stream_id == sid
+                ):
+                    done = True
+            self.writer.write(self.conn.data_to_send())
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+
+
+# ----------------------------------------------------------------------------------------------
+# the transport
+# ----------------------------------------------------------------------------------------------
+async def transport_turn(client: CursorClient, text: str) -> tuple[float, float]:
+    start = time.perf_counter()
+    ttft = 0.0
+    async for chunk in client.stream(MODEL, text):
+        if chunk and not ttft:
+            ttft = time.perf_counter() - start
+    return ttft, time.perf_counter() - start
+
+
+async def bench(url: str, turns: int) -> list[list[object]]:
+    rows: list[list[object]] = []
+    async with httpx.AsyncClient() as http:
+        r = await http.post(
+            url + "/auth/exchange_user_api_key",
+            headers={"authorization": f"Bearer {DEFAULT_API_KEY}"},
+            content=b"{}",
+        )
+        token = r.json()["accessToken"]
+        results: dict[str, list[tuple[float, float]]] = {}
+
+        samples = []
+        for i in range(turns + 2):
+            samples.append(await floor_runsse(http, url, token, f"floor {i}"))
+        results["floor RunSSE+BidiAppend"] = samples[2:]
+
+        raw = RawH2(url)
+        await raw.connect()
+        samples = []
+        for i in range(turns + 2):
+            samples.append(await raw.turn(token, f"floor {i}"))
+        await raw.close()
+        results["floor h2 Run"] = samples[2:]
+
+    for mode, label in (("never", "connect RunSSE+BidiAppend"), ("always", "connect h2 Run")):
+        config = CursorPipeConfig(
+            strategy="connect", backend_url=url, api_key=DEFAULT_API_KEY, use_http2=mode
+        )
+        async with CursorClient(config, transport=ConnectTransport(config)) as client:
+            await client.warmup()
+            samples = [await transport_turn(client, f"turn {i}") for i in range(turns + 2)]
+        results[label] = samples[2:]
+
+    floors = {"RunSSE": results["floor RunSSE+BidiAppend"], "h2": results["floor h2 Run"]}
+    for label, samples in results.items():
+        t_min, t_med, t_max = stats([s[1] for s in samples])
+        f_min, f_med, f_max = stats([s[0] for s in samples])
+        floor = floors["h2" if "h2" in label else "RunSSE"]
+        overhead = t_med - stats([s[1] for s in floor])[1]
+        rows.append(
+            [
+                label,
+                f"{ms(f_min)} / {ms(f_med)} / {ms(f_max)}",
+                f"{ms(t_min)} / {ms(t_med)} / {ms(t_max)}",
+                "-" if label.startswith("floor") else ms(overhead),
+            ]
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--turns", type=int, default=int(os.environ.get("BENCH_TURNS", "30")))
+    args = parser.parse_args(argv)
+    with emulator_process() as url:
+        rows = asyncio.run(bench(str(url), args.turns))
+    print(
+        f"Connect transport vs raw floor, emulator in a separate process, {args.turns} turns each "
+        "(after 2 warm-up turns); times in ms, min / median / max.\n"
+    )
+    print(table(["path", "time to first token", "turn total", "overhead vs floor (median)"], rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
