@@ -64,6 +64,8 @@ ACP_RESTART_BACKOFF_MAX_S = 5.0
 # acp.md §3.1: "Failed to initialize session services" is transient; retry session/new this often.
 ACP_SESSION_NEW_ATTEMPTS = 3
 ACP_SESSION_NEW_RETRY_DELAY_S = 0.2
+# acp.md §2: the longest wait for `authenticate` (a browser device flow may wait for a login).
+ACP_AUTHENTICATE_TIMEOUT_S = 15.0
 # acp.md §4: after session/cancel keep reading the session's updates until the prompt's answer
 # (Cursor answered in 4 ms), at most this long.
 ACP_CANCEL_GRACE_S = 5.0
