@@ -28,6 +28,7 @@ from cursorpipe import (
     UsageLimitError,
 )
 from cursorpipe.testing.fake_agent.acp import (
+    ENV_AUTH_WAITS,
     ENV_HANG_INITIALIZE,
     ENV_SESSION_FAILURES,
     ENV_STDOUT_NOISE,
@@ -492,3 +493,13 @@ async def test_invalid_api_key_surfaces_as_a_session_error(
     assert info.value.code == "session_services_unavailable"
     assert API_KEY not in str(info.value)
     assert len(record.calls("session/new")) == 3
+
+
+async def test_authenticate_waiting_for_a_browser_is_an_auth_error(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_ACCOUNT, "logged_out")
+    monkeypatch.setenv(ENV_AUTH_WAITS, "1")
+    client = make_client(acp_startup_timeout_s=1.0)
+    with pytest.raises(AuthenticationError, match="browser login"):
+        await client.generate("auto", "hi")

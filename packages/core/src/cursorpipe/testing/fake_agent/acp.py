@@ -44,6 +44,7 @@ in-band error, expected API key, record file) plus the ACP-only ones:
 ==================================  ===========================================================
 ``FAKE_AGENT_SESSION_FAILURES``     the first N ``session/new`` calls fail transiently
 ``FAKE_AGENT_HANG_INITIALIZE``      ``1``: never answer ``initialize`` (start-up timeouts)
+``FAKE_AGENT_AUTH_WAITS``           ``1``: logged out, ``authenticate`` waits forever (browser flow)
 ``FAKE_AGENT_STDOUT_NOISE``         ``1``: a non-JSON warning line on stdout before serving
 ==================================  ===========================================================
 
@@ -84,6 +85,7 @@ from .catalog import (
 )
 
 __all__ = [
+    "ENV_AUTH_WAITS",
     "ENV_HANG_INITIALIZE",
     "ENV_SESSION_FAILURES",
     "ENV_STDOUT_NOISE",
@@ -98,6 +100,9 @@ __all__ = [
 #: The first N ``session/new`` calls of a process fail with "Failed to initialize session services"
 #: (acp.md §3.1: seen transiently with valid credentials).
 ENV_SESSION_FAILURES = "FAKE_AGENT_SESSION_FAILURES"
+#: When set to 1, ``authenticate`` without a stored login waits for a browser login that never
+#: comes instead of failing at once (acp.md §2 documents both a failure and a timeout) [G].
+ENV_AUTH_WAITS = "FAKE_AGENT_AUTH_WAITS"
 #: When set to 1, ``initialize`` is never answered (start-up timeout tests).
 ENV_HANG_INITIALIZE = "FAKE_AGENT_HANG_INITIALIZE"
 
@@ -177,6 +182,7 @@ class _Agent:
         self.session_failures = max(0, int(env.get(ENV_SESSION_FAILURES, "0") or 0))
         self.hang_initialize = env.get(ENV_HANG_INITIALIZE, "") == "1"
         self.stdout_noise = env.get(ENV_STDOUT_NOISE, "") == "1"
+        self.auth_waits = env.get(ENV_AUTH_WAITS, "") == "1"
         self.parameterized = False
         self.sessions: dict[str, _Session] = {}
         self.next_id = 0  # acp.md §4: Cursor numbers its own requests from 0
@@ -309,6 +315,8 @@ class _Agent:
                 {"message": f"Unknown authentication method: {method}. Supported method: cursor_login"},
             )
             return
+        if self.knobs.account == AccountState.LOGGED_OUT and self.auth_waits:
+            return  # the device flow waits for a login in a browser nobody opens
         if self.knobs.account == AccountState.LOGGED_OUT:
             # acp.md §2: no stored login → the browser device flow; headless it fails like this.
             self.error(

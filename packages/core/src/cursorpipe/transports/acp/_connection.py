@@ -97,6 +97,7 @@ class AcpConnection:
         generation: int,
         authenticate: bool,
         client_version: str,
+        auth_timeout_s: float = 15.0,
     ) -> AcpConnection:
         """Spawn and run the handshake (acp.md §2). The caller bounds the time it may take."""
         proc = await ManagedProcess.spawn(argv, env=env, cwd=cwd, name="agent acp")
@@ -116,19 +117,29 @@ class AcpConnection:
                 },
             )
             if authenticate:
-                await conn._authenticate()
+                await conn._authenticate(auth_timeout_s)
         except BaseException:
             await conn.close()
             raise
         return conn
 
-    async def _authenticate(self) -> None:
+    async def _authenticate(self, timeout_s: float) -> None:
         methods = self.init_result.get("authMethods") if isinstance(self.init_result, dict) else None
         method_id = "cursor_login"
         if isinstance(methods, list) and methods and isinstance(methods[0], dict):
             method_id = str(methods[0].get("id") or method_id)
         try:
-            await self.call("authenticate", {"methodId": method_id})
+            async with asyncio.timeout(timeout_s):
+                await self.call("authenticate", {"methodId": method_id})
+        except TimeoutError as exc:
+            # acp.md §2: without a stored login `authenticate` starts a browser device flow. Whether
+            # it fails at once or waits for a login that never comes (we set NO_OPEN_BROWSER=1 and
+            # BROWSER=true, as the doc advises) is not certain [G]; a long wait means "not logged in".
+            raise AuthenticationError(
+                "Cursor's agent is waiting for a browser login (no stored login). Run `agent login` "
+                "on this machine, or set CURSOR_API_KEY.",
+                transport="acp",
+            ) from exc
         except RpcCallError as exc:
             # acp.md §2: without a stored login the CLI tries a browser device flow and fails
             # -32602 headless; that is a credentials problem, not a broken transport.

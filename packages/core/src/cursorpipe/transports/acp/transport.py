@@ -22,6 +22,7 @@ from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from ..._constants import (
+    ACP_AUTHENTICATE_TIMEOUT_S,
     ACP_CANCEL_GRACE_S,
     ACP_RESTART_BACKOFF_BASE_S,
     ACP_RESTART_BACKOFF_MAX_S,
@@ -269,6 +270,7 @@ class AcpTransport:
                     # would re-check only the stored login and may open a browser.
                     authenticate=not (api_key or token),
                     client_version=_version(),
+                    auth_timeout_s=min(ACP_AUTHENTICATE_TIMEOUT_S, timeout / 2),
                 )
         except TimeoutError as exc:
             raise AgentStartupError(
