@@ -377,8 +377,8 @@ class StreamJsonParser:
                 return out
             # Too long to be an error notice: its first line was ordinary text; rescan the rest.
             text, self._capture = self._capture, None
-            first, nl, text = text.partition("\n")
-            out += self._out(first + nl)
+            first, newline, text = text.partition("\n")
+            out += self._out(first + newline)
         buf = self._held + text
         self._held = ""
         start = 0

@@ -331,10 +331,7 @@ class SubprocessTransport:
             parser = StreamJsonParser()
             inband: InbandError | None = None
             while parser.finished is None and inband is None:
-                try:
-                    chunk = await proc.read(_READ_SIZE)
-                except OverflowError as exc:  # pragma: no cover - read() has no line limit
-                    raise ProtocolError(str(exc), transport=self.name) from exc
+                chunk = await proc.read(_READ_SIZE)
                 events = parser.feed(chunk) if chunk else parser.close()
                 for ev in events:
                     if isinstance(ev, TextChunk):
@@ -355,9 +352,7 @@ class SubprocessTransport:
                 raise _inband_error(inband.text, request.model)
             finished = parser.finished
             if finished is None:
-                rc = await self._finish(proc, graceful=True) if proc.returncode is None else proc.returncode
-                with contextlib.suppress(Exception):
-                    rc = await proc.close()  # drains stderr fully
+                rc = await self._finish(proc, graceful=True)  # exit code, and stderr drained fully
                 raise classify_failure(
                     exit_code=rc,
                     stderr=proc.stderr_tail(),
