@@ -506,6 +506,35 @@ async def test_token_refresh_between_and_during_turns(emu: Emulator, mode: str) 
     assert len(tokens) == 2
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_token_refresh_mid_run(mode: str) -> None:
+    # 1 s tokens refresh at half-life; a 2+ s turn with 0.2 s heartbeats keeps sending.
+    async with Emulator(Behaviour(token_lifetime_s=1.0, token_delay_s=0.3, chunks=8)) as emu:
+        client, _ = make_client(emu, mode, heartbeat_s=0.2)
+        async with client:
+            assert await client.generate("composer-2", "long") == expected_reply("long")
+    assert emu.runs[-1].client_heartbeats >= 3
+    if mode == "never":
+        # Every append is a new call and carries the current (refreshed) token; on h2 the token
+        # is checked once, when the Run stream opens, and outliving it mid-turn is fine.
+        assert emu.tokens_issued >= 2
+        append_tokens = {r.headers["authorization"] for r in emu.requests if r.path.endswith("/BidiAppend")}
+        assert len(append_tokens) >= 2 and all(r.status == 200 for r in emu.requests)
+
+
+async def test_auto_mode_follows_server_config() -> None:
+    async with Emulator(Behaviour(advertise_http2=True)) as emu:
+        client, transport = make_client(emu, "auto")
+        async with client:
+            await client.generate("composer-2", "h2?")
+        assert transport.last_channel == "run" and emu.runs[-1].transport == "run"
+    async with Emulator() as emu:
+        client, transport = make_client(emu, "auto")
+        async with client:
+            await client.generate("composer-2", "sse?")
+        assert transport.last_channel == "runsse"  # http:// backend without the server's say-so
+
+
 async def test_no_secret_in_logs_or_errors(emu: Emulator, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     client, _ = make_client(emu, "never")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import httpx
 
@@ -52,8 +52,10 @@ class Http1Channel:
         request_id: str,
         *,
         max_inflight: int = MAX_INFLIGHT_APPENDS,
+        token: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         self._http = http
+        self._token = token
         self._base = base_url.rstrip("/")
         self._headers = dict(headers)
         self._headers["x-request-id"] = request_id
@@ -96,6 +98,10 @@ class Http1Channel:
             headers = dict(self._headers)
             headers["content-type"] = "application/proto"
             headers["connect-timeout-ms"] = str(int(timeout * 1000))
+            if self._token is not None:
+                # Like the SDK's auth interceptor, every call carries the current token, so a
+                # refresh during a long turn (connect.md §2.3) reaches the appends too.
+                headers["authorization"] = f"Bearer {await self._token()}"
             try:
                 response = await self._http.post(
                     self._base + APPEND_PATH, content=body, headers=headers, timeout=timeout

@@ -391,7 +391,7 @@ class ConnectTransport:
                 # https server without HTTP/2: remember and use the HTTP/1.1 pair (§3.4).
                 self._h2_unavailable = True
         headers = self._run_headers(token, state, run_id, attempt_id, http1=True)
-        return Http1Channel(self._http, self._base, headers, attempt_id)
+        return Http1Channel(self._http, self._base, headers, attempt_id, token=self._auth.token)
 
     async def _heartbeats(self, channel: Channel) -> None:
         # §6.4: client_heartbeat every 5 s for the whole stream; a failed send ends the loop (the
