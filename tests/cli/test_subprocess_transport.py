@@ -319,6 +319,38 @@ async def test_crash_before_output_is_retried_by_the_client(
     assert flag.exists()
 
 
+async def test_error_printed_on_stdout_is_classified(make_client: Any, wrapper: Any) -> None:
+    # Some builds print warnings and errors on stdout instead of stderr (acp.md §5).
+    agent = wrapper(f'if [ "$1" = --print ]; then echo "{cat.INVALID_API_KEY_TEXT}"; exit 1; fi')
+    async with make_client(agent_bin=agent) as client:
+        with pytest.raises(AuthenticationError):
+            await client.generate("auto", "x")
+
+
+async def test_sigkilled_agent_gives_a_typed_error_and_the_next_request_works(
+    make_client: Any, record: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(cat.ENV_LATENCY, "0.2")
+    async with make_client() as client:
+        got: list[str] = []
+
+        async def consume() -> None:
+            await drain(client.stream("composer-2", "kill me halfway through this answer"), got)
+
+        task = asyncio.create_task(consume())
+        pid = (await wait_for_record(record))["pid"]
+        while not got:
+            await asyncio.sleep(0.02)
+        start = time.monotonic()
+        os.kill(pid, 9)
+        with pytest.raises(AgentCrashError) as info:
+            await task
+        assert time.monotonic() - start < 3
+        assert info.value.exit_code == -9 and "signal 9" in str(info.value)
+        monkeypatch.setenv(cat.ENV_LATENCY, "0")
+        assert await client.generate("auto", "next one") == cat.expected_reply("next one")
+
+
 async def test_images_and_missing_agent(make_client: Any, tmp_path: Path) -> None:
     png = "data:image/png;base64,iVBORw0KGgo="
     msg = {

@@ -307,6 +307,8 @@ def run_cli(
     if args.command == "about":
         return _about(out, env, args, knobs)
     if args.command == "create-chat":
+        # acp.md §3.3/§6.4: prints a new chat UUID. Whether it needs credentials is not documented
+        # [G]; the fake mints ids offline.
         chat = ChatStore.from_env(env, knobs.state_dir).create(args.model or "")
         out.line(chat.id)
         return 0
