@@ -353,6 +353,14 @@ async def test_bad_api_key(emu: Emulator, caplog: pytest.LogCaptureFixture) -> N
     assert "crsr_wrong_key_123456" not in caplog.text
 
 
+async def test_no_credentials_says_what_to_do(emu: Emulator) -> None:
+    async with CursorClient(CursorPipeConfig(strategy="connect", backend_url=emu.url)) as client:
+        with pytest.raises(AuthenticationError) as info:
+            await client.generate("composer-2", "hi")
+    assert "CURSOR_API_KEY" in str(info.value) and "agent login" in str(info.value)
+    assert emu.runs == []
+
+
 async def test_exchange_401(emu: Emulator) -> None:
     client, _ = make_client(emu, "never")
     emu.inject(Fault.UNAUTHENTICATED_EXCHANGE)

@@ -51,7 +51,6 @@ def test_run_request_matches_sdk_vector() -> None:
         ConversationState(conversation_id=CONV),
         model_id="composer-2",
         run_id=RUN,
-        stateless=True,
     )
     um = msg.run_request.action.user_message_action.user_message
     assert um.mode == pb.AGENT_MODE_ASK
@@ -69,9 +68,7 @@ def test_plan_mode_and_checkpoint() -> None:
     state = ConversationState()
     checkpoint = pb.ConversationStateStructure(turns=[b"\x01" * 32]).SerializeToString()
     state.checkpoint = checkpoint
-    msg = build_run_request(
-        req(ChatMessage.of("user", "x"), mode="plan"), state, model_id="m", run_id="r", stateless=False
-    )
+    msg = build_run_request(req(ChatMessage.of("user", "x"), mode="plan"), state, model_id="m", run_id="r")
     assert msg.run_request.action.user_message_action.user_message.mode == pb.AGENT_MODE_PLAN
     assert msg.run_request.conversation_state.SerializeToString() == checkpoint
     assert msg.run_request.conversation_id == state.conversation_id
@@ -89,7 +86,6 @@ def test_structured_history_and_system_prompt() -> None:
         ConversationState(),
         model_id="m",
         run_id="r",
-        stateless=True,
     )
     run = msg.run_request
     assert run.custom_system_prompt == "Be brief."
@@ -112,7 +108,6 @@ def test_flatten_history() -> None:
         ConversationState(),
         model_id="m",
         run_id="r",
-        stateless=True,
         history_mode="flatten",
     )
     run = msg.run_request
@@ -129,7 +124,6 @@ def test_images_in_selected_context() -> None:
         ConversationState(),
         model_id="m",
         run_id="r",
-        stateless=True,
     )
     raw = msg.run_request.action.user_message_action.user_message.SerializeToString()
     assert b"\x89PNG-bytes" in raw and b"image/png" in raw
@@ -141,7 +135,6 @@ def test_images_in_selected_context() -> None:
             ConversationState(),
             model_id="m",
             run_id="r",
-            stateless=True,
         )
 
 
@@ -151,7 +144,6 @@ def test_resume_request() -> None:
         ConversationState(),
         model_id="m",
         run_id="r",
-        stateless=True,
         resume=True,
         checkpoint=b"",
     )
@@ -317,7 +309,6 @@ def test_history_image_is_base64() -> None:
         ConversationState(),
         model_id="m",
         run_id="r",
-        stateless=True,
     )
     hist = msg.run_request.action.user_message_action.conversation_history.messages
     assert hist[0].user.content[0].image.data == base64.b64encode(b"img").decode()

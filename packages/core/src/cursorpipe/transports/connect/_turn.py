@@ -186,7 +186,6 @@ def build_run_request(
     *,
     model_id: str,
     run_id: str,
-    stateless: bool,
     history_mode: HistoryMode = "structured",
     resume: bool = False,
     checkpoint: bytes | None = None,
@@ -243,7 +242,6 @@ def build_run_request(
             action.conversation_history.CopyFrom(_history(earlier))
         if system:
             run.custom_system_prompt = system
-    _ = stateless
     return pb.AgentClientMessage(run_request=run)
 
 

@@ -25,6 +25,7 @@ from ..._proto.aiserver.v1 import server_config_pb2 as sc
 from ...auth import TokenProvider
 from ...config import CursorPipeConfig
 from ...errors import (
+    AuthenticationError,
     ConfigurationError,
     CursorPipeError,
     ModelNotFoundError,
@@ -360,7 +361,7 @@ class ConnectTransport:
         try:
             models = await self.list_models()
         except CursorPipeError as exc:
-            if isinstance(exc, ConfigurationError) or exc.code in ("authentication_error", "bad_api_key"):
+            if isinstance(exc, ConfigurationError | AuthenticationError):
                 raise
             log.warning("cursorpipe: could not load the model list (%s); not validating %r", exc.code, name)
             return name
@@ -444,7 +445,6 @@ class ConnectTransport:
                 state,
                 model_id=model_id,
                 run_id=run_id,
-                stateless=session is None,
                 history_mode=self.history_mode,
                 resume=resume,
                 checkpoint=machine.checkpoint if resume else base_checkpoint,
