@@ -212,3 +212,14 @@ def test_encoded_messages_survive_any_chunking(msgs: list[tuple[int | str, str, 
     for k in range(0, len(data), step):
         out += dec.feed(data[k : k + step])
     assert out == [Request(i, m, {"v": v}) for i, m, v in msgs]
+
+
+def test_a_long_line_in_many_chunks_is_decoded_once_complete() -> None:
+    text = "x" * 300_000
+    line = encode_request(1, "session/update", {"t": text})
+    dec = MessageDecoder()
+    out: list[object] = []
+    for k in range(0, len(line), 4096):
+        out += dec.feed(line[k : k + 4096])
+    assert out == [Request(1, "session/update", {"t": text})]
+    assert dec.buffered == 0

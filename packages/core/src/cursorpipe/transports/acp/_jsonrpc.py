@@ -198,6 +198,7 @@ class MessageDecoder:
         self._buf = bytearray()
         self._max = max_line_bytes
         self._discarding = False
+        self._scanned = 0  # bytes of _buf already known to hold no newline (long lines stay O(n))
 
     @property
     def buffered(self) -> int:
@@ -210,9 +211,10 @@ class MessageDecoder:
         self._buf += data
         start = 0
         while True:
-            nl = self._buf.find(b"\n", start)
+            nl = self._buf.find(b"\n", max(start, self._scanned))
             if nl < 0:
                 break
+            self._scanned = 0
             line = bytes(self._buf[start:nl])
             start = nl + 1
             if self._discarding:
@@ -220,11 +222,13 @@ class MessageDecoder:
                 continue
             self._one(line, out)
         del self._buf[:start]
+        self._scanned = len(self._buf)
         if len(self._buf) > self._max:
             if not self._discarding:
                 out.append(ProtocolError(f"agent acp sent a line longer than {self._max} bytes; skipped"))
             self._discarding = True
             self._buf.clear()
+            self._scanned = 0
         return out
 
     def close(self) -> list[Message | ProtocolError]:
@@ -233,6 +237,7 @@ class MessageDecoder:
         if self._buf and not self._discarding:
             self._one(bytes(self._buf), out)
         self._buf.clear()
+        self._scanned = 0
         self._discarding = False
         return out
 
