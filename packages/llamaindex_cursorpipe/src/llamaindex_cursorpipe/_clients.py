@@ -1,0 +1,65 @@
+"""One ``CursorClient`` per event loop and configuration.
+
+A client owns loop-bound resources (httpx connections, subprocess pipes), so it must only ever be
+used from the loop it first ran on. Async calls use a client of the caller's running loop; sync
+calls run on the loop of ``cursorpipe.SyncBridge.default()`` and use that loop's client. Clients
+are shared between models with the same configuration so connection pools and warm agent
+processes are reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+from cursorpipe import CursorClient, CursorPipeConfig
+
+__all__ = ["client_for_loop", "close_clients"]
+
+_lock = threading.Lock()
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, CursorClient]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _key(overrides: Mapping[str, Any]) -> str:
+    # Hash instead of keeping the raw settings (which may hold an API key) as a readable dict key.
+    blob = json.dumps(dict(overrides), sort_keys=True, default=str).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()
+
+
+def client_for_loop(overrides: Mapping[str, Any]) -> CursorClient:
+    """The running loop's client for a configuration (created on first use; replaced once closed).
+
+    Must be called from inside a running loop. ``CursorPipeConfig`` validates the settings, so bad
+    values raise ``cursorpipe.ConfigurationError`` naming the setting.
+    """
+    loop = asyncio.get_running_loop()
+    key = _key(overrides)
+    with _lock:
+        per_loop = _clients.setdefault(loop, {})
+        client = per_loop.get(key)
+        if client is None or client.closed:
+            client = CursorClient(CursorPipeConfig(**overrides))
+            per_loop[key] = client
+        return client
+
+
+async def close_clients(overrides: Mapping[str, Any] | None = None) -> None:
+    """Close the running loop's clients (only the one for ``overrides`` when given)."""
+    loop = asyncio.get_running_loop()
+    with _lock:
+        per_loop = _clients.get(loop, {})
+        if overrides is None:
+            doomed = list(per_loop.values())
+            per_loop.clear()
+        else:
+            one = per_loop.pop(_key(overrides), None)
+            doomed = [one] if one is not None else []
+    for client in doomed:
+        await client.close()
