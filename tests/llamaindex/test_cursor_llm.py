@@ -22,7 +22,6 @@ from cursorpipe import (
     UsageEvent,
 )
 from llama_index.core.base.llms.base import BaseLLM
-from llama_index.core.callbacks import CallbackManager, CBEventType, LlamaDebugHandler, TokenCountingHandler
 from llama_index.core.base.llms.types import (
     AudioBlock,
     ChatMessage,
@@ -31,6 +30,7 @@ from llama_index.core.base.llms.types import (
     TextBlock,
     ThinkingBlock,
 )
+from llama_index.core.callbacks import CallbackManager, CBEventType, LlamaDebugHandler, TokenCountingHandler
 from llamaindex_cursorpipe import CursorLLM, _clients
 
 ROOT = Path(__file__).resolve().parents[2]
