@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..._redact import redact
-from ...errors import AgentCrashError, AuthenticationError, CursorPipeError, ProtocolError
+from ...errors import AgentCrashError, AuthenticationError, CursorPipeError, ProtocolError, SessionError
 from .._process import ManagedProcess
 from ._errors import crash_error
 from ._jsonrpc import (
@@ -217,7 +217,12 @@ class AcpConnection:
         arrives on the same queue after every update that preceded it."""
         queue: asyncio.Queue[TurnItem] = asyncio.Queue()
         if session_id in self._routes:
-            raise ProtocolError(f"session {session_id} already has a turn running", transport="acp")
+            raise SessionError(
+                f"The previous turn of session {session_id} is still finishing; try again shortly.",
+                code="session_busy",
+                retryable=True,
+                transport="acp",
+            )
         self._routes[session_id] = queue
         self._cancelled_sessions.discard(session_id)
         ident = next(self._ids)

@@ -481,7 +481,7 @@ class AcpTransport:
             handle = session.handle
             if handle.settling is not None:
                 # The previous turn was abandoned; let the agent confirm its cancel first.
-                await asyncio.wait({handle.settling}, timeout=ACP_CANCEL_GRACE_S)
+                await asyncio.wait({handle.settling}, timeout=ACP_CANCEL_GRACE_S + 1.0)
             if not handle.conn.alive:
                 raise SessionError(
                     f"Session {session.id} was lost when agent acp stopped; open a new session.",
