@@ -6,7 +6,7 @@ Two implementations: :mod:`._http1` (``RunSSE`` + ``BidiAppend`` over httpx, con
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Protocol
 
 from ..._proto.agent.v1 import agent_pb2 as pb
@@ -41,7 +41,7 @@ class Channel(Protocol):
     async def send(self, message: pb.AgentClientMessage) -> None:
         """Send one more client message (ordered)."""
 
-    def messages(self) -> AsyncIterator[pb.AgentServerMessage]:
+    def messages(self) -> AsyncGenerator[pb.AgentServerMessage, None]:
         """Server messages until the stream ends; raises ``ConnectCallError`` for an end-stream
         error and cursorpipe errors for transport failures."""
 
@@ -64,7 +64,7 @@ def parse_server_message(payload: bytes) -> pb.AgentServerMessage:
 
 async def decode_server_messages(
     chunks: AsyncIterator[bytes], headers: Mapping[str, str]
-) -> AsyncIterator[pb.AgentServerMessage]:
+) -> AsyncGenerator[pb.AgentServerMessage, None]:
     """Envelopes → messages. Returns normally on a success end-stream or on EOF (the caller decides
     whether EOF without ``turn_ended`` is a drop, connect.md §7); raises on an end-stream error."""
     decoder = EnvelopeDecoder()

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
 from urllib.parse import urlsplit
 
 import h2.config
@@ -260,8 +261,8 @@ class H2Connection:
                 await asyncio.wait_for(writer.wait_closed(), 2.0)
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+            # gather: the reader's own CancelledError is a result; a cancel aimed at us propagates.
+            await asyncio.gather(self._task, return_exceptions=True)
         for stream in self._streams.values():
             if not stream.ended:
                 stream.data.put_nowait(StreamDroppedError("The HTTP/2 connection was closed."))
@@ -293,7 +294,7 @@ class H2Channel:
             return
         await self._conn.send(self._stream, encode_envelope(message.SerializeToString()))
 
-    async def _chunks(self) -> AsyncIterator[bytes]:
+    async def _chunks(self) -> AsyncGenerator[bytes, None]:
         assert self._stream is not None
         while True:
             item = await self._stream.data.get()
@@ -304,7 +305,7 @@ class H2Channel:
             assert isinstance(item, bytes)
             yield item
 
-    async def messages(self) -> AsyncIterator[pb.AgentServerMessage]:
+    async def messages(self) -> AsyncGenerator[pb.AgentServerMessage, None]:
         """Server messages; raises on a non-200 status, an end-stream error or a dropped stream."""
         assert self._stream is not None
         stream = self._stream
@@ -317,8 +318,9 @@ class H2Channel:
                 status=status,
                 headers=stream.headers,
             )
-        async for msg in decode_server_messages(self._chunks(), stream.headers):
-            yield msg
+        async with aclosing(decode_server_messages(self._chunks(), stream.headers)) as decoded:
+            async for msg in decoded:
+                yield msg
 
     async def drain(self, timeout_s: float) -> None:
         """Wait (bounded) for the server to end the stream after a cancel (connect.md §6.4)."""

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextlib import aclosing
 
 import httpx
 
@@ -153,8 +154,9 @@ class Http1Channel:
                     status=response.status_code,
                     headers=response.headers,
                 )
-            async for msg in decode_server_messages(response.aiter_bytes(), response.headers):
-                self._queue.put_nowait(msg)
+            async with aclosing(decode_server_messages(response.aiter_bytes(), response.headers)) as decoded:
+                async for msg in decoded:
+                    self._queue.put_nowait(msg)
             self._queue.put_nowait(_EOF)
         except httpx.TransportError as exc:
             err = StreamDroppedError(
@@ -165,7 +167,7 @@ class Http1Channel:
         except (CursorPipeError, ConnectCallError) as exc:
             self._queue.put_nowait(exc)
 
-    async def messages(self) -> AsyncIterator[pb.AgentServerMessage]:
+    async def messages(self) -> AsyncGenerator[pb.AgentServerMessage, None]:
         """Server messages in order; raises the first failure of either half."""
         while True:
             item = await self._queue.get()

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -456,7 +456,7 @@ class ConnectTransport:
             try:
                 await channel.start(first)
                 heartbeat = asyncio.create_task(self._heartbeats(channel), name="cursorpipe-heartbeat")
-                async with aclosing(_as_gen(channel.messages())) as stream:
+                async with aclosing(channel.messages()) as stream:
                     while True:
                         try:
                             async with asyncio.timeout(self.stall_timeout_s):
@@ -510,23 +510,20 @@ class ConnectTransport:
                     exc.request_id = attempt_id
                 raise
             finally:
-                if heartbeat is not None:
-                    heartbeat.cancel()
-                    with contextlib.suppress(BaseException):
-                        await heartbeat
-                if not finished and not server_done:
-                    # The caller stopped (closed the generator or was cancelled), or the stream
-                    # stalled/broke: tell Cursor to stop generating (§5.4 cancel_action). When the
-                    # caller stopped, give the server up to CANCEL_GRACE_S to end the stream, as the
-                    # SDK does (§6.4); then tear the call down.
-                    with contextlib.suppress(Exception):
-                        async with asyncio.timeout(min(self.cancel_grace_s, 2.0)):
-                            await channel.send(cancel_message())
-                    if caller_stopped:
-                        await channel.drain(self.cancel_grace_s)
-                await channel.aclose()
-
-
-async def _as_gen(it: AsyncIterator[pb.AgentServerMessage]) -> AsyncGenerator[pb.AgentServerMessage, None]:
-    async for item in it:
-        yield item
+                try:
+                    if heartbeat is not None:
+                        heartbeat.cancel()
+                        await asyncio.gather(heartbeat, return_exceptions=True)
+                    if not finished and not server_done:
+                        # The caller stopped (closed the generator or was cancelled), or the
+                        # stream stalled/broke: tell Cursor to stop generating (§5.4
+                        # cancel_action). When the caller stopped, give the server up to
+                        # CANCEL_GRACE_S to end the stream, as the SDK does (§6.4).
+                        with contextlib.suppress(CursorPipeError, OSError, TimeoutError):
+                            async with asyncio.timeout(min(self.cancel_grace_s, 2.0)):
+                                await channel.send(cancel_message())
+                        if caller_stopped:
+                            await channel.drain(self.cancel_grace_s)
+                finally:
+                    # Even if we are cancelled again during the polite part above.
+                    await channel.aclose()
