@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -82,7 +83,7 @@ class AcpConnection:
         self._on_exit: list[Callable[[AcpConnection, CursorPipeError], None]] = []
         self.init_result: dict[str, Any] = {}
         self.noise_lines = 0
-        self.permission_answers: list[str] = []
+        self.permission_answers: deque[str] = deque(maxlen=64)  # recent answers, for diagnostics
         self._reader = asyncio.create_task(self._read_loop(), name=f"acp-reader-{proc.pid}")
 
     # ---- lifecycle ----------------------------------------------------------------------------
