@@ -447,3 +447,15 @@ async def test_transport_direct_use_and_close(agent_bin: str) -> None:
     await transport.aclose()
     with pytest.raises(SessionError):
         await transport.list_models()
+
+
+@pytest.mark.slow
+async def test_concurrent_requests_do_not_cross_talk(make_client: Any, alive: Any, record: Any) -> None:
+    prompts = [f"concurrent prompt number {i}" for i in range(12)]
+    async with make_client() as client:
+        answers = await asyncio.gather(*(client.generate("auto", p) for p in prompts))
+        transport = await client.transport()
+        assert isinstance(transport, SubprocessTransport) and transport.running_pids == []
+    assert answers == [cat.expected_reply(p) for p in prompts]
+    pids = [e["pid"] for e in record.entries()]
+    assert len(set(pids)) == 12 and not any(alive(pid) for pid in pids)
