@@ -21,6 +21,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import httpx
 
 from ..._proto.agent.v1 import agent_pb2 as pb
 from ...errors import CursorPipeError, NetworkError, StreamDroppedError
@@ -77,7 +78,8 @@ class H2Connection:
         """Open the socket and exchange the HTTP/2 preface."""
         context: ssl.SSLContext | None = None
         if self.scheme == "https":
-            context = ssl.create_default_context()
+            # The same trust store as the httpx half (certifi, or SSL_CERT_FILE/SSL_CERT_DIR).
+            context = httpx.create_ssl_context()
             context.set_alpn_protocols(["h2"])
         try:
             async with asyncio.timeout(self._connect_timeout):
