@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -293,3 +296,15 @@ def test_console_script_and_module_entry_points() -> None:
         timeout=60,
     )
     assert json.loads(out.stdout)["result"] == cat.expected_reply("m")
+
+
+def test_executable_refuses_a_cache_dir_others_can_write(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    fresh = executable()
+    assert fresh.startswith(str(tmp_path)) and os.stat(os.path.dirname(fresh)).st_mode & 0o077 == 0
+    shutil.rmtree(os.path.dirname(fresh))
+    os.makedirs(os.path.dirname(fresh))
+    os.chmod(os.path.dirname(fresh), 0o777)  # noqa: S103 - a directory planted by another user
+    assert executable() == console_script()

@@ -118,9 +118,13 @@ def _cache_dir(kind: str) -> Path:
 
 
 def _write_executable(path: Path, content: str) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The temp directory is shared: only trust a cache directory we own and nobody else can write.
+    info = path.parent.stat()
+    if hasattr(os, "getuid") and (info.st_uid != os.getuid() or info.st_mode & 0o022):
+        raise PermissionError(f"refusing to use {path.parent}: not private to this user")
     if path.is_file() and path.read_text("utf-8") == content and os.access(path, os.X_OK):
         return str(path)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(content, "utf-8")
     tmp.chmod(0o755)
