@@ -376,8 +376,8 @@ class SubprocessTransport:
                 writer.cancel()
             await self._finish(proc, graceful=graceful)
             if writer is not None:
-                with contextlib.suppress(BaseException):
-                    await writer
+                # wait() neither raises the writer's outcome nor swallows our own cancellation
+                await asyncio.wait([writer])
 
 
 async def _feed_stdin(proc: ManagedProcess, data: bytes) -> None:
