@@ -1,0 +1,73 @@
+"""langchain-tests' standard integration suite for ChatCursor against the Cursor API emulator.
+
+The whole stack runs for real: ChatCursor -> CursorClient -> the connect transport (auth exchange,
+Connect framing, RunSSE/BidiAppend or h2 Run) -> the emulator on loopback. The emulator starts once
+per module in a thread, so the suite's sync tests (on cursorpipe's sync bridge loop) and async
+tests (on this module's loop) both reach it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from cursorpipe.testing.emulator import Emulator
+from langchain_core.language_models import BaseChatModel
+from langchain_cursorpipe import ChatCursor
+from langchain_tests.integration_tests import ChatModelIntegrationTests
+
+# Every async test of this module runs on one module-scoped loop (marked in conftest.py), so
+# ChatCursor keeps one client for it (clients are loop-bound) and the fixture below closes it.
+_STATE: dict[str, Emulator] = {}
+
+
+def _params() -> dict[str, Any]:
+    emu = _STATE["emu"]
+    return {"model": "auto", "strategy": "connect", "backend_url": emu.url, "api_key": emu.api_key}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def emulator() -> Iterator[Emulator]:
+    with Emulator.start_in_thread() as emu:
+        _STATE["emu"] = emu
+        try:
+            yield emu
+        finally:
+            ChatCursor(**_params()).close()  # the sync bridge loop's client
+            _STATE.clear()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", autouse=True)
+async def _close_async_client(emulator: Emulator) -> AsyncIterator[None]:
+    yield
+    await ChatCursor(**_params()).aclose()
+
+
+class TestChatCursorOverEmulator(ChatModelIntegrationTests):
+    """Standard integration tests; tool calling and structured output follow issue 7."""
+
+    @property
+    def chat_model_class(self) -> type[BaseChatModel]:
+        return ChatCursor
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return _params()
+
+    @property
+    def has_tool_calling(self) -> bool:
+        return False
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return False
+
+    @property
+    def has_structured_output(self) -> bool:
+        return False
+
+    @property
+    def model_override_value(self) -> str:
+        return "claude-4.5-sonnet"
