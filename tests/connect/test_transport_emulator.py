@@ -16,6 +16,7 @@ from cursorpipe import CursorClient, CursorPipeConfig
 from cursorpipe._proto.agent.v1 import agent_pb2 as pb
 from cursorpipe.errors import (
     AuthenticationError,
+    ConfigurationError,
     ModelNotFoundError,
     NetworkError,
     OutdatedClientError,
@@ -255,6 +256,17 @@ async def test_models_fall_back_to_rpc(emu: Emulator) -> None:
     assert any(r.path.endswith("/GetUsableModels") for r in emu.requests)
     assert emu.runs[-1].run_request is not None
     assert emu.runs[-1].run_request.requested_model.model_id == "gpt-5"  # canonical id sent
+
+
+async def test_model_variant_parameters_are_sent(emu: Emulator) -> None:
+    client, _ = make_client(emu, "never")
+    async with client:
+        assert await client.generate("sonnet-4.5[thinking=true]", "think") == expected_reply("think")
+        with pytest.raises(ConfigurationError, match="thinking"):
+            await client.generate("claude-4.5-sonnet[speed=fast]", "x")
+    rm = emu.runs[-1].run_request.requested_model  # type: ignore[union-attr]
+    assert rm.model_id == "claude-4.5-sonnet" and not rm.max_mode
+    assert [(p.id, p.value) for p in rm.parameters] == [("thinking", "true")]
 
 
 async def test_unknown_model_rejected_before_the_run(emu: Emulator) -> None:

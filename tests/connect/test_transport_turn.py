@@ -312,3 +312,46 @@ def test_history_image_is_base64() -> None:
     )
     hist = msg.run_request.action.user_message_action.conversation_history.messages
     assert hist[0].user.content[0].image.data == base64.b64encode(b"img").decode()
+
+
+def test_choose_model_with_parameters_and_max_mode() -> None:
+    from cursorpipe.transports.connect._models import choose_model
+
+    models = parse_rest_models(
+        {
+            "items": [
+                {
+                    "id": "big",
+                    "aliases": ["b"],
+                    "parameters": [{"id": "effort", "values": [{"value": "low"}, {"value": "max"}]}],
+                    "variants": [
+                        {"params": [{"id": "effort", "value": "low"}]},
+                        {"params": [{"id": "effort", "value": "max"}], "isMaxMode": True},
+                    ],
+                },
+                {"id": "plain"},
+            ]
+        }
+    )
+    assert choose_model("b", models) == choose_model("big", models)
+    low = choose_model("big[effort=low]", models)
+    assert low is not None and low.id == "big" and low.parameters == (("effort", "low"),) and not low.max_mode
+    top = choose_model(" big [ effort = max ] ", models)
+    assert top is not None and top.max_mode
+    assert choose_model("missing[effort=low]", models) is None
+    with pytest.raises(ConfigurationError, match="effort"):
+        choose_model("big[speed=fast]", models)
+    with pytest.raises(ConfigurationError, match="low, max"):
+        choose_model("big[effort=medium]", models)
+    with pytest.raises(ConfigurationError):
+        choose_model("big[effort]", models)
+    msg = build_run_request(
+        req(ChatMessage.of("user", "x")),
+        ConversationState(),
+        model_id="big",
+        run_id="r",
+        model_parameters=(("effort", "max"),),
+        max_mode=True,
+    )
+    rm = msg.run_request.requested_model
+    assert rm.max_mode and [(p.id, p.value) for p in rm.parameters] == [("effort", "max")]

@@ -3,17 +3,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ..._proto.agent.v1 import agent_pb2 as pb
-from ...errors import ProtocolError
+from ...errors import ConfigurationError, ProtocolError
 from ...types import ModelInfo
 
 __all__ = [
     "AUTO_MODEL_ID",
     "MODELS_PATH",
     "USABLE_MODELS_PATH",
+    "ModelChoice",
+    "choose_model",
     "parse_rest_models",
     "parse_usable_models",
     "resolve_model",
@@ -88,3 +92,78 @@ def resolve_model(name: str, models: Iterable[ModelInfo]) -> str | None:
     if name.lower() in _AUTO_NAMES:
         return AUTO_MODEL_ID
     return None
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """What goes into ``RequestedModel`` (connect.md §5.2): canonical id, variant parameters and
+    ``max_mode``."""
+
+    id: str
+    parameters: tuple[tuple[str, str], ...] = ()
+    max_mode: bool = False
+
+
+_NAME = re.compile(r"\s*([^\[\]]+?)\s*(?:\[([^\[\]]*)\])?\s*")
+
+
+def _split_name(name: str) -> tuple[str, list[tuple[str, str]]]:
+    """``"claude-4.5-sonnet[thinking=true]"`` → ``("claude-4.5-sonnet", [("thinking", "true")])``."""
+    match = _NAME.fullmatch(name)
+    if match is None:
+        raise ConfigurationError(
+            f"Model name {name!r} is not of the form id or id[param=value,...].", code="invalid_model"
+        )
+    params: list[tuple[str, str]] = []
+    for item in filter(None, (p.strip() for p in (match.group(2) or "").split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigurationError(
+                f"Model parameter {item!r} in {name!r} must be written param=value.", code="invalid_model"
+            )
+        params.append((key.strip(), value.strip()))
+    return match.group(1), params
+
+
+def choose_model(name: str, models: Iterable[ModelInfo]) -> ModelChoice | None:
+    """Resolve ``name`` (id or alias, optionally with ``[param=value,...]`` variant parameters from
+    the model list, §9.1) to a :class:`ModelChoice`, or ``None`` when the account has no such model.
+
+    ``max_mode`` follows the SDK rule (§5.2): true when every listed variant matching the chosen
+    parameters is flagged ``isMaxMode``. Unknown parameters or values raise ``ConfigurationError``
+    naming the valid ones."""
+    base, params = _split_name(name)
+    listed = list(models)
+    resolved = resolve_model(base, listed)
+    if resolved is None:
+        return None
+    info = next((m for m in listed if m.id == resolved), None)
+    declared = {str(p.get("id")): p for p in (info.parameters if info else ()) if "id" in p}
+    for key, value in params:
+        spec = declared.get(key)
+        if spec is None:
+            valid = ", ".join(sorted(declared)) or "none"
+            raise ConfigurationError(
+                f"Model {resolved!r} has no parameter {key!r} (valid: {valid}).", code="invalid_model"
+            )
+        values = [str(v.get("value")) for v in spec.get("values") or () if isinstance(v, Mapping)]
+        if values and value not in values:
+            raise ConfigurationError(
+                f"Parameter {key!r} of model {resolved!r} takes one of: {', '.join(values)}.",
+                code="invalid_model",
+            )
+    variants = [
+        p["variant"] for p in (info.parameters if info else ()) if isinstance(p.get("variant"), Mapping)
+    ]
+    chosen = dict(params)
+    matching = [
+        v
+        for v in variants
+        if all(
+            chosen.get(str(vp.get("id")), str(vp.get("value"))) == str(vp.get("value"))
+            for vp in v.get("params") or ()
+            if isinstance(vp, Mapping)
+        )
+    ]
+    max_mode = bool(matching) and all(bool(v.get("isMaxMode")) for v in matching)
+    return ModelChoice(resolved, tuple(params), max_mode)

@@ -186,6 +186,8 @@ def build_run_request(
     *,
     model_id: str,
     run_id: str,
+    model_parameters: tuple[tuple[str, str], ...] = (),
+    max_mode: bool = False,
     history_mode: HistoryMode = "structured",
     resume: bool = False,
     checkpoint: bytes | None = None,
@@ -214,6 +216,10 @@ def build_run_request(
     run.conversation_state.SetInParent()
     run.mcp_tools.SetInParent()
     run.requested_model.model_id = model_id
+    if max_mode:
+        run.requested_model.max_mode = True  # §5.2: only set when true
+    for key, value in model_parameters:
+        run.requested_model.parameters.add(id=key, value=value)
     if resume:
         # connect.md §8.3: reconnect with resume_action and the latest checkpoint, same run_id.
         run.action.resume_action.SetInParent()

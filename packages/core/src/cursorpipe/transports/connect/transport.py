@@ -42,7 +42,14 @@ from ._codec import parse_unary_error
 from ._errors import map_connect_error
 from ._h2 import H2Channel, H2Connection
 from ._http1 import Http1Channel
-from ._models import MODELS_PATH, USABLE_MODELS_PATH, parse_rest_models, parse_usable_models, resolve_model
+from ._models import (
+    MODELS_PATH,
+    USABLE_MODELS_PATH,
+    ModelChoice,
+    choose_model,
+    parse_rest_models,
+    parse_usable_models,
+)
 from ._turn import (
     ConversationState,
     HistoryMode,
@@ -353,8 +360,9 @@ class ConnectTransport:
         # The most informative failure: the RPC's (it used the token) unless it was "unimplemented".
         raise errors[-1]
 
-    async def _resolve_model(self, name: str) -> str:
-        """The id to send for ``name``; ``ModelNotFoundError`` when the account cannot use it.
+    async def _resolve_model(self, name: str) -> ModelChoice:
+        """The ``RequestedModel`` for ``name`` (id or alias, optionally ``id[param=value,...]``);
+        ``ModelNotFoundError`` when the account cannot use it.
 
         If the catalogue cannot be fetched at all the name is sent as is (the server's
         ``ERROR_BAD_MODEL_NAME`` still maps to ``ModelNotFoundError``)."""
@@ -364,11 +372,11 @@ class ConnectTransport:
             if isinstance(exc, ConfigurationError | AuthenticationError):
                 raise
             log.warning("cursorpipe: could not load the model list (%s); not validating %r", exc.code, name)
-            return name
-        resolved = resolve_model(name, models)
-        if resolved is None:
+            return ModelChoice(name)
+        choice = choose_model(name, models)
+        if choice is None:
             raise ModelNotFoundError(name, [m.id for m in models], transport=self.name)
-        return resolved
+        return choice
 
     # ------------------------------------------------------------------------------------------
     # the turn
@@ -423,7 +431,7 @@ class ConnectTransport:
         state = session if session is not None else ConversationState(model=request.model)
         if state.closed:
             raise SessionError(f"Session {state.id} was discarded; open a new one.", transport=self.name)
-        model_id = await self._resolve_model(request.model)
+        model = await self._resolve_model(request.model)
         run_id = str(uuid.uuid4())
         machine = TurnMachine(state, workspace=self._workspace)
         base_checkpoint = state.checkpoint
@@ -443,7 +451,9 @@ class ConnectTransport:
             first = build_run_request(
                 request,
                 state,
-                model_id=model_id,
+                model_id=model.id,
+                model_parameters=model.parameters,
+                max_mode=model.max_mode,
                 run_id=run_id,
                 history_mode=self.history_mode,
                 resume=resume,
