@@ -20,6 +20,7 @@ from cursorpipe.testing.fake_agent.catalog import (
     AUTH_REQUIRED_ACP_MESSAGE,
     ENV_ACCOUNT,
     ENV_LATENCY,
+    ENV_STATE_DIR,
     MODELS,
     acp_model_ids,
     expected_reply,
@@ -347,3 +348,31 @@ async def test_concurrent_prompts_interleave(spawn: Any) -> None:
             order.append(msg["params"]["sessionId"])
     switches = sum(1 for a, b in itertools.pairwise(order) if a != b)
     assert switches >= 3
+
+
+async def test_session_load_replays_history_from_the_store(spawn: Any, tmp_path: Any) -> None:
+    env = {ENV_STATE_DIR: str(tmp_path)}
+    first = await spawn(env=env)
+    sid = await first.new_session()
+    await first.call(
+        "session/prompt", {"sessionId": sid, "prompt": [{"type": "text", "text": "remember me"}]}
+    )
+    second = await spawn(env=env)
+    missing, _ = await second.call("session/load", {"sessionId": "nope", "cwd": "/tmp", "mcpServers": []})
+    assert (
+        missing["error"]["code"] == -32602
+        and 'Session "nope" not found' in missing["error"]["data"]["message"]
+    )
+    answer, before = await second.call("session/load", {"sessionId": sid, "cwd": "/tmp", "mcpServers": []})
+    assert "sessionId" not in answer["result"] and "configOptions" in answer["result"]
+    replay = [
+        (m["params"]["update"]["sessionUpdate"], m["params"]["update"]["content"]["text"]) for m in before
+    ]
+    assert replay == [
+        ("user_message_chunk", "remember me"),
+        ("agent_message_chunk", expected_reply("remember me")),
+    ]
+    answer, _ = await second.call(
+        "session/prompt", {"sessionId": sid, "prompt": [{"type": "text", "text": "again"}]}
+    )
+    assert answer["result"]["stopReason"] == "end_turn"

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import shutil
 import signal
 import time
 from contextlib import aclosing
+from pathlib import Path
 
 import pytest
 from cursorpipe import (
@@ -46,6 +48,7 @@ from cursorpipe.testing.fake_agent.catalog import (
     ENV_INBAND_ERROR,
     ENV_LATENCY,
     ENV_NETWORK_ERROR,
+    ENV_STATE_DIR,
     MODELS,
     expected_reply,
     expected_thinking,
@@ -453,21 +456,47 @@ async def test_stdout_noise_is_tolerated(make_client: MakeClient, monkeypatch: p
     assert transport._conn is not None and transport._conn.noise_lines == 1
 
 
-async def test_session_is_lost_when_the_agent_restarts(make_client: MakeClient) -> None:
+async def _kill_and_wait_for_restart(transport: AcpTransport) -> None:
+    old_pid = transport.pid
+    assert old_pid is not None
+    os.kill(old_pid, signal.SIGKILL)
+    for _ in range(500):  # the agent is restarted in the background
+        if transport.pid not in (None, old_pid):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("agent acp was not restarted")
+
+
+async def test_session_survives_an_agent_restart(make_client: MakeClient, record: Record) -> None:
+    client = make_client(max_retries=0)
+    transport = await _transport(client)
+    async with client.session("gpt-5") as session:
+        assert (await session.prompt("one")).text == expected_reply("one")
+        await _kill_and_wait_for_restart(transport)
+        # acp.md §3.1: the new process loads the stored session; the history is intact.
+        second = await session.prompt("two")
+        assert second.text == expected_reply("two", ["one"])
+        assert session.session_id == record.calls("session/load")[0]["sessionId"]
+    assert transport.restarts == 1
+    assert len({p["sessionId"] for p in record.calls("session/prompt")}) == 1
+    # The stored session came back in ask mode and on its model: nothing had to be switched again.
+    switches = [(p["configId"], p["sessionId"]) for p in record.calls("session/set_config_option")]
+    assert switches == [("mode", session.session_id), ("model", session.session_id)]
+
+
+async def test_session_is_lost_when_it_cannot_be_reloaded(
+    make_client: MakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_STATE_DIR, str(tmp_path / "state"))
     client = make_client(max_retries=0)
     transport = await _transport(client)
     session = await client.create_session("auto")
     assert (await session.prompt("one")).text == expected_reply("one")
-    assert transport.pid is not None
-    old_pid = transport.pid
-    os.kill(old_pid, signal.SIGKILL)
-    for _ in range(200):  # the agent is restarted in the background
-        if transport.pid not in (None, old_pid):
-            break
-        await asyncio.sleep(0.02)
-    assert transport.restarts == 1
-    with pytest.raises(SessionError, match="open a new session"):
+    shutil.rmtree(tmp_path / "state")  # the agent's session store is gone
+    await _kill_and_wait_for_restart(transport)
+    with pytest.raises(SessionError, match="open a new session") as info:
         await session.prompt("two")
+    assert info.value.code == "session_lost"
     await session.discard()
     async with client.session("auto") as fresh:
         assert (await fresh.prompt("three")).text == expected_reply("three")

@@ -28,6 +28,10 @@ Behaviour (acp.md section in brackets):
   spelled into the text by :func:`permission_note`; the tool update says ``completed`` either way,
   as Cursor does), :data:`PLAN_MARKER` (a ``cursor/create_plan`` request the turn waits on, then a
   ``plan`` update) and :data:`HANG_MARKER` (never finishes until ``session/cancel``).
+* ``session/load`` restores a session from memory or from the fake's on-disk store (sessions are
+  saved after every completed turn, as Cursor keeps ``~/.cursor/acp-sessions``), replays its
+  history as ``user_message_chunk``/``agent_message_chunk`` updates and answers without
+  ``sessionId``; unknown ids get ``-32602`` (§3.1).
 * ``session/cancel`` is a notification; the running prompt answers ``{"stopReason":"cancelled"}``.
   Sent as a request it gets ``-32601`` (§4).
 * Account ``usage_limit``/``rate_limited``, an unroutable model and ``FAKE_AGENT_INBAND_ERROR`` put
@@ -151,6 +155,7 @@ class _Session:
     model: FakeModel
     mode: str = "agent"
     history: list[str] = field(default_factory=list)
+    replies: list[str] = field(default_factory=list)
     running: asyncio.Task[None] | None = None
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -185,6 +190,16 @@ class _Agent:
         self.auth_waits = env.get(ENV_AUTH_WAITS, "") == "1"
         self.parameterized = False
         self.sessions: dict[str, _Session] = {}
+        # acp.md §3.1: Cursor keeps ACP sessions on disk (~/.cursor/acp-sessions/<id>/), so a new
+        # process can session/load them. The fake keeps one JSON file per session next to the
+        # print mode's chat store.
+        if self.knobs.state_dir:
+            root = self.knobs.state_dir
+        elif env.get("CURSOR_DATA_DIR"):
+            root = os.path.join(env["CURSOR_DATA_DIR"], "fake-agent-chats")
+        else:
+            root = os.path.join(env.get("HOME") or os.path.expanduser("~"), ".cursor", "fake-agent-chats")
+        self.store = os.path.join(root, "acp-sessions")
         self.next_id = 0  # acp.md §4: Cursor numbers its own requests from 0
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -266,6 +281,7 @@ class _Agent:
             "initialize": self.initialize,
             "authenticate": self.authenticate,
             "session/new": self.new_session,
+            "session/load": self.load_session,
             "session/set_config_option": self.set_config_option,
             "session/set_model": self.set_model,
             "session/set_mode": self.set_mode,
@@ -408,6 +424,71 @@ class _Agent:
             },
         )
 
+    def _save(self, session: _Session) -> None:
+        try:
+            os.makedirs(self.store, exist_ok=True)
+            path = os.path.join(self.store, f"{session.id}.json")
+            with open(path + ".tmp", "w", encoding="utf-8") as fh:
+                json.dump(
+                    {
+                        "model": session.model.cli_id,
+                        "mode": session.mode,
+                        "history": session.history,
+                        "replies": session.replies,
+                    },
+                    fh,
+                )
+            os.replace(path + ".tmp", path)
+        except OSError as exc:
+            sys.stderr.write(f"fake agent: could not store session {session.id}: {exc}\n")
+
+    def _stored(self, sid: str) -> _Session | None:
+        if not sid or os.sep in sid or sid.startswith("."):
+            return None
+        try:
+            with open(os.path.join(self.store, f"{sid}.json"), encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (OSError, ValueError):
+            return None
+        model = find_model(str(data.get("model", ""))) or self.start_model
+        return _Session(
+            id=sid,
+            model=model,
+            mode=str(data.get("mode", "agent")),
+            history=list(data.get("history", [])),
+            replies=list(data.get("replies", [])),
+        )
+
+    def load_session(self, ident: Any, params: dict[str, Any]) -> None:
+        if not self.authenticated:
+            self.error(ident, -32000, "Authentication required", {"message": AUTH_REQUIRED_ACP_MESSAGE})
+            return
+        sid = params.get("sessionId")
+        session = self.sessions.get(sid) if isinstance(sid, str) else None
+        if session is None and isinstance(sid, str):
+            session = self._stored(sid)
+        if session is None:
+            # acp.md §3.1: unknown id → -32602 'Session "…" not found'.
+            self.error(ident, -32602, "Invalid params", {"message": f'Session "{sid}" not found'})
+            return
+        self.sessions[session.id] = session
+        # acp.md §3.1: the history is replayed as updates before the result, whose shape is that of
+        # session/new without sessionId.
+        for user, reply in zip(session.history, session.replies, strict=False):
+            self._chunk(session, "user_message_chunk", user)
+            self._chunk(session, "agent_message_chunk", reply)
+        self.result(
+            ident,
+            {
+                "modes": {"currentModeId": session.mode, "availableModes": _MODES},
+                "models": {
+                    "currentModelId": self._model_id(session.model),
+                    "availableModels": [{"modelId": self._model_id(m), "name": m.label} for m in MODELS],
+                },
+                "configOptions": self._config_options(session),
+            },
+        )
+
     def _set_model(self, ident: Any, session: _Session, value: Any) -> bool:
         model = next((m for m in MODELS if self._model_id(m) == value), None)
         if model is None:
@@ -535,6 +616,7 @@ class _Agent:
                 await session.cancel.wait()
                 raise _Cancelled
             reply = prefix + self._reply(session, text)
+            session_reply = reply
             for count, piece in enumerate(reply_chunks(reply), start=1):
                 self._chunk(session, "agent_message_chunk", piece)
                 if knobs.crash_after is not None and count >= knobs.crash_after:
@@ -548,6 +630,8 @@ class _Agent:
             self.result(ident, {"stopReason": "cancelled"})
             return
         session.history.append(text)
+        session.replies.append(session_reply)
+        self._save(session)
         # acp.md §4: no usage in the result, ever (PROBE §10.10).
         self.result(ident, {"stopReason": "end_turn"})
 

@@ -356,6 +356,32 @@ class AcpTransport:
             mode=mode if isinstance(mode, str) else None,
         )
 
+    async def _reload(self, lost: SessionHandle) -> SessionHandle:
+        """Re-open a dedicated session on a restarted agent with ``session/load`` (acp.md §3.1:
+        Cursor stores sessions on disk and replays them; older builds refused cross-process loads,
+        so failure is expected and reported as a lost session)."""
+        conn = await self._connection()
+        try:
+            async with asyncio.timeout(self._config.acp_startup_timeout_s):
+                result = await conn.call(
+                    "session/load", {"sessionId": lost.id, "cwd": self._cwd(), "mcpServers": []}
+                )
+        except (RpcCallError, TimeoutError) as exc:
+            raise SessionError(
+                f"Session {lost.id} was lost when agent acp stopped and could not be reloaded; "
+                "open a new session.",
+                code="session_lost",
+                transport=NAME,
+            ) from exc
+        # The replayed history arrived as updates for a session nobody routes yet: dropped.
+        reloaded = self._handle(
+            conn, {**result, "sessionId": lost.id} if isinstance(result, dict) else result
+        )
+        reloaded.used = True
+        await self._set_mode(reloaded)
+        log.info("acp: session %s reloaded after a restart", lost.id)
+        return reloaded
+
     async def _set_mode(self, handle: SessionHandle) -> None:
         """Cursor starts sessions in ``agent`` mode (acp.md §1.5, §3.1); switch to ask/plan."""
         wanted = self._config.default_mode
@@ -483,11 +509,7 @@ class AcpTransport:
                 # The previous turn was abandoned; let the agent confirm its cancel first.
                 await asyncio.wait({handle.settling}, timeout=ACP_CANCEL_GRACE_S + 1.0)
             if not handle.conn.alive:
-                raise SessionError(
-                    f"Session {session.id} was lost when agent acp stopped; open a new session.",
-                    code="session_lost",
-                    transport=NAME,
-                )
+                handle = session.handle = await self._reload(handle)
             # The agent keeps the history: send only the new messages.
             text = flatten_messages(request.messages)
             images = [i for m in request.messages if m.role == "user" for i in m.images]
