@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import time
 
 from _util import ms, rss_mib, stats, table
 from cursorpipe import CursorClient, CursorPipeConfig
 from cursorpipe.testing.fake_agent import executable
-from cursorpipe.testing.fake_agent.catalog import ENV_LATENCY, expected_reply
+from cursorpipe.testing.fake_agent.catalog import ENV_LATENCY, ENV_STATE_DIR, expected_reply
 from cursorpipe.transports.acp import AcpTransport
 
 CONCURRENCY = (1, 8, 32)
@@ -77,8 +78,10 @@ async def _measure(pool: int) -> list[list[object]]:
 
 async def main() -> None:
     os.environ[ENV_LATENCY] = "0"
-    rows = await _measure(pool=32)
-    rows += await _measure(pool=0)
+    with tempfile.TemporaryDirectory(prefix="bench-acp-") as state:
+        os.environ[ENV_STATE_DIR] = state  # the fake's session store, not ~/.cursor
+        rows = await _measure(pool=32)
+        rows += await _measure(pool=0)
     print("acp transport against the fake `agent acp` (zero simulated latency), per request:")
     print()
     print(
