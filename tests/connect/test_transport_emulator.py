@@ -5,6 +5,7 @@ sessions, models, every injected fault, cancellation, token refresh, and no secr
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -197,9 +198,12 @@ async def test_client_heartbeats(mode: str) -> None:
     assert emu.runs[-1].client_heartbeats >= 2
 
 
-async def test_images_reach_the_run_request(emu: Emulator) -> None:
-    client, _ = make_client(emu, "never")
-    png = "data:image/png;base64,iVBORw0KGgo="
+@pytest.mark.parametrize("mode", MODES)
+async def test_images_reach_the_run_request(emu: Emulator, mode: str) -> None:
+    client, _ = make_client(emu, mode)
+    # 400 KB: larger than HTTP/2's default 64 KiB flow-control window, so h2 must wait for updates.
+    big = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 1600).decode()
+    png = f"data:image/png;base64,{big}"
     async with client:
         await client.chat(
             "composer-2",
@@ -216,7 +220,7 @@ async def test_images_reach_the_run_request(emu: Emulator) -> None:
     run = emu.runs[-1]
     assert run.run_request is not None
     raw = run.run_request.action.user_message_action.user_message.SerializeToString()
-    assert b"\x89PNG" in raw and b"image/png" in raw
+    assert b"\x89PNG" in raw and b"image/png" in raw and len(raw) > 400_000
 
 
 async def test_concurrent_turns_share_one_h2_connection(emu: Emulator) -> None:
