@@ -65,7 +65,6 @@ class H2Connection:
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
         self._streams: dict[int, _Stream] = {}
-        self._lock = asyncio.Lock()
         self._dead: CursorPipeError | None = None
         self.streams_opened = 0
 
@@ -102,30 +101,38 @@ class H2Connection:
         await self._flush()
         self._task = asyncio.create_task(self._read_loop(), name=f"cursorpipe-h2-{self.authority}")
 
-    async def _flush(self) -> None:
+    # Writing: every change to the h2 state machine is followed, in the same synchronous step, by
+    # handing its bytes to the transport (_write), so frames leave in order without a lock. Only the
+    # backpressure wait (drain) suspends, and the reader never waits for it: a reader blocked
+    # behind a writer's drain is the classic HTTP/2 deadlock.
+    def _write(self) -> None:
         data = self._conn.data_to_send()
         if data and self._writer is not None:
             self._writer.write(data)
+
+    async def _flush(self) -> None:
+        self._write()
+        if self._writer is not None:
             await self._writer.drain()
 
     async def open(self, path: str, headers: Mapping[str, str]) -> _Stream:
         """Send request headers (no END_STREAM) and return the new stream."""
         if not self.alive:
             raise self._dead or NetworkError("The HTTP/2 connection is closed.", code="unavailable")
-        async with self._lock:
-            sid = self._conn.get_next_available_stream_id()
-            stream = _Stream(sid)
-            self._streams[sid] = stream
-            pseudo = [
-                (":method", "POST"),
-                (":scheme", self.scheme),
-                (":authority", self.authority),
-                (":path", path),
-            ]
-            self._conn.send_headers(sid, pseudo + [(k.lower(), v) for k, v in headers.items()])
-            await self._flush_guarded()
-            self.streams_opened += 1
-            return stream
+        sid = self._conn.get_next_available_stream_id()
+        stream = _Stream(sid)
+        self._streams[sid] = stream
+        pseudo = [
+            (":method", "POST"),
+            (":scheme", self.scheme),
+            (":authority", self.authority),
+            (":path", path),
+        ]
+        self._conn.send_headers(sid, pseudo + [(k.lower(), v) for k, v in headers.items()])
+        self._write()
+        self.streams_opened += 1
+        await self._flush_guarded()
+        return stream
 
     async def _flush_guarded(self) -> None:
         try:
@@ -142,28 +149,28 @@ class H2Connection:
                 raise StreamDroppedError("The HTTP/2 connection is gone.") from self._dead
             if stream.ended and stream.closed_local:
                 return
-            async with self._lock:
+            try:
+                window = min(
+                    self._conn.local_flow_control_window(stream.id), self._conn.max_outbound_frame_size
+                )
+            except (h2.exceptions.StreamClosedError, KeyError):
+                return  # the server already finished the stream; nothing left to say
+            if window > 0 or (not view and end_stream):
+                chunk = view[:window]
+                last = len(chunk) == len(view)
                 try:
-                    window = min(
-                        self._conn.local_flow_control_window(stream.id), self._conn.max_outbound_frame_size
-                    )
-                except (h2.exceptions.StreamClosedError, KeyError):
-                    return  # the server already finished the stream; nothing left to say
-                if window > 0 or (not view and end_stream):
-                    chunk = view[:window]
-                    last = len(chunk) == len(view)
-                    try:
-                        self._conn.send_data(stream.id, bytes(chunk), end_stream=end_stream and last)
-                    except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-                        return
-                    if end_stream and last:
-                        stream.closed_local = True
-                    await self._flush_guarded()
-                    view = view[len(chunk) :]
-                    if not view:
-                        return
-                    continue
-                stream.window.clear()
+                    self._conn.send_data(stream.id, bytes(chunk), end_stream=end_stream and last)
+                except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+                    return
+                self._write()
+                if end_stream and last:
+                    stream.closed_local = True
+                view = view[len(chunk) :]
+                await self._flush_guarded()
+                if not view:
+                    return
+                continue
+            stream.window.clear()
             await stream.window.wait()
 
     async def reset(self, stream: _Stream) -> None:
@@ -171,11 +178,10 @@ class H2Connection:
         self._streams.pop(stream.id, None)
         if self._dead is not None:
             return
-        async with self._lock:
-            with contextlib.suppress(Exception):
-                self._conn.reset_stream(stream.id, h2.errors.ErrorCodes.CANCEL)
-            with contextlib.suppress(Exception):
-                await self._flush()
+        with contextlib.suppress(Exception):
+            self._conn.reset_stream(stream.id, h2.errors.ErrorCodes.CANCEL)
+        with contextlib.suppress(Exception):
+            await self._flush()
 
     def release(self, stream: _Stream) -> None:
         """Forget a finished stream."""
@@ -207,8 +213,7 @@ class H2Connection:
                     return
                 for event in events:
                     self._dispatch(event)
-                async with self._lock:
-                    await self._flush()
+                self._write()  # acks, settings, window updates: never wait on drain here
         except (OSError, ConnectionError) as exc:
             self._fail(NetworkError(f"HTTP/2 read failed ({type(exc).__name__}).", code="unavailable"))
 
