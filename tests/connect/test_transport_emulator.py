@@ -464,8 +464,17 @@ async def test_closing_the_stream_sends_cancel(emu: Emulator, mode: str) -> None
         assert emu.runs[-1].outcome == "cancelled"
         assert client.active_requests == 0
         assert _other_tasks() - before <= _h2_reader(transport)
+        _assert_no_open_calls(transport)
     await asyncio.sleep(0)
     assert not (_other_tasks() - before)
+
+
+def _assert_no_open_calls(transport: ConnectTransport) -> None:
+    """No HTTP/2 stream and no in-use httpx connection is left behind."""
+    if transport._h2 is not None:
+        assert transport._h2._streams == {}
+    pool = transport._http._transport._pool  # type: ignore[attr-defined]
+    assert all(c.is_idle() or c.is_closed() for c in pool.connections)
 
 
 def _h2_reader(transport: ConnectTransport) -> set[asyncio.Task[Any]]:
@@ -477,7 +486,7 @@ def _h2_reader(transport: ConnectTransport) -> set[asyncio.Task[Any]]:
 async def test_task_cancellation_sends_cancel(emu: Emulator, mode: str) -> None:
     emu.behaviour.token_delay_s = 0.3
     emu.behaviour.chunks = 20
-    client, _ = make_client(emu, mode)
+    client, transport = make_client(emu, mode)
     got_first = asyncio.Event()
 
     async def consume() -> None:
@@ -492,6 +501,7 @@ async def test_task_cancellation_sends_cancel(emu: Emulator, mode: str) -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         await _wait_for(lambda: _cancel_sent(emu))
+        _assert_no_open_calls(transport)
         emu.behaviour.token_delay_s = 0.0
         # The transport still works after a cancelled turn.
         assert await client.generate("composer-2", "after") == expected_reply("after")
