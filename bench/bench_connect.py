@@ -279,36 +279,40 @@ async def transport_turn(client: CursorClient, text: str) -> tuple[float, float]
 
 async def bench(url: str, turns: int) -> list[list[object]]:
     rows: list[list[object]] = []
-    async with httpx.AsyncClient() as http:
+    labels = ["floor RunSSE+BidiAppend", "floor h2 Run", "connect RunSSE+BidiAppend", "connect h2 Run"]
+    results: dict[str, list[tuple[float, float]]] = {label: [] for label in labels}
+    configs = [
+        CursorPipeConfig(strategy="connect", backend_url=url, api_key=DEFAULT_API_KEY, use_http2=mode)
+        for mode in ("never", "always")
+    ]
+    async with (
+        httpx.AsyncClient() as http,
+        CursorClient(configs[0], transport=ConnectTransport(configs[0])) as sse_client,
+        CursorClient(configs[1], transport=ConnectTransport(configs[1])) as h2_client,
+    ):
         r = await http.post(
             url + "/auth/exchange_user_api_key",
             headers={"authorization": f"Bearer {DEFAULT_API_KEY}"},
             content=b"{}",
         )
         token = r.json()["accessToken"]
-        results: dict[str, list[tuple[float, float]]] = {}
-
-        samples = []
-        for i in range(turns + 2):
-            samples.append(await floor_runsse(http, url, token, f"floor {i}"))
-        results["floor RunSSE+BidiAppend"] = samples[2:]
-
         raw = RawH2(url)
         await raw.connect()
-        samples = []
+        await sse_client.warmup()
+        await h2_client.warmup()
+        # Interleaved round robin, so load from other processes and warm-up drift hit every path
+        # alike; the first two rounds are warm-up and discarded.
         for i in range(turns + 2):
-            samples.append(await raw.turn(token, f"floor {i}"))
+            round_ = [
+                await floor_runsse(http, url, token, f"floor {i}"),
+                await raw.turn(token, f"floor {i}"),
+                await transport_turn(sse_client, f"turn {i}"),
+                await transport_turn(h2_client, f"turn {i}"),
+            ]
+            if i >= 2:
+                for label, sample in zip(labels, round_, strict=True):
+                    results[label].append(sample)
         await raw.close()
-        results["floor h2 Run"] = samples[2:]
-
-    for mode, label in (("never", "connect RunSSE+BidiAppend"), ("always", "connect h2 Run")):
-        config = CursorPipeConfig(
-            strategy="connect", backend_url=url, api_key=DEFAULT_API_KEY, use_http2=mode
-        )
-        async with CursorClient(config, transport=ConnectTransport(config)) as client:
-            await client.warmup()
-            samples = [await transport_turn(client, f"turn {i}") for i in range(turns + 2)]
-        results[label] = samples[2:]
 
     floors = {"RunSSE": results["floor RunSSE+BidiAppend"], "h2": results["floor h2 Run"]}
     for label, samples in results.items():
@@ -335,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = asyncio.run(bench(str(url), args.turns))
     print(
         f"Connect transport vs raw floor, emulator in a separate process, {args.turns} turns each "
-        "(after 2 warm-up turns); times in ms, min / median / max.\n"
+        "(interleaved round robin after 2 warm-up rounds); times in ms, min / median / max.\n"
     )
     print(table(["path", "time to first token", "turn total", "overhead vs floor (median)"], rows))
     return 0
