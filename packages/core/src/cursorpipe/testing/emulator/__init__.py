@@ -23,6 +23,31 @@ and the end-stream frame. Cursor's official SDK completes turns against it (the 
         ...
 
     python -m cursorpipe.testing.emulator --host 127.0.0.1 --port 8765
+
+Tool calling (issue 7) through Cursor's MCP exec channel. When the run request offers tools in
+``AgentRunRequest.mcp_tools`` (build them with :func:`mcp_tool_definition`), the emulated model calls
+them: as scripted by ``Behaviour.tool_calls`` (a list of :class:`ToolCallScript` = one round of
+parallel calls; a callable ``(ToolContext) -> list[ToolCallScript]`` asked before every round;
+:func:`tool_rounds` for fixed multi-round scripts), else by the default rule
+:func:`default_tool_calls` (a tool named in the user text, "use the tool NAME", a word of the tool's
+name, or an instruction such as ``tool_choice: required``; arguments from
+:func:`default_tool_arguments`). Each call streams ``partial_tool_call`` updates (``args_text_delta``
+spells the arguments' JSON), ``tool_call_started``, then ``exec_server_message{id, mcp_args{name,
+tool_name, provider_identifier, tool_call_id, args}}``; the emulator waits (bounded by
+``Behaviour.tool_result_timeout_s``, restarted by exec heartbeats) for ``exec_client_message{id,
+mcp_result}`` (or ``throw``) plus ``stream_close{id}``, sends ``tool_call_completed`` with the result
+and answers with text that depends on it: :func:`expected_tool_reply` / :func:`expected_tools_reply`
+over the results as :func:`mcp_result_text` renders them. A lost result aborts the exec and ends the
+turn with Connect ``deadline_exceeded``. The schema has no ``tool_choice`` field, so tool choice is
+honoured only through the prompt. A stateless request whose history ends in the model's tool calls
+and their results (``trailing_conversation_history``, or the end of ``conversation_history`` with an
+empty user text; build them with :func:`history_user`, :func:`history_assistant_tool_calls`,
+:func:`history_tool_result`) gets the result-dependent answer directly. ``RunRecord.tools_offered``,
+``.tool_calls`` (:class:`ToolCallRecord`) and ``.tool_results`` (:class:`ToolResult`) record it all::
+
+    behaviour = Behaviour(tool_calls=[ToolCallScript("get_weather", {"city": "Oslo"})])
+    ...
+    assert turn.text == expected_tool_reply("get_weather", "sunny")
 """
 
 from __future__ import annotations
@@ -40,6 +65,22 @@ from ._behaviour import (
     expected_reply,
 )
 from ._server import DEFAULT_API_KEY, Emulator
+from ._tools import (
+    ToolCallRecord,
+    ToolCallScript,
+    ToolContext,
+    ToolResult,
+    default_tool_arguments,
+    default_tool_calls,
+    expected_tool_reply,
+    expected_tools_reply,
+    history_assistant_tool_calls,
+    history_tool_result,
+    history_user,
+    mcp_result_text,
+    mcp_tool_definition,
+    tool_rounds,
+)
 from ._turn import RunRecord
 
 __all__ = [
@@ -53,7 +94,21 @@ __all__ = [
     "RecordedRequest",
     "ReplyContext",
     "RunRecord",
+    "ToolCallRecord",
+    "ToolCallScript",
+    "ToolContext",
+    "ToolResult",
     "Usage",
+    "default_tool_arguments",
+    "default_tool_calls",
     "estimate_tokens",
     "expected_reply",
+    "expected_tool_reply",
+    "expected_tools_reply",
+    "history_assistant_tool_calls",
+    "history_tool_result",
+    "history_user",
+    "mcp_result_text",
+    "mcp_tool_definition",
+    "tool_rounds",
 ]

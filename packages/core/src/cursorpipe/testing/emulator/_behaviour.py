@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._tools import ToolCallsSpec, ToolResult
+
 __all__ = [
     "DEFAULT_MODELS",
     "DEFAULT_THINKING",
@@ -53,8 +55,10 @@ def estimate_tokens(text: str) -> int:
 @dataclass(frozen=True)
 class ReplyContext:
     """What a reply callable gets: the user ``text``, the ``turn`` number, ``history`` as
-    ``(role, text)`` pairs (checkpoint turns first, then ``conversation_history``), the
-    ``system_prompt`` (or ``""``), the requested ``model`` id and the raw ``run_request``."""
+    ``(role, text)`` pairs (checkpoint turns first, then ``conversation_history`` and
+    ``trailing_conversation_history``; a tool message's text is its result), the ``system_prompt``
+    (or ``""``), the requested ``model`` id, the raw ``run_request`` and the ``tool_results`` the
+    model saw this turn (from its own tool calls, or pending at the end of a stateless history)."""
 
     text: str
     turn: int
@@ -62,6 +66,7 @@ class ReplyContext:
     system_prompt: str
     model: str
     run_request: Any = None
+    tool_results: tuple[ToolResult, ...] = ()
 
     @property
     def earlier_user_messages(self) -> int:
@@ -195,6 +200,20 @@ class Behaviour:
         routed_model: when the requested model is ``auto``/``default``, send a ``routed_model``
             update naming this display name.
         max_tokens: ``token_details.max_tokens`` in checkpoints.
+        tool_calls: the tool calls the model makes when the run offers tools (``mcp_tools``): a list
+            of :class:`ToolCallScript` (one round, all sent in parallel), or a callable
+            ``(ToolContext) -> list[ToolCallScript]`` asked before every round until it returns
+            nothing (see :func:`tool_rounds`); ``None`` = the default rule
+            (:func:`default_tool_calls`) when ``auto_tool_calls`` is true. Without offered tools no
+            call is made.
+        auto_tool_calls: apply the default rule when ``tool_calls`` is ``None``.
+        tool_result_timeout_s: how long the model waits for a tool's ``mcp_result`` +
+            ``stream_close`` (each exec heartbeat from the client restarts the wait); then it aborts
+            the exec and ends the turn with Connect ``deadline_exceeded``.
+        max_tool_rounds: at most this many rounds of tool calls per turn.
+        tool_preamble: text streamed before the first round of tool calls.
+        request_context_per_tool_call: ask for the request context again once per tool call
+            (connect.md §6.1 [S CC]).
     """
 
     reply: str | Callable[[ReplyContext], str] | None = None
@@ -218,3 +237,9 @@ class Behaviour:
     default_model: str = "composer-2"
     routed_model: str | None = "Composer 2"
     max_tokens: int = 200_000
+    tool_calls: ToolCallsSpec | None = None
+    auto_tool_calls: bool = True
+    tool_result_timeout_s: float = 30.0
+    max_tool_rounds: int = 8
+    tool_preamble: str = ""
+    request_context_per_tool_call: bool = True

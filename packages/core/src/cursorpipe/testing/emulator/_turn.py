@@ -4,13 +4,23 @@ Order (connect.md §5-§7, official-sdk-as-peer.md §3): after the ``run_request
 system-prompt blob in the client's KV store (``set_blob``, awaited), fetches the earlier turns named by
 the client-held checkpoint (``get_blob``, connect.md §5.5), asks for the request context with an exec
 (awaited: result + ``stream_close``), optionally sends an interaction query (must be answered), then
-streams thinking and text deltas with token deltas, stores the new turn as a blob, sends the
-checkpoint, ``turn_ended`` with usage, and the end-stream frame. A ``cancel_action`` ends the turn.
+streams thinking, then (when the run offers tools and the behaviour calls some) rounds of tool calls
+through the MCP exec channel, then text deltas with token deltas, stores the new turn as a blob, sends
+the checkpoint, ``turn_ended`` with usage, and the end-stream frame. A ``cancel_action`` ends the turn.
+
+A tool call (issue 7; the order of the updates is [G], the schema gives the messages but no capture
+shows their sequence): ``partial_tool_call`` updates whose ``args_text_delta`` spell the arguments'
+JSON (the first already names the tool), ``tool_call_started`` with the full ``McpArgs``, optionally
+a ``request_context_args`` exec (connect.md §6.1 [S CC]: once per tool call), then
+``exec_server_message{id, mcp_args}``; once every call of the round has its ``mcp_result`` (or
+``throw``) and ``stream_close``, a ``tool_call_completed`` per call carrying the result, and the
+model goes on (another round, or the answer that depends on the results).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import time
@@ -27,6 +37,21 @@ from ._behaviour import (
     ReplyContext,
     estimate_tokens,
     expected_reply,
+)
+from ._tools import (
+    ToolCallRecord,
+    ToolCallScript,
+    ToolContext,
+    ToolResult,
+    default_tool_arguments,
+    default_tool_calls,
+    expected_tools_reply,
+    history_user,
+    mcp_result_text,
+    pending_history_results,
+    tool_definitions,
+    tool_schema,
+    value_of,
 )
 
 __all__ = ["RunRecord", "TurnIO", "run_turn"]
@@ -69,6 +94,12 @@ class RunRecord:
     fault: Fault | None = None
     outcome: str = "running"
     finished: bool = False
+    #: names of the tools the run request offered (``mcp_tools``), in order
+    tools_offered: list[str] = field(default_factory=list)
+    #: every tool call the model made, with the client's answer
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    #: the tool results the answer was based on (stateless history first, then this run's)
+    tool_results: list[ToolResult] = field(default_factory=list)
 
 
 class _Cancelled(Exception):
@@ -101,7 +132,8 @@ def _user_text(msg: agent_pb2.ConversationHistoryMessage) -> tuple[str, str] | N
         parts = [c.text.text for c in msg.assistant.content if c.WhichOneof("content") == "text"]
         return ("assistant", "".join(parts))
     if case == "tool":
-        return ("tool", "")
+        parts = [c.text.text for c in msg.tool.content if c.WhichOneof("content") == "text"]
+        return ("tool", "".join(parts))
     return None
 
 
@@ -126,6 +158,9 @@ class _Turn:
         self.kv: dict[int, asyncio.Future[agent_pb2.KvClientMessage]] = {}
         self.exec_results: dict[int, asyncio.Future[agent_pb2.AgentClientMessage]] = {}
         self.exec_closed: dict[int, asyncio.Future[None]] = {}
+        self.exec_activity: dict[int, float] = {}
+        self.exec_heartbeats: dict[int, int] = {}
+        self.step = 0
         self.queries: dict[int, asyncio.Future[agent_pb2.InteractionResponse]] = {}
         self.cancelled = asyncio.Event()
         self.client_closed = asyncio.Event()
@@ -168,6 +203,11 @@ class _Turn:
                     closed = self.exec_closed.get(ctl.stream_close.id)
                     if closed is not None and not closed.done():
                         closed.set_result(None)
+                elif which == "heartbeat" and ctl.heartbeat.id in self.exec_activity:
+                    # connect.md §6.4: the client heartbeats a running exec every 3 s; a tool that
+                    # is still running is not a lost answer.
+                    self.exec_activity[ctl.heartbeat.id] = time.monotonic()
+                    self.exec_heartbeats[ctl.heartbeat.id] = self.exec_heartbeats.get(ctl.heartbeat.id, 0) + 1
             elif case == "interaction_response":
                 resp = msg.interaction_response
                 self.rec.interaction_responses.append(resp)
@@ -266,6 +306,13 @@ class _Turn:
         return res.blob_data if res.HasField("blob_data") else None
 
     async def exec(self, fill: Callable[[agent_pb2.ExecServerMessage], None]) -> agent_pb2.AgentClientMessage:
+        eid = await self.exec_send(fill)
+        answer: agent_pb2.AgentClientMessage = await self.wait_answer(self.exec_results[eid])
+        await self.wait_answer(self.exec_closed[eid])
+        return answer
+
+    async def exec_send(self, fill: Callable[[agent_pb2.ExecServerMessage], None]) -> int:
+        """Send an exec without waiting for its answer; returns its id."""
         eid, self.next_exec = self.next_exec, self.next_exec + 1
         loop = asyncio.get_running_loop()
         self.exec_results[eid] = loop.create_future()
@@ -275,9 +322,23 @@ class _Turn:
         msg.exec_server_message.exec_id = str(uuid.uuid4())
         fill(msg.exec_server_message)
         await self.send(msg)
-        answer: agent_pb2.AgentClientMessage = await self.wait_answer(self.exec_results[eid])
-        await self.wait_answer(self.exec_closed[eid])
-        return answer
+        return eid
+
+    async def exec_wait_bounded(self, eid: int, idle_limit_s: float) -> agent_pb2.AgentClientMessage | None:
+        """The answer (result + ``stream_close``) to exec ``eid``, or ``None`` once ``idle_limit_s``
+        seconds passed since it was sent or since the client's last exec heartbeat for it."""
+        self.exec_activity.setdefault(eid, time.monotonic())
+        res, closed = self.exec_results[eid], self.exec_closed[eid]
+        hb = self.b.heartbeat_interval_s
+        while not (res.done() and closed.done()):
+            left = idle_limit_s - (time.monotonic() - self.exec_activity[eid])
+            if left <= 0:
+                return None
+            step = left if hb is None else min(left, hb)
+            await self._race(asyncio.wait({res, closed}, timeout=step))
+            if not (res.done() and closed.done()) and hb is not None:
+                await self.heartbeat()
+        return res.result()
 
     async def query(self, kind: str) -> agent_pb2.InteractionResponse:
         qid, self.next_query = self.next_query, self.next_query + 1
@@ -397,7 +458,24 @@ class _Turn:
         if self.b.interaction_query:
             await self.query(self.b.interaction_query)
 
-        # 4. The model's output.
+        # 4. The model's output: thinking, tool calls (issue 7), the answer.
+        offered = tool_definitions(req)
+        self.rec.tools_offered = [d.name or d.tool_name for d in req.mcp_tools.mcp_tools]
+        trailing = action.user_message_action.trailing_conversation_history.messages
+        for m in trailing:
+            item = _user_text(m)
+            if item is not None:
+                history.append(item)
+        self.rec.history = tuple(history)
+        # A stateless tool exchange (OpenAI style): the model's tool calls and their results come
+        # after the user's message, in trailing_conversation_history [G: the name suggests it], or
+        # at the end of conversation_history with an empty user text. Either way the model answers
+        # from those results instead of calling again.
+        sequence = list(action.user_message_action.conversation_history.messages)
+        if text.strip():
+            sequence.append(history_user(text))
+        sequence += list(trailing)
+        pending, prior_rounds = pending_history_results(sequence)
         ctx = ReplyContext(
             text=text,
             turn=checkpoint_turns + 1,
@@ -406,16 +484,8 @@ class _Turn:
             model=req.requested_model.model_id or req.model_details.model_id,
             run_request=req,
         )
-        if self.b.reply is None:
-            reply = expected_reply(
-                text, checkpoint_turns + 1, ctx.earlier_user_messages, system_prompt=bool(system_prompt)
-            )
-        elif callable(self.b.reply):
-            reply = self.b.reply(ctx)
-        else:
-            reply = self.b.reply
         thinking = self.b.thinking(ctx) if callable(self.b.thinking) else self.b.thinking
-        self.rec.reply, self.rec.thinking = reply, thinking
+        self.rec.thinking = thinking
 
         first_delay = self.b.first_token_delay_s
         token_delay = self.b.token_delay_s
@@ -424,7 +494,8 @@ class _Turn:
         if self.fault is Fault.TOKEN_DELAY:
             token_delay = float(self.fault_args.get("seconds", 0.2))
 
-        await self.update(step_started={"step_id": 1})
+        self.step = 1
+        await self.update(step_started={"step_id": self.step})
         if ctx.model in ("auto", "default", "") and self.b.routed_model:
             await self.update(routed_model={"display_name": self.b.routed_model})
         for _ in range(self.b.heartbeats):
@@ -438,6 +509,23 @@ class _Turn:
             await self.update(
                 thinking_completed={"thinking_duration_ms": int((time.monotonic() - started) * 1000)}
             )
+        results = list(pending)
+        self.rec.tool_results = results
+        if offered and not await self._tool_phase(ctx, offered, results, prior_rounds, bool(pending)):
+            return
+        ctx = dataclasses.replace(ctx, tool_results=tuple(results))
+        if self.b.reply is None:
+            if results:
+                reply = expected_tools_reply(results)
+            else:
+                reply = expected_reply(
+                    text, checkpoint_turns + 1, ctx.earlier_user_messages, system_prompt=bool(system_prompt)
+                )
+        elif callable(self.b.reply):
+            reply = self.b.reply(ctx)
+        else:
+            reply = self.b.reply
+        self.rec.reply = reply
         pieces = _split(reply, self.b.chunks)
         for i, piece in enumerate(pieces):
             if i > 0 and token_delay > 0:
@@ -458,13 +546,19 @@ class _Turn:
                 self.rec.outcome = "dropped"
                 return
         await self.update(
-            step_completed={"step_id": 1, "step_duration_ms": int((time.monotonic() - started) * 1000)}
+            step_completed={
+                "step_id": self.step,
+                "step_duration_ms": int((time.monotonic() - started) * 1000),
+            }
         )
 
         # 5. Store the turn in the client's store, checkpoint, usage, end.
         turn_blob = await self.kv_set(json.dumps({"user": text, "assistant": reply}).encode())
         prompt_chars = self.b.system_prompt_blob + system_prompt + "".join(t for _, t in history) + text
-        usage = self._usage(prompt_chars, reply, thinking)
+        prompt_chars += "".join(d.name + d.description + d.input_schema_json for d in req.mcp_tools.mcp_tools)
+        prompt_chars += "".join(r.text for r in results)
+        calls_text = "".join(c.name + json.dumps(c.arguments) for c in self.rec.tool_calls)
+        usage = self._usage(prompt_chars, reply + calls_text, thinking)
         await self._checkpoint(
             system_blob, [*state.turns, turn_blob], usage["input_tokens"] + usage["output_tokens"]
         )
@@ -473,6 +567,170 @@ class _Turn:
         await self.io.end(None, None)
         self.ended = True
         self.rec.outcome = "completed"
+
+    # -- tool calls (issue 7) ---------------------------------------------------------------
+    async def _tool_phase(
+        self,
+        ctx: ReplyContext,
+        offered: dict[str, agent_pb2.McpToolDefinition],
+        results: list[ToolResult],
+        prior_rounds: int,
+        stateless: bool,
+    ) -> bool:
+        """Rounds of tool calls until the script (or the default rule) has none left; ``False`` if
+        the turn ended here (a tool result never came)."""
+        spec = self.b.tool_calls
+        round_no = prior_rounds + 1
+        for _ in range(max(0, self.b.max_tool_rounds)):
+            tctx = ToolContext(
+                ctx.text, round_no, offered, tuple(results), ctx.system_prompt, ctx.run_request
+            )
+            calls: list[ToolCallScript]
+            if spec is None:
+                auto = self.b.auto_tool_calls and not stateless and round_no == 1
+                calls = default_tool_calls(offered, ctx.text, ctx.system_prompt) if auto else []
+            elif callable(spec):
+                calls = list(spec(tctx) or ())
+            else:
+                calls = list(spec) if round_no == 1 and not stateless else []
+            if not calls:
+                return True
+            if not await self._tool_round(calls, round_no, offered, ctx.text, results):
+                return False
+            round_no += 1
+        return True
+
+    def _fill_args(
+        self, args: agent_pb2.McpArgs, rec: ToolCallRecord, d: agent_pb2.McpToolDefinition | None, full: bool
+    ) -> None:
+        args.name = d.name if d is not None else rec.name
+        args.tool_name = (d.tool_name or d.name) if d is not None else rec.name
+        args.tool_call_id = rec.call_id
+        args.provider_identifier = d.provider_identifier if d is not None else ""
+        if full:
+            for k, v in rec.arguments.items():
+                args.args[k].CopyFrom(value_of(v))
+
+    def _tool_update(
+        self, kind: str, rec: ToolCallRecord, d: agent_pb2.McpToolDefinition | None, *, full: bool = True
+    ) -> agent_pb2.AgentServerMessage:
+        msg = agent_pb2.AgentServerMessage()
+        upd = getattr(msg.interaction_update, kind)
+        upd.call_id = rec.call_id
+        upd.model_call_id = rec.call_id
+        upd.tool_call.tool_call_id = rec.call_id
+        self._fill_args(upd.tool_call.mcp_tool_call.args, rec, d, full)
+        if d is not None and d.description:
+            upd.tool_call.mcp_tool_call.description = d.description
+        return msg
+
+    async def _tool_round(
+        self,
+        calls: list[ToolCallScript],
+        round_no: int,
+        offered: dict[str, agent_pb2.McpToolDefinition],
+        text: str,
+        results: list[ToolResult],
+    ) -> bool:
+        prefix = (self.rec.run_request.run_id if self.rec.run_request else "")[:8] or "emu"
+        round_recs: list[tuple[ToolCallRecord, agent_pb2.McpToolDefinition | None, ToolCallScript]] = []
+        for call in calls:
+            d = offered.get(call.name)
+            args = (
+                dict(call.arguments)
+                if call.arguments is not None
+                else default_tool_arguments(tool_schema(d) if d is not None else {}, text, call.name)
+            )
+            n = len(self.rec.tool_calls) + 1
+            rec = ToolCallRecord(
+                call_id=call.call_id or f"call_{prefix}_{n}",
+                name=call.name,
+                arguments=args,
+                exec_id=0,
+                round=round_no,
+                offered=d is not None,
+            )
+            self.rec.tool_calls.append(rec)
+            round_recs.append((rec, d, call))
+        if self.b.tool_preamble and round_no == 1:
+            await self.update(text_delta={"text": self.b.tool_preamble})
+        # The model streams each call: argument deltas, then the complete call.
+        for rec, d, call in round_recs:
+            args_json = json.dumps(rec.arguments)
+            for piece in _split(args_json, call.args_chunks):
+                msg = self._tool_update("partial_tool_call", rec, d, full=False)
+                msg.interaction_update.partial_tool_call.args_text_delta = piece
+                await self.send(msg)
+            msg = self._tool_update("tool_call_started", rec, d)
+            msg.interaction_update.tool_call_started.tool_call.started_at_ms = int(time.time() * 1000)
+            await self.send(msg)
+        if self.b.request_context_per_tool_call and self.b.request_context:
+            for _ in round_recs:
+                await self.exec(lambda m: m.request_context_args.SetInParent())
+        # Parallel calls: every exec goes out before any answer is awaited.
+        for rec, d, _call in round_recs:
+
+            def fill(m: agent_pb2.ExecServerMessage, rec: ToolCallRecord = rec, d: Any = d) -> None:
+                self._fill_args(m.mcp_args, rec, d, True)
+
+            rec.exec_id = await self.exec_send(fill)
+            self.exec_activity[rec.exec_id] = time.monotonic()
+        for rec, d, _call in round_recs:
+            answer = await self.exec_wait_bounded(rec.exec_id, self.b.tool_result_timeout_s)
+            rec.exec_heartbeats = self.exec_heartbeats.get(rec.exec_id, 0)
+            rec.stream_closed = self.exec_closed[rec.exec_id].done()
+            if answer is None:
+                await self._tool_timeout(rec, [r for r, _, _ in round_recs])
+                return False
+            tool_result = agent_pb2.McpToolResult()
+            if answer.WhichOneof("message") == "exec_client_control_message":
+                rec.outcome = "throw"
+                rec.result_text = f"error: {answer.exec_client_control_message.throw.error}"
+                tool_result.error.error = answer.exec_client_control_message.throw.error
+                is_error = True
+            elif answer.exec_client_message.WhichOneof("message") == "mcp_result":
+                rec.result = answer.exec_client_message.mcp_result
+                rec.outcome = "result"
+                rec.result_text, is_error = mcp_result_text(rec.result)
+                _to_tool_result(rec.result, rec.result_text, tool_result)
+            else:
+                rec.outcome = "invalid"
+                got = answer.exec_client_message.WhichOneof("message")
+                await self.fail(
+                    "invalid_argument",
+                    f"emulator: exec {rec.exec_id} (mcp_args for tool call {rec.call_id}) was answered "
+                    f"with {got}, expected mcp_result (connect.md §6.1)",
+                )
+                return False
+            results.append(ToolResult(rec.call_id, rec.name, rec.result_text, is_error, "exec"))
+            msg = self._tool_update("tool_call_completed", rec, d)
+            tc = msg.interaction_update.tool_call_completed.tool_call
+            tc.mcp_tool_call.result.CopyFrom(tool_result)
+            tc.completed_at_ms = int(time.time() * 1000)
+            await self.send(msg)
+        await self.update(step_completed={"step_id": self.step, "step_duration_ms": 0})
+        self.step += 1
+        await self.update(step_started={"step_id": self.step})
+        return True
+
+    async def _tool_timeout(self, rec: ToolCallRecord, round_recs: list[ToolCallRecord]) -> None:
+        # A lost result: abort what is still running (exec_server_control_message.abort, connect.md
+        # §6) and end the turn with a clear error [G: Cursor's own limit and code are unknown].
+        for r in round_recs:
+            if r.outcome == "pending":
+                r.outcome = "timeout"
+                abort = agent_pb2.AgentServerMessage()
+                abort.exec_server_control_message.abort.id = r.exec_id
+                await self.send(abort)
+        await self.fail(
+            "deadline_exceeded",
+            f"emulator: no mcp_result for tool call {rec.call_id} ({rec.name}, exec {rec.exec_id}) "
+            f"within {self.b.tool_result_timeout_s:g} s",
+            25,
+            title="Tool call timed out",
+            detail=f"The client did not return the result of tool {rec.name!r} in time.",
+            is_retryable=False,
+        )
 
     def _usage(self, prompt: str, reply: str, thinking: str) -> dict[str, int]:
         u = self.b.usage
@@ -631,3 +889,18 @@ async def _first_message(io: TurnIO) -> agent_pb2.AgentClientMessage | None:
         return get.result()
     get.cancel()
     return None
+
+
+def _to_tool_result(result: agent_pb2.McpResult, text: str, out: agent_pb2.McpToolResult) -> None:
+    """``McpResult`` (the exec answer) → ``McpToolResult`` (what ``ToolCall.mcp_tool_call`` carries)."""
+    case = result.WhichOneof("result")
+    if case == "success":
+        out.success.CopyFrom(result.success)
+    elif case == "rejected":
+        out.rejected.CopyFrom(result.rejected)
+    elif case == "permission_denied":
+        out.permission_denied.CopyFrom(result.permission_denied)
+    elif case == "approved":
+        out.success.SetInParent()
+    else:
+        out.error.error = text

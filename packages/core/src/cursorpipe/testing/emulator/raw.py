@@ -6,6 +6,15 @@ Two variants: :func:`raw_turn_sse` (``RunSSE`` + ``BidiAppend`` on httpx, connec
 answer KV requests from an in-memory blob store, the request-context exec with a minimal context,
 decline every other exec (throw + stream_close) and reject interaction queries — the minimal client
 checklist of connect.md §10. No retries, no heartbeats (turns are short), no token refresh.
+
+Tools (issue 7): pass ``tools`` (``McpToolDefinition``s, see ``mcp_tool_definition``) to offer them
+in ``AgentRunRequest.mcp_tools`` and ``tool_handlers`` (name → ``(arguments) -> str | McpResult``) to
+answer the model's ``mcp_args`` execs with ``exec_client_message{id, mcp_result}`` + ``stream_close``:
+a string becomes ``McpResult.success`` with one text item, an exception ``McpResult.error``, a tool
+without handler ``McpResult.tool_not_found`` (with ``tool_handlers=None``, the default, ``mcp_args`` is
+declined with ``throw`` like every other exec). ``answer_tools=False`` leaves every ``mcp_args`` exec
+unanswered (to see the emulator's bounded wait). ``conversation_history`` / ``trailing_history`` fill
+``UserMessageAction.conversation_history`` / ``trailing_conversation_history`` (stateless requests).
 """
 
 from __future__ import annotations
@@ -13,18 +22,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from google.protobuf import json_format
 
 from ..._proto.agent.v1 import agent_pb2
 from ..._proto.aiserver.v1 import aiserver_pb2
 from ...transports.connect._codec import EndStream, EnvelopeDecoder, encode_envelope
 
-__all__ = ["RawTurn", "build_run_request", "exchange_token", "raw_turn_h2", "raw_turn_sse"]
+__all__ = ["RawTurn", "ToolHandler", "build_run_request", "exchange_token", "raw_turn_h2", "raw_turn_sse"]
+
+#: Answers one tool call: receives the decoded arguments, returns the result text or a full McpResult.
+ToolHandler = Callable[[dict[str, Any]], "str | agent_pb2.McpResult"]
 
 
 @dataclass
@@ -43,6 +56,14 @@ class RawTurn:
     first_token_s: float | None = None
     #: seconds since the start of the turn at which each text delta arrived
     delta_times: list[float] = field(default_factory=list)
+    #: the ``mcp_args`` of every tool exec the server sent, in order
+    tool_calls: list[agent_pb2.McpArgs] = field(default_factory=list)
+    #: call_id → the concatenated ``args_text_delta``s of its ``partial_tool_call`` updates
+    tool_args_text: dict[str, str] = field(default_factory=dict)
+    #: the tool-call updates (``partial_tool_call``, ``tool_call_started``, ``tool_call_completed``)
+    tool_updates: list[agent_pb2.InteractionUpdate] = field(default_factory=list)
+    #: exec ids the server aborted (``exec_server_control_message.abort``)
+    aborted_execs: list[int] = field(default_factory=list)
 
 
 def build_run_request(
@@ -52,8 +73,12 @@ def build_run_request(
     conversation_id: str | None = None,
     checkpoint: agent_pb2.ConversationStateStructure | None = None,
     run_id: str | None = None,
+    tools: Sequence[agent_pb2.McpToolDefinition] = (),
+    conversation_history: Sequence[agent_pb2.ConversationHistoryMessage] = (),
+    trailing_history: Sequence[agent_pb2.ConversationHistoryMessage] = (),
 ) -> agent_pb2.AgentClientMessage:
-    """An ``AgentClientMessage.run_request`` as the SDK builds it (agent-v1-minimal.md §9)."""
+    """An ``AgentClientMessage.run_request`` as the SDK builds it (agent-v1-minimal.md §9), with the
+    given tools in ``mcp_tools`` and the given history messages."""
     msg = agent_pb2.AgentClientMessage()
     r = msg.run_request
     if checkpoint is not None:
@@ -64,6 +89,12 @@ def build_run_request(
     r.action.user_message_action.user_message.mode = agent_pb2.AGENT_MODE_ASK
     r.requested_model.model_id = model
     r.mcp_tools.SetInParent()
+    r.mcp_tools.mcp_tools.extend(tools)
+    action = r.action.user_message_action
+    if conversation_history:
+        action.conversation_history.messages.extend(conversation_history)
+    if trailing_history:
+        action.trailing_conversation_history.messages.extend(trailing_history)
     r.conversation_id = conversation_id or str(uuid.uuid4())
     r.run_id = run_id or str(uuid.uuid4())
     r.next_interaction_query_id = 0
@@ -82,10 +113,38 @@ async def exchange_token(client: httpx.AsyncClient, base_url: str, api_key: str)
 class _Answerer:
     """Turns server messages into the client messages a minimal chat client sends back."""
 
-    def __init__(self, blobs: dict[bytes, bytes], result: RawTurn, started: float) -> None:
+    def __init__(
+        self,
+        blobs: dict[bytes, bytes],
+        result: RawTurn,
+        started: float,
+        tool_handlers: Mapping[str, ToolHandler] | None = None,
+        answer_tools: bool = True,
+    ) -> None:
         self.blobs = blobs
         self.result = result
         self.started = started
+        self.tool_handlers = None if tool_handlers is None else dict(tool_handlers)
+        self.answer_tools = answer_tools
+
+    def _mcp_result(self, args: agent_pb2.McpArgs) -> agent_pb2.McpResult:
+        handlers = self.tool_handlers or {}
+        handler = handlers.get(args.name) or handlers.get(args.tool_name)
+        result = agent_pb2.McpResult()
+        if handler is None:
+            result.tool_not_found.name = args.name
+            result.tool_not_found.available_tools.extend(sorted(handlers))
+            return result
+        arguments = {k: json_format.MessageToDict(v) for k, v in args.args.items()}
+        try:
+            out = handler(arguments)
+        except Exception as exc:  # a failing tool is a tool error, reported to the model
+            result.error.error = f"{type(exc).__name__}: {exc}"
+            return result
+        if isinstance(out, agent_pb2.McpResult):
+            return out
+        result.success.content.add().text.text = str(out)
+        return result
 
     def handle(self, msg: agent_pb2.AgentServerMessage) -> list[agent_pb2.AgentClientMessage]:
         self.result.server_messages.append(msg)
@@ -102,6 +161,13 @@ class _Answerer:
                 self.result.text += u.text_delta.text
             elif which == "thinking_delta":
                 self.result.thinking += u.thinking_delta.text
+            elif which in ("partial_tool_call", "tool_call_started", "tool_call_completed"):
+                self.result.tool_updates.append(u)
+                if which == "partial_tool_call":
+                    p = u.partial_tool_call
+                    self.result.tool_args_text[p.call_id] = (
+                        self.result.tool_args_text.get(p.call_id, "") + p.args_text_delta
+                    )
             elif which == "turn_ended":
                 self.result.turn_ended = True
                 te = u.turn_ended
@@ -132,9 +198,19 @@ class _Answerer:
                 if data is not None:
                     res.blob_data = data
             out.append(reply)
+        elif case == "exec_server_control_message":
+            self.result.aborted_execs.append(msg.exec_server_control_message.abort.id)
         elif case == "exec_server_message":
             ex = msg.exec_server_message
-            if ex.WhichOneof("message") == "request_context_args":
+            if ex.WhichOneof("message") == "mcp_args" and self.tool_handlers is not None:
+                self.result.tool_calls.append(ex.mcp_args)
+                if not self.answer_tools:
+                    return out
+                reply = agent_pb2.AgentClientMessage()
+                reply.exec_client_message.id = ex.id
+                reply.exec_client_message.mcp_result.CopyFrom(self._mcp_result(ex.mcp_args))
+                out.append(reply)
+            elif ex.WhichOneof("message") == "request_context_args":
                 reply = agent_pb2.AgentClientMessage()
                 reply.exec_client_message.id = ex.id
                 env = reply.exec_client_message.request_context_result.success.request_context.env
@@ -179,6 +255,11 @@ async def raw_turn_sse(
     token: str | None = None,
     mutate_first: Callable[[agent_pb2.AgentClientMessage], None] | None = None,
     io_timeout: float = 30.0,
+    tools: Sequence[agent_pb2.McpToolDefinition] = (),
+    tool_handlers: Mapping[str, ToolHandler] | None = None,
+    answer_tools: bool = True,
+    conversation_history: Sequence[agent_pb2.ConversationHistoryMessage] = (),
+    trailing_history: Sequence[agent_pb2.ConversationHistoryMessage] = (),
 ) -> RawTurn:
     """One turn over ``RunSSE`` + ``BidiAppend`` (connect.md §5.7)."""
     blobs = {} if blobs is None else blobs
@@ -211,12 +292,19 @@ async def raw_turn_sse(
             resp.raise_for_status()
 
         first = build_run_request(
-            text, model=model, checkpoint=checkpoint, conversation_id=conversation_id, run_id=request_id
+            text,
+            model=model,
+            checkpoint=checkpoint,
+            conversation_id=conversation_id,
+            run_id=request_id,
+            tools=tools,
+            conversation_history=conversation_history,
+            trailing_history=trailing_history,
         )
         if mutate_first is not None:
             mutate_first(first)
         started = asyncio.get_running_loop().time()
-        answerer = _Answerer(blobs, result, started)
+        answerer = _Answerer(blobs, result, started, tool_handlers, answer_tools)
         await append(first)  # before RunSSE on purpose: the server must buffer it
         rid = aiserver_pb2.BidiRequestId(request_id=request_id).SerializeToString()
         async with client.stream(
@@ -251,6 +339,12 @@ async def raw_turn_h2(
     token: str | None = None,
     extra_messages: list[agent_pb2.AgentClientMessage] | None = None,
     io_timeout: float = 30.0,
+    mutate_first: Callable[[agent_pb2.AgentClientMessage], None] | None = None,
+    tools: Sequence[agent_pb2.McpToolDefinition] = (),
+    tool_handlers: Mapping[str, ToolHandler] | None = None,
+    answer_tools: bool = True,
+    conversation_history: Sequence[agent_pb2.ConversationHistoryMessage] = (),
+    trailing_history: Sequence[agent_pb2.ConversationHistoryMessage] = (),
 ) -> RawTurn:
     """One turn over the full-duplex ``Run`` RPC on h2c prior knowledge (connect.md §5.6)."""
     import h2.config
@@ -283,15 +377,24 @@ async def raw_turn_h2(
         ],
     )
     started = asyncio.get_running_loop().time()
-    answerer = _Answerer(blobs, result, started)
+    answerer = _Answerer(blobs, result, started, tool_handlers, answer_tools)
 
     def send_msg(msg: agent_pb2.AgentClientMessage) -> None:
         result.sent.append(msg)
         conn.send_data(sid, encode_envelope(msg.SerializeToString()))
 
     first = build_run_request(
-        text, model=model, checkpoint=checkpoint, conversation_id=conversation_id, run_id=run_id
+        text,
+        model=model,
+        checkpoint=checkpoint,
+        conversation_id=conversation_id,
+        run_id=run_id,
+        tools=tools,
+        conversation_history=conversation_history,
+        trailing_history=trailing_history,
     )
+    if mutate_first is not None:
+        mutate_first(first)
     send_msg(first)
     for extra in extra_messages or []:
         send_msg(extra)
