@@ -350,6 +350,19 @@ async def test_unauthenticated_run_reexchanges_once(emu: Emulator, mode: str) ->
     assert emu.tokens_issued == 2 and len(emu.runs) == 2
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_expired_token_is_reexchanged(mode: str) -> None:
+    # Our clock is frozen, so the cached token still looks fresh to us; the server says it expired.
+    frozen = 1_000.0
+    async with Emulator(Behaviour(token_lifetime_s=0.5)) as emu:
+        client, _ = make_client(emu, mode, clock=lambda: frozen)
+        async with client:
+            assert await client.generate("composer-2", "one") == expected_reply("one")
+            await asyncio.sleep(0.7)
+            assert await client.generate("composer-2", "two") == expected_reply("two")
+    assert emu.tokens_issued == 2
+
+
 async def test_unauthenticated_twice_fails(emu: Emulator) -> None:
     client, _ = make_client(emu, "never")
     emu.inject(Fault.UNAUTHENTICATED, times=2)
