@@ -529,6 +529,6 @@ async def test_authenticate_waiting_for_a_browser_is_an_auth_error(
 ) -> None:
     monkeypatch.setenv(ENV_ACCOUNT, "logged_out")
     monkeypatch.setenv(ENV_AUTH_WAITS, "1")
-    client = make_client(acp_startup_timeout_s=1.0)
+    client = make_client(acp_startup_timeout_s=2.0)
     with pytest.raises(AuthenticationError, match="browser login"):
         await client.generate("auto", "hi")

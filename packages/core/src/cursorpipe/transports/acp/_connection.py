@@ -96,11 +96,9 @@ class AcpConnection:
         cwd: str,
         policy: PermissionPolicy,
         generation: int,
-        authenticate: bool,
         client_version: str,
-        auth_timeout_s: float = 15.0,
     ) -> AcpConnection:
-        """Spawn and run the handshake (acp.md §2). The caller bounds the time it may take."""
+        """Spawn and ``initialize`` (acp.md §2). The caller bounds the time it may take."""
         proc = await ManagedProcess.spawn(argv, env=env, cwd=cwd, name="agent acp")
         conn = cls(proc, policy=policy, generation=generation)
         try:
@@ -117,14 +115,13 @@ class AcpConnection:
                     "clientInfo": {"name": "cursorpipe", "version": client_version},
                 },
             )
-            if authenticate:
-                await conn._authenticate(auth_timeout_s)
         except BaseException:
             await conn.close()
             raise
         return conn
 
-    async def _authenticate(self, timeout_s: float) -> None:
+    async def authenticate(self, timeout_s: float) -> None:
+        """``authenticate`` with the first advertised method (acp.md §2); only for a stored login."""
         methods = self.init_result.get("authMethods") if isinstance(self.init_result, dict) else None
         method_id = "cursor_login"
         if isinstance(methods, list) and methods and isinstance(methods[0], dict):

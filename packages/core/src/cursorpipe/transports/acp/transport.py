@@ -266,11 +266,7 @@ class AcpTransport:
                     cwd=self._cwd(),
                     policy=self._config.acp_permission_policy,
                     generation=self._generation,
-                    # acp.md §2: a key or token already authenticates the process; authenticate
-                    # would re-check only the stored login and may open a browser.
-                    authenticate=not (api_key or token),
                     client_version=_version(),
-                    auth_timeout_s=min(ACP_AUTHENTICATE_TIMEOUT_S, timeout / 2),
                 )
         except TimeoutError as exc:
             raise AgentStartupError(
@@ -283,6 +279,15 @@ class AcpTransport:
                 f"agent acp refused initialize (JSON-RPC {exc.error.code}: {exc.error.text}).",
                 transport=NAME,
             ) from exc
+        if not (api_key or token):
+            # acp.md §2: a key or token already authenticates the process (and `authenticate` would
+            # re-check only the stored login, possibly opening a browser), so only a stored login
+            # is checked. It has its own deadline: a wait here means "not logged in", not "slow".
+            try:
+                await conn.authenticate(min(ACP_AUTHENTICATE_TIMEOUT_S, timeout))
+            except BaseException:
+                await conn.close()
+                raise
         conn.on_exit(self._on_exit)
         log.info("acp: agent acp started (pid %d)", conn.pid)
         return conn
