@@ -7,7 +7,9 @@ import inspect
 import pytest
 
 #: Modules whose async tests share one module-scoped loop (see the module docstrings).
-MODULE_LOOP_MODULES = frozenset({"test_standard_integration_emulator", "test_chat_cursor_emulator"})
+MODULE_LOOP_MODULES = frozenset(
+    {"test_standard_integration_emulator", "test_chat_cursor_emulator", "test_live"}
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
