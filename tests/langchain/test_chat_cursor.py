@@ -428,6 +428,27 @@ def test_clients_are_built_from_fields_once_per_loop(monkeypatch: pytest.MonkeyP
     llm.close()
 
 
+def test_a_loops_client_is_closed_with_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    transports: list[MockTransport] = []
+
+    def fake_client(config: CursorPipeConfig) -> CursorClient:
+        transports.append(MockTransport())
+        return CursorClient(config, transport=transports[-1])
+
+    monkeypatch.setattr(_clients, "CursorClient", fake_client)
+    llm = ChatCursor(strategy="connect")
+
+    async def twice() -> None:
+        await llm.ainvoke("one")
+        await llm.ainvoke("two")
+
+    asyncio.run(twice())  # no aclose(): asyncio.run's shutdown closes the loop's client
+    assert len(transports) == 1
+    assert transports[0].closed
+    asyncio.run(twice())
+    assert len(transports) == 2 and transports[1].closed
+
+
 def test_bad_config_field_is_a_typed_error() -> None:
     llm = ChatCursor(strategy="carrier-pigeon")
     with pytest.raises(ConfigurationError, match="STRATEGY"):

@@ -3,11 +3,10 @@ sessions and typed errors through the connect transport."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from cursorpipe import RateLimitError, UsageLimitError
 from cursorpipe.testing.emulator import DEFAULT_THINKING, Emulator, Fault, expected_reply
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -30,12 +29,6 @@ def emulator() -> Iterator[Emulator]:
         finally:
             ChatCursor(**_params()).close()
             _STATE.clear()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module", autouse=True)
-async def _close_async_client(emulator: Emulator) -> AsyncIterator[None]:
-    yield
-    await ChatCursor(**_params()).aclose()
 
 
 @pytest.fixture

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from langchain_core.language_models import BaseChatModel
 from langchain_cursorpipe import ChatCursor
 from langchain_tests.integration_tests import ChatModelIntegrationTests
@@ -27,12 +26,6 @@ def _close_sync_client() -> Iterator[None]:
     yield
     if _API_KEY:
         ChatCursor(**_params()).close()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module", autouse=True)
-async def _close_async_client() -> AsyncIterator[None]:
-    yield
-    await ChatCursor(**_params()).aclose()
 
 
 def test_live_invoke_stream_and_usage() -> None:

@@ -3,23 +3,20 @@
 The whole stack runs for real: ChatCursor -> CursorClient -> the connect transport (auth exchange,
 Connect framing, RunSSE/BidiAppend or h2 Run) -> the emulator on loopback. The emulator starts once
 per module in a thread, so the suite's sync tests (on cursorpipe's sync bridge loop) and async
-tests (on this module's loop) both reach it.
+tests (each on its own loop, whose client ChatCursor closes together with the loop) both reach it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from cursorpipe.testing.emulator import Emulator
 from langchain_core.language_models import BaseChatModel
 from langchain_cursorpipe import ChatCursor
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 
-# Every async test of this module runs on one module-scoped loop (marked in conftest.py), so
-# ChatCursor keeps one client for it (clients are loop-bound) and the fixture below closes it.
 _STATE: dict[str, Emulator] = {}
 
 
@@ -37,12 +34,6 @@ def emulator() -> Iterator[Emulator]:
         finally:
             ChatCursor(**_params()).close()  # the sync bridge loop's client
             _STATE.clear()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module", autouse=True)
-async def _close_async_client(emulator: Emulator) -> AsyncIterator[None]:
-    yield
-    await ChatCursor(**_params()).aclose()
 
 
 class TestChatCursorOverEmulator(ChatModelIntegrationTests):

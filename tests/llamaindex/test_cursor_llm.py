@@ -329,3 +329,16 @@ def test_client_built_from_fields(monkeypatch: pytest.MonkeyPatch) -> None:
     assert built[0].max_retries == 1
     assert built[0].request_timeout_s == 9
     llm.close()
+
+
+def test_a_loops_client_is_closed_with_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    transports: list[MockTransport] = []
+
+    def fake_client(config: CursorPipeConfig) -> CursorClient:
+        transports.append(MockTransport())
+        return CursorClient(config, transport=transports[-1])
+
+    monkeypatch.setattr(_clients, "CursorClient", fake_client)
+    llm = CursorLLM(strategy="connect")
+    assert asyncio.run(llm.acomplete("one")).text == "echo: one"
+    assert len(transports) == 1 and transports[0].closed

@@ -5,16 +5,22 @@ used from the loop it first ran on. Async calls use a client of the caller's run
 calls run on the loop of ``cursorpipe.SyncBridge.default()`` and use that loop's client. Clients
 are shared between models with the same configuration so connection pools and warm agent
 processes are reused.
+
+Clients are closed with their loop: each loop's clients are watched by a small async generator
+registered with that loop, and ``asyncio.run`` (like ``asyncio.Runner`` and
+``SyncBridge.close``) closes every live async generator of a loop before closing the loop, so
+sockets and agent processes are released even when callers never call ``aclose()``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from cursorpipe import CursorClient, CursorPipeConfig
@@ -25,6 +31,31 @@ _lock = threading.Lock()
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, CursorClient]] = (
     weakref.WeakKeyDictionary()
 )
+# The loop tracks its async generators only weakly; these references keep the watchers alive.
+_watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _close_with_loop(clients: dict[str, CursorClient]) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        doomed = list(clients.values())
+        clients.clear()
+        for client in doomed:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+
+def _watch(loop: asyncio.AbstractEventLoop, clients: dict[str, CursorClient]) -> None:
+    watcher = _close_with_loop(clients)
+    # Advance it to its first yield right here, inside the running loop, so the loop's asyncgen
+    # "first iteration" hook registers it; nothing is awaited before that yield.
+    step = watcher.asend(None)
+    with contextlib.suppress(StopIteration):
+        step.send(None)
+    _watchers[loop] = watcher
 
 
 def _key(overrides: Mapping[str, Any]) -> str:
@@ -42,7 +73,10 @@ def client_for_loop(overrides: Mapping[str, Any]) -> CursorClient:
     loop = asyncio.get_running_loop()
     key = _key(overrides)
     with _lock:
-        per_loop = _clients.setdefault(loop, {})
+        per_loop = _clients.get(loop)
+        if per_loop is None:
+            per_loop = _clients[loop] = {}
+            _watch(loop, per_loop)
         client = per_loop.get(key)
         if client is None or client.closed:
             client = CursorClient(CursorPipeConfig(**overrides))
