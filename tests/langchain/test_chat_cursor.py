@@ -279,6 +279,19 @@ def test_streaming_true_fires_token_callbacks_on_invoke(mock: MockTransport) -> 
     assert len([t for t in seen if t]) >= 2
 
 
+async def test_streaming_true_fires_each_token_once_on_ainvoke(mock: MockTransport) -> None:
+    seen: list[str] = []
+
+    class Collect(BaseCallbackHandler):
+        def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+            seen.append(token)
+
+    llm = ChatCursor(client=CursorClient(transport=mock), streaming=True)
+    result = await llm.ainvoke("p q", config={"callbacks": [Collect()]})
+    assert result.content == "echo: p q"
+    assert "".join(seen) == "echo: p q"  # each token once, not once per layer
+
+
 # ------------------------------------------------------------------------------------------------
 # errors and cancellation
 # ------------------------------------------------------------------------------------------------
