@@ -25,7 +25,8 @@ and the end-stream frame. Cursor's official SDK completes turns against it (the 
     python -m cursorpipe.testing.emulator --host 127.0.0.1 --port 8765
 
 Tool calling (issue 7) through Cursor's MCP exec channel. When the run request offers tools in
-``AgentRunRequest.mcp_tools`` (build them with :func:`mcp_tool_definition`), the emulated model calls
+``AgentRunRequest.mcp_tools`` (build them with :func:`mcp_tool_definition`, which fills them as Cursor's
+official SDK fills its custom tools: provider ``custom-user-tools``), the emulated model calls
 them: as scripted by ``Behaviour.tool_calls`` (a list of :class:`ToolCallScript` = one round of
 parallel calls; a callable ``(ToolContext) -> list[ToolCallScript]`` asked before every round;
 :func:`tool_rounds` for fixed multi-round scripts), else by the default rule
@@ -66,6 +67,7 @@ from ._behaviour import (
 )
 from ._server import DEFAULT_API_KEY, Emulator
 from ._tools import (
+    CUSTOM_TOOLS_PROVIDER,
     ToolCallRecord,
     ToolCallScript,
     ToolContext,
@@ -84,6 +86,7 @@ from ._tools import (
 from ._turn import RunRecord
 
 __all__ = [
+    "CUSTOM_TOOLS_PROVIDER",
     "DEFAULT_API_KEY",
     "DEFAULT_MODELS",
     "DEFAULT_THINKING",

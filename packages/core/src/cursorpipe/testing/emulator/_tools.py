@@ -23,6 +23,7 @@ from google.protobuf import json_format, struct_pb2
 from ..._proto.agent.v1 import agent_pb2
 
 __all__ = [
+    "CUSTOM_TOOLS_PROVIDER",
     "ToolCallRecord",
     "ToolCallScript",
     "ToolContext",
@@ -46,7 +47,8 @@ class ToolCallScript:
     """One tool call the emulated model makes.
 
     Attributes:
-        name: the tool's name as offered in ``McpToolDefinition.name`` (a name that was not offered
+        name: the tool's name as offered: ``McpToolDefinition.tool_name`` (the bare function name)
+            or its wire ``name`` (a name that was not offered
             is still called: a hallucinated tool, the client should answer ``tool_not_found``).
         arguments: the call's arguments; ``None`` = derived from the tool's schema and the prompt by
             :func:`default_tool_arguments`.
@@ -196,23 +198,35 @@ def mcp_result_text(result: agent_pb2.McpResult) -> tuple[str, bool]:
 # -- definitions and history builders ---------------------------------------------------------
 
 
+#: The provider (MCP "server") Cursor's official SDK uses for a caller's own tools (cursor-sdk 1.1.0
+#: bundle, ``804.js``: ``Dt="custom-user-tools"``; custom-tools.d.ts).
+CUSTOM_TOOLS_PROVIDER = "custom-user-tools"
+
+
 def mcp_tool_definition(
     name: str,
     description: str = "",
     parameters: Mapping[str, Any] | None = None,
     *,
-    provider_identifier: str = "cursorpipe",
+    provider_identifier: str = CUSTOM_TOOLS_PROVIDER,
+    schema_json: bool = False,
 ) -> agent_pb2.McpToolDefinition:
-    """An ``McpToolDefinition`` for an OpenAI-style function tool, filled the way the emulator
-    reads it (and the way the connect transport should send it): ``name`` and ``tool_name`` = the
-    function name, ``provider_identifier`` = the caller's "server", ``description``, and the JSON
-    schema both as ``input_schema`` (``google.protobuf.Value``) and ``input_schema_json``."""
+    """An ``McpToolDefinition`` for an OpenAI-style function tool, built exactly as Cursor's official
+    SDK builds one for a custom tool (cursor-sdk 1.1.0, ``804.js``, the run request's ``mcpTools``):
+    ``provider_identifier="custom-user-tools"``, ``tool_name`` = the function name, ``name`` =
+    ``"custom-user-tools-" + name`` (the MCP wire identifier), ``description``, and the JSON schema
+    as ``input_schema`` (``google.protobuf.Value``). ``schema_json=True`` also sets
+    ``input_schema_json`` (the SDK does so only in the request context, under an option)."""
     schema = dict(parameters) if parameters is not None else {"type": "object", "properties": {}}
     d = agent_pb2.McpToolDefinition(
-        name=name, tool_name=name, provider_identifier=provider_identifier, description=description
+        name=f"{provider_identifier}-{name}" if provider_identifier else name,
+        tool_name=name,
+        provider_identifier=provider_identifier,
+        description=description,
     )
     json_format.ParseDict(schema, d.input_schema)
-    d.input_schema_json = json.dumps(schema, sort_keys=True)
+    if schema_json:
+        d.input_schema_json = json.dumps(schema, sort_keys=True)
     return d
 
 
@@ -232,11 +246,16 @@ def tool_schema(d: agent_pb2.McpToolDefinition) -> dict[str, Any]:
     return {}
 
 
+def tool_name_of(d: agent_pb2.McpToolDefinition) -> str:
+    """The name the model knows a tool by: ``tool_name`` (the bare function name), else ``name``."""
+    return d.tool_name or d.name
+
+
 def tool_definitions(req: agent_pb2.AgentRunRequest) -> dict[str, agent_pb2.McpToolDefinition]:
-    """The offered tools by name (``name``; ``tool_name`` as an alias when it differs)."""
+    """The offered tools by name: the bare ``tool_name`` first, the wire ``name`` as an alias."""
     out: dict[str, agent_pb2.McpToolDefinition] = {}
     for d in req.mcp_tools.mcp_tools:
-        for key in (d.name, d.tool_name):
+        for key in (d.tool_name, d.name):
             if key and key not in out:
                 out[key] = d
     return out
@@ -356,7 +375,7 @@ def default_tool_calls(
     everything = f"{hints}\n{text}"
     if _NONE_HINT.search(everything):
         return []
-    names = list(dict.fromkeys(d.name or d.tool_name for d in tools.values()))
+    names = list(dict.fromkeys(tool_name_of(d) for d in tools.values()))
     for name in names:
         if _named_hint(name, everything):
             return [ToolCallScript(name)]

@@ -50,6 +50,7 @@ from ._tools import (
     mcp_result_text,
     pending_history_results,
     tool_definitions,
+    tool_name_of,
     tool_schema,
     value_of,
 )
@@ -460,7 +461,7 @@ class _Turn:
 
         # 4. The model's output: thinking, tool calls (issue 7), the answer.
         offered = tool_definitions(req)
-        self.rec.tools_offered = [d.name or d.tool_name for d in req.mcp_tools.mcp_tools]
+        self.rec.tools_offered = [tool_name_of(d) for d in req.mcp_tools.mcp_tools]
         trailing = action.user_message_action.trailing_conversation_history.messages
         for m in trailing:
             item = _user_text(m)
@@ -603,8 +604,10 @@ class _Turn:
     def _fill_args(
         self, args: agent_pb2.McpArgs, rec: ToolCallRecord, d: agent_pb2.McpToolDefinition | None, full: bool
     ) -> None:
-        args.name = d.name if d is not None else rec.name
-        args.tool_name = (d.tool_name or d.name) if d is not None else rec.name
+        # As offered (the official SDK's executor takes tool_name, else name minus its
+        # "custom-user-tools-" prefix: cursor-sdk 1.1.0 804.js).
+        args.name = (d.name or d.tool_name) if d is not None else rec.name
+        args.tool_name = tool_name_of(d) if d is not None else rec.name
         args.tool_call_id = rec.call_id
         args.provider_identifier = d.provider_identifier if d is not None else ""
         if full:
@@ -644,7 +647,7 @@ class _Turn:
             n = len(self.rec.tool_calls) + 1
             rec = ToolCallRecord(
                 call_id=call.call_id or f"call_{prefix}_{n}",
-                name=call.name,
+                name=tool_name_of(d) if d is not None else call.name,
                 arguments=args,
                 exec_id=0,
                 round=round_no,
