@@ -61,6 +61,8 @@ PINNED = sorted(
         "ToolCall",
         "ToolCallDelta",
         "ToolCallEvent",
+        "ToolLoopError",
+        "ToolResultTimeoutError",
         "ToolSpec",
         "Transport",
         "TransportCapabilities",

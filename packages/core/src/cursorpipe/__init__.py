@@ -35,6 +35,8 @@ from .errors import (
     StreamDroppedError,
     StreamStalledError,
     StructuredOutputError,
+    ToolLoopError,
+    ToolResultTimeoutError,
     UsageLimitError,
 )
 from .session import CursorSession
@@ -97,6 +99,8 @@ __all__ = [
     "ToolCall",
     "ToolCallDelta",
     "ToolCallEvent",
+    "ToolLoopError",
+    "ToolResultTimeoutError",
     "ToolSpec",
     "Transport",
     "TransportCapabilities",

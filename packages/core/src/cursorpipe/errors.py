@@ -28,6 +28,8 @@ __all__ = [
     "StreamDroppedError",
     "StreamStalledError",
     "StructuredOutputError",
+    "ToolLoopError",
+    "ToolResultTimeoutError",
     "UsageLimitError",
 ]
 
@@ -125,6 +127,14 @@ class StreamStalledError(AgentTimeoutError):
         super().__init__(message, **kwargs)
 
 
+class ToolResultTimeoutError(AgentTimeoutError):
+    """A ``tool_handler`` did not return a tool call's result within ``tool_result_timeout_s``
+    (``CURSORPIPE_TOOL_RESULT_TIMEOUT_S``); the run was cancelled. ``details["tool_name"]`` and
+    ``details["tool_call_id"]`` name the call."""
+
+    default_code = "tool_result_timeout"
+
+
 class RateLimitError(CursorPipeError):
     """Cursor refused the request because of a rate limit; ``retry_after`` says when to retry."""
 
@@ -219,3 +229,10 @@ class StructuredOutputError(CursorPipeError):
     def __init__(self, message: str, *, raw: str = "", **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.raw = raw
+
+
+class ToolLoopError(CursorPipeError):
+    """The model kept calling tools for more rounds than allowed in one request (the client-side
+    tool loop of the emulated tool path, ``tool_handler`` on a transport without native tools)."""
+
+    default_code = "tool_rounds_exceeded"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeAlias
 
@@ -29,6 +29,7 @@ __all__ = [
     "ToolCall",
     "ToolCallDelta",
     "ToolCallEvent",
+    "ToolHandler",
     "ToolSpec",
     "TransportInfo",
     "TurnEnd",
@@ -111,6 +112,12 @@ class ToolSpec:
     name: str
     description: str = ""
     parameters: Mapping[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+ToolHandler: TypeAlias = Callable[[ToolCall], Awaitable[str]]
+"""A caller's tool executor: gets the model's :class:`ToolCall`, returns the result text. Passed as
+``tool_handler=`` it makes a turn *stateful*: results go back to the model inside the same turn.
+An exception it raises becomes an error result carrying the (redacted) exception text."""
 
 
 _ROLES: frozenset[str] = frozenset({"system", "user", "assistant", "tool", "developer"})
@@ -240,6 +247,11 @@ class TurnRequest:
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: str | Mapping[str, Any] | None = None
     request_id: str | None = None
+    tool_handler: ToolHandler | None = None
+    """Answers the model's native tool calls inside the turn (stateful tools); ``None`` = the turn
+    ends at the model's tool calls (``TurnEnd.stop_reason == "tool_calls"``, OpenAI style)."""
+    tool_result_timeout_s: float | None = None
+    """Bound on one ``tool_handler`` call (``None`` = the transport's default)."""
 
     @property
     def system(self) -> str:
