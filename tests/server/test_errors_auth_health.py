@@ -298,3 +298,20 @@ async def test_client_closed_outside_is_503(make_app):
     assert r.status_code == 503
     assert_openai_error(r.json(), code="client_closed")
     assert isinstance(client, CursorClient)
+
+
+async def test_startup_prewarms_pool_size(served):
+    s = await served(pool_size=3)
+    assert s.mock.started_with == [3]
+    assert (await s.http.get("/health/ready")).status_code == 200
+
+
+async def test_warmup_failure_does_not_block_startup(served):
+    class FailingWarmup(MockTransport):
+        async def start(self, *, pool_size: int = 0) -> None:
+            raise AuthenticationError("No Cursor credentials found. Set CURSOR_API_KEY.")
+
+    s = await served(FailingWarmup())
+    health = (await s.http.get("/health")).json()
+    assert health["phase"] == "ready" and "CURSOR_API_KEY" in health["warmup_error"]
+    assert (await s.http.post("/v1/chat/completions", json={"messages": USER})).status_code == 200
