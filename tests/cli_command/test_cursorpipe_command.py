@@ -17,7 +17,7 @@ from cursorpipe.testing.emulator import Emulator, expected_reply
 from cursorpipe.testing.fake_agent import executable
 from cursorpipe.testing.fake_agent.catalog import expected_reply as fake_reply
 
-ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - the bind the server must refuse without a token
+ALL_INTERFACES = "0.0.0.0"
 
 
 class FakeTTY(io.StringIO):
