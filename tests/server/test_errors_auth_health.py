@@ -315,3 +315,15 @@ async def test_warmup_failure_does_not_block_startup(served):
     health = (await s.http.get("/health")).json()
     assert health["phase"] == "ready" and "CURSOR_API_KEY" in health["warmup_error"]
     assert (await s.http.post("/v1/chat/completions", json={"messages": USER})).status_code == 200
+
+
+async def test_metrics_without_the_extra_is_501_naming_it(served, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    s = await served()
+    r = await s.http.get("/metrics")
+    assert r.status_code == 501
+    err = assert_openai_error(r.json(), code="metrics_unavailable")
+    assert "pip install 'cursorpipe[metrics]'" in err["message"]
+    assert (await s.http.post("/v1/chat/completions", json={"messages": USER})).status_code == 200
