@@ -48,6 +48,7 @@ KEEP: set[str] = _names(
     KvServerMessage KvClientMessage GetBlobArgs SetBlobArgs GetBlobResult SetBlobResult Error
     InteractionQuery WebSearchRequestQuery AskQuestionInteractionQuery WebFetchRequestQuery
     SwitchModeRequestQuery
+    McpInstructions McpMetaToolOptions McpDescriptor McpToolDescriptor
     GetUsableModelsRequest GetUsableModelsResponse GetDefaultModelForCliRequest GetDefaultModelForCliResponse
     """,
 ) | _names(

@@ -2708,6 +2708,80 @@ class McpAuthRequestResponse(_message.Message):
 Global___McpAuthRequestResponse: _TypeAlias = McpAuthRequestResponse  # noqa: Y015
 
 @_typing.final
+class McpDescriptor(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_NAME_FIELD_NUMBER: _builtins.int
+    SERVER_IDENTIFIER_FIELD_NUMBER: _builtins.int
+    FOLDER_PATH_FIELD_NUMBER: _builtins.int
+    SERVER_USE_INSTRUCTIONS_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    PLUGIN_FIELD_NUMBER: _builtins.int
+    MARKETPLACE_FIELD_NUMBER: _builtins.int
+    PLUGIN_DB_ID_FIELD_NUMBER: _builtins.int
+    MARKETPLACE_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_LABEL_FIELD_NUMBER: _builtins.int
+    server_name: _builtins.str
+    server_identifier: _builtins.str
+    folder_path: _builtins.str
+    server_use_instructions: _builtins.str
+    plugin: _builtins.str
+    marketplace: _builtins.str
+    plugin_db_id: _builtins.str
+    marketplace_id: _builtins.str
+    account_label: _builtins.str
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___McpToolDescriptor]: ...
+    def __init__(
+        self,
+        *,
+        server_name: _builtins.str = ...,
+        server_identifier: _builtins.str = ...,
+        folder_path: _builtins.str | None = ...,
+        server_use_instructions: _builtins.str | None = ...,
+        tools: _abc.Iterable[Global___McpToolDescriptor] | None = ...,
+        plugin: _builtins.str | None = ...,
+        marketplace: _builtins.str | None = ...,
+        plugin_db_id: _builtins.str | None = ...,
+        marketplace_id: _builtins.str | None = ...,
+        account_label: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_account_label", b"_account_label", "_folder_path", b"_folder_path", "_marketplace", b"_marketplace", "_marketplace_id", b"_marketplace_id", "_plugin", b"_plugin", "_plugin_db_id", b"_plugin_db_id", "_server_use_instructions", b"_server_use_instructions", "account_label", b"account_label", "folder_path", b"folder_path", "marketplace", b"marketplace", "marketplace_id", b"marketplace_id", "plugin", b"plugin", "plugin_db_id", b"plugin_db_id", "server_use_instructions", b"server_use_instructions"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_account_label", b"_account_label", "_folder_path", b"_folder_path", "_marketplace", b"_marketplace", "_marketplace_id", b"_marketplace_id", "_plugin", b"_plugin", "_plugin_db_id", b"_plugin_db_id", "_server_use_instructions", b"_server_use_instructions", "account_label", b"account_label", "folder_path", b"folder_path", "marketplace", b"marketplace", "marketplace_id", b"marketplace_id", "plugin", b"plugin", "plugin_db_id", b"plugin_db_id", "server_identifier", b"server_identifier", "server_name", b"server_name", "server_use_instructions", b"server_use_instructions", "tools", b"tools"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__account_label: _TypeAlias = _typing.Literal["account_label"]  # noqa: Y015
+    _WhichOneofArgType__account_label: _TypeAlias = _typing.Literal["_account_label", b"_account_label"]  # noqa: Y015
+    _WhichOneofReturnType__folder_path: _TypeAlias = _typing.Literal["folder_path"]  # noqa: Y015
+    _WhichOneofArgType__folder_path: _TypeAlias = _typing.Literal["_folder_path", b"_folder_path"]  # noqa: Y015
+    _WhichOneofReturnType__marketplace: _TypeAlias = _typing.Literal["marketplace"]  # noqa: Y015
+    _WhichOneofArgType__marketplace: _TypeAlias = _typing.Literal["_marketplace", b"_marketplace"]  # noqa: Y015
+    _WhichOneofReturnType__marketplace_id: _TypeAlias = _typing.Literal["marketplace_id"]  # noqa: Y015
+    _WhichOneofArgType__marketplace_id: _TypeAlias = _typing.Literal["_marketplace_id", b"_marketplace_id"]  # noqa: Y015
+    _WhichOneofReturnType__plugin: _TypeAlias = _typing.Literal["plugin"]  # noqa: Y015
+    _WhichOneofArgType__plugin: _TypeAlias = _typing.Literal["_plugin", b"_plugin"]  # noqa: Y015
+    _WhichOneofReturnType__plugin_db_id: _TypeAlias = _typing.Literal["plugin_db_id"]  # noqa: Y015
+    _WhichOneofArgType__plugin_db_id: _TypeAlias = _typing.Literal["_plugin_db_id", b"_plugin_db_id"]  # noqa: Y015
+    _WhichOneofReturnType__server_use_instructions: _TypeAlias = _typing.Literal["server_use_instructions"]  # noqa: Y015
+    _WhichOneofArgType__server_use_instructions: _TypeAlias = _typing.Literal["_server_use_instructions", b"_server_use_instructions"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__account_label) -> _WhichOneofReturnType__account_label | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__folder_path) -> _WhichOneofReturnType__folder_path | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__marketplace) -> _WhichOneofReturnType__marketplace | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__marketplace_id) -> _WhichOneofReturnType__marketplace_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__plugin) -> _WhichOneofReturnType__plugin | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__plugin_db_id) -> _WhichOneofReturnType__plugin_db_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__server_use_instructions) -> _WhichOneofReturnType__server_use_instructions | None: ...
+
+Global___McpDescriptor: _TypeAlias = McpDescriptor  # noqa: Y015
+
+@_typing.final
 class McpError(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -2789,6 +2863,54 @@ class McpImageContent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___McpImageContent: _TypeAlias = McpImageContent  # noqa: Y015
+
+@_typing.final
+class McpInstructions(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_NAME_FIELD_NUMBER: _builtins.int
+    INSTRUCTIONS_FIELD_NUMBER: _builtins.int
+    SERVER_IDENTIFIER_FIELD_NUMBER: _builtins.int
+    server_name: _builtins.str
+    instructions: _builtins.str
+    server_identifier: _builtins.str
+    def __init__(
+        self,
+        *,
+        server_name: _builtins.str = ...,
+        instructions: _builtins.str = ...,
+        server_identifier: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instructions", b"instructions", "server_identifier", b"server_identifier", "server_name", b"server_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___McpInstructions: _TypeAlias = McpInstructions  # noqa: Y015
+
+@_typing.final
+class McpMetaToolOptions(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENABLED_FIELD_NUMBER: _builtins.int
+    MCP_DESCRIPTORS_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    @_builtins.property
+    def mcp_descriptors(self) -> _containers.RepeatedCompositeFieldContainer[Global___McpDescriptor]: ...
+    def __init__(
+        self,
+        *,
+        enabled: _builtins.bool = ...,
+        mcp_descriptors: _abc.Iterable[Global___McpDescriptor] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "mcp_descriptors", b"mcp_descriptors"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___McpMetaToolOptions: _TypeAlias = McpMetaToolOptions  # noqa: Y015
 
 @_typing.final
 class McpPermissionDenied(_message.Message):
@@ -3122,6 +3244,60 @@ class McpToolDefinition(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__output_schema_json) -> _WhichOneofReturnType__output_schema_json | None: ...
 
 Global___McpToolDefinition: _TypeAlias = McpToolDefinition  # noqa: Y015
+
+@_typing.final
+class McpToolDescriptor(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_NAME_FIELD_NUMBER: _builtins.int
+    DEFINITION_PATH_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    INPUT_SCHEMA_FIELD_NUMBER: _builtins.int
+    INPUT_SCHEMA_JSON_FIELD_NUMBER: _builtins.int
+    ANNOTATIONS_JSON_FIELD_NUMBER: _builtins.int
+    tool_name: _builtins.str
+    definition_path: _builtins.str
+    description: _builtins.str
+    input_schema_json: _builtins.str
+    annotations_json: _builtins.str
+    @_builtins.property
+    def input_schema(self) -> _struct_pb2.Value: ...
+    def __init__(
+        self,
+        *,
+        tool_name: _builtins.str = ...,
+        definition_path: _builtins.str | None = ...,
+        description: _builtins.str | None = ...,
+        input_schema: _struct_pb2.Value | None = ...,
+        input_schema_json: _builtins.str | None = ...,
+        annotations_json: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_annotations_json", b"_annotations_json", "_definition_path", b"_definition_path", "_description", b"_description", "_input_schema", b"_input_schema", "_input_schema_json", b"_input_schema_json", "annotations_json", b"annotations_json", "definition_path", b"definition_path", "description", b"description", "input_schema", b"input_schema", "input_schema_json", b"input_schema_json"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_annotations_json", b"_annotations_json", "_definition_path", b"_definition_path", "_description", b"_description", "_input_schema", b"_input_schema", "_input_schema_json", b"_input_schema_json", "annotations_json", b"annotations_json", "definition_path", b"definition_path", "description", b"description", "input_schema", b"input_schema", "input_schema_json", b"input_schema_json", "tool_name", b"tool_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__annotations_json: _TypeAlias = _typing.Literal["annotations_json"]  # noqa: Y015
+    _WhichOneofArgType__annotations_json: _TypeAlias = _typing.Literal["_annotations_json", b"_annotations_json"]  # noqa: Y015
+    _WhichOneofReturnType__definition_path: _TypeAlias = _typing.Literal["definition_path"]  # noqa: Y015
+    _WhichOneofArgType__definition_path: _TypeAlias = _typing.Literal["_definition_path", b"_definition_path"]  # noqa: Y015
+    _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
+    _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
+    _WhichOneofReturnType__input_schema: _TypeAlias = _typing.Literal["input_schema"]  # noqa: Y015
+    _WhichOneofArgType__input_schema: _TypeAlias = _typing.Literal["_input_schema", b"_input_schema"]  # noqa: Y015
+    _WhichOneofReturnType__input_schema_json: _TypeAlias = _typing.Literal["input_schema_json"]  # noqa: Y015
+    _WhichOneofArgType__input_schema_json: _TypeAlias = _typing.Literal["_input_schema_json", b"_input_schema_json"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__annotations_json) -> _WhichOneofReturnType__annotations_json | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__definition_path) -> _WhichOneofReturnType__definition_path | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__description) -> _WhichOneofReturnType__description | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__input_schema) -> _WhichOneofReturnType__input_schema | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__input_schema_json) -> _WhichOneofReturnType__input_schema_json | None: ...
+
+Global___McpToolDescriptor: _TypeAlias = McpToolDescriptor  # noqa: Y015
 
 @_typing.final
 class McpToolError(_message.Message):
@@ -3654,6 +3830,7 @@ class RequestContext(_message.Message):
     TOOLS_FIELD_NUMBER: _builtins.int
     CONVERSATION_NOTES_LISTING_FIELD_NUMBER: _builtins.int
     SHARED_NOTES_LISTING_FIELD_NUMBER: _builtins.int
+    MCP_INSTRUCTIONS_FIELD_NUMBER: _builtins.int
     CLOUD_RULE_FIELD_NUMBER: _builtins.int
     WEB_SEARCH_ENABLED_FIELD_NUMBER: _builtins.int
     REPOSITORY_INFO_SHOULD_QUERY_PROD_FIELD_NUMBER: _builtins.int
@@ -3665,6 +3842,7 @@ class RequestContext(_message.Message):
     PR_ATTRIBUTION_MESSAGE_FIELD_NUMBER: _builtins.int
     SUPPORTS_MCP_AUTH_FIELD_NUMBER: _builtins.int
     GIT_REPO_INFO_COMPLETE_FIELD_NUMBER: _builtins.int
+    MCP_META_TOOL_OPTIONS_FIELD_NUMBER: _builtins.int
     READ_LINTS_ENABLED_FIELD_NUMBER: _builtins.int
     MCP_INFO_COMPLETE_FIELD_NUMBER: _builtins.int
     RULES_INFO_COMPLETE_FIELD_NUMBER: _builtins.int
@@ -3681,11 +3859,7 @@ class RequestContext(_message.Message):
     conversation_notes_listing: _builtins.str
     shared_notes_listing: _builtins.str
     cloud_rule: _builtins.str
-    """11 git_repos: agent.v1.GitRepoInfo (not in the subset: decoded as an unknown field)
-    13 project_layouts: agent.v1.LsDirectoryTreeNode (not in the subset: decoded as an unknown field)
-    14 mcp_instructions: agent.v1.McpInstructions (not in the subset: decoded as an unknown field)
-    15 debug_mode_config: agent.v1.DebugModeConfig (not in the subset: decoded as an unknown field)
-    """
+    """15 debug_mode_config: agent.v1.DebugModeConfig (not in the subset: decoded as an unknown field)"""
     web_search_enabled: _builtins.bool
     repository_info_should_query_prod: _builtins.bool
     """18 skill_options: agent.v1.SkillOptions (not in the subset: decoded as an unknown field)"""
@@ -3705,7 +3879,6 @@ class RequestContext(_message.Message):
     """
     git_repo_info_complete: _builtins.bool
     read_lints_enabled: _builtins.bool
-    """34 mcp_meta_tool_options: agent.v1.McpMetaToolOptions (not in the subset: decoded as an unknown field)"""
     mcp_info_complete: _builtins.bool
     rules_info_complete: _builtins.bool
     """37 non_file_rules: agent.v1.CursorRule (not in the subset: decoded as an unknown field)
@@ -3728,7 +3901,15 @@ class RequestContext(_message.Message):
         """6 repository_info: agent.v1.RepositoryIndexingInfo (not in the subset: decoded as an unknown field)"""
 
     @_builtins.property
+    def mcp_instructions(self) -> _containers.RepeatedCompositeFieldContainer[Global___McpInstructions]:
+        """11 git_repos: agent.v1.GitRepoInfo (not in the subset: decoded as an unknown field)
+        13 project_layouts: agent.v1.LsDirectoryTreeNode (not in the subset: decoded as an unknown field)
+        """
+
+    @_builtins.property
     def file_contents(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def mcp_meta_tool_options(self) -> Global___McpMetaToolOptions: ...
     @_builtins.property
     def disabled_team_rules(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """46 user_permissions_auto_run: agent.v1.PermissionsAutoRunInstructions (not in the subset: decoded as an unknown field)
@@ -3747,6 +3928,7 @@ class RequestContext(_message.Message):
         tools: _abc.Iterable[Global___McpToolDefinition] | None = ...,
         conversation_notes_listing: _builtins.str | None = ...,
         shared_notes_listing: _builtins.str | None = ...,
+        mcp_instructions: _abc.Iterable[Global___McpInstructions] | None = ...,
         cloud_rule: _builtins.str | None = ...,
         web_search_enabled: _builtins.bool | None = ...,
         repository_info_should_query_prod: _builtins.bool | None = ...,
@@ -3758,6 +3940,7 @@ class RequestContext(_message.Message):
         pr_attribution_message: _builtins.str | None = ...,
         supports_mcp_auth: _builtins.bool | None = ...,
         git_repo_info_complete: _builtins.bool | None = ...,
+        mcp_meta_tool_options: Global___McpMetaToolOptions | None = ...,
         read_lints_enabled: _builtins.bool | None = ...,
         mcp_info_complete: _builtins.bool | None = ...,
         rules_info_complete: _builtins.bool | None = ...,
@@ -3772,9 +3955,9 @@ class RequestContext(_message.Message):
         send_message_enabled: _builtins.bool | None = ...,
         admin_command_denylist: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_agent_skills_info_complete", b"_agent_skills_info_complete", "_cloud_rule", b"_cloud_rule", "_commit_attribution_message", b"_commit_attribution_message", "_conversation_notes_listing", b"_conversation_notes_listing", "_custom_subagents_info_complete", b"_custom_subagents_info_complete", "_env_info_complete", b"_env_info_complete", "_git_repo_info_complete", b"_git_repo_info_complete", "_git_status_info_complete", b"_git_status_info_complete", "_hooks_additional_context", b"_hooks_additional_context", "_mcp_file_system_info_complete", b"_mcp_file_system_info_complete", "_mcp_info_complete", b"_mcp_info_complete", "_pr_attribution_message", b"_pr_attribution_message", "_read_lints_enabled", b"_read_lints_enabled", "_repository_info_complete", b"_repository_info_complete", "_repository_info_should_query_prod", b"_repository_info_should_query_prod", "_rules_info_complete", b"_rules_info_complete", "_search_conversations_enabled", b"_search_conversations_enabled", "_send_message_enabled", b"_send_message_enabled", "_shared_notes_listing", b"_shared_notes_listing", "_supports_mcp_auth", b"_supports_mcp_auth", "_user_intent_summary", b"_user_intent_summary", "_web_fetch_enabled", b"_web_fetch_enabled", "_web_search_enabled", b"_web_search_enabled", "agent_skills_info_complete", b"agent_skills_info_complete", "cloud_rule", b"cloud_rule", "commit_attribution_message", b"commit_attribution_message", "conversation_notes_listing", b"conversation_notes_listing", "custom_subagents_info_complete", b"custom_subagents_info_complete", "env", b"env", "env_info_complete", b"env_info_complete", "git_repo_info_complete", b"git_repo_info_complete", "git_status_info_complete", b"git_status_info_complete", "hooks_additional_context", b"hooks_additional_context", "mcp_file_system_info_complete", b"mcp_file_system_info_complete", "mcp_info_complete", b"mcp_info_complete", "pr_attribution_message", b"pr_attribution_message", "read_lints_enabled", b"read_lints_enabled", "repository_info_complete", b"repository_info_complete", "repository_info_should_query_prod", b"repository_info_should_query_prod", "rules_info_complete", b"rules_info_complete", "search_conversations_enabled", b"search_conversations_enabled", "send_message_enabled", b"send_message_enabled", "shared_notes_listing", b"shared_notes_listing", "supports_mcp_auth", b"supports_mcp_auth", "user_intent_summary", b"user_intent_summary", "web_fetch_enabled", b"web_fetch_enabled", "web_search_enabled", b"web_search_enabled"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_agent_skills_info_complete", b"_agent_skills_info_complete", "_cloud_rule", b"_cloud_rule", "_commit_attribution_message", b"_commit_attribution_message", "_conversation_notes_listing", b"_conversation_notes_listing", "_custom_subagents_info_complete", b"_custom_subagents_info_complete", "_env_info_complete", b"_env_info_complete", "_git_repo_info_complete", b"_git_repo_info_complete", "_git_status_info_complete", b"_git_status_info_complete", "_hooks_additional_context", b"_hooks_additional_context", "_mcp_file_system_info_complete", b"_mcp_file_system_info_complete", "_mcp_info_complete", b"_mcp_info_complete", "_mcp_meta_tool_options", b"_mcp_meta_tool_options", "_pr_attribution_message", b"_pr_attribution_message", "_read_lints_enabled", b"_read_lints_enabled", "_repository_info_complete", b"_repository_info_complete", "_repository_info_should_query_prod", b"_repository_info_should_query_prod", "_rules_info_complete", b"_rules_info_complete", "_search_conversations_enabled", b"_search_conversations_enabled", "_send_message_enabled", b"_send_message_enabled", "_shared_notes_listing", b"_shared_notes_listing", "_supports_mcp_auth", b"_supports_mcp_auth", "_user_intent_summary", b"_user_intent_summary", "_web_fetch_enabled", b"_web_fetch_enabled", "_web_search_enabled", b"_web_search_enabled", "agent_skills_info_complete", b"agent_skills_info_complete", "cloud_rule", b"cloud_rule", "commit_attribution_message", b"commit_attribution_message", "conversation_notes_listing", b"conversation_notes_listing", "custom_subagents_info_complete", b"custom_subagents_info_complete", "env", b"env", "env_info_complete", b"env_info_complete", "git_repo_info_complete", b"git_repo_info_complete", "git_status_info_complete", b"git_status_info_complete", "hooks_additional_context", b"hooks_additional_context", "mcp_file_system_info_complete", b"mcp_file_system_info_complete", "mcp_info_complete", b"mcp_info_complete", "mcp_meta_tool_options", b"mcp_meta_tool_options", "pr_attribution_message", b"pr_attribution_message", "read_lints_enabled", b"read_lints_enabled", "repository_info_complete", b"repository_info_complete", "repository_info_should_query_prod", b"repository_info_should_query_prod", "rules_info_complete", b"rules_info_complete", "search_conversations_enabled", b"search_conversations_enabled", "send_message_enabled", b"send_message_enabled", "shared_notes_listing", b"shared_notes_listing", "supports_mcp_auth", b"supports_mcp_auth", "user_intent_summary", b"user_intent_summary", "web_fetch_enabled", b"web_fetch_enabled", "web_search_enabled", b"web_search_enabled"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_agent_skills_info_complete", b"_agent_skills_info_complete", "_cloud_rule", b"_cloud_rule", "_commit_attribution_message", b"_commit_attribution_message", "_conversation_notes_listing", b"_conversation_notes_listing", "_custom_subagents_info_complete", b"_custom_subagents_info_complete", "_env_info_complete", b"_env_info_complete", "_git_repo_info_complete", b"_git_repo_info_complete", "_git_status_info_complete", b"_git_status_info_complete", "_hooks_additional_context", b"_hooks_additional_context", "_mcp_file_system_info_complete", b"_mcp_file_system_info_complete", "_mcp_info_complete", b"_mcp_info_complete", "_pr_attribution_message", b"_pr_attribution_message", "_read_lints_enabled", b"_read_lints_enabled", "_repository_info_complete", b"_repository_info_complete", "_repository_info_should_query_prod", b"_repository_info_should_query_prod", "_rules_info_complete", b"_rules_info_complete", "_search_conversations_enabled", b"_search_conversations_enabled", "_send_message_enabled", b"_send_message_enabled", "_shared_notes_listing", b"_shared_notes_listing", "_supports_mcp_auth", b"_supports_mcp_auth", "_user_intent_summary", b"_user_intent_summary", "_web_fetch_enabled", b"_web_fetch_enabled", "_web_search_enabled", b"_web_search_enabled", "admin_command_denylist", b"admin_command_denylist", "agent_skills_info_complete", b"agent_skills_info_complete", "cloud_rule", b"cloud_rule", "commit_attribution_message", b"commit_attribution_message", "conversation_notes_listing", b"conversation_notes_listing", "custom_subagents_info_complete", b"custom_subagents_info_complete", "disabled_team_rules", b"disabled_team_rules", "env", b"env", "env_info_complete", b"env_info_complete", "file_contents", b"file_contents", "git_repo_info_complete", b"git_repo_info_complete", "git_status_info_complete", b"git_status_info_complete", "hooks_additional_context", b"hooks_additional_context", "mcp_file_system_info_complete", b"mcp_file_system_info_complete", "mcp_info_complete", b"mcp_info_complete", "pr_attribution_message", b"pr_attribution_message", "read_lints_enabled", b"read_lints_enabled", "repository_info_complete", b"repository_info_complete", "repository_info_should_query_prod", b"repository_info_should_query_prod", "rules_info_complete", b"rules_info_complete", "search_conversations_enabled", b"search_conversations_enabled", "send_message_enabled", b"send_message_enabled", "shared_notes_listing", b"shared_notes_listing", "supports_mcp_auth", b"supports_mcp_auth", "tools", b"tools", "user_intent_summary", b"user_intent_summary", "web_fetch_enabled", b"web_fetch_enabled", "web_search_enabled", b"web_search_enabled"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_agent_skills_info_complete", b"_agent_skills_info_complete", "_cloud_rule", b"_cloud_rule", "_commit_attribution_message", b"_commit_attribution_message", "_conversation_notes_listing", b"_conversation_notes_listing", "_custom_subagents_info_complete", b"_custom_subagents_info_complete", "_env_info_complete", b"_env_info_complete", "_git_repo_info_complete", b"_git_repo_info_complete", "_git_status_info_complete", b"_git_status_info_complete", "_hooks_additional_context", b"_hooks_additional_context", "_mcp_file_system_info_complete", b"_mcp_file_system_info_complete", "_mcp_info_complete", b"_mcp_info_complete", "_mcp_meta_tool_options", b"_mcp_meta_tool_options", "_pr_attribution_message", b"_pr_attribution_message", "_read_lints_enabled", b"_read_lints_enabled", "_repository_info_complete", b"_repository_info_complete", "_repository_info_should_query_prod", b"_repository_info_should_query_prod", "_rules_info_complete", b"_rules_info_complete", "_search_conversations_enabled", b"_search_conversations_enabled", "_send_message_enabled", b"_send_message_enabled", "_shared_notes_listing", b"_shared_notes_listing", "_supports_mcp_auth", b"_supports_mcp_auth", "_user_intent_summary", b"_user_intent_summary", "_web_fetch_enabled", b"_web_fetch_enabled", "_web_search_enabled", b"_web_search_enabled", "admin_command_denylist", b"admin_command_denylist", "agent_skills_info_complete", b"agent_skills_info_complete", "cloud_rule", b"cloud_rule", "commit_attribution_message", b"commit_attribution_message", "conversation_notes_listing", b"conversation_notes_listing", "custom_subagents_info_complete", b"custom_subagents_info_complete", "disabled_team_rules", b"disabled_team_rules", "env", b"env", "env_info_complete", b"env_info_complete", "file_contents", b"file_contents", "git_repo_info_complete", b"git_repo_info_complete", "git_status_info_complete", b"git_status_info_complete", "hooks_additional_context", b"hooks_additional_context", "mcp_file_system_info_complete", b"mcp_file_system_info_complete", "mcp_info_complete", b"mcp_info_complete", "mcp_instructions", b"mcp_instructions", "mcp_meta_tool_options", b"mcp_meta_tool_options", "pr_attribution_message", b"pr_attribution_message", "read_lints_enabled", b"read_lints_enabled", "repository_info_complete", b"repository_info_complete", "repository_info_should_query_prod", b"repository_info_should_query_prod", "rules_info_complete", b"rules_info_complete", "search_conversations_enabled", b"search_conversations_enabled", "send_message_enabled", b"send_message_enabled", "shared_notes_listing", b"shared_notes_listing", "supports_mcp_auth", b"supports_mcp_auth", "tools", b"tools", "user_intent_summary", b"user_intent_summary", "web_fetch_enabled", b"web_fetch_enabled", "web_search_enabled", b"web_search_enabled"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__agent_skills_info_complete: _TypeAlias = _typing.Literal["agent_skills_info_complete"]  # noqa: Y015
     _WhichOneofArgType__agent_skills_info_complete: _TypeAlias = _typing.Literal["_agent_skills_info_complete", b"_agent_skills_info_complete"]  # noqa: Y015
@@ -3798,6 +3981,8 @@ class RequestContext(_message.Message):
     _WhichOneofArgType__mcp_file_system_info_complete: _TypeAlias = _typing.Literal["_mcp_file_system_info_complete", b"_mcp_file_system_info_complete"]  # noqa: Y015
     _WhichOneofReturnType__mcp_info_complete: _TypeAlias = _typing.Literal["mcp_info_complete"]  # noqa: Y015
     _WhichOneofArgType__mcp_info_complete: _TypeAlias = _typing.Literal["_mcp_info_complete", b"_mcp_info_complete"]  # noqa: Y015
+    _WhichOneofReturnType__mcp_meta_tool_options: _TypeAlias = _typing.Literal["mcp_meta_tool_options"]  # noqa: Y015
+    _WhichOneofArgType__mcp_meta_tool_options: _TypeAlias = _typing.Literal["_mcp_meta_tool_options", b"_mcp_meta_tool_options"]  # noqa: Y015
     _WhichOneofReturnType__pr_attribution_message: _TypeAlias = _typing.Literal["pr_attribution_message"]  # noqa: Y015
     _WhichOneofArgType__pr_attribution_message: _TypeAlias = _typing.Literal["_pr_attribution_message", b"_pr_attribution_message"]  # noqa: Y015
     _WhichOneofReturnType__read_lints_enabled: _TypeAlias = _typing.Literal["read_lints_enabled"]  # noqa: Y015
@@ -3844,6 +4029,8 @@ class RequestContext(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__mcp_file_system_info_complete) -> _WhichOneofReturnType__mcp_file_system_info_complete | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__mcp_info_complete) -> _WhichOneofReturnType__mcp_info_complete | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__mcp_meta_tool_options) -> _WhichOneofReturnType__mcp_meta_tool_options | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__pr_attribution_message) -> _WhichOneofReturnType__pr_attribution_message | None: ...
     @_typing.overload
