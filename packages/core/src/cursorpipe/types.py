@@ -369,6 +369,9 @@ class ToolCallEvent:
     """Set when the call could not be parsed (an *invalid* tool call: ``call.arguments`` holds the
     raw text the model produced)."""
     type: Literal["tool_call"] = "tool_call"
+    handled: bool = False
+    """True when a ``tool_handler`` answers this call inside the same turn (stateful tools): the
+    call is informational and is not part of ``CompletionResult.tool_calls``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import platform
 import secrets
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from google.protobuf import unknown_fields
+from google.protobuf import json_format, unknown_fields
 
 from ..._proto.agent.v1 import agent_pb2 as pb
+from ..._tool_emulation import forced_tool, render_history
 from ...errors import ConfigurationError
 from ...types import (
     ChatMessage,
@@ -25,6 +28,10 @@ from ...types import (
     ImagePart,
     TextDelta,
     ThinkingDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallEvent,
+    ToolSpec,
     TurnEnd,
     TurnRequest,
     Usage,
@@ -38,7 +45,11 @@ __all__ = [
     "TurnMachine",
     "build_run_request",
     "cancel_message",
+    "exec_heartbeat_message",
     "heartbeat_message",
+    "mcp_result_messages",
+    "offered_tools",
+    "tool_choice_instruction",
 ]
 
 #: How earlier turns and the system prompt of a stateless request reach the model.
@@ -65,6 +76,97 @@ def cancel_message(reason: str = "cancelled by the caller") -> pb.AgentClientMes
     return pb.AgentClientMessage(
         conversation_action=pb.ConversationAction(cancel_action=pb.CancelAction(reason=reason))
     )
+
+
+def exec_heartbeat_message(exec_id: int) -> pb.AgentClientMessage:
+    """``exec_client_control_message.heartbeat{id}``: sent every 3 s while a tool runs (§6.4)."""
+    return pb.AgentClientMessage(
+        exec_client_control_message=pb.ExecClientControlMessage(heartbeat=pb.ExecClientHeartbeat(id=exec_id))
+    )
+
+
+def mcp_result_messages(exec_id: int, text: str, *, is_error: bool = False) -> list[pb.AgentClientMessage]:
+    """The answer to an ``mcp_args`` exec (connect.md §6.1 reply protocol, 11↔11 confirmed):
+    ``ExecClientMessage{id, mcp_result: McpResult{success: McpSuccess{content[text], is_error}}}``
+    then ``stream_close{id}``. A failed tool is a *successful* MCP call whose result is marked
+    ``is_error`` (what MCP itself does for tool errors), so the model reads the error text."""
+    result = pb.ExecClientMessage(id=exec_id)
+    success = result.mcp_result.success
+    success.content.add().text.text = text
+    if is_error:
+        success.is_error = True
+    close = pb.AgentClientMessage(
+        exec_client_control_message=pb.ExecClientControlMessage(
+            stream_close=pb.ExecClientStreamClose(id=exec_id)
+        )
+    )
+    return [pb.AgentClientMessage(exec_client_message=result), close]
+
+
+#: The provider the official SDK uses for a caller's own tools (cursor-sdk 1.1.0 ``custom-user-tools``;
+#: the emulator follows the same convention). The wire ``name`` is ``"<provider>-<tool_name>"``.
+CUSTOM_TOOLS_PROVIDER = "custom-user-tools"
+
+
+def offered_tools(request: TurnRequest) -> tuple[ToolSpec, ...]:
+    """The tools that go on the wire for ``request.tool_choice`` (the run request has no tool_choice
+    field, agent-v1.schema.txt ``AgentRunRequest``): ``none`` → no tools at all; a named tool → only
+    that tool (so the model cannot pick another); else every tool."""
+    if request.tool_choice == "none" or not request.tools:
+        return ()
+    forced = forced_tool(request.tool_choice)
+    if forced:
+        named = tuple(t for t in request.tools if t.name == forced)
+        if named:
+            return named
+    return request.tools
+
+
+def tool_choice_instruction(request: TurnRequest) -> str:
+    """``tool_choice`` by constrained prompting (no protocol field exists, see
+    :func:`offered_tools`): ``required``/``any`` and a named tool add an instruction to the system
+    prompt (wording shared with the emulated path, ``_tool_emulation.tool_instructions``)."""
+    if not offered_tools(request):
+        return ""
+    forced = forced_tool(request.tool_choice)
+    if forced:
+        return f"You MUST call the tool {forced!r} now before answering."
+    if request.tool_choice in ("required", "any"):
+        return "You MUST call at least one of the provided tools now before answering."
+    return ""
+
+
+def _tool_definition(tool: ToolSpec) -> pb.McpToolDefinition:
+    """An ``McpToolDefinition`` (agent-v1.schema.txt) as the official SDK builds a custom tool:
+    provider ``custom-user-tools``, bare ``tool_name``, ``name`` = provider + "-" + tool name, and
+    the JSON schema as ``input_schema`` (a ``google.protobuf.Value``, the schema's type for it)."""
+    d = pb.McpToolDefinition(
+        name=f"{CUSTOM_TOOLS_PROVIDER}-{tool.name}",
+        tool_name=tool.name,
+        provider_identifier=CUSTOM_TOOLS_PROVIDER,
+        description=tool.description,
+    )
+    try:
+        json_format.ParseDict(_jsonable(tool.parameters), d.input_schema)
+    except (json_format.ParseError, TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"the parameters schema of tool {tool.name!r} is not JSON", code="invalid_request"
+        ) from exc
+    return d
+
+
+def _jsonable(value: Mapping[str, Any]) -> Any:
+    return json.loads(json.dumps(dict(value)))
+
+
+def _bare_tool_name(args: pb.McpArgs) -> str:
+    if args.tool_name:
+        return args.tool_name
+    return args.name.removeprefix(CUSTOM_TOOLS_PROVIDER + "-")
+
+
+def _args_json(args: pb.McpArgs) -> str:
+    return json.dumps({k: json_format.MessageToDict(v) for k, v in args.args.items()}, ensure_ascii=False)
 
 
 @dataclass
@@ -95,6 +197,17 @@ class Step:
     events: list[Event] = field(default_factory=list)
     replies: list[pb.AgentClientMessage] = field(default_factory=list)
     ended: bool = False
+    tool_calls: list[tuple[int, ToolCall]] = field(default_factory=list)
+    """Native tool calls to answer now (stateful mode): ``(exec id, call)``."""
+
+
+@dataclass
+class _PendingCall:
+    index: int
+    call_id: str
+    name: str
+    args_text: str = ""
+    exec_id: int | None = None
 
 
 def _image(part: ImagePart) -> bytes:
@@ -145,16 +258,26 @@ def _user_message(text: str, images: tuple[ImagePart, ...], mode: str) -> pb.Use
     return msg
 
 
-def _history(messages: list[ChatMessage]) -> pb.ConversationHistory:
+def _history(messages: list[ChatMessage], names: Mapping[str, str] | None = None) -> pb.ConversationHistory:
+    """``ConversationHistory`` (agent-v1.schema.txt): user/assistant/tool messages. Assistant tool
+    calls become ``ConversationHistoryToolCall{tool_call_id, tool_name, args_json}`` parts and
+    ``tool`` messages ``ConversationHistoryToolMessage{tool_call_id, tool_name, content}`` (the
+    name looked up from the call when the OpenAI message carries none)."""
+    names = dict(names or {})
     hist = pb.ConversationHistory()
     for m in messages:
         item = hist.messages.add()
         if m.role == "assistant":
-            item.assistant.content.add().text.text = m.text
+            if m.text or not m.tool_calls:
+                item.assistant.content.add().text.text = m.text
+            for call in m.tool_calls:
+                tc = item.assistant.content.add().tool_call
+                tc.tool_call_id, tc.tool_name, tc.args_json = call.id, call.name, call.arguments or "{}"
+                names[call.id] = call.name
         elif m.role == "tool":
             tool = item.tool
             tool.tool_call_id = m.tool_call_id or ""
-            tool.tool_name = m.name or ""
+            tool.tool_name = m.name or names.get(m.tool_call_id or "", "")
             tool.content.add().text.text = m.text
         else:
             for p in m.content:
@@ -169,7 +292,7 @@ def _history(messages: list[ChatMessage]) -> pb.ConversationHistory:
     return hist
 
 
-def _flatten(system: str, earlier: list[ChatMessage], last: str) -> str:
+def _flatten(system: str, earlier: list[ChatMessage], last: str, after: Sequence[ChatMessage] = ()) -> str:
     """RA/CC's way (connect.md §5.3): one user text holding the transcript."""
     parts = []
     if system:
@@ -177,6 +300,8 @@ def _flatten(system: str, earlier: list[ChatMessage], last: str) -> str:
     for m in earlier:
         parts.append(f"[{m.role.capitalize()}]\n{m.text}")
     parts.append(f"[User]\n{last}" if parts else last)
+    for m in after:
+        parts.append(f"[{m.role.capitalize()}]\n{m.text}")
     return "\n\n".join(parts)
 
 
@@ -215,6 +340,10 @@ def build_run_request(
     run.conversation_state.ParseFromString(state.checkpoint if checkpoint is None else checkpoint)
     run.conversation_state.SetInParent()
     run.mcp_tools.SetInParent()
+    # The caller's tools travel as MCP tool definitions (issue 7, connect.md §6.1); Cursor's
+    # built-in tools stay off (x-cursor-agent-allowed-tools is empty, see transport.py).
+    for tool in offered_tools(request):
+        run.mcp_tools.mcp_tools.append(_tool_definition(tool))
     run.requested_model.model_id = model_id
     if max_mode:
         run.requested_model.max_mode = True  # §5.2: only set when true
@@ -226,6 +355,9 @@ def build_run_request(
         return pb.AgentClientMessage(run_request=run)
     msgs = list(request.messages)
     system = "\n\n".join(m.text for m in msgs if m.role == "system")
+    rule = tool_choice_instruction(request)
+    if rule:
+        system = f"{system}\n\n{rule}" if system else rule
     convo = [m for m in msgs if m.role != "system"]
     last_user_index = max((i for i, m in enumerate(convo) if m.role == "user"), default=-1)
     if last_user_index < 0:
@@ -233,19 +365,35 @@ def build_run_request(
     last = convo[last_user_index]
     earlier = convo[:last_user_index]
     trailing = convo[last_user_index + 1 :]
-    if trailing:
+    tool_exchange = any(m.role == "tool" or m.tool_calls for m in trailing)
+    if trailing and not tool_exchange:
         # Messages after the last user message (e.g. an assistant prefill) cannot be expressed;
         # keep them as history so nothing is lost silently.
         earlier = convo[:last_user_index] + trailing
+        trailing = []
     action = run.action.user_message_action
-    if history_mode == "flatten" and (system or earlier):
+    if history_mode == "flatten" and (system or earlier or trailing):
+        # The flattened transcript has no tool structure: tool traffic is rendered as text.
         action.user_message.CopyFrom(
-            _user_message(_flatten(system, earlier, last.text), last.images, request.mode)
+            _user_message(
+                _flatten(system, render_history(earlier), last.text, render_history(trailing)),
+                last.images,
+                request.mode,
+            )
         )
     else:
         action.user_message.CopyFrom(_user_message(last.text, last.images, request.mode))
+        names = {c.id: c.name for m in convo for c in m.tool_calls}
         if earlier:
-            action.conversation_history.CopyFrom(_history(earlier))
+            action.conversation_history.CopyFrom(_history(earlier, names))
+        if trailing:
+            # A stateless (OpenAI-style) tool exchange: the model's tool calls and their `tool`
+            # results come AFTER the last user message. They go in
+            # UserMessageAction.trailing_conversation_history (8) [G: agent-v1.schema.txt has the
+            # field and its name says "after the user message"; no capture shows its use]; the
+            # emulator honours it (and, alternatively, tool entries at the end of
+            # conversation_history). The model then answers from the results.
+            action.trailing_conversation_history.CopyFrom(_history(trailing, names))
         if system:
             run.custom_system_prompt = system
     return pb.AgentClientMessage(run_request=run)
@@ -311,9 +459,25 @@ class TurnMachine:
     """Answers server messages for one attempt of one turn and turns updates into events."""
 
     def __init__(
-        self, state: ConversationState, *, workspace: str = "", base_checkpoint: bytes | None = None
+        self,
+        state: ConversationState,
+        *,
+        workspace: str = "",
+        base_checkpoint: bytes | None = None,
+        tools: Sequence[str] = (),
+        stateful: bool = False,
     ) -> None:
         self.state = state
+        self.tools = frozenset(tools)
+        """Names of the caller's tools offered in ``mcp_tools``; other ``mcp_args`` are declined."""
+        self.stateful = stateful
+        """True with a ``tool_handler``: tool calls are answered in the turn (``Step.tool_calls``);
+        False: the turn ends at the model's tool calls (see :meth:`tool_batch`)."""
+        self._calls: dict[str, _PendingCall] = {}
+        self._next_index = 0
+        self._listed: int | None = None
+        self.tool_calls: list[ToolCall] = []
+        """Every native tool call of this turn, in order."""
         self.workspace = workspace or os.getcwd()
         self.checkpoint: bytes | None = None
         """The latest checkpoint seen in this turn (committed to ``state`` at ``turn_ended``)."""
@@ -361,7 +525,13 @@ class TurnMachine:
         elif case == "kv_server_message":
             step.replies.append(self._kv(msg.kv_server_message))
         elif case == "exec_server_message":
-            step.replies.extend(self._exec(msg.exec_server_message))
+            ex = msg.exec_server_message
+            if ex.WhichOneof("message") == "mcp_args" and _bare_tool_name(ex.mcp_args) in self.tools:
+                # One of the caller's tools (issue 7): answered later with mcp_result (stateful)
+                # or left open while a stateless turn ends and is cancelled.
+                self._mcp_call(ex, step)
+            else:
+                step.replies.extend(self._exec(ex))
         elif case == "interaction_query":
             step.replies.append(_decline_query(msg.interaction_query))
         elif case == "conversation_checkpoint_update":
@@ -393,6 +563,20 @@ class TurnMachine:
                 step.events.append(ThinkingDelta(thought))
         elif case == "routed_model":
             self.routed_model = update.routed_model.display_name or None
+        elif case in ("partial_tool_call", "tool_call_started"):
+            upd = getattr(update, case)
+            tc = upd.tool_call
+            if tc.HasField("mcp_tool_call"):
+                call_id = upd.call_id or tc.tool_call_id or tc.mcp_tool_call.args.tool_call_id
+                call = self._announce(call_id, _bare_tool_name(tc.mcp_tool_call.args), step)
+                if call is not None and case == "partial_tool_call" and upd.args_text_delta:
+                    # Streamed argument text (connect.md §7 partial_tool_call.args_text_delta).
+                    call.args_text += upd.args_text_delta
+                    step.events.append(ToolCallDelta(index=call.index, arguments_delta=upd.args_text_delta))
+        elif case == "tool_requests_listed":
+            # {call_count}: how many tool calls the model listed in this step (§7 table, [G]: read
+            # here as "the step has this many calls", which lets a stateless turn end at once).
+            self._listed = update.tool_requests_listed.call_count or None
         elif case == "turn_ended":
             te = update.turn_ended
             cost = te.estimated_cost.charged_cents if te.HasField("estimated_cost") else None
@@ -409,7 +593,63 @@ class TurnMachine:
             self.commit()
             step.events.append(UsageEvent(self.usage))
             step.events.append(TurnEnd("stop", self.usage))
-        # heartbeat, token_delta (a count, not text), tool/step/summary updates: nothing to emit.
+        # heartbeat, token_delta (a count, not text), step/summary updates: nothing to emit.
+
+    def _announce(self, call_id: str, name: str, step: Step) -> _PendingCall | None:
+        """The tracked call ``call_id``; on first sight a ``ToolCallDelta`` with id and name."""
+        if not call_id or name not in self.tools:
+            return None
+        call = self._calls.get(call_id)
+        if call is None:
+            call = _PendingCall(index=self._next_index, call_id=call_id, name=name)
+            self._next_index += 1
+            self._calls[call_id] = call
+            self.produced = True
+            step.events.append(ToolCallDelta(index=call.index, id=call_id, name=name))
+        return call
+
+    def _mcp_call(self, ex: pb.ExecServerMessage, step: Step) -> None:
+        """An ``mcp_args`` exec for one of the caller's tools: the call is complete (§6.1)."""
+        args = ex.mcp_args
+        name = _bare_tool_name(args)
+        call_id = args.tool_call_id or f"call_exec_{ex.id}"
+        pending = self._announce(call_id, name, step)
+        assert pending is not None  # name is offered (checked by the caller)
+        pending.exec_id = ex.id
+        full = _args_json(args)
+        arguments = full
+        if pending.args_text:
+            try:
+                same = json.loads(pending.args_text) == json.loads(full)
+            except ValueError:
+                same = False
+            if same:
+                arguments = pending.args_text  # the deltas the consumer saw add up to it
+        else:
+            step.events.append(ToolCallDelta(index=pending.index, arguments_delta=full))
+        call = ToolCall(id=call_id, name=name, arguments=arguments)
+        self.tool_calls.append(call)
+        step.events.append(ToolCallEvent(call, index=pending.index, emulated=False, handled=self.stateful))
+        if self.stateful:
+            step.tool_calls.append((ex.id, call))
+
+    def tool_batch(self) -> Literal["none", "complete", "maybe"]:
+        """Stateless mode: whether the model's tool calls of this step have all arrived.
+
+        ``"complete"`` when ``tool_requests_listed.call_count`` calls have their ``mcp_args`` exec;
+        ``"maybe"`` when every call announced so far (``partial_tool_call``/``tool_call_started``)
+        has its exec but no count was given: the transport then waits a short grace period for
+        more calls before it ends the turn [G: connect.md §7 lists the updates, not their order;
+        the server waits for the results after sending the execs, so silence means the batch is
+        complete]; ``"none"`` otherwise."""
+        if self.stateful or not self.tool_calls:
+            return "none"
+        done = sum(1 for c in self._calls.values() if c.exec_id is not None)
+        if self._listed is not None and done >= self._listed:
+            return "complete"
+        if all(c.exec_id is not None for c in self._calls.values()):
+            return "maybe"
+        return "none"
 
     def commit(self) -> None:
         """Make this turn's latest checkpoint the conversation's (connect.md §5.5)."""

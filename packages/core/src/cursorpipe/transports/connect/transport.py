@@ -19,9 +19,10 @@ from typing import Any
 
 import httpx
 
-from ..._constants import CANCEL_GRACE_S, CLIENT_HEARTBEAT_S, STALL_TIMEOUT_S
+from ..._constants import CANCEL_GRACE_S, CLIENT_HEARTBEAT_S, EXEC_HEARTBEAT_S, STALL_TIMEOUT_S
 from ..._proto.agent.v1 import agent_pb2 as pb
 from ..._proto.aiserver.v1 import server_config_pb2 as sc
+from ..._redact import redact
 from ...auth import TokenProvider
 from ...config import CursorPipeConfig
 from ...errors import (
@@ -34,8 +35,20 @@ from ...errors import (
     SessionError,
     StreamDroppedError,
     StreamStalledError,
+    ToolResultTimeoutError,
 )
-from ...types import Event, ModelInfo, TransportInfo, TurnRequest
+from ...types import (
+    Event,
+    ModelInfo,
+    ToolCall,
+    ToolHandler,
+    TransportInfo,
+    TurnEnd,
+    TurnRequest,
+    Usage,
+    UsageEvent,
+    estimate_tokens,
+)
 from ..base import TransportCapabilities, TransportSession
 from ._channel import Channel, ConnectCallError
 from ._codec import parse_unary_error
@@ -56,7 +69,10 @@ from ._turn import (
     TurnMachine,
     build_run_request,
     cancel_message,
+    exec_heartbeat_message,
     heartbeat_message,
+    mcp_result_messages,
+    offered_tools,
 )
 
 __all__ = ["CLIENT_TYPE", "CLIENT_VERSION", "ConnectTransport"]
@@ -76,6 +92,18 @@ CLIENT_VERSION = "sdk-python-1.1.0"
 USER_AGENT = "connect-es/1.6.1"  # §4.1 [C]
 SERVER_CONFIG_PATH = "/aiserver.v1.ServerConfigService/GetServerConfig"
 _MAX_RESUMES = 1
+#: Default bound on one tool_handler call when the request carries none (config default).
+_TOOL_RESULT_TIMEOUT_S = 120.0
+#: Stateless tool turns without ``tool_requests_listed``: quiet time after the last announced
+#: call got its exec before the batch counts as complete ([G], see TurnMachine.tool_batch).
+TOOL_BATCH_GRACE_S = 0.3
+
+
+class _Eof:
+    pass
+
+
+_EOF = _Eof()
 
 Clock = Callable[[], float]
 
@@ -100,6 +128,8 @@ class ConnectTransport:
         stall_timeout_s: float = STALL_TIMEOUT_S,
         heartbeat_s: float = CLIENT_HEARTBEAT_S,
         cancel_grace_s: float = CANCEL_GRACE_S,
+        tool_batch_grace_s: float = TOOL_BATCH_GRACE_S,
+        exec_heartbeat_s: float = EXEC_HEARTBEAT_S,
         history_mode: HistoryMode = "structured",
         client_version: str = CLIENT_VERSION,
         workspace: str | None = None,
@@ -118,6 +148,8 @@ class ConnectTransport:
         self.stall_timeout_s = stall_timeout_s
         self.heartbeat_s = heartbeat_s
         self.cancel_grace_s = cancel_grace_s
+        self.tool_batch_grace_s = tool_batch_grace_s
+        self.exec_heartbeat_s = exec_heartbeat_s
         self.history_mode: HistoryMode = history_mode
         self._workspace = workspace or self._config.workspace or ""
         self._models: list[ModelInfo] | None = None
@@ -137,9 +169,10 @@ class ConnectTransport:
     # ------------------------------------------------------------------------------------------
     @property
     def capabilities(self) -> TransportCapabilities:
-        """Sessions with server-side state, thinking, real usage, images, a system prompt."""
+        """Sessions with server-side state, native tools (MCP exec channel), thinking, real usage,
+        images, a system prompt."""
         return TransportCapabilities(
-            sessions=True, native_tools=False, thinking=True, real_usage=True, images=True, system_prompt=True
+            sessions=True, native_tools=True, thinking=True, real_usage=True, images=True, system_prompt=True
         )
 
     @property
@@ -422,6 +455,78 @@ class ConnectTransport:
         )
         return err
 
+    @staticmethod
+    async def _pump(channel: Channel, inbox: asyncio.Queue[object]) -> None:
+        """Server messages into ``inbox`` (then ``_EOF``, or the failure): the turn loop can then
+        wait for a message and for tool handlers at once without cancelling the stream."""
+        try:
+            async with aclosing(channel.messages()) as stream:
+                async for msg in stream:
+                    inbox.put_nowait(msg)
+            inbox.put_nowait(_EOF)
+        except Exception as exc:  # relayed to the turn loop, which raises it
+            inbox.put_nowait(exc)
+
+    async def _answer_tool(
+        self,
+        channel: Channel,
+        handler: ToolHandler,
+        exec_id: int,
+        call: ToolCall,
+        timeout_s: float,
+        inbox: asyncio.Queue[object],
+    ) -> None:
+        """Run the caller's ``tool_handler`` for one native call and send ``mcp_result`` +
+        ``stream_close`` (connect.md §6.1), with exec heartbeats every 3 s while it runs (§6.4).
+        A handler exception becomes an ``is_error`` result with the redacted exception text; a
+        handler slower than ``timeout_s`` puts :class:`ToolResultTimeoutError` in ``inbox`` (the
+        turn loop raises it and the run is cancelled)."""
+
+        async def beat() -> None:
+            with contextlib.suppress(CursorPipeError, OSError):
+                while True:
+                    await asyncio.sleep(self.exec_heartbeat_s)
+                    await channel.send(exec_heartbeat_message(exec_id))
+
+        beats = asyncio.create_task(beat(), name="cursorpipe-exec-heartbeat")
+        try:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    text, is_error = await handler(call), False
+            except TimeoutError as exc:
+                err = ToolResultTimeoutError(
+                    f"The tool_handler gave no result for tool {call.name!r} (call {call.id}) within "
+                    f"{timeout_s:g} s; the run was cancelled. Raise tool_result_timeout_s "
+                    "(CURSORPIPE_TOOL_RESULT_TIMEOUT_S) or make the tool faster.",
+                    transport=self.name,
+                    details={"tool_name": call.name, "tool_call_id": call.id},
+                )
+                err.__cause__ = exc
+                inbox.put_nowait(err)
+                return
+            except Exception as exc:  # the caller's tool failed: the model reads the error
+                log.info(
+                    "cursorpipe: tool %r raised %s; sent as an error result", call.name, type(exc).__name__
+                )
+                text, is_error = redact(f"{type(exc).__name__}: {exc}"), True
+            if not isinstance(text, str):
+                text = str(text)
+        finally:
+            beats.cancel()
+            await asyncio.gather(beats, return_exceptions=True)
+        with contextlib.suppress(CursorPipeError, OSError):
+            for reply in mcp_result_messages(exec_id, text, is_error=is_error):
+                await channel.send(reply)
+
+    def _tool_usage(self, request: TurnRequest, machine: TurnMachine) -> Usage:
+        """Estimated usage of a stateless turn that ended at tool calls (no turn_ended arrives)."""
+        inputs = "".join(m.text for m in request.messages)
+        inputs += "".join(t.name + t.description + str(t.parameters) for t in request.tools)
+        outputs = "".join(c.name + c.arguments for c in machine.tool_calls)
+        return Usage(
+            input_tokens=estimate_tokens(inputs), output_tokens=estimate_tokens(outputs), estimated=True
+        )
+
     async def _run(
         self, request: TurnRequest, session: TransportSession | None
     ) -> AsyncGenerator[Event, None]:
@@ -433,7 +538,14 @@ class ConnectTransport:
             raise SessionError(f"Session {state.id} was discarded; open a new one.", transport=self.name)
         model = await self._resolve_model(request.model)
         run_id = str(uuid.uuid4())
-        machine = TurnMachine(state, workspace=self._workspace)
+        handler = request.tool_handler
+        tool_timeout = request.tool_result_timeout_s or _TOOL_RESULT_TIMEOUT_S
+        machine = TurnMachine(
+            state,
+            workspace=self._workspace,
+            tools=[t.name for t in offered_tools(request)],
+            stateful=handler is not None,
+        )
         base_checkpoint = state.checkpoint
         yield TransportInfo(
             transport=self.name, model=request.model, session_id=state.id if session is not None else None
@@ -460,36 +572,76 @@ class ConnectTransport:
                 checkpoint=machine.checkpoint if resume else base_checkpoint,
             )
             heartbeat: asyncio.Task[None] | None = None
+            pump: asyncio.Task[None] | None = None
+            tool_tasks: set[asyncio.Task[None]] = set()
+            inbox: asyncio.Queue[object] = asyncio.Queue()
             server_done = False
             finished = False
             caller_stopped = False
+            cancel_upstream = False
             try:
                 await channel.start(first)
                 heartbeat = asyncio.create_task(self._heartbeats(channel), name="cursorpipe-heartbeat")
-                async with aclosing(channel.messages()) as stream:
-                    while True:
-                        try:
-                            async with asyncio.timeout(self.stall_timeout_s):
-                                msg = await anext(stream)
-                        except StopAsyncIteration:
-                            server_done = True
+                pump = asyncio.create_task(self._pump(channel, inbox), name="cursorpipe-pump")
+                while True:
+                    batch = machine.tool_batch()
+                    if batch == "complete":
+                        break
+                    # While a tool handler runs the server waits for its result and may stay
+                    # silent: the stall detector pauses (as the SDK's does for human-type waits,
+                    # §6.4); the handler's own bound (tool_result_timeout_s) applies instead.
+                    wait: float | None = (
+                        None if any(not t.done() for t in tool_tasks) else self.stall_timeout_s
+                    )
+                    if batch == "maybe":
+                        wait = (
+                            min(wait, self.tool_batch_grace_s)
+                            if wait is not None
+                            else self.tool_batch_grace_s
+                        )
+                    try:
+                        async with asyncio.timeout(wait):
+                            item = await inbox.get()
+                    except TimeoutError as exc:
+                        if batch == "maybe":
                             break
-                        except TimeoutError as exc:
-                            raise StreamStalledError(
-                                f"No message from Cursor for {self.stall_timeout_s:g} s (connect.md §6.4); "
-                                "the stream is considered stalled.",
-                                request_id=attempt_id,
-                                transport=self.name,
-                            ) from exc
-                        step = machine.handle(msg)
-                        for reply in step.replies:
-                            await channel.send(reply)
-                        for event in step.events:
-                            yield event
-                        if step.ended:
-                            finished = True
-                            break
+                        raise StreamStalledError(
+                            f"No message from Cursor for {self.stall_timeout_s:g} s (connect.md §6.4); "
+                            "the stream is considered stalled.",
+                            request_id=attempt_id,
+                            transport=self.name,
+                        ) from exc
+                    if item is _EOF:
+                        server_done = True
+                        break
+                    if isinstance(item, BaseException):
+                        raise item
+                    assert isinstance(item, pb.AgentServerMessage)
+                    step = machine.handle(item)
+                    for reply in step.replies:
+                        await channel.send(reply)
+                    for event in step.events:
+                        yield event
+                    if handler is not None:
+                        for exec_id, call in step.tool_calls:
+                            task = asyncio.create_task(
+                                self._answer_tool(channel, handler, exec_id, call, tool_timeout, inbox),
+                                name="cursorpipe-tool",
+                            )
+                            tool_tasks.add(task)
+                    if step.ended:
+                        finished = True
+                        break
                 if finished:
+                    return
+                if machine.tool_batch() != "none":
+                    # Stateless (OpenAI-style) tool calls: the turn ends here, the caller runs the
+                    # tools and sends a new request with the results; the open run is cancelled
+                    # (cancel_action, §5.4) in the finally below.
+                    cancel_upstream = True
+                    usage = self._tool_usage(request, machine)
+                    yield UsageEvent(usage)
+                    yield TurnEnd("tool_calls", usage)
                     return
                 raise StreamDroppedError(
                     "Stream ended without turn_ended: the connection likely dropped mid-stream "
@@ -521,9 +673,12 @@ class ConnectTransport:
                 raise
             finally:
                 try:
-                    if heartbeat is not None:
-                        heartbeat.cancel()
-                        await asyncio.gather(heartbeat, return_exceptions=True)
+                    helpers = [t for t in (heartbeat, pump, *tool_tasks) if t is not None]
+                    for helper in helpers:
+                        helper.cancel()
+                    await asyncio.gather(*helpers, return_exceptions=True)
+                    if cancel_upstream:
+                        caller_stopped = True
                     if not finished and not server_done:
                         # The caller stopped (closed the generator or was cancelled), or the
                         # stream stalled/broke: tell Cursor to stop generating (§5.4
