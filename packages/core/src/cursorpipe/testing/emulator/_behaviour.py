@@ -201,7 +201,8 @@ class Behaviour:
             update naming this display name.
         max_tokens: ``token_details.max_tokens`` in checkpoints.
         tool_calls: the tool calls the model makes when the run offers tools (``mcp_tools``): a list
-            of :class:`ToolCallScript` (one round, all sent in parallel), or a callable
+            of :class:`ToolCallScript` (one round, all sent in parallel; not repeated when the
+            request's history already ends in tool results), or a callable
             ``(ToolContext) -> list[ToolCallScript]`` asked before every round until it returns
             nothing (see :func:`tool_rounds`); ``None`` = the default rule
             (:func:`default_tool_calls`) when ``auto_tool_calls`` is true. Without offered tools no

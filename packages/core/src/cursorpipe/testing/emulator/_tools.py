@@ -7,6 +7,19 @@ the client answers ``ExecClientMessage{id, mcp_result: McpResult}`` then ``strea
 schema (agent-v1.schema.txt) has **no tool_choice field** anywhere on the run request, so the emulator
 honours tool choice only the way a model would: from instructions in the prompt (see
 :func:`default_tool_calls`).
+
+What Cursor's official SDK does (cursor-sdk 1.1.0 bundle, ``804.js``; the conformance test in
+tests/connect/test_emulator_tools.py runs it against this emulator): a custom tool ``f`` is offered as
+``McpToolDefinition{name: "custom-user-tools-f", provider_identifier: "custom-user-tools",
+tool_name: "f", description, input_schema: Value(schema)}`` in ``AgentRunRequest.mcp_tools`` and
+again in every ``RequestContext.tools`` it returns, with ``RequestContext.mcp_instructions`` (one
+entry for server ``custom-user-tools`` listing the tools) and ``mcp_meta_tool_options{enabled: true,
+mcp_descriptors: [...]}``. On ``mcp_args`` it finds the tool by ``tool_name`` (else ``name`` minus
+the ``custom-user-tools-`` prefix), decodes ``args`` (``google.protobuf.Value`` map) to JSON, and
+answers ``McpResult.success{content: [{text}], is_error: false}`` (a non-string result as JSON text
+plus ``structured_content``), ``McpResult.error{error}`` when the tool raises or is unknown, then
+``stream_close``. It shows ``partial_tool_call``/``tool_call_started`` as a running ``mcp`` tool
+call and ``tool_call_completed`` as completed.
 """
 
 from __future__ import annotations
@@ -15,7 +28,7 @@ import ast
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
@@ -119,7 +132,6 @@ class ToolCallRecord:
     outcome: str = "pending"
     stream_closed: bool = False
     exec_heartbeats: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 ToolCallsSpec = Sequence[ToolCallScript] | Callable[[ToolContext], Sequence[ToolCallScript] | None]
