@@ -749,3 +749,20 @@ async def test_official_sdk_custom_tool_round_trip(tmp_path: Path) -> None:
     assert {e["call_id"] for e in events} == {rec.call_id} and {e["name"] for e in events} == {"mcp"}
     assert events[-1]["status"] == "completed" and events[-1]["args"]["args"] == {"city": "Oslo"}
     assert events[-1]["args"]["toolName"] == "get_weather"
+
+
+async def test_a_definition_with_only_a_wire_name_and_bad_schema_json_still_works(emu: Emulator) -> None:
+    d = agent_pb2.McpToolDefinition(name="lookup", description="Look something up.")
+    d.input_schema.struct_value.update({"type": "object", "properties": {"q": {"type": "string"}}})
+    d.input_schema_json = "{not json"  # falls back to input_schema
+    turn = await raw_turn_sse(
+        emu.url,
+        emu.api_key,
+        "please lookup the capital of Peru",
+        tools=[d],
+        tool_handlers={"lookup": str.upper},
+    )
+    (args,) = turn.tool_calls
+    assert (args.name, args.tool_name, args.provider_identifier) == ("lookup", "lookup", "")
+    assert args.args["q"].string_value == "Peru"  # a capitalised phrase after a preposition
+    assert turn.text == expected_tool_reply("lookup", str({"q": "Peru"}).upper())
