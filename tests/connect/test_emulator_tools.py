@@ -765,4 +765,4 @@ async def test_a_definition_with_only_a_wire_name_and_bad_schema_json_still_work
     (args,) = turn.tool_calls
     assert (args.name, args.tool_name, args.provider_identifier) == ("lookup", "lookup", "")
     assert args.args["q"].string_value == "Peru"  # a capitalised phrase after a preposition
-    assert turn.text == expected_tool_reply("lookup", str({"q": "Peru"}).upper())
+    assert turn.text == expected_tool_reply("lookup", "PERU")
