@@ -760,7 +760,7 @@ async def test_a_definition_with_only_a_wire_name_and_bad_schema_json_still_work
         emu.api_key,
         "please lookup the capital of Peru",
         tools=[d],
-        tool_handlers={"lookup": str.upper},
+        tool_handlers={"lookup": lambda a: a["q"].upper()},
     )
     (args,) = turn.tool_calls
     assert (args.name, args.tool_name, args.provider_identifier) == ("lookup", "lookup", "")
