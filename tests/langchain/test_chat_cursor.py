@@ -482,6 +482,6 @@ def test_profile_describes_the_model() -> None:
     profile = ChatCursor(model="claude-4.5-sonnet").profile
     assert profile is not None
     assert profile["max_input_tokens"] == 200_000
-    assert profile["tool_calling"] is False
+    assert profile["tool_calling"] is True and profile["structured_output"] is True
     unknown = ChatCursor(model="something-new").profile
     assert unknown is not None and unknown["max_input_tokens"] > 0

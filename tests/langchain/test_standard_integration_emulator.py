@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cursorpipe.testing.emulator import Emulator
+from cursorpipe.testing.emulator import Behaviour, Emulator
 from langchain_core.language_models import BaseChatModel
 from langchain_cursorpipe import ChatCursor
 from langchain_tests.integration_tests import ChatModelIntegrationTests
+
+from ..adapters.tool_model import emulator_reply
 
 _STATE: dict[str, Emulator] = {}
 
@@ -27,7 +29,9 @@ def _params() -> dict[str, Any]:
 
 @pytest.fixture(scope="module", autouse=True)
 def emulator() -> Iterator[Emulator]:
-    with Emulator.start_in_thread() as emu:
+    # The emulator's model answers through the fake tool model (tests/adapters/tool_model.py): it
+    # calls offered tools and answers JSON requests, and otherwise echoes.
+    with Emulator.start_in_thread(Behaviour(reply=emulator_reply)) as emu:
         _STATE["emu"] = emu
         try:
             yield emu
@@ -37,7 +41,7 @@ def emulator() -> Iterator[Emulator]:
 
 
 class TestChatCursorOverEmulator(ChatModelIntegrationTests):
-    """Standard integration tests; tool calling and structured output follow issue 7."""
+    """Standard integration tests, tool calling and structured output included."""
 
     @property
     def chat_model_class(self) -> type[BaseChatModel]:
@@ -49,15 +53,19 @@ class TestChatCursorOverEmulator(ChatModelIntegrationTests):
 
     @property
     def has_tool_calling(self) -> bool:
-        return False
+        return True
 
     @property
     def has_tool_choice(self) -> bool:
-        return False
+        return True
 
     @property
     def has_structured_output(self) -> bool:
-        return False
+        return True
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return True
 
     @property
     def model_override_value(self) -> str:

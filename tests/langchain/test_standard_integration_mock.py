@@ -14,9 +14,11 @@ from langchain_core.language_models import BaseChatModel
 from langchain_cursorpipe import ChatCursor
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 
+from ..adapters.tool_model import mock_script
+
 
 class TestChatCursorOverMock(ChatModelIntegrationTests):
-    """Standard integration tests; tool calling and structured output follow issue 7."""
+    """Standard integration tests, tool calling and structured output included."""
 
     @property
     def chat_model_class(self) -> type[BaseChatModel]:
@@ -24,20 +26,27 @@ class TestChatCursorOverMock(ChatModelIntegrationTests):
 
     @property
     def chat_model_params(self) -> dict[str, Any]:
-        # MockTransport holds no loop-bound resources, so one client may serve every loop.
-        return {"model": "auto", "client": CursorClient(transport=MockTransport(thinking="Let me think."))}
+        # MockTransport holds no loop-bound resources, so one client may serve every loop. The
+        # scripted fake model calls offered tools and answers JSON requests (tests/adapters/
+        # tool_model.py) through the core's emulated tool protocol (the mock has no tool channel).
+        transport = MockTransport(thinking="Let me think.", script=mock_script)
+        return {"model": "auto", "client": CursorClient(transport=transport)}
 
     @property
     def has_tool_calling(self) -> bool:
-        return False
+        return True
 
     @property
     def has_tool_choice(self) -> bool:
-        return False
+        return True
 
     @property
     def has_structured_output(self) -> bool:
-        return False
+        return True
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return True
 
     @property
     def model_override_value(self) -> str:

@@ -184,6 +184,8 @@ class ChunkBuilder:
     model: str
     input_text: str
     extra_metadata: dict[str, Any] = field(default_factory=dict)
+    extra_kwargs: dict[str, Any] = field(default_factory=dict)
+    """``additional_kwargs`` of the final chunk (structured output: ``parsed`` and failures)."""
     served_model: str | None = None
     session_id: str | None = None
     transport: str | None = None
@@ -191,7 +193,29 @@ class ChunkBuilder:
     usage: Usage | None = None
     text: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    tool_errors: dict[int, str] = field(default_factory=dict)
+    """Why the tool call at an index is invalid (``ToolCallEvent.error``), by index."""
     _streamed_tools: set[int] = field(default_factory=set)
+    _block: int = -1
+    _kind: str = ""
+    _tool_blocks: dict[int, int] = field(default_factory=dict)
+
+    def _next_block(self, kind: str) -> None:
+        # Mirrors BaseChatModel's v1 content-block numbering (a new index whenever the block type
+        # changes), so a tool call's chunk index never collides with the reasoning or text block
+        # when LangChain merges content blocks by index (as providers with content-block streams
+        # index their tool calls).
+        if kind != self._kind:
+            self._kind = kind
+            self._block += 1
+
+    def tool_index(self, call_index: int) -> int:
+        """The ``tool_call_chunk`` index of the turn's ``call_index``-th tool call."""
+        if call_index not in self._tool_blocks:
+            self._kind = f"tool_call:{call_index}"
+            self._block += 1
+            self._tool_blocks[call_index] = self._block
+        return self._tool_blocks[call_index]
 
     def feed(self, event: Event) -> AIMessageChunk | None:
         """The chunk for ``event`` (None for events that only update state)."""
@@ -203,10 +227,12 @@ class ChunkBuilder:
             if not event.text:
                 return None
             self.text.append(event.text)
+            self._next_block("text")
             return AIMessageChunk(content=event.text)
         if isinstance(event, ThinkingDelta):
             if not event.text:
                 return None
+            self._next_block("reasoning")
             return AIMessageChunk(content="", additional_kwargs={"reasoning_content": event.text})
         if isinstance(event, ToolCallDelta):
             self._streamed_tools.add(event.index)
@@ -214,18 +240,27 @@ class ChunkBuilder:
                 content="",
                 tool_call_chunks=[
                     tool_call_chunk(
-                        name=event.name, args=event.arguments_delta, id=event.id, index=event.index
+                        name=event.name,
+                        args=event.arguments_delta,
+                        id=event.id,
+                        index=self.tool_index(event.index),
                     )
                 ],
             )
         if isinstance(event, ToolCallEvent):
+            if event.error is not None:
+                # An emulated call that did not parse or names an unknown tool: it must end up in
+                # invalid_tool_calls even when its arguments happen to be valid JSON.
+                self.tool_errors[self.tool_index(event.index)] = event.error
             if event.index in self._streamed_tools:
                 return None  # already delivered as deltas
             call = event.call
             return AIMessageChunk(
                 content="",
                 tool_call_chunks=[
-                    tool_call_chunk(name=call.name, args=call.arguments, id=call.id, index=event.index)
+                    tool_call_chunk(
+                        name=call.name, args=call.arguments, id=call.id, index=self.tool_index(event.index)
+                    )
                 ],
             )
         if isinstance(event, TransportInfo):
@@ -267,8 +302,12 @@ class ChunkBuilder:
             metadata["notices"] = list(self.notices)
         if usage.cost_cents is not None:
             metadata["cost_cents"] = usage.cost_cents
+        extra = dict(self.extra_kwargs)
+        if self.tool_errors:
+            extra["tool_errors"] = dict(self.tool_errors)
         return AIMessageChunk(
             content="",
+            additional_kwargs=extra,
             usage_metadata=usage_metadata(usage),
             response_metadata=metadata,
             chunk_position="last",

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from cursorpipe import (
@@ -20,26 +21,61 @@ from cursorpipe import (
     CursorSession,
     Event,
     SessionError,
+    StructuredOutputError,
     SyncBridge,
     TextDelta,
+    ToolCallEvent,
+    TransportInfo,
+    TurnEnd,
 )
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LangSmithParams, ModelProfile
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
-from langchain_core.messages.tool import ToolCallChunk
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput, ModelProfile
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    InvalidToolCall,
+    SystemMessage,
+    ToolCall,
+    ToolCallChunk,
+)
+from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser, PydanticToolsParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableLambda, RunnableMap, RunnablePassthrough
+from langchain_core.tools import BaseTool
 from langchain_core.utils import secret_from_env
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
 from ._clients import client_for_loop, close_clients
 from ._convert import PROVIDER, ChunkBuilder, message_text, to_cursor_messages
 from ._models import model_facts
+from ._structured import (
+    StructuredMethod,
+    is_pydantic_schema,
+    normalize_tool_choice,
+    response_format_for,
+    structured_parser,
+)
 from ._tokens import count_tokens, token_ids
 
 __all__ = ["ChatCursor"]
 
 # Per-call keyword arguments ChatCursor understands; anything else is a caller mistake.
-_CALL_KWARGS = frozenset({"model", "temperature", "max_tokens", "timeout", "tools", "tool_choice", "stream"})
+_CALL_KWARGS = frozenset(
+    {
+        "model",
+        "temperature",
+        "max_tokens",
+        "timeout",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "stream",
+    }
+)
 # Per-message overhead of the offline token estimate (role markers and separators).
 _TOKENS_PER_MESSAGE = 4
 _TOKENS_PER_CONVERSATION = 3
@@ -54,6 +90,7 @@ class _CallOptions:
     stop: list[str] | None
     tools: Sequence[Mapping[str, Any]] | None
     tool_choice: str | Mapping[str, Any] | None
+    response_format: Mapping[str, Any] | None
 
 
 class _SessionBinding:
@@ -160,6 +197,41 @@ def _tool_calls_from_chunks(chunks: list[ToolCallChunk]) -> AIMessageChunk:
             have["id"] = have.get("id") or chunk.get("id")
     # A chunk marked last parses its tool_call_chunks into tool_calls / invalid_tool_calls.
     return AIMessageChunk(content="", tool_call_chunks=list(merged.values()), chunk_position="last")
+
+
+def _split_invalid(
+    tools: AIMessageChunk, errors: Mapping[int, str] | None
+) -> tuple[list[ToolCall], list[InvalidToolCall]]:
+    """Tool calls and invalid tool calls, moving calls the core flagged (``ToolCallEvent.error``,
+    by index) into the invalid list with the core's reason."""
+    invalid = list(tools.invalid_tool_calls)
+    if not errors:
+        return list(tools.tool_calls), invalid
+    flagged = {
+        chunk.get("id"): errors[chunk.get("index") or 0]
+        for chunk in tools.tool_call_chunks
+        if (chunk.get("index") or 0) in errors
+    }
+    calls: list[ToolCall] = []
+    for call in tools.tool_calls:
+        reason = flagged.get(call.get("id"))
+        if reason is None:
+            calls.append(call)
+        else:
+            invalid.append(
+                InvalidToolCall(
+                    type="invalid_tool_call",
+                    name=call["name"],
+                    args=json.dumps(call["args"]),
+                    id=call.get("id"),
+                    error=reason,
+                )
+            )
+    for bad in invalid:
+        for chunk in tools.tool_call_chunks:
+            if chunk.get("id") == bad.get("id") and (chunk.get("index") or 0) in errors:
+                bad["error"] = errors[chunk.get("index") or 0]
+    return calls, invalid
 
 
 class ChatCursor(BaseChatModel):
@@ -294,9 +366,10 @@ class ChatCursor(BaseChatModel):
             image_inputs=facts.image_inputs,
             text_outputs=True,
             reasoning_output=facts.reasoning,
-            # Client-defined tools and structured output arrive with the tool-calling work.
-            tool_calling=False,
-            structured_output=False,
+            # Native on connect, emulated in the prompt on acp/subprocess (issue 7).
+            tool_calling=True,
+            tool_choice=True,
+            structured_output=True,
         )
 
     # ------------------------------------------------------------------------------------------
@@ -320,6 +393,98 @@ class ChatCursor(BaseChatModel):
         for tool in tools or ():
             total += count_tokens(json.dumps(tool, default=str))
         return total
+
+    # ------------------------------------------------------------------------------------------
+    # tools and structured output (issue 7)
+    # ------------------------------------------------------------------------------------------
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | bool | dict[str, Any] | None = None,
+        strict: bool | None = None,
+        parallel_tool_calls: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools (LangChain tools, functions, pydantic classes, TypedDicts or OpenAI tool
+        dicts) to the model. Calls come back as ``AIMessage.tool_calls``; run them and pass the
+        results back as ``ToolMessage`` objects in the next call (the stateless flow, which works
+        on every cursorpipe transport).
+
+        ``tool_choice``: ``"auto"``, ``"none"``, ``"required"``/``"any"``/``True`` (some tool must
+        be called) or a tool's name (that tool must be called). Where the transport has no tool
+        channel, cursorpipe offers the tools in the prompt and parses the model's JSON answer
+        (``response_metadata["transport"]`` says which transport served the call).
+        """
+        formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
+        choice = normalize_tool_choice(tool_choice, formatted)
+        if choice is not None:
+            kwargs["tool_choice"] = choice
+        if parallel_tool_calls is not None:
+            kwargs["parallel_tool_calls"] = parallel_tool_calls
+        return super().bind(tools=formatted, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        include_raw: bool = False,
+        method: StructuredMethod = "json_schema",
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """A runnable that answers with ``schema`` (a pydantic class → an instance of it; a
+        TypedDict or JSON schema dict → a dict).
+
+        ``method``: ``"json_schema"`` (default) asks for JSON matching the schema through
+        cursorpipe's ``response_format``; the answer is validated against the schema, repaired
+        once, and otherwise ``cursorpipe.StructuredOutputError`` is raised (the answer arrives
+        whole, not token by token). ``"function_calling"`` forces a tool whose parameters are the
+        schema; ``"json_mode"`` asks for any JSON object (describe the shape in the prompt).
+        ``include_raw=True`` returns ``{"raw": AIMessage, "parsed": ..., "parsing_error": ...}``
+        instead of raising on a bad answer.
+        """
+        if kwargs:
+            raise ConfigurationError(
+                f"with_structured_output does not understand {', '.join(sorted(kwargs))}",
+                code="invalid_request",
+            )
+        if schema is None and method != "json_mode":
+            raise ConfigurationError(f"method {method!r} needs a schema", code="invalid_request")
+        ls_format = {"kwargs": {"method": method, "strict": strict}, "schema": schema}
+        parser: Runnable[Any, Any]
+        if method == "function_calling":
+            name = convert_to_openai_tool(schema)["function"]["name"]
+            llm = self.bind_tools(
+                [schema], tool_choice=name, strict=strict, ls_structured_output_format=ls_format
+            )
+            if is_pydantic_schema(schema):
+                assert isinstance(schema, type)
+                parser = PydanticToolsParser(tools=[schema], first_tool_only=True)
+            else:
+                parser = JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
+        elif method == "json_schema":
+            _, response_format = response_format_for(schema, strict=strict)
+            llm = self.bind(response_format=response_format, ls_structured_output_format=ls_format)
+            parser = RunnableLambda(structured_parser(schema))
+        elif method == "json_mode":
+            llm = self.bind(
+                response_format={"type": "json_object"},
+                ls_structured_output_format={"kwargs": {"method": method}, "schema": schema},
+            )
+            parser = RunnableLambda(structured_parser(schema))
+        else:
+            raise ConfigurationError(
+                f"method must be json_schema, function_calling or json_mode, not {method!r}",
+                code="invalid_request",
+            )
+        if not include_raw:
+            return llm | parser
+        with_parsed = RunnablePassthrough.assign(
+            parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
+        )
+        without = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=llm) | with_parsed.with_fallbacks([without], exception_key="parsing_error")
 
     # ------------------------------------------------------------------------------------------
     # configuration and clients
@@ -365,6 +530,7 @@ class ChatCursor(BaseChatModel):
             stop=list(effective_stop) if effective_stop else None,
             tools=kwargs.get("tools"),
             tool_choice=kwargs.get("tool_choice"),
+            response_format=kwargs.get("response_format"),
         )
 
     # ------------------------------------------------------------------------------------------
@@ -378,6 +544,8 @@ class ChatCursor(BaseChatModel):
         binding = self._binding
         if binding is not None:
             stream = self._session_events(binding, messages, options)
+        elif options.response_format is not None:
+            stream = self._structured_events(messages, options, builder)
         else:
             stream = self._client().events(
                 options.model,
@@ -395,12 +563,59 @@ class ChatCursor(BaseChatModel):
                 if chunk is not None:
                     yield ChatGenerationChunk(message=chunk)
 
+    async def _structured_events(
+        self, messages: list[BaseMessage], options: _CallOptions, builder: ChunkBuilder
+    ) -> AsyncGenerator[Event, None]:
+        """One turn with a ``response_format``, through ``CursorClient.complete``: the answer is
+        validated against the schema there (one repair round, then ``StructuredOutputError``), so
+        it arrives whole rather than token by token. The validated value rides on the message as
+        ``additional_kwargs["parsed"]``; a final failure is recorded there too (as
+        ``structured_output_error``/``raw``) so ``with_structured_output(include_raw=True)`` can
+        report it as a parsing error instead of losing the raw answer."""
+        try:
+            result = await self._client().complete(
+                options.model,
+                to_cursor_messages(messages),
+                temperature=options.temperature,
+                max_tokens=options.max_tokens,
+                stop=options.stop,
+                timeout_s=options.timeout,
+                tools=options.tools,
+                tool_choice=options.tool_choice,
+                response_format=options.response_format,
+            )
+        except StructuredOutputError as exc:
+            builder.extra_kwargs["structured_output_error"] = exc.message
+            yield TextDelta(exc.raw)
+            yield TurnEnd("stop")
+            return
+        builder.extra_kwargs["parsed"] = result.parsed
+        yield TransportInfo(
+            transport=result.transport or "",
+            model=result.model,
+            session_id=result.session_id,
+            fallback_from=result.fallback_from,
+        )
+        for notice in result.notices:
+            yield TextDelta(notice, notice=True)
+        if result.text:
+            yield TextDelta(result.text)
+        for index, call in enumerate(result.tool_calls):
+            yield ToolCallEvent(call, index=index)
+        for offset, bad in enumerate(result.invalid_tool_calls, start=len(result.tool_calls)):
+            yield ToolCallEvent(bad.call, index=offset, emulated=bad.emulated, error=bad.error)
+        yield TurnEnd(result.stop_reason, result.usage)
+
     async def _session_events(
         self, binding: _SessionBinding, messages: list[BaseMessage], options: _CallOptions
     ) -> AsyncGenerator[Event, None]:
-        if options.tools:
+        if options.tools or options.response_format is not None:
+            # A Cursor session takes one user text per turn; tool results and schemas travel in
+            # stateless calls, which carry the whole exchange.
             raise ConfigurationError(
-                "tools are not supported on session-bound calls yet", code="invalid_request"
+                "tools and structured output are not supported on session-bound calls; use the "
+                "model without with_session() for them",
+                code="invalid_request",
             )
         binding.check_loop()
         if binding.lock is None:
@@ -442,13 +657,17 @@ class ChatCursor(BaseChatModel):
         if last is None:
             raise SessionError("the turn ended without a final event", code="stream_incomplete")
         tools = _tool_calls_from_chunks(tool_chunks)
+        calls, invalid = _split_invalid(tools, last.additional_kwargs.get("tool_errors"))
+        extra = {k: v for k, v in last.additional_kwargs.items() if k != "tool_errors"}
+        if reasoning:
+            extra["reasoning_content"] = "".join(reasoning)
         message = AIMessage(
             content="".join(text),
-            additional_kwargs={"reasoning_content": "".join(reasoning)} if reasoning else {},
+            additional_kwargs=extra,
             response_metadata=dict(last.response_metadata),
             usage_metadata=last.usage_metadata,
-            tool_calls=tools.tool_calls,
-            invalid_tool_calls=tools.invalid_tool_calls,
+            tool_calls=calls,
+            invalid_tool_calls=invalid,
         )
         return ChatResult(
             generations=[ChatGeneration(message=message)],
