@@ -46,6 +46,8 @@ from cursorpipe.testing.emulator._turn import RunRecord, TurnIO, run_turn
 from cursorpipe.testing.emulator.raw import build_run_request, raw_turn_h2, raw_turn_sse
 from cursorpipe.transports.connect._codec import ConnectError, decode_error_details
 from cursorpipe.transports.connect._errors import map_connect_error
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 RAW = pytest.mark.parametrize("raw_turn", [raw_turn_sse, raw_turn_h2], ids=["runsse", "run-h2c"])
 
@@ -766,3 +768,68 @@ async def test_a_definition_with_only_a_wire_name_and_bad_schema_json_still_work
     assert (args.name, args.tool_name, args.provider_identifier) == ("lookup", "lookup", "")
     assert args.args["q"].string_value == "Peru"  # a capitalised phrase after a preposition
     assert turn.text == expected_tool_reply("lookup", "PERU")
+
+
+_json_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+)
+_json = st.recursive(
+    _json_leaf,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=12,
+)
+_schema_keys = st.sampled_from(
+    ["type", "properties", "required", "enum", "const", "default", "items", "minItems", "minimum",
+     "maximum", "exclusiveMinimum", "exclusiveMaximum", "anyOf", "$ref", "$defs"]
+)  # fmt: skip
+_schemas = st.recursive(
+    st.dictionaries(_schema_keys, _json, max_size=4),
+    lambda inner: st.dictionaries(
+        _schema_keys, inner | _json | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_size=4
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(schema=_schemas, text=st.text(max_size=60), name=st.text(max_size=12))
+def test_default_tool_arguments_never_crashes_on_odd_schemas(
+    schema: dict[str, Any], text: str, name: str
+) -> None:
+    """A client may send any schema: the emulated model still produces JSON-compatible arguments."""
+    args = default_tool_arguments(schema, text, name)
+    assert isinstance(args, dict)
+    json.dumps(args)
+
+
+@pytest.mark.parametrize(
+    ("schema", "text"),
+    [
+        ({"properties": 5}, "t(1, 2)"),
+        ({"properties": {"n": {"type": "array", "items": {"type": "integer"}, "minItems": "many"}},
+          "required": ["n"]}, "x"),
+        ({"properties": {"n": {"type": "integer"}}, "required": ["n"]}, "9" * 5000),
+        ({"properties": {"n": {"type": "integer"}}, "required": ["n"]}, "n=" + "9" * 5000),
+        ({"anyOf": [{"$ref": "#"}, {"$ref": "#/nowhere/at/all"}]}, "x"),
+    ],
+)  # fmt: skip
+def test_default_tool_arguments_survives_hostile_input(schema: dict[str, Any], text: str) -> None:
+    json.dumps(default_tool_arguments(schema, text, "t"))
+
+
+async def test_a_broken_tool_script_ends_the_turn_with_an_internal_error(emu: Emulator) -> None:
+    def script(ctx: ToolContext) -> list[ToolCallScript]:
+        raise RuntimeError("bug in the test script")
+
+    emu.behaviour.tool_calls = script
+    turn = await raw_turn_sse(emu.url, emu.api_key, "x", tools=[WEATHER], tool_handlers=HANDLERS)
+    assert turn.end is not None and turn.end.error is not None
+    assert turn.end.error.code == "internal" and "bug in the test script" in turn.end.error.message
+    emu.behaviour.tool_calls = [ToolCallScript("get_weather", {"when": object()})]
+    turn = await raw_turn_h2(emu.url, emu.api_key, "x", tools=[WEATHER], tool_handlers=HANDLERS)
+    assert turn.end is not None and turn.end.error is not None
+    assert "not JSON" in turn.end.error.message

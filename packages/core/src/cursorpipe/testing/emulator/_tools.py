@@ -468,7 +468,8 @@ _PLACE = re.compile(r"\b(?:in|for|at|about|of|from|near)\s+([A-Z][\w.'-]*(?:(?:\
 
 
 def _first_number(text: str, integer: bool) -> float | int | None:
-    m = re.search(r"-?\d+" if integer else r"-?\d+(?:\.\d+)?", text)
+    # Bounded digit runs: int() refuses strings over 4300 digits (and a model would not copy them).
+    m = re.search(r"-?\d{1,15}" if integer else r"-?\d{1,15}(?:\.\d{1,15})?", text)
     if m is None:
         return None
     return int(m.group()) if integer else float(m.group())
@@ -492,7 +493,7 @@ def _value_for(prop: str, schema: Mapping[str, Any], root: Mapping[str, Any], te
         if given is not None:
             try:
                 value = int(given) if kind == "integer" else float(given)
-            except ValueError:
+            except (ValueError, OverflowError):
                 value = None
         if value is None:
             value = _first_number(text, kind == "integer")
@@ -510,7 +511,8 @@ def _value_for(prop: str, schema: Mapping[str, Any], root: Mapping[str, Any], te
         return given.lower() not in ("false", "0", "no") if given is not None else True
     if kind == "array":
         items = schema.get("items")
-        n = int(schema.get("minItems", 0) or 0)
+        raw_n = schema.get("minItems", 0)
+        n = min(int(raw_n), 8) if isinstance(raw_n, int | float) and raw_n > 0 else 0
         if isinstance(items, Mapping) and n > 0 and depth < 4:
             return [_value_for(prop, items, root, text, depth + 1) for _ in range(n)]
         return []
@@ -553,7 +555,8 @@ def default_tool_arguments(schema: Mapping[str, Any], text: str, name: str = "")
         call = _call_syntax(name, text)
         if call is not None:
             positional, keywords = call
-            props = list(schema.get("properties", {}) or {})
+            raw_props = schema.get("properties")
+            props = list(raw_props) if isinstance(raw_props, Mapping) else []
             out = {p: v for p, v in zip(props, positional, strict=False)}
             out.update(keywords)
             return out

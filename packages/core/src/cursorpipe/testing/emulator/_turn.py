@@ -587,13 +587,17 @@ class _Turn:
                 ctx.text, round_no, offered, tuple(results), ctx.system_prompt, ctx.run_request
             )
             calls: list[ToolCallScript]
-            if spec is None:
-                auto = self.b.auto_tool_calls and not stateless and round_no == 1
-                calls = default_tool_calls(offered, ctx.text, ctx.system_prompt) if auto else []
-            elif callable(spec):
-                calls = list(spec(tctx) or ())
-            else:
-                calls = list(spec) if round_no == 1 and not stateless else []
+            try:
+                if spec is None:
+                    auto = self.b.auto_tool_calls and not stateless and round_no == 1
+                    calls = default_tool_calls(offered, ctx.text, ctx.system_prompt) if auto else []
+                elif callable(spec):
+                    calls = list(spec(tctx) or ())
+                else:
+                    calls = list(spec) if round_no == 1 and not stateless else []
+            except Exception as exc:  # a broken test script must end the turn visibly, not hang it
+                await self.fail("internal", f"emulator: the tool-call script failed: {exc!r}")
+                return False
             if not calls:
                 return True
             if not await self._tool_round(calls, round_no, offered, ctx.text, results):
@@ -639,11 +643,18 @@ class _Turn:
         round_recs: list[tuple[ToolCallRecord, agent_pb2.McpToolDefinition | None, ToolCallScript]] = []
         for call in calls:
             d = offered.get(call.name)
-            args = (
-                dict(call.arguments)
-                if call.arguments is not None
-                else default_tool_arguments(tool_schema(d) if d is not None else {}, text, call.name)
-            )
+            try:
+                args = (
+                    dict(call.arguments)
+                    if call.arguments is not None
+                    else default_tool_arguments(tool_schema(d) if d is not None else {}, text, call.name)
+                )
+                json.dumps(args)  # the arguments travel as JSON text and google.protobuf.Value
+            except (TypeError, ValueError, RecursionError) as exc:
+                await self.fail(
+                    "internal", f"emulator: arguments for tool {call.name!r} are not JSON: {exc!r}"
+                )
+                return False
             n = len(self.rec.tool_calls) + 1
             rec = ToolCallRecord(
                 call_id=call.call_id or f"call_{prefix}_{n}",
