@@ -20,9 +20,10 @@ from typing import Any
 
 from ._constants import RETRY_AFTER_MAX_WAIT_S, RETRY_BACKOFF_BASE_S, RETRY_BACKOFF_MAX_S, RETRY_JITTER
 from ._limits import OutputLimiter
+from ._redact import redact
 from ._routing import create_transport
 from ._structured import parse_response_format
-from ._tool_emulation import EmulatedToolParser, render_history, tool_instructions
+from ._tool_emulation import EmulatedToolParser, forced_tool, render_history, tool_instructions
 from .config import CursorPipeConfig
 from .errors import (
     AgentTimeoutError,
@@ -30,6 +31,8 @@ from .errors import (
     CursorPipeError,
     SessionError,
     StructuredOutputError,
+    ToolLoopError,
+    ToolResultTimeoutError,
 )
 from .session import CursorSession
 from .transports.base import Transport, TransportSession
@@ -39,10 +42,12 @@ from .types import (
     Event,
     ModelInfo,
     TextDelta,
+    TextPart,
     ThinkingDelta,
     ToolCall,
     ToolCallDelta,
     ToolCallEvent,
+    ToolHandler,
     ToolSpec,
     TransportInfo,
     TurnEnd,
@@ -59,6 +64,8 @@ log = logging.getLogger("cursorpipe")
 profile_log = logging.getLogger("cursorpipe.profile")
 
 _CONTENT_EVENTS = (TextDelta, ThinkingDelta, ToolCallEvent)
+#: Rounds of the client-side tool loop (emulated tools + tool_handler) before ToolLoopError.
+MAX_TOOL_ROUNDS = 8
 
 
 class CursorClient:
@@ -160,6 +167,7 @@ class CursorClient:
         tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
         response_format: Mapping[str, Any] | None = None,
+        tool_handler: ToolHandler | None = None,
     ) -> TurnRequest:
         """Validate arguments and build the transport-neutral request."""
         msgs: list[ChatMessage] = []
@@ -189,6 +197,8 @@ class CursorClient:
             timeout_s=timeout_s if timeout_s is not None else self._config.request_timeout_s,
             tools=tuple(_tool_spec(t) for t in tools or ()),
             tool_choice=tool_choice,
+            tool_handler=tool_handler,
+            tool_result_timeout_s=self._config.tool_result_timeout_s,
         )
 
     async def events(
@@ -205,11 +215,19 @@ class CursorClient:
         tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
         response_format: Mapping[str, Any] | None = None,
+        tool_handler: ToolHandler | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Stream the typed, transport-neutral events of one stateless turn.
 
         ``response_format`` (OpenAI shape) only asks for JSON here; :meth:`complete` also
         validates and repairs.
+
+        Tools (``tools``, OpenAI function shape; ``tool_choice`` auto/none/required/a name):
+        without ``tool_handler`` the turn ends at the model's tool calls (``ToolCallDelta`` events,
+        ``ToolCallEvent`` events, then ``TurnEnd(stop_reason="tool_calls")``) and the caller sends the
+        results in the next request's messages (assistant ``tool_calls`` + ``tool`` messages). With
+        ``tool_handler`` (``async (ToolCall) -> str``) each call is answered inside the turn and the
+        turn goes on to the final answer (natively on connect, by a client-side loop elsewhere).
 
         Yields ``TransportInfo`` first, then ``TextDelta`` / ``ThinkingDelta`` / tool-call events,
         one ``UsageEvent`` and a final ``TurnEnd``. ``stop`` and ``max_tokens`` are enforced on the
@@ -226,6 +244,7 @@ class CursorClient:
             tools=tools,
             tool_choice=tool_choice,
             response_format=response_format,
+            tool_handler=tool_handler,
         )
         async with aclosing(self.run_request(request, stop=stop)) as stream:
             async for event in stream:
@@ -237,22 +256,104 @@ class CursorClient:
         *,
         session: TransportSession | None = None,
         stop: Sequence[str] | None = None,
+        tool_handler: ToolHandler | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Run a prepared :class:`TurnRequest` through the whole pipeline (used by sessions and
-        integrations; most callers want :meth:`events`)."""
+        integrations; most callers want :meth:`events`). ``tool_handler`` overrides
+        ``request.tool_handler`` (see :meth:`events`)."""
         transport = await self.transport()
+        if tool_handler is not None:
+            request = replace(request, tool_handler=tool_handler)
+        if request.tool_handler is not None and request.tool_result_timeout_s is None:
+            request = replace(request, tool_result_timeout_s=self._config.tool_result_timeout_s)
         self._active += 1
         try:
             emulate = not transport.capabilities.native_tools and _needs_tool_emulation(request)
-            if emulate:
-                request = _emulated_request(request)
-            async with aclosing(self._limited(transport, request, session, stop, emulate)) as stream:
+            source: AsyncGenerator[Event, None]
+            if emulate and request.tool_handler is not None:
+                source = self._tool_loop(transport, request, session, stop)
+            else:
+                if emulate:
+                    request = _emulated_request(request)
+                source = self._limited(transport, request, session, stop, emulate)
+            async with aclosing(source) as stream:
                 if self._config.enable_profiling:
                     stream = self._profiled(stream, request)
                 async for event in stream:
                     yield event
         finally:
             self._active -= 1
+
+    async def _tool_loop(
+        self,
+        transport: Transport,
+        request: TurnRequest,
+        session: TransportSession | None,
+        stop: Sequence[str] | None,
+    ) -> AsyncGenerator[Event, None]:
+        """``tool_handler`` on a transport without native tools: run → parse the emulated calls →
+        call the handler → a new request with the calls and results → ... until the model answers
+        without calls (at most :data:`MAX_TOOL_ROUNDS` rounds of calls, then ``ToolLoopError``).
+
+        Stateless: each round resends the whole conversation plus the exchange so far. In a
+        session the transport keeps the history, so a round sends only the tool results. The
+        consumer sees one ``TransportInfo``, every round's text and (``handled``) tool calls, and
+        one ``UsageEvent``/``TurnEnd`` with the summed usage at the end."""
+        handler = request.tool_handler
+        assert handler is not None
+        timeout_s = request.tool_result_timeout_s or self._config.tool_result_timeout_s
+        messages = list(request.messages)
+        total: Usage | None = None
+        for round_no in range(MAX_TOOL_ROUNDS + 1):
+            emulated = _emulated_request(request.with_messages(messages))
+            calls: list[ToolCallEvent] = []
+            text: list[str] = []
+            end: TurnEnd | None = None
+            usage: Usage | None = None
+            async with aclosing(self._limited(transport, emulated, session, stop, True)) as stream:
+                async for event in stream:
+                    if isinstance(event, TransportInfo) and round_no > 0:
+                        continue
+                    if isinstance(event, UsageEvent):
+                        usage = event.usage
+                        continue
+                    if isinstance(event, TurnEnd):
+                        end = event
+                        break
+                    if isinstance(event, ToolCallEvent) and event.error is None:
+                        calls.append(event)
+                        event = replace(event, handled=True)
+                    elif isinstance(event, TextDelta) and not event.notice:
+                        text.append(event.text)
+                    yield event
+            assert end is not None  # _limited always ends with TurnEnd or raises
+            this = end.usage or usage
+            if this is not None:
+                total = this if total is None else total + this
+            if end.stop_reason != "tool_calls" or not calls:
+                if total is not None:
+                    yield UsageEvent(total)
+                yield TurnEnd(end.stop_reason, total)
+                return
+            if round_no == MAX_TOOL_ROUNDS:
+                break
+            results = await asyncio.gather(*(_call_handler(handler, c.call, timeout_s) for c in calls))
+            assistant = ChatMessage(
+                role="assistant",
+                content=(TextPart("".join(text)),) if "".join(text) else (),
+                tool_calls=tuple(c.call for c in calls),
+            )
+            tool_msgs = [
+                ChatMessage(role="tool", content=(TextPart(r),), tool_call_id=c.call.id, name=c.call.name)
+                for c, r in zip(calls, results, strict=True)
+            ]
+            # In a session the transport already holds the model's calls: send only the results.
+            messages = tool_msgs if session is not None else [*messages, assistant, *tool_msgs]
+        raise ToolLoopError(
+            f"The model was still calling tools after {MAX_TOOL_ROUNDS} rounds; stopped. "
+            "Check the tool results it gets, or drive the loop yourself without tool_handler.",
+            transport=transport.name,
+        )
 
     async def _limited(
         self,
@@ -413,8 +514,15 @@ class CursorClient:
         tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
         response_format: Mapping[str, Any] | None = None,
+        tool_handler: ToolHandler | None = None,
     ) -> CompletionResult:
         """Run one stateless turn and return the full :class:`CompletionResult`.
+
+        Tools work as in :meth:`events`; ``result.tool_calls`` holds the calls the caller must
+        answer (``stop_reason == "tool_calls"``), never those a ``tool_handler`` answered. With
+        ``tool_choice`` ``"required"`` or a named tool and no ``tool_handler``, an answer without
+        a tool call gets one repair round (an explicit instruction to call the tool); if the model
+        still answers in text, that answer is returned as is.
 
         With ``response_format`` (``{"type": "json_object"}`` or ``{"type": "json_schema",
         "json_schema": {"name", "schema"}}``) the answer is parsed and validated into
@@ -432,10 +540,12 @@ class CursorClient:
             tools=tools,
             tool_choice=tool_choice,
             response_format=response_format,
+            tool_handler=tool_handler,
         )
         result = await collect_result(self.run_request(request, stop=stop), request)
+        result = await self._tool_choice_repair(request, result, stop)
         fmt = parse_response_format(response_format)
-        if fmt is None or result.tool_calls:
+        if fmt is None or result.stop_reason == "tool_calls":
             return result
         try:
             return replace(result, parsed=fmt.validate(result.text))
@@ -455,6 +565,28 @@ class CursorClient:
             second = await collect_result(self.run_request(repair, stop=stop), repair)
             parsed = fmt.validate(second.text)
             return replace(second, parsed=parsed, usage=result.usage + second.usage)
+
+    async def _tool_choice_repair(
+        self, request: TurnRequest, result: CompletionResult, stop: Sequence[str] | None
+    ) -> CompletionResult:
+        """``tool_choice`` required/named is honoured by prompting (no protocol field exists,
+        see ``transports/connect/_turn.py`` ``tool_choice_instruction``): one repair round when the
+        model answered without the call, then whatever it says."""
+        required = request.tool_choice in ("required", "any") or forced_tool(request.tool_choice)
+        if not required or not request.tools or request.tool_handler is not None or result.tool_calls:
+            return result
+        forced = forced_tool(request.tool_choice)
+        ask = (
+            f"You did not call a tool. Call the tool {forced!r} now."
+            if forced
+            else "You did not call a tool. Call at least one of the provided tools now."
+        )
+        log.info("cursorpipe: tool_choice=%r not honoured; one repair round", request.tool_choice)
+        repair = request.with_messages(
+            [*request.messages, ChatMessage.of("assistant", result.text), ChatMessage.of("user", ask)]
+        )
+        second = await collect_result(self.run_request(repair, stop=stop), repair)
+        return replace(second, usage=result.usage + second.usage)
 
     async def generate(
         self,
@@ -578,6 +710,25 @@ async def _parse_emulated_tools(
             yield event
 
 
+async def _call_handler(handler: ToolHandler, call: ToolCall, timeout_s: float) -> str:
+    """One tool result for the client-side loop: the handler's text, an error text when it raised
+    (redacted), :class:`ToolResultTimeoutError` when it took longer than ``timeout_s``."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            result = await handler(call)
+    except TimeoutError as exc:
+        raise ToolResultTimeoutError(
+            f"The tool_handler gave no result for tool {call.name!r} (call {call.id}) within "
+            f"{timeout_s:g} s. Raise tool_result_timeout_s (CURSORPIPE_TOOL_RESULT_TIMEOUT_S) or "
+            "make the tool faster.",
+            details={"tool_name": call.name, "tool_call_id": call.id},
+        ) from exc
+    except Exception as exc:  # the caller's tool failed: the model reads the error
+        log.info("cursorpipe: tool %r raised %s; sent as an error result", call.name, type(exc).__name__)
+        return "Error: " + redact(f"{type(exc).__name__}: {exc}")
+    return result if isinstance(result, str) else str(result)
+
+
 def _tool_spec(tool: ToolSpec | Mapping[str, Any]) -> ToolSpec:
     if isinstance(tool, ToolSpec):
         return tool
@@ -608,6 +759,8 @@ async def collect_result(
             elif isinstance(event, ThinkingDelta):
                 thinking.append(event.text)
             elif isinstance(event, ToolCallEvent):
+                if event.handled:
+                    continue  # answered by the tool_handler inside the turn
                 if event.error is None:
                     calls.append(event.call)
                 else:

@@ -4,13 +4,13 @@ message."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import SessionError
 from .transports.base import Transport, TransportSession
-from .types import ChatMessage, CompletionResult, Event, TextDelta, TurnEnd
+from .types import ChatMessage, CompletionResult, Event, TextDelta, ToolHandler, ToolSpec, TurnEnd
 
 if TYPE_CHECKING:
     from .client import CursorClient
@@ -68,12 +68,25 @@ class CursorSession:
         timeout_s: float | None = None,
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
+        tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        tool_handler: ToolHandler | None = None,
     ) -> AsyncGenerator[Event, None]:
-        """Send ``text`` as the next user message and stream the typed events of the answer."""
+        """Send ``text`` as the next user message and stream the typed events of the answer.
+
+        ``tools``/``tool_choice``/``tool_handler`` as in :meth:`CursorClient.events`. In a session
+        pass a ``tool_handler``: the next turn carries only a user text, so calls left for the caller
+        (``stop_reason == "tool_calls"``) cannot be answered there."""
         if self._discarded:
             raise SessionError(f"Session {self.session_id} was discarded; open a new one.")
         request = self._client.build_request(
-            self._model, [ChatMessage.of("user", text)], timeout_s=timeout_s, max_tokens=max_tokens
+            self._model,
+            [ChatMessage.of("user", text)],
+            timeout_s=timeout_s,
+            max_tokens=max_tokens,
+            tools=tools,
+            tool_choice=tool_choice,
+            tool_handler=tool_handler,
         )
         async with self._lock:
             if self._discarded:
@@ -87,13 +100,26 @@ class CursorSession:
             if ended:
                 self._turns += 1
 
-    async def prompt(self, text: str, *, timeout_s: float | None = None) -> CompletionResult:
-        """Send ``text`` and return the complete answer (history is kept by Cursor)."""
+    async def prompt(
+        self,
+        text: str,
+        *,
+        timeout_s: float | None = None,
+        tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        tool_handler: ToolHandler | None = None,
+    ) -> CompletionResult:
+        """Send ``text`` and return the complete answer (history is kept by Cursor); tools as in
+        :meth:`events`."""
         from .client import collect_result
 
         request = self._client.build_request(self._model, [ChatMessage.of("user", text)], timeout_s=timeout_s)
         return await collect_result(
-            self.events(text, timeout_s=timeout_s), request, session_id=self.session_id
+            self.events(
+                text, timeout_s=timeout_s, tools=tools, tool_choice=tool_choice, tool_handler=tool_handler
+            ),
+            request,
+            session_id=self.session_id,
         )
 
     async def stream_prompt(self, text: str, *, timeout_s: float | None = None) -> AsyncGenerator[str, None]:

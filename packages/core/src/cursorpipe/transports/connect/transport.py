@@ -652,6 +652,10 @@ class ConnectTransport:
             except (GeneratorExit, asyncio.CancelledError):
                 caller_stopped = True
                 raise
+            except ToolResultTimeoutError:
+                # Our own decision to stop: cancel politely and let the server end the run.
+                caller_stopped = True
+                raise
             except ConnectCallError as exc:
                 server_done = True
                 if exc.error.code == "unauthenticated" and not reauthed and not machine.produced:
