@@ -708,7 +708,9 @@ async def test_official_sdk_custom_tool_round_trip(tmp_path: Path) -> None:
         d.mkdir()
     driver = tmp_path / "driver.py"
     driver.write_text(_SDK_DRIVER, encoding="utf-8")
-    behaviour = Behaviour(tool_result_timeout_s=30)  # the default rule picks the tool from the prompt
+    # The default rule picks the tool from the prompt; the discovery updates (ToolCall case 44, which
+    # the SDK's schema knows) must decode cleanly in Cursor's own client.
+    behaviour = Behaviour(tool_result_timeout_s=30, meta_tool_discovery=True)
     async with Emulator(behaviour) as emu:
         env = {**os.environ, "HOME": str(home), "TMPDIR": str(tmp), "CURSOR_BACKEND_URL": emu.url,
                "CURSOR_API_KEY": emu.api_key}  # fmt: skip
@@ -833,3 +835,26 @@ async def test_a_broken_tool_script_ends_the_turn_with_an_internal_error(emu: Em
     turn = await raw_turn_h2(emu.url, emu.api_key, "x", tools=[WEATHER], tool_handlers=HANDLERS)
     assert turn.end is not None and turn.end.error is not None
     assert "not JSON" in turn.end.error.message
+
+
+@RAW
+async def test_meta_tool_discovery_updates_are_not_the_callers_tool_calls(
+    emu: Emulator, raw_turn: Any
+) -> None:
+    from google.protobuf import unknown_fields
+
+    emu.behaviour.meta_tool_discovery = True
+    emu.behaviour.tool_calls = [ToolCallScript("get_weather", {"city": "Oslo"})]
+    turn = await raw_turn(emu.url, emu.api_key, "x", tools=[WEATHER], tool_handlers=HANDLERS)
+    assert turn.text == expected_tool_reply("get_weather", "sunny, 21 C in Oslo")
+    discovery = [
+        u for u in turn.tool_updates
+        if getattr(u, u.WhichOneof("message")).tool_call.WhichOneof("tool") is None
+    ]  # fmt: skip
+    assert [u.WhichOneof("message") for u in discovery] == ["tool_call_started", "tool_call_completed"]
+    tc = discovery[0].tool_call_started.tool_call
+    fields = unknown_fields.UnknownFieldSet(tc)
+    assert [fields[i].field_number for i in range(len(fields))] == [44]  # get_mcp_tools_tool_call
+    assert discovery[0].tool_call_started.call_id.endswith("_discover")
+    # it precedes the real call, which is still the only exec
+    assert turn.tool_updates.index(discovery[0]) == 0 and len(turn.tool_calls) == 1

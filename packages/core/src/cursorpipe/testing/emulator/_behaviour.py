@@ -215,6 +215,12 @@ class Behaviour:
         tool_preamble: text streamed before the first round of tool calls.
         request_context_per_tool_call: ask for the request context again once per tool call
             (connect.md §6.1 [S CC]).
+        meta_tool_discovery: before the first round, show the model discovering the tools through
+            Cursor's MCP meta-tool (a ``tool_call_started``/``tool_call_completed`` pair whose
+            ``ToolCall`` is ``get_mcp_tools_tool_call`` (44), a case outside cursorpipe's proto subset,
+            so it decodes as an unknown field). The official SDK says its custom tools are found this
+            way (custom-tools.d.ts) [G: the updates Cursor really sends for it are unknown]; clients
+            must not mistake it for one of the caller's tool calls.
     """
 
     reply: str | Callable[[ReplyContext], str] | None = None
@@ -244,3 +250,4 @@ class Behaviour:
     max_tool_rounds: int = 8
     tool_preamble: str = ""
     request_context_per_tool_call: bool = True
+    meta_tool_discovery: bool = False

@@ -162,6 +162,7 @@ class _Turn:
         self.exec_activity: dict[int, float] = {}
         self.exec_heartbeats: dict[int, int] = {}
         self.step = 0
+        self.discovered = False
         self.queries: dict[int, asyncio.Future[agent_pb2.InteractionResponse]] = {}
         self.cancelled = asyncio.Event()
         self.client_closed = asyncio.Event()
@@ -668,6 +669,9 @@ class _Turn:
             round_recs.append((rec, d, call))
         if self.b.tool_preamble and round_no == 1:
             await self.update(text_delta={"text": self.b.tool_preamble})
+        if self.b.meta_tool_discovery and not self.discovered:
+            self.discovered = True
+            await self._discovery_updates(prefix, round_recs)
         # The model streams each call: argument deltas, then the complete call.
         for rec, d, call in round_recs:
             args_json = json.dumps(rec.arguments)
@@ -726,6 +730,27 @@ class _Turn:
         self.step += 1
         await self.update(step_started={"step_id": self.step})
         return True
+
+    async def _discovery_updates(
+        self,
+        prefix: str,
+        round_recs: list[tuple[ToolCallRecord, agent_pb2.McpToolDefinition | None, ToolCallScript]],
+    ) -> None:
+        providers = sorted(
+            {d.provider_identifier for _, d, _ in round_recs if d is not None and d.provider_identifier}
+        )
+        call_id = f"call_{prefix}_discover"
+        # GetMcpToolsToolCall{1 args: GetMcpToolsArgs{1 server, 4 tool_call_id}} in ToolCall field 44
+        # (agent-v1.schema.txt), hand-encoded because it is outside cursorpipe's proto subset.
+        args = _ld(1, (providers[0] if providers else "").encode()) + _ld(4, call_id.encode())
+        payload = _ld(44, _ld(1, args))
+        for kind in ("tool_call_started", "tool_call_completed"):
+            msg = agent_pb2.AgentServerMessage()
+            upd = getattr(msg.interaction_update, kind)
+            upd.call_id = upd.model_call_id = call_id
+            upd.tool_call.MergeFromString(payload)
+            upd.tool_call.tool_call_id = call_id
+            await self.send(msg)
 
     async def _tool_timeout(self, rec: ToolCallRecord, round_recs: list[ToolCallRecord]) -> None:
         # A lost result: abort what is still running (exec_server_control_message.abort, connect.md
@@ -918,3 +943,17 @@ def _to_tool_result(result: agent_pb2.McpResult, text: str, out: agent_pb2.McpTo
         out.success.SetInParent()
     else:
         out.error.error = text
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _ld(field_no: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field."""
+    return _varint(field_no << 3 | 2) + _varint(len(payload)) + payload
