@@ -43,8 +43,9 @@ turn with Connect ``deadline_exceeded``. The schema has no ``tool_choice`` field
 honoured only through the prompt. A stateless request whose history ends in the model's tool calls
 and their results (``trailing_conversation_history``, or the end of ``conversation_history`` with an
 empty user text; build them with :func:`history_user`, :func:`history_assistant_tool_calls`,
-:func:`history_tool_result`) gets the result-dependent answer directly. ``Behaviour.meta_tool_discovery`` adds the
-updates of Cursor's MCP meta-tool discovery (not the caller's tool calls). ``RunRecord.tools_offered``,
+:func:`history_tool_result`) gets the result-dependent answer directly.
+``Behaviour.meta_tool_discovery`` adds the updates of Cursor's MCP meta-tool discovery (not the
+caller's tool calls). ``RunRecord.tools_offered``,
 ``.tool_calls`` (:class:`ToolCallRecord`) and ``.tool_results`` (:class:`ToolResult`) record it all::
 
     behaviour = Behaviour(tool_calls=[ToolCallScript("get_weather", {"city": "Oslo"})])
