@@ -638,10 +638,11 @@ class TurnMachine:
 
         ``"complete"`` when ``tool_requests_listed.call_count`` calls have their ``mcp_args`` exec;
         ``"maybe"`` when every call announced so far (``partial_tool_call``/``tool_call_started``)
-        has its exec but no count was given: the transport then waits a short grace period for
-        more calls before it ends the turn [G: connect.md §7 lists the updates, not their order;
-        the server waits for the results after sending the execs, so silence means the batch is
-        complete]; ``"none"`` otherwise."""
+        has its exec but the count (if any) is not reached: the transport then waits a short grace
+        period for more calls before it ends the turn [G: connect.md §7 lists the updates, not
+        their order, and the meaning of the count is unverified, so it is a fast path, never a
+        reason to wait longer; the server waits for the results after sending the execs, so
+        silence means the batch is complete]; ``"none"`` otherwise."""
         if self.stateful or not self.tool_calls:
             return "none"
         done = sum(1 for c in self._calls.values() if c.exec_id is not None)
