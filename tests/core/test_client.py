@@ -359,3 +359,24 @@ async def test_profiling_logs_ttfc(caplog: pytest.LogCaptureFixture) -> None:
             await client.generate("auto", "a b")
     text = caplog.text
     assert "ttfc" in text and "total=" in text and "chunks=" in text
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"role": "assistant", "tool_calls": [1]},
+        {"role": "assistant", "tool_calls": "call"},
+        {"role": "assistant", "tool_calls": [{"function": "f"}]},
+        {"role": "user", "content": [{"type": "image", "data": "@@not base64@@"}]},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": 5}}]},
+        {"role": "user", "content": 42},
+        {"role": "user", "content": [{"type": "audio"}]},
+        "just a string",
+    ],
+)
+async def test_odd_message_shapes_are_configuration_errors(message: object) -> None:
+    client, mock = make()
+    async with client:
+        with pytest.raises(cursorpipe.ConfigurationError):
+            await client.chat("auto", [message, {"role": "user", "content": "x"}])  # type: ignore[list-item]
+    assert mock.requests == []

@@ -169,7 +169,12 @@ def _parts(content: Any, index: int) -> tuple[TextPart | ImagePart, ...]:
             parts.append(_parse_image_url(url))
         elif kind == "image" and isinstance(part.get("data"), (bytes, str)):
             raw = part["data"]
-            data = raw if isinstance(raw, bytes) else base64.b64decode(raw)
+            try:
+                data = raw if isinstance(raw, bytes) else base64.b64decode(raw, validate=True)
+            except (ValueError, TypeError) as exc:
+                raise ConfigurationError(
+                    f"messages[{index}].content[{j}].data is not valid base64", code="invalid_request"
+                ) from exc
             parts.append(ImagePart(mime_type=str(part.get("mime_type", "image/png")), data=data))
         else:
             raise ConfigurationError(
@@ -178,10 +183,18 @@ def _parts(content: Any, index: int) -> tuple[TextPart | ImagePart, ...]:
     return tuple(parts)
 
 
-def _tool_calls(raw: Any) -> tuple[ToolCall, ...]:
+def _tool_calls(raw: Any, index: int) -> tuple[ToolCall, ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence):
+        raise ConfigurationError(f"messages[{index}].tool_calls must be a list", code="invalid_request")
     calls = []
-    for item in raw or ():
-        fn = item.get("function", item) if isinstance(item, Mapping) else {}
+    for j, item in enumerate(raw):
+        fn = item.get("function", item) if isinstance(item, Mapping) else None
+        if not isinstance(fn, Mapping):
+            raise ConfigurationError(
+                f"messages[{index}].tool_calls[{j}] must be an object with a function", code="invalid_request"
+            )
         args = fn.get("arguments", "{}")
         calls.append(
             ToolCall(
@@ -218,7 +231,7 @@ def normalize_messages(messages: Sequence[Mapping[str, Any] | ChatMessage]) -> l
                 role="system" if role == "developer" else role,
                 content=_parts(msg.get("content"), i),
                 name=msg.get("name") if isinstance(msg.get("name"), str) else None,
-                tool_calls=_tool_calls(msg.get("tool_calls")),
+                tool_calls=_tool_calls(msg.get("tool_calls"), i),
                 tool_call_id=msg.get("tool_call_id") if isinstance(msg.get("tool_call_id"), str) else None,
             )
         )
