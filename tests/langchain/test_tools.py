@@ -272,6 +272,10 @@ async def test_agent_loop_against_the_emulator(emulator: Emulator) -> None:
         final = await bound.ainvoke(messages)
         assert final.content == expected_answer(["42"])
         assert final.response_metadata["transport"] == "connect"
+        # The call went through Cursor's MCP tool channel, and the result came back in history.
+        runs = [r for r in emulator.runs if "add" in r.tools_offered]
+        assert [c.name for c in runs[-2].tool_calls] == ["add"]
+        assert [r.text for r in runs[-1].tool_results] == ["42"]
     finally:
         await llm.aclose()
 

@@ -57,7 +57,7 @@ def test_is_a_llamaindex_llm_with_real_metadata() -> None:
     assert BaseLLM in CursorLLM.__mro__
     meta = CursorLLM(model="claude-4.5-sonnet", max_tokens=1000).metadata
     assert meta.is_chat_model is True
-    assert meta.is_function_calling_model is False
+    assert meta.is_function_calling_model is True
     assert meta.context_window == 200_000
     assert meta.num_output == 1000
     assert meta.model_name == "claude-4.5-sonnet"

@@ -9,10 +9,11 @@ objects. The async methods are native; the sync ones run the same async code on
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cursorpipe import (
     ConfigurationError,
@@ -24,6 +25,8 @@ from cursorpipe import (
     SyncBridge,
     TextDelta,
     ThinkingDelta,
+    ToolCallDelta,
+    ToolCallEvent,
     TransportInfo,
     TurnEnd,
     Usage,
@@ -48,13 +51,18 @@ from llama_index.core.base.llms.types import (
     MessageRole,
     TextBlock,
     ThinkingBlock,
+    ToolCallBlock,
 )
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
-from llama_index.core.llms.llm import LLM
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import ToolSelection
 from pydantic import Field, PrivateAttr, SecretStr, field_serializer
 
 from ._clients import client_for_loop, close_clients
 from ._models import model_facts
+
+if TYPE_CHECKING:
+    from llama_index.core.tools.types import BaseTool
 
 __all__ = ["CursorLLM"]
 
@@ -135,6 +143,10 @@ def to_cursor_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
         calls = message.additional_kwargs.get("tool_calls")
         if role == "assistant" and isinstance(calls, list) and calls:
             entry["tool_calls"] = calls
+        elif role == "assistant":
+            blocks = [b for b in message.blocks if isinstance(b, ToolCallBlock)]
+            if blocks:
+                entry["tool_calls"] = [_openai_call(b, n) for n, b in enumerate(blocks)]
         name = message.additional_kwargs.get("name")
         if isinstance(name, str) and name and role != "tool":
             entry["name"] = name
@@ -142,9 +154,57 @@ def to_cursor_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     return out
 
 
+def _openai_call(block: ToolCallBlock, n: int) -> dict[str, Any]:
+    """A ``ToolCallBlock`` (how current llama-index-core records calls) as an OpenAI tool call."""
+    args = block.tool_kwargs if isinstance(block.tool_kwargs, str) else json.dumps(block.tool_kwargs)
+    return {
+        "id": block.tool_call_id or f"call_{n}",
+        "type": "function",
+        "function": {"name": block.tool_name, "arguments": args},
+    }
+
+
+def _parse_args(text: str) -> dict[str, Any] | None:
+    """Tool arguments as a dict (``None`` while they are incomplete or not a JSON object)."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _tool_choice(
+    tool_choice: str | Mapping[str, Any] | None, tool_required: bool, names: Sequence[str]
+) -> str | dict[str, Any]:
+    """LlamaIndex's ``tool_choice``/``tool_required`` as the OpenAI form the core takes."""
+    if tool_choice is None:
+        return "required" if tool_required else "auto"
+    if isinstance(tool_choice, Mapping):
+        return dict(tool_choice)
+    if tool_choice in ("auto", "none", "required"):
+        return tool_choice
+    if tool_choice == "any":
+        return "required"
+    if tool_choice in names:
+        return {"type": "function", "function": {"name": tool_choice}}
+    raise ConfigurationError(
+        f"tool_choice {tool_choice!r} is neither auto/none/required nor one of the tools "
+        f"({', '.join(names) or 'none given'})",
+        code="invalid_request",
+    )
+
+
 # ----------------------------------------------------------------------------------------------
 # cursorpipe -> LlamaIndex
 # ----------------------------------------------------------------------------------------------
+@dataclass
+class _PendingCall:
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+    error: str | None = None
+
+
 def _usage_dict(usage: Usage) -> dict[str, Any]:
     """Usage under both naming conventions, so TokenCountingHandler (which reads ``prompt_tokens``
     or ``input_tokens``) and OpenAI-minded code both find it."""
@@ -174,13 +234,39 @@ class _Turn:
     session_id: str | None = None
     transport: str | None = None
     done: bool = False
+    calls: dict[int, _PendingCall] = field(default_factory=dict)
 
     def message(self) -> ChatMessage:
+        """The cumulative assistant message: thinking, text, then one ``ToolCallBlock`` per valid
+        tool call, mirrored in ``additional_kwargs["tool_calls"]`` (OpenAI shape, as
+        llama-index's OpenAI LLM keeps them); calls the core flagged invalid go to
+        ``additional_kwargs["invalid_tool_calls"]`` with the reason, never to a tool."""
         blocks: list[Any] = []
         if self.thinking:
             blocks.append(ThinkingBlock(content="".join(self.thinking)))
         blocks.append(TextBlock(text="".join(self.text)))
-        return ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks)
+        extra: dict[str, Any] = {}
+        valid = [c for _, c in sorted(self.calls.items()) if c.error is None]
+        invalid = [c for _, c in sorted(self.calls.items()) if c.error is not None]
+        for call in valid:
+            parsed = _parse_args(call.arguments)
+            blocks.append(
+                ToolCallBlock(
+                    tool_call_id=call.id,
+                    tool_name=call.name,
+                    tool_kwargs=parsed if parsed is not None else call.arguments,
+                )
+            )
+        if valid:
+            extra["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in valid
+            ]
+        if invalid:
+            extra["invalid_tool_calls"] = [
+                {"id": c.id, "name": c.name, "arguments": c.arguments, "error": c.error} for c in invalid
+            ]
+        return ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks, additional_kwargs=extra)
 
     def feed(self, event: Event) -> ChatResponse | None:
         if isinstance(event, TextDelta):
@@ -200,6 +286,18 @@ class _Turn:
             return ChatResponse(
                 message=self.message(), delta="", additional_kwargs={"thinking_delta": event.text}
             )
+        if isinstance(event, ToolCallDelta):
+            pending = self.calls.setdefault(event.index, _PendingCall())
+            pending.id = pending.id or (event.id or "")
+            pending.name = pending.name or (event.name or "")
+            pending.arguments += event.arguments_delta
+            return ChatResponse(message=self.message(), delta="")
+        if isinstance(event, ToolCallEvent):
+            # The complete call is authoritative over the streamed deltas.
+            self.calls[event.index] = _PendingCall(
+                id=event.call.id, name=event.call.name, arguments=event.call.arguments, error=event.error
+            )
+            return ChatResponse(message=self.message(), delta="")
         if isinstance(event, TransportInfo):
             self.transport = event.transport
             self.served_model = event.model or self.served_model
@@ -331,7 +429,7 @@ def _session_text(messages: Sequence[ChatMessage]) -> str:
 # ----------------------------------------------------------------------------------------------
 # the LLM
 # ----------------------------------------------------------------------------------------------
-class CursorLLM(LLM):
+class CursorLLM(FunctionCallingLLM):
     """LlamaIndex LLM for the models of your Cursor subscription, via cursorpipe.
 
     .. code-block:: python
@@ -405,8 +503,8 @@ class CursorLLM(LLM):
             context_window=context,
             num_output=output,
             is_chat_model=True,
-            # Client-defined tools arrive with the tool-calling work (issue 7).
-            is_function_calling_model=False,
+            # Native on connect, emulated in the prompt on acp/subprocess (issue 7).
+            is_function_calling_model=True,
             model_name=self.model,
             system_role=MessageRole.SYSTEM,
         )
@@ -503,8 +601,11 @@ class CursorLLM(LLM):
         self, binding: _SessionBinding, messages: Sequence[ChatMessage], options: _CallOptions
     ) -> AsyncGenerator[Event, None]:
         if options.tools:
+            # A Cursor session takes one user text per turn; tool results travel in stateless
+            # calls, which carry the whole exchange.
             raise ConfigurationError(
-                "tools are not supported on session-bound calls yet", code="invalid_request"
+                "tools are not supported on session-bound calls; use the LLM without with_session()",
+                code="invalid_request",
             )
         binding.check_loop()
         if binding.lock is None:
@@ -572,6 +673,81 @@ class CursorLLM(LLM):
                     close()
 
         return gen()
+
+    # ------------------------------------------------------------------------------------------
+    # function calling (issue 7)
+    # ------------------------------------------------------------------------------------------
+    def _prepare_chat_with_tools(
+        self,
+        tools: Sequence[BaseTool],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        tool_choice: str | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """The ``chat`` arguments offering ``tools`` (OpenAI tool dicts, which the core sends on
+        the transport's tool channel or emulates in the prompt). ``tool_required`` → the model
+        must call a tool; ``tool_choice`` (``auto``/``none``/``required``/a tool name/a dict)
+        takes precedence. Results go back as ``tool`` role messages in the next call (stateless)."""
+        messages = list(chat_history or [])
+        if isinstance(user_msg, str):
+            messages.append(ChatMessage(role=MessageRole.USER, content=user_msg))
+        elif user_msg is not None:
+            messages.append(user_msg)
+        specs = [tool.metadata.to_openai_tool(skip_length_check=True) for tool in tools]
+        if specs:
+            names = [spec["function"]["name"] for spec in specs]
+            kwargs["tools"] = specs
+            kwargs["tool_choice"] = _tool_choice(tool_choice, tool_required, names)
+        return {"messages": messages, **kwargs}
+
+    def _validate_chat_with_tools_response(
+        self,
+        response: ChatResponse,
+        tools: Sequence[BaseTool],
+        allow_parallel_tool_calls: bool = False,
+        **kwargs: Any,
+    ) -> ChatResponse:
+        """Keep only the first tool call unless parallel calls were allowed."""
+        if allow_parallel_tool_calls:
+            return response
+        message = response.message
+        blocks = [b for b in message.blocks if isinstance(b, ToolCallBlock)]
+        if len(blocks) > 1:
+            first = blocks[0]
+            message.blocks = [b for b in message.blocks if not isinstance(b, ToolCallBlock) or b is first]
+            calls = message.additional_kwargs.get("tool_calls")
+            if isinstance(calls, list):
+                message.additional_kwargs["tool_calls"] = calls[:1]
+        return response
+
+    def get_tool_calls_from_response(
+        self,
+        response: ChatResponse,
+        error_on_no_tool_call: bool = True,
+        **kwargs: Any,
+    ) -> list[ToolSelection]:
+        """The tool calls of a response as ``ToolSelection`` objects (arguments as a dict; empty
+        while a streamed call's arguments are still incomplete). Raises ``ValueError`` when there
+        is none and ``error_on_no_tool_call`` is set, as LlamaIndex's programs expect."""
+        selections: list[ToolSelection] = []
+        for block in response.message.blocks:
+            if not isinstance(block, ToolCallBlock):
+                continue
+            args = block.tool_kwargs
+            if isinstance(args, str):
+                args = _parse_args(args) or {}
+            selections.append(
+                ToolSelection(tool_id=block.tool_call_id or "", tool_name=block.tool_name, tool_kwargs=args)
+            )
+        if not selections and error_on_no_tool_call:
+            invalid = response.message.additional_kwargs.get("invalid_tool_calls")
+            detail = f" (invalid tool calls: {invalid})" if invalid else ""
+            raise ValueError(f"Expected at least one tool call, but got 0 tool calls{detail}.")
+        return selections
 
     # ------------------------------------------------------------------------------------------
     # completion (derived from chat)
