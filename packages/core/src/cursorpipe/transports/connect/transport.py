@@ -141,7 +141,10 @@ class ConnectTransport:
         self._http = http or httpx.AsyncClient(
             http2=self._base.startswith("https://"),
             timeout=httpx.Timeout(30.0, read=None),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            # No cap on connections: on HTTP/1.1 every RunSSE holds a connection for the whole turn
+            # and its BidiAppends need others (connect.md §5.7). With a cap of N, N concurrent turns
+            # take every slot and their appends wait forever: a deadlock that surfaces as 30 s stalls.
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
         )
         self._client_version = client_version
         self._auth = TokenProvider(self._config, self._http, headers=self._identity(), clock=clock)
