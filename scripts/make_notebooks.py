@@ -108,8 +108,8 @@ def langchain() -> list[nbformat.NotebookNode]:
     return [
         new_markdown_cell(
             "# LangChain: `ChatCursor`\n\n"
-            "A LangChain chat model for your Cursor models: LCEL chains, streaming, sessions.\n\n"
-            "Structured output and tool calling arrive with the tool-calling work (issue 7).\n\n" + SETUP_MD
+            "A LangChain chat model for your Cursor models: LCEL chains, streaming, sessions, tool "
+            "calling and structured output.\n\n" + SETUP_MD
         ),
         new_code_cell(SETUP),
         new_code_cell(
@@ -154,6 +154,47 @@ def langchain() -> list[nbformat.NotebookNode]:
             '    reply = await chat.ainvoke("What is my name?")\n'
             "    print(reply.content)\n"
             '    print("session:", chat.session_id)'
+        ),
+        new_markdown_cell(
+            "## Tool calling\n\n`bind_tools` offers your functions to the model. The turn ends at the "
+            "model's tool calls; run them and send the results back as `ToolMessage`s in the next "
+            "call. On the connect transport the calls travel on Cursor's own MCP tool channel (the "
+            "emulator's model calls a tool whose name it finds in the question and then answers "
+            "with its result)."
+        ),
+        new_code_cell(
+            "from langchain_core.messages import HumanMessage\n"
+            "from langchain_core.tools import tool\n\n\n"
+            "@tool\n"
+            "def get_weather(city: str) -> str:\n"
+            '    """Get the current weather in a city."""\n'
+            '    return f"Sunny and 21 C in {city}"\n\n\n'
+            "with_tools = llm.bind_tools([get_weather])\n"
+            'messages = [HumanMessage("What is the weather in Lisbon? Use the get_weather tool.")]\n'
+            "reply = await with_tools.ainvoke(messages)\n"
+            'print("tool calls:", reply.tool_calls)\n'
+            "messages.append(reply)\n"
+            "for call in reply.tool_calls:\n"
+            "    messages.append(await get_weather.ainvoke(call))  # a ToolMessage\n"
+            "print((await with_tools.ainvoke(messages)).content)"
+        ),
+        new_markdown_cell(
+            "## Structured output\n\n`with_structured_output` returns instances of a pydantic class "
+            '(or dicts for a TypedDict or JSON schema). The default `method="json_schema"` validates '
+            "the answer against the schema, repairs once and otherwise raises "
+            '`cursorpipe.StructuredOutputError`; `method="function_calling"` (used here, since the '
+            'offline emulator answers JSON only through tool calls) forces a tool; `"json_mode"` asks '
+            "for any JSON object."
+        ),
+        new_code_cell(
+            "from pydantic import BaseModel, Field\n\n\n"
+            "class Person(BaseModel):\n"
+            '    """A person mentioned in the text."""\n\n'
+            '    name: str = Field(description="the person\'s full name")\n'
+            '    age: int = Field(description="age in years")\n\n\n'
+            'extract = llm.with_structured_output(Person, method="function_calling")\n'
+            'person = await extract.ainvoke("Ada Lovelace died at 36.")\n'
+            "print(repr(person))"
         ),
         new_markdown_cell("## Clean up"),
         new_code_cell(
@@ -219,6 +260,21 @@ def llamaindex() -> list[nbformat.NotebookNode]:
             'await Settings.llm.acomplete("Summarise the lighthouse history in one line.")\n'
             'print("prompt tokens:", counter.prompt_llm_token_count)\n'
             'print("completion tokens:", counter.completion_llm_token_count)'
+        ),
+        new_markdown_cell(
+            "## An agent with tools\n\n`CursorLLM` is a `FunctionCallingLLM`, so LlamaIndex's "
+            "`FunctionAgent` can hand it Python functions: the model calls one, the agent runs it and "
+            "the model answers with the result."
+        ),
+        new_code_cell(
+            "from llama_index.core.agent.workflow import FunctionAgent\n\n\n"
+            "def lamp_year(event: str) -> str:\n"
+            '    """The year the lighthouse lamp was electrified or automated."""\n'
+            '    return "1926" if "electr" in event.lower() else "1989"\n\n\n'
+            "agent = FunctionAgent(tools=[lamp_year], llm=Settings.llm)\n"
+            'result = await agent.run(user_msg="Use the lamp_year tool: when was the lamp automated?")\n'
+            "print(result)\n"
+            'print("tool calls:", [(c.tool_name, c.tool_kwargs) for c in result.tool_calls])'
         ),
         new_markdown_cell("## Clean up"),
         new_code_cell("await Settings.llm.aclose()\nstack.close()"),
