@@ -45,6 +45,24 @@ async def test_live_session_remembers() -> None:
     assert "heliotrope" in str(reply.content).lower()
 
 
+def test_live_tool_round_trip() -> None:
+    from langchain_core.messages import BaseMessage, HumanMessage
+    from langchain_core.tools import tool
+
+    @tool
+    def secret_number(name: str) -> str:
+        """Look up the secret number stored under a name."""
+        return "7431" if name.lower() == "ada" else "0"
+
+    bound = ChatCursor(**_params()).bind_tools([secret_number])
+    messages: list[BaseMessage] = [HumanMessage("Use the secret_number tool to find Ada's secret number.")]
+    reply = bound.invoke(messages)
+    assert reply.tool_calls and reply.tool_calls[0]["name"] == "secret_number"
+    messages += [reply, *(secret_number.invoke(call) for call in reply.tool_calls)]
+    final = bound.invoke(messages)
+    assert "7431" in str(final.content)
+
+
 class TestChatCursorLive(ChatModelIntegrationTests):
     """The standard integration suite against real Cursor."""
 
@@ -58,12 +76,12 @@ class TestChatCursorLive(ChatModelIntegrationTests):
 
     @property
     def has_tool_calling(self) -> bool:
-        return False
+        return True
 
     @property
     def has_tool_choice(self) -> bool:
-        return False
+        return True
 
     @property
     def has_structured_output(self) -> bool:
-        return False
+        return True

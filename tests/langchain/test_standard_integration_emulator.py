@@ -29,8 +29,10 @@ def _params() -> dict[str, Any]:
 
 @pytest.fixture(scope="module", autouse=True)
 def emulator() -> Iterator[Emulator]:
-    # The emulator's model answers through the fake tool model (tests/adapters/tool_model.py): it
-    # calls offered tools and answers JSON requests, and otherwise echoes.
+    # Tools go over the connect transport's native MCP tool channel, where the emulator's default
+    # rule decides the calls (a tool named in the question, or any tool when one is required); the
+    # fake model of tests/adapters/tool_model.py writes the text: JSON for structured output, the
+    # answer after tool results, otherwise an echo.
     with Emulator.start_in_thread(Behaviour(reply=emulator_reply)) as emu:
         _STATE["emu"] = emu
         try:

@@ -35,3 +35,21 @@ async def test_live_session_remembers() -> None:
         assert "heliotrope" in reply.text.lower()
     finally:
         await llm.aclose()
+
+
+@pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecationWarning")  # see test_tools.py
+async def test_live_function_agent_uses_the_tool() -> None:
+    from llama_index.core.agent.workflow import FunctionAgent
+
+    def secret_number(name: str) -> str:
+        """Look up the secret number stored under a name."""
+        return "7431" if name.lower() == "ada" else "0"
+
+    llm = CursorLLM(model="auto", api_key=_API_KEY, strategy="connect")
+    try:
+        agent = FunctionAgent(tools=[secret_number], llm=llm)
+        result = await agent.run(user_msg="Use the secret_number tool to find Ada's secret number.")
+        assert [c.tool_name for c in result.tool_calls] == ["secret_number"]
+        assert "7431" in str(result)
+    finally:
+        await llm.aclose()

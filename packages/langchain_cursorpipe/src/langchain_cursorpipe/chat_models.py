@@ -415,6 +415,9 @@ class ChatCursor(BaseChatModel):
         be called) or a tool's name (that tool must be called). Where the transport has no tool
         channel, cursorpipe offers the tools in the prompt and parses the model's JSON answer
         (``response_metadata["transport"]`` says which transport served the call).
+        ``strict`` is recorded in the tool schemas (Cursor offers no constrained decoding);
+        ``parallel_tool_calls`` is accepted for compatibility, and the model decides how many
+        calls it makes.
         """
         formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
         choice = normalize_tool_choice(tool_choice, formatted)
