@@ -428,3 +428,33 @@ async def test_session_with_tool_handler(emu: Emulator, mode: str) -> None:
         assert session.turn_count == 2
     assert second.text == expected_reply("thanks", turn=2, history=1)
     assert emu.runs[-1].run_request.conversation_id == emu.runs[-2].run_request.conversation_id  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_stopping_during_a_handler_cancels_it_and_the_run(emu: Emulator, mode: str) -> None:
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def handler(call: ToolCall) -> str:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "late"
+
+    client, _ = make_client(emu, mode)
+    async with client:
+        stream = client.events(MODEL, prompt=ASK, tools=[WEATHER], tool_handler=handler)
+        async for event in stream:
+            if isinstance(event, ToolCallEvent):
+                await asyncio.wait_for(started.wait(), 5)
+                break
+        await stream.aclose()
+        assert cancelled.is_set() and no_tool_tasks() and client.active_requests == 0
+        for _ in range(50):
+            if emu.runs[-1].outcome == "cancelled":
+                break
+            await asyncio.sleep(0.05)
+        assert emu.runs[-1].outcome == "cancelled"

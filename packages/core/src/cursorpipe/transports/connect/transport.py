@@ -623,15 +623,16 @@ class ConnectTransport:
                     step = machine.handle(item)
                     for reply in step.replies:
                         await channel.send(reply)
-                    for event in step.events:
-                        yield event
                     if handler is not None:
+                        # Start the tools before yielding: the consumer may wait on them.
                         for exec_id, call in step.tool_calls:
                             task = asyncio.create_task(
                                 self._answer_tool(channel, handler, exec_id, call, tool_timeout, inbox),
                                 name="cursorpipe-tool",
                             )
                             tool_tasks.add(task)
+                    for event in step.events:
+                        yield event
                     if step.ended:
                         finished = True
                         break
