@@ -186,6 +186,22 @@ async def test_astructured_predict(llm: CursorLLM) -> None:
     assert isinstance(person, Person) and person.age == 41
 
 
+def test_stream_structured_predict(llm: CursorLLM) -> None:
+    from llama_index.core.prompts import PromptTemplate
+
+    # LlamaIndex's streaming program leaves tool_choice at "auto" (it drops tool_required), so the
+    # prompt names the tool, as the fake model needs to pick it.
+    prompt = PromptTemplate("Extract the Person: {text}")
+    objects = list(llm.stream_structured_predict(Person, prompt, text="Grace, age=85"))
+    assert objects and objects[-1].age == 85  # type: ignore[union-attr]
+
+
+def test_sync_stream_chat_with_tools(llm: CursorLLM) -> None:
+    responses = list(llm.stream_chat_with_tools([ADD], user_msg="Please add(a=1, b=2)"))
+    [selection] = llm.get_tool_calls_from_response(responses[-1])
+    assert selection.tool_name == "add" and selection.tool_kwargs == {"a": 1, "b": 2}
+
+
 async def test_tools_on_a_session_are_a_typed_error(llm: CursorLLM) -> None:
     async with llm.with_session() as chat:
         with pytest.raises(ConfigurationError, match="session"):
