@@ -15,7 +15,15 @@ from cursorpipe.transports.connect._turn import (
     offered_tools,
     tool_choice_instruction,
 )
-from cursorpipe.types import ChatMessage, ToolCall, ToolCallDelta, ToolCallEvent, ToolSpec, TurnRequest
+from cursorpipe.types import (
+    ChatMessage,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallEvent,
+    ToolSpec,
+    TurnEnd,
+    TurnRequest,
+)
 
 WEATHER = ToolSpec("get_weather", "Weather", {"type": "object", "properties": {"city": {"type": "string"}}})
 TIME = ToolSpec("get_time", "Time", {"type": "object", "properties": {"tz": {"type": "string"}}})
@@ -153,3 +161,13 @@ def test_mcp_result_messages() -> None:
     assert close.exec_client_control_message.stream_close.id == 7
     err, _ = mcp_result_messages(8, "boom", is_error=True)
     assert err.exec_client_message.mcp_result.success.is_error
+
+
+def test_turn_ended_after_unanswered_calls_is_a_tool_calls_end() -> None:
+    m = TurnMachine(ConversationState(), tools=["get_weather"])
+    m.handle(_exec(1, "c1", "get_weather", "Oslo"))
+    end = m.handle(_update(turn_ended=pb.TurnEndedUpdate(input_tokens=3, output_tokens=2)))
+    assert end.ended and end.events[-1] == TurnEnd("tool_calls", end.events[-1].usage)  # type: ignore[union-attr]
+    plain = TurnMachine(ConversationState(), tools=["get_weather"])
+    done = plain.handle(_update(turn_ended=pb.TurnEndedUpdate()))
+    assert isinstance(done.events[-1], TurnEnd) and done.events[-1].stop_reason == "stop"

@@ -592,7 +592,12 @@ class TurnMachine:
             self.ended = True
             self.commit()
             step.events.append(UsageEvent(self.usage))
-            step.events.append(TurnEnd("stop", self.usage))
+            # Calls left for the caller (stateless) make it a tool_calls end even if the server
+            # ended the turn itself instead of waiting for their results.
+            if self.tool_calls and not self.stateful:
+                step.events.append(TurnEnd("tool_calls", self.usage))
+            else:
+                step.events.append(TurnEnd("stop", self.usage))
         # heartbeat, token_delta (a count, not text), step/summary updates: nothing to emit.
 
     def _announce(self, call_id: str, name: str, step: Step) -> _PendingCall | None:
