@@ -1,0 +1,140 @@
+"""Faults, one table: each injected failure gives the documented typed error (or a transparent
+recovery), and the very next request on the same client succeeds. Connect faults run over both
+wires against the emulator; process faults against the fake agent."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from cursorpipe import (
+    AgentCrashError,
+    AuthenticationError,
+    CursorClient,
+    CursorPipeConfig,
+    CursorPipeError,
+    RateLimitError,
+    StreamStalledError,
+    TextDelta,
+    UsageLimitError,
+)
+from cursorpipe.testing.emulator import Emulator, Fault, expected_reply
+from cursorpipe.testing.fake_agent import catalog, executable
+from cursorpipe.transports.connect import ConnectTransport
+
+CONNECT_FAULTS: list[tuple[Fault, dict[str, float], type[CursorPipeError] | None]] = [
+    (Fault.USAGE_LIMIT, {}, UsageLimitError),
+    (Fault.RATE_LIMIT, {"retry_after": 120}, RateLimitError),
+    (Fault.STALL, {}, StreamStalledError),
+    (Fault.DROP_MID_STREAM, {}, None),  # resumed transparently from the checkpoint
+    (Fault.UNAUTHENTICATED, {}, None),  # one forced re-exchange, then success
+    (Fault.UNAVAILABLE, {}, None),  # retryable before output: the client retries
+]
+
+
+@pytest.fixture(scope="module")
+def emu() -> object:
+    with Emulator.start_in_thread() as emulator:
+        yield emulator
+
+
+@pytest.mark.parametrize("wire", ["never", "always"])
+@pytest.mark.parametrize(
+    ("fault", "params", "error"), CONNECT_FAULTS, ids=[f[0].value for f in CONNECT_FAULTS]
+)
+async def test_connect_fault_then_recovery(
+    emu: Emulator, wire: str, fault: Fault, params: dict[str, float], error: type[CursorPipeError] | None
+) -> None:
+    config = CursorPipeConfig(
+        strategy="connect", backend_url=emu.url, api_key=emu.api_key, use_http2=wire, max_retries=1
+    )
+    transport = ConnectTransport(config, stall_timeout_s=0.5)
+    async with CursorClient(config, transport=transport) as client:
+        emu.inject(fault, **params)
+        if error is None:
+            assert await client.generate("auto", "survive this") == expected_reply("survive this")
+        else:
+            with pytest.raises(error) as info:
+                await client.generate("auto", "fail this")
+            assert info.value.transport == "connect"
+            if fault is Fault.RATE_LIMIT:
+                assert info.value.retry_after == 120
+        assert emu.pending_faults == []
+        assert client.active_requests == 0
+        assert await client.generate("auto", "next one") == expected_reply("next one")
+
+
+async def test_rejected_api_key_is_remembered_not_hammered(emu: Emulator) -> None:
+    """A key the exchange rejects stays rejected for this client (connect.md §2.3: a non-retryable
+    exchange failure is remembered and re-raised), so a misconfigured server fails fast."""
+    config = CursorPipeConfig(strategy="connect", backend_url=emu.url, api_key=emu.api_key, max_retries=1)
+    async with CursorClient(config) as client:
+        emu.inject(Fault.UNAUTHENTICATED_EXCHANGE)
+        with pytest.raises(AuthenticationError, match="CURSOR_API_KEY"):
+            await client.generate("auto", "x")
+        exchanges = emu.paths().count("/auth/exchange_user_api_key")
+        with pytest.raises(AuthenticationError):
+            await client.generate("auto", "y")
+        assert emu.paths().count("/auth/exchange_user_api_key") == exchanges
+    # A fresh client (e.g. after fixing the key) works at once.
+    async with CursorClient(config) as client:
+        assert await client.generate("auto", "fixed") == expected_reply("fixed")
+
+
+@pytest.fixture
+def agent_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith("FAKE_AGENT_"):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(catalog.ENV_STATE_DIR, str(tmp_path / "chats"))
+
+
+@pytest.mark.parametrize("strategy", ["acp", "subprocess"])
+async def test_agent_sigkill_mid_stream_then_next_request(
+    strategy: str, agent_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(catalog.ENV_LATENCY, "0.05")
+    config = CursorPipeConfig(strategy=strategy, agent_bin=executable(), max_retries=0)
+    async with CursorClient(config) as client:
+        transport = await client.transport()
+        killed: list[int] = []
+
+        async def consume() -> None:
+            async for event in client.events("auto", prompt="a long answer to be killed midway"):
+                if isinstance(event, TextDelta) and not killed:
+                    killed.extend(_agent_pids(transport))
+                    for pid in killed:
+                        os.kill(pid, signal.SIGKILL)
+
+        with pytest.raises(AgentCrashError):
+            await asyncio.wait_for(consume(), 30)
+        assert killed, "no agent process was found to kill"
+        assert client.active_requests == 0
+        answer = await asyncio.wait_for(client.generate("auto", "after the kill"), 30)
+        assert answer == catalog.expected_reply("after the kill")
+
+
+def _agent_pids(transport: object) -> list[int]:
+    """The running agent processes of a CLI transport (children of this process)."""
+    from ._probes import children
+
+    pid = getattr(transport, "pid", None)
+    return [pid] if isinstance(pid, int) else children()
+
+
+async def test_client_disconnect_mid_stream_cancels_upstream(emu: Emulator) -> None:
+    config = CursorPipeConfig(strategy="connect", backend_url=emu.url, api_key=emu.api_key)
+    emu.inject(Fault.TOKEN_DELAY, seconds=0.2)
+    async with CursorClient(config) as client:
+        stream = client.stream("auto", "one two three four five six seven eight")
+        first = await anext(stream)
+        assert first
+        await stream.aclose()
+        assert client.active_requests == 0
+        await asyncio.sleep(0.2)
+        run = emu.runs[-1]
+        assert run.outcome in ("cancelled", "client_closed", "aborted"), run.outcome
+        assert await client.generate("auto", "still fine") == expected_reply("still fine")
