@@ -56,6 +56,7 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
+from llama_index.core.llms.utils import parse_partial_json
 from pydantic import Field, PrivateAttr, SecretStr, field_serializer
 
 from ._clients import client_for_loop, close_clients
@@ -171,6 +172,15 @@ def _parse_args(text: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def _partial_args(text: str) -> dict[str, Any]:
+    """Arguments of a call still streaming: what LlamaIndex's partial-JSON parser recovers."""
+    try:
+        value = parse_partial_json(text)
+    except ValueError:  # json.JSONDecodeError is a ValueError
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _tool_choice(
@@ -730,16 +740,17 @@ class CursorLLM(FunctionCallingLLM):
         error_on_no_tool_call: bool = True,
         **kwargs: Any,
     ) -> list[ToolSelection]:
-        """The tool calls of a response as ``ToolSelection`` objects (arguments as a dict; empty
-        while a streamed call's arguments are still incomplete). Raises ``ValueError`` when there
-        is none and ``error_on_no_tool_call`` is set, as LlamaIndex's programs expect."""
+        """The tool calls of a response as ``ToolSelection`` objects (arguments as a dict; while a
+        streamed call's arguments are incomplete, what of them parses so far). Raises
+        ``ValueError`` when there is none and ``error_on_no_tool_call`` is set, as LlamaIndex's
+        programs expect."""
         selections: list[ToolSelection] = []
         for block in response.message.blocks:
             if not isinstance(block, ToolCallBlock):
                 continue
             args = block.tool_kwargs
             if isinstance(args, str):
-                args = _parse_args(args) or {}
+                args = _partial_args(args)
             selections.append(
                 ToolSelection(tool_id=block.tool_call_id or "", tool_name=block.tool_name, tool_kwargs=args)
             )
