@@ -63,7 +63,7 @@ __all__ = ["CursorClient", "collect_result"]
 log = logging.getLogger("cursorpipe")
 profile_log = logging.getLogger("cursorpipe.profile")
 
-_CONTENT_EVENTS = (TextDelta, ThinkingDelta, ToolCallEvent)
+_CONTENT_EVENTS = (TextDelta, ThinkingDelta, ToolCallDelta, ToolCallEvent)
 #: Rounds of the client-side tool loop (emulated tools + tool_handler) before ToolLoopError.
 MAX_TOOL_ROUNDS = 8
 
