@@ -131,6 +131,7 @@ def test_invoke_returns_tool_calls(llm: ChatCursor) -> None:
     assert call["id"] and call.get("type") == "tool_call"
     assert result.response_metadata["finish_reason"] == "tool_calls"
     assert result.content == ""  # the tool block is not shown as text
+    assert result.response_metadata["tool_calls_emulated"] is True  # the mock has no tool channel
 
 
 def test_stream_yields_tool_call_chunks_that_aggregate(llm: ChatCursor) -> None:
@@ -272,6 +273,7 @@ async def test_agent_loop_against_the_emulator(emulator: Emulator) -> None:
         final = await bound.ainvoke(messages)
         assert final.content == expected_answer(["42"])
         assert final.response_metadata["transport"] == "connect"
+        assert "tool_calls_emulated" not in reply.response_metadata  # Cursor's own tool channel
         # The call went through Cursor's MCP tool channel, and the result came back in history.
         runs = [r for r in emulator.runs if "add" in r.tools_offered]
         assert [c.name for c in runs[-2].tool_calls] == ["add"]

@@ -82,6 +82,7 @@ def test_chat_with_tools_returns_tool_selections(llm: CursorLLM, mock: MockTrans
     [openai_call] = response.message.additional_kwargs["tool_calls"]
     assert json.loads(openai_call["function"]["arguments"]) == {"city": "Oslo"}
     assert response.raw is not None and response.raw["finish_reason"] == "tool_calls"
+    assert response.raw["tool_calls_emulated"] is True  # the mock has no tool channel
 
 
 @pytest.mark.parametrize(

@@ -194,6 +194,8 @@ class ChunkBuilder:
     text: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     tool_errors: dict[int, str] = field(default_factory=dict)
+    tools_emulated: bool = False
+    """Some tool call was parsed from the model's text (no native tool channel)."""
     """Why the tool call at an index is invalid (``ToolCallEvent.error``), by index."""
     _streamed_tools: set[int] = field(default_factory=set)
     _block: int = -1
@@ -248,6 +250,7 @@ class ChunkBuilder:
                 ],
             )
         if isinstance(event, ToolCallEvent):
+            self.tools_emulated = self.tools_emulated or event.emulated
             if event.error is not None:
                 # An emulated call that did not parse or names an unknown tool: it must end up in
                 # invalid_tool_calls even when its arguments happen to be valid JSON.
@@ -300,6 +303,8 @@ class ChunkBuilder:
             metadata["fallback_from"] = list(self.fallback_from)
         if self.notices:
             metadata["notices"] = list(self.notices)
+        if self.tools_emulated:
+            metadata["tool_calls_emulated"] = True
         if usage.cost_cents is not None:
             metadata["cost_cents"] = usage.cost_cents
         extra = dict(self.extra_kwargs)

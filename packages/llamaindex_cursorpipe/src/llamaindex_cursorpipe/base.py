@@ -245,6 +245,7 @@ class _Turn:
     transport: str | None = None
     done: bool = False
     calls: dict[int, _PendingCall] = field(default_factory=dict)
+    tools_emulated: bool = False
 
     def message(self) -> ChatMessage:
         """The cumulative assistant message: thinking, text, then one ``ToolCallBlock`` per valid
@@ -304,6 +305,7 @@ class _Turn:
             return ChatResponse(message=self.message(), delta="")
         if isinstance(event, ToolCallEvent):
             # The complete call is authoritative over the streamed deltas.
+            self.tools_emulated = self.tools_emulated or event.emulated
             self.calls[event.index] = _PendingCall(
                 id=event.call.id, name=event.call.name, arguments=event.call.arguments, error=event.error
             )
@@ -343,6 +345,8 @@ class _Turn:
             raw["notices"] = list(self.notices)
         if self.thinking:
             raw["thinking"] = "".join(self.thinking)
+        if self.tools_emulated:
+            raw["tool_calls_emulated"] = True  # parsed from text: the transport has no tool channel
         extra = {
             "prompt_tokens": usage.input_tokens,
             "completion_tokens": usage.output_tokens,
