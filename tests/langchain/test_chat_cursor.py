@@ -6,6 +6,7 @@ import asyncio
 import base64
 from typing import Any
 
+import cursorpipe._client_cache as _clients
 import pytest
 from cursorpipe import (
     ConfigurationError,
@@ -30,7 +31,7 @@ from langchain_core.messages import (
 )
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_cursorpipe import ChatCursor, _clients
+from langchain_cursorpipe import ChatCursor
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import asyncio
 import base64
 from pathlib import Path
 
+import cursorpipe._client_cache as _clients
 import pytest
 from cursorpipe import (
     ConfigurationError,
@@ -31,7 +32,7 @@ from llama_index.core.base.llms.types import (
     ThinkingBlock,
 )
 from llama_index.core.callbacks import CallbackManager, CBEventType, LlamaDebugHandler, TokenCountingHandler
-from llamaindex_cursorpipe import CursorLLM, _clients
+from llamaindex_cursorpipe import CursorLLM
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,9 @@ The public API is exactly ``__all__``; every other module is private.
 from __future__ import annotations
 
 from ._bridge import SyncBridge
+from ._client_cache import client_for_loop, close_clients
 from ._default import chat, close, default_client, generate, stream, warmup
+from ._model_facts import ModelFacts, model_facts
 from .client import CursorClient
 from .config import CursorPipeConfig, Strategy
 from .errors import (
@@ -80,6 +82,7 @@ __all__ = [
     "Event",
     "ImagePart",
     "MockTransport",
+    "ModelFacts",
     "ModelInfo",
     "ModelNotFoundError",
     "NetworkError",
@@ -113,9 +116,12 @@ __all__ = [
     "UsageLimitError",
     "__version__",
     "chat",
+    "client_for_loop",
     "close",
+    "close_clients",
     "default_client",
     "generate",
+    "model_facts",
     "stream",
     "warmup",
 ]

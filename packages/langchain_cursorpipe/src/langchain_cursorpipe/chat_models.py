@@ -27,6 +27,9 @@ from cursorpipe import (
     ToolCallEvent,
     TransportInfo,
     TurnEnd,
+    client_for_loop,
+    close_clients,
+    model_facts,
 )
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput, ModelProfile
@@ -48,9 +51,7 @@ from langchain_core.utils import secret_from_env
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
-from ._clients import client_for_loop, close_clients
 from ._convert import PROVIDER, ChunkBuilder, message_text, to_cursor_messages
-from ._models import model_facts
 from ._structured import (
     StructuredMethod,
     is_pydantic_schema,

@@ -31,6 +31,9 @@ from cursorpipe import (
     TurnEnd,
     Usage,
     UsageEvent,
+    client_for_loop,
+    close_clients,
+    model_facts,
 )
 from llama_index.core.base.llms.generic_utils import (
     achat_to_completion_decorator,
@@ -58,9 +61,6 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.llms.utils import parse_partial_json
 from pydantic import Field, PrivateAttr, SecretStr, field_serializer
-
-from ._clients import client_for_loop, close_clients
-from ._models import model_facts
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool

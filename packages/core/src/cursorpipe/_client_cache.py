@@ -1,8 +1,9 @@
-"""One ``CursorClient`` per event loop and configuration.
+"""One ``CursorClient`` per event loop and configuration (what integrations such as ChatCursor and
+CursorLLM use, so models with the same settings share connections and warm agent processes).
 
 A client owns loop-bound resources (httpx connections, subprocess pipes), so it must only ever be
 used from the loop it first ran on. Async calls use a client of the caller's running loop; sync
-calls run on the loop of ``cursorpipe.SyncBridge.default()`` and use that loop's client. Clients
+calls run on the loop of ``SyncBridge.default()`` and use that loop's client. Clients
 are shared between models with the same configuration so connection pools and warm agent
 processes are reused.
 
@@ -23,7 +24,8 @@ import weakref
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-from cursorpipe import CursorClient, CursorPipeConfig
+from .client import CursorClient
+from .config import CursorPipeConfig
 
 __all__ = ["client_for_loop", "close_clients"]
 
