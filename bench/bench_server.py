@@ -2,8 +2,7 @@
 
     python bench/bench_server.py                 # MockTransport with zero delay (server overhead only)
     python bench/bench_server.py --emulator      # connect transport against the Cursor API emulator
-                                                 # (in its own process; stalls at 64 concurrent as of
-                                                 # this writing: reported as error events)
+                                                 # (in its own process)
     python bench/bench_server.py --requests 400 --repeats 5
 
 Prints, at 1 and 64 concurrent streaming requests: requests/s (min/median/max over repeats),
@@ -227,9 +226,10 @@ def main() -> int:
         ):
             v = [x * scale for x in row[key]]
             print(f"| {c} | {label}{unit} | {min(v):.2f} | {statistics.median(v):.2f} | {max(v):.2f} |")
+    per_stream_kib = max(0.0, results["rss_loaded_mib"] - results["rss_idle_mib"]) * 1024 / 64
     print(
         f"\nServer RSS: idle {results['rss_idle_mib']:.1f} MiB, loaded {results['rss_loaded_mib']:.1f} MiB "
-        "(peak while the runs were going).\n"
+        f"(peak while the runs were going): about {per_stream_kib:.0f} KiB per open stream at 64.\n"
     )
     if ERRORS:
         print(f"**{len(ERRORS)} streamed requests ended with an error event**, e.g. {ERRORS[0]}\n")
