@@ -150,7 +150,7 @@ async def test_unknown_fields_listed_in_header_by_default(served) -> None:
         "frobnicate": 1,
         "tools": [{"type": "function", "function": {"name": "f"}}],
         "tool_choice": "auto",
-        "response_format": {"type": "json_object"},
+        "response_format": {"type": "text"},
         "user": "u1",
         "seed": 3,
         "temperature": 0.2,
@@ -158,8 +158,9 @@ async def test_unknown_fields_listed_in_header_by_default(served) -> None:
     r = await s.http.post("/v1/chat/completions", json=body)
     assert r.status_code == 200
     ignored = r.headers["x-cursorpipe-ignored-params"].split(", ")
-    assert ignored == ["frobnicate", "response_format", "tool_choice", "tools"]
+    assert ignored == ["frobnicate"]  # tools/tool_choice/response_format are honoured (issue 7)
     assert s.mock.requests[0].temperature == 0.2
+    assert [t.name for t in s.mock.requests[0].tools] == ["f"]
 
 
 async def test_strict_mode_rejects_unknown_field_naming_it(served) -> None:

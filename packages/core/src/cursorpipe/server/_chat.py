@@ -4,11 +4,12 @@ not, ``n`` parallel runs, stop/max_tokens enforced by the client's OutputLimiter
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from .._redact import redact
 from ..types import (
+    CompletionResult,
     Event,
     TextDelta,
     ThinkingDelta,
@@ -34,11 +36,24 @@ from ._runs import End, EventStreamResponse, Fanout, keepalive, run_until_discon
 from ._sessions import SESSION_HEADER
 from ._state import ServerState, request_timeout
 
-__all__ = ["ClientGone", "RunResult", "chat_completions", "finish_reason", "primed_stream", "usage_json"]
+__all__ = [
+    "DROPPED_CALLS_HEADER",
+    "INVALID_CALLS_HEADER",
+    "ClientGone",
+    "RunResult",
+    "chat_completions",
+    "finish_reason",
+    "primed_stream",
+    "usage_json",
+]
 
 log = logging.getLogger("cursorpipe.server")
 
 _FINISH = {"stop", "length", "tool_calls", "content_filter"}
+#: How many tool calls the model made that were invalid (details in ``cursorpipe_invalid_tool_calls``).
+INVALID_CALLS_HEADER = "x-cursorpipe-invalid-tool-calls"
+#: How many valid calls were dropped because the request said ``parallel_tool_calls: false``.
+DROPPED_CALLS_HEADER = "x-cursorpipe-dropped-tool-calls"
 
 
 class ClientGone(Exception):
@@ -74,11 +89,17 @@ def usage_json(usage: Usage) -> dict[str, Any]:
 
 @dataclass
 class RunResult:
-    """What one run produced."""
+    """What one run produced.
+
+    ``tool_calls`` holds the valid calls by the core's index; ``invalid_calls`` the calls the core
+    rejected (``ToolCallEvent.error``: unknown tool, arguments that are not JSON...), which are
+    never answered as ``tool_calls`` (the caller could not run them) but reported in the
+    non-standard ``cursorpipe_invalid_tool_calls`` field."""
 
     text: list[str] = field(default_factory=list)
     thinking: list[str] = field(default_factory=list)
     tool_calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    invalid_calls: list[dict[str, Any]] = field(default_factory=list)
     usage: Usage | None = None
     finish: str | None = None
     info: TransportInfo | None = None
@@ -92,19 +113,15 @@ class RunResult:
                 self.text.append(event.text)
         elif isinstance(event, ThinkingDelta):
             self.thinking.append(event.text)
-        elif isinstance(event, ToolCallDelta):
-            call = self.tool_calls.setdefault(
-                event.index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
-            )
-            call["id"] = event.id or call["id"]
-            call["function"]["name"] = event.name or call["function"]["name"]
-            call["function"]["arguments"] += event.arguments_delta
         elif isinstance(event, ToolCallEvent):
-            self.tool_calls[event.index] = {
-                "id": event.call.id,
-                "type": "function",
-                "function": {"name": event.call.name, "arguments": event.call.arguments},
-            }
+            # The complete call is authoritative; fragments (ToolCallDelta) only matter when
+            # streaming, where _stream buffers them until this event says whether it is valid.
+            if event.handled:
+                return
+            if event.error is not None:
+                self.invalid_calls.append(invalid_call_json(event))
+            else:
+                self.tool_calls[event.index] = call_json(event)
         elif isinstance(event, UsageEvent):
             self.usage = event.usage
         elif isinstance(event, TurnEnd):
@@ -112,6 +129,68 @@ class RunResult:
             self.usage = event.usage or self.usage
         elif isinstance(event, TransportInfo):
             self.info = event
+
+    def calls(self, parallel: bool) -> list[dict[str, Any]]:
+        """The valid calls in order; only the first when the request said
+        ``parallel_tool_calls: false`` (no protocol field exists to forbid parallel calls, so a
+        model that made several anyway is cut down to its first here, as OpenAI would have)."""
+        calls = [self.tool_calls[k] for k in sorted(self.tool_calls)]
+        return calls if parallel else calls[:1]
+
+    def honest_finish(self) -> str:
+        """``tool_calls`` only when there is a valid call to run; otherwise ``stop`` (e.g. the
+        model's only call was invalid), never a finish_reason the answer does not back."""
+        finish = self.finish or "stop"
+        if finish == "tool_calls" and not self.tool_calls:
+            return "stop"
+        if self.tool_calls and finish == "stop":
+            return "tool_calls"
+        return finish
+
+
+def call_json(event: ToolCallEvent, index: int | None = None) -> dict[str, Any]:
+    """OpenAI's ``tool_calls`` item for a call (with ``index`` when streaming)."""
+    out: dict[str, Any] = {} if index is None else {"index": index}
+    out.update(
+        {
+            "id": event.call.id,
+            "type": "function",
+            "function": {"name": event.call.name, "arguments": event.call.arguments},
+        }
+    )
+    return out
+
+
+def invalid_call_json(event: ToolCallEvent) -> dict[str, Any]:
+    """One entry of the non-standard ``cursorpipe_invalid_tool_calls`` field."""
+    return {
+        "id": event.call.id,
+        "type": "function",
+        "function": {"name": event.call.name, "arguments": event.call.arguments},
+        "error": redact(event.error or ""),
+    }
+
+
+def from_completion(result: CompletionResult) -> RunResult:
+    """A :class:`RunResult` for a finished :class:`CompletionResult` (the core's validated
+    ``complete()`` path used for ``response_format`` and forced ``tool_choice``)."""
+    out = RunResult(usage=result.usage, finish=finish_reason(result.stop_reason))
+    if result.parsed is not None:
+        # response_format: the validated value alone, as JSON text (the model may have wrapped it
+        # in prose or code fences, which the core's extractor tolerated).
+        out.text.append(json.dumps(result.parsed, ensure_ascii=False))
+    elif result.text:
+        out.text.append(result.text)
+    if result.thinking:
+        out.thinking.append(result.thinking)
+    for i, call in enumerate(result.tool_calls):
+        out.feed(ToolCallEvent(call=call, index=i))
+    for bad in result.invalid_tool_calls:
+        out.feed(bad)
+    out.info = TransportInfo(
+        transport=result.transport, model=result.model, fallback_from=result.fallback_from
+    )
+    return out
 
 
 def total_usage(results: list[RunResult], prompt_text: str) -> Usage:
@@ -159,6 +238,9 @@ class Prepared:
     model: str
     prompt_text: str
     headers: dict[str, str]
+    #: Set for non-streaming requests that go through the core's ``complete()`` (validated
+    #: ``response_format``, one repair round for a forced ``tool_choice``): runs all ``n``.
+    complete: Callable[[], Coroutine[Any, Any, list[RunResult]]] | None = None
 
 
 async def _prepare(request: Request, st: ServerState, params: ChatParams) -> Prepared:
@@ -169,6 +251,15 @@ async def _prepare(request: Request, st: ServerState, params: ChatParams) -> Pre
     session_id = request.headers.get(SESSION_HEADER)
     stop = params.stop or None
     if session_id is not None:
+        if params.tools or params.response_format is not None:
+            # A session turn sends only the new user text (session.py); its tools would have to
+            # be fixed when the session opens, which this endpoint does not model.
+            raise APIError(
+                400,
+                f"tools and response_format are not supported with {SESSION_HEADER}; "
+                "send the whole conversation without a session instead.",
+                param="tools" if params.tools else "response_format",
+            )
         if params.n != 1:
             raise APIError(400, f"n must be 1 with {SESSION_HEADER} (one conversation).", param="n")
         last = params.messages[-1]
@@ -211,12 +302,40 @@ async def _prepare(request: Request, st: ServerState, params: ChatParams) -> Pre
         temperature=params.temperature,
         max_tokens=params.max_tokens,
         timeout_s=timeout_s,
+        tools=params.tools,
+        tool_choice=params.tool_choice,
+        response_format=params.response_format,
     )
 
     def streams() -> list[AsyncGenerator[Event, None]]:
         return [st.client.run_request(turn, stop=stop) for _ in range(params.n)]
 
-    return Prepared(streams, turn.model, "".join(m.text for m in turn.messages), headers)
+    prepared = Prepared(streams, turn.model, "".join(m.text for m in turn.messages), headers)
+    forced = params.tools and (params.tool_choice == "required" or isinstance(params.tool_choice, Mapping))
+    if not params.stream and (params.response_format is not None or forced):
+        # The core's complete() validates response_format (one repair round, then
+        # StructuredOutputError) and repairs an ignored forced tool_choice once. Streaming cannot
+        # take back text already sent, so there response_format only asks for JSON (README).
+
+        async def one() -> RunResult:
+            result = await st.client.complete(
+                params.model or None,
+                params.messages,
+                temperature=params.temperature,
+                max_tokens=params.max_tokens,
+                stop=stop,
+                timeout_s=timeout_s,
+                tools=params.tools,
+                tool_choice=params.tool_choice,
+                response_format=params.response_format,
+            )
+            return from_completion(result)
+
+        async def complete() -> list[RunResult]:
+            return list(await asyncio.gather(*(one() for _ in range(params.n))))
+
+        prepared.complete = complete
+    return prepared
 
 
 async def chat_completions(request: Request, st: ServerState) -> Response:
@@ -232,6 +351,15 @@ async def chat_completions(request: Request, st: ServerState) -> Response:
         cid = "chatcmpl-" + secrets.token_hex(12)
         created = int(time.time())
         started = time.perf_counter()
+        if prepared.complete is not None:
+            try:
+                done = await run_until_disconnect(request, prepared.complete())
+            except Exception as exc:
+                st.metrics.observe_error(describe(exc).code)
+                raise
+            if done is None:
+                raise ClientGone
+            return _completion(st, done, params, prepared, cid=cid, created=created)
         fanout = Fanout(prepared.streams())
         if params.stream:
             try:
@@ -281,17 +409,22 @@ def _completion(
     created: int,
 ) -> JSONResponse:
     choices = []
+    invalid = dropped = 0
     for i, r in enumerate(results):
         text = "".join(r.text)
         message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
         if r.thinking:
             message["reasoning_content"] = "".join(r.thinking)
-        if r.tool_calls:
-            message["tool_calls"] = [r.tool_calls[k] for k in sorted(r.tool_calls)]
-            message["content"] = text or None
-        choices.append(
-            {"index": i, "message": message, "logprobs": None, "finish_reason": r.finish or "stop"}
-        )
+        calls = r.calls(params.parallel_tool_calls)
+        dropped += len(r.tool_calls) - len(calls)
+        if calls:
+            message["tool_calls"] = calls
+            message["content"] = text or None  # OpenAI: null when the answer is only calls
+        if r.invalid_calls:
+            # Non-standard, documented (README): calls the model made that cannot be run.
+            message["cursorpipe_invalid_tool_calls"] = r.invalid_calls
+            invalid += len(r.invalid_calls)
+        choices.append({"index": i, "message": message, "logprobs": None, "finish_reason": r.honest_finish()})
     usage = total_usage(results, prepared.prompt_text)
     st.metrics.observe_tokens(usage.input_tokens, usage.output_tokens, usage.reasoning_tokens)
     info = results[0].info
@@ -299,6 +432,10 @@ def _completion(
     if info is not None:
         headers["x-cursorpipe-transport"] = info.transport
     headers["x-cursorpipe-usage-estimated"] = "true" if usage.estimated else "false"
+    if invalid:
+        headers[INVALID_CALLS_HEADER] = str(invalid)
+    if dropped:
+        headers[DROPPED_CALLS_HEADER] = str(dropped)
     payload = {
         "id": cid,
         "object": "chat.completion",
@@ -309,6 +446,27 @@ def _completion(
         "usage": usage_json(usage),
     }
     return JSONResponse(payload, headers=headers)
+
+
+def _call_deltas(event: ToolCallEvent, fragments: list[ToolCallDelta], index: int) -> list[dict[str, Any]]:
+    """OpenAI's streamed shape for one call at output position ``index``: id, type and name with
+    ``arguments: ""`` first, then ``{"index", "function": {"arguments": fragment}}`` pieces.
+
+    The pieces are the model's own fragments when they add up to the final arguments; otherwise
+    (emulated calls, or a transport that normalised the JSON) the complete arguments as one piece.
+    """
+    head: dict[str, Any] = {
+        "index": index,
+        "id": event.call.id,
+        "type": "function",
+        "function": {"name": event.call.name, "arguments": ""},
+    }
+    pieces = [f.arguments_delta for f in fragments if f.arguments_delta]
+    if "".join(pieces) != event.call.arguments:
+        pieces = [event.call.arguments] if event.call.arguments else []
+    out = [{"tool_calls": [head]}]
+    out.extend({"tool_calls": [{"index": index, "function": {"arguments": p}}]} for p in pieces)
+    return out
 
 
 def _dumps(obj: Any) -> str:
@@ -344,9 +502,19 @@ async def _stream(
     def choice(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
 
+    def final(index: int) -> bytes:
+        r = results[index]
+        out = choice(index, {}, r.honest_finish())
+        if r.invalid_calls:
+            out["cursorpipe_invalid_tool_calls"] = r.invalid_calls  # non-standard (README)
+        return chunk([out])
+
     n = fanout.size
     results = [RunResult() for _ in range(n)]
-    streamed_tools: list[set[int]] = [set() for _ in range(n)]
+    # Tool-call fragments wait for their complete ToolCallEvent: only then is it known whether the
+    # call is valid (an invalid one must never reach the client as a tool call it would run).
+    pending: list[dict[int, list[ToolCallDelta]]] = [{} for _ in range(n)]
+    emitted: list[int] = [0] * n
     finished: set[int] = set()
     first_output = True
     for i in range(n):
@@ -370,41 +538,34 @@ async def _stream(
             ended += 1
             if index not in finished:
                 finished.add(index)
-                yield chunk([choice(index, {}, results[index].finish or "stop")])
+                yield final(index)
             continue
         result = results[index]
         result.feed(value)
-        delta: dict[str, Any] | None = None
+        deltas: list[dict[str, Any]] = []
         if isinstance(value, TextDelta) and not value.notice and value.text:
-            delta = {"content": value.text}
+            deltas.append({"content": value.text})
         elif isinstance(value, ThinkingDelta) and value.text:
-            delta = {"reasoning_content": value.text}
+            deltas.append({"reasoning_content": value.text})
         elif isinstance(value, ToolCallDelta):
-            streamed_tools[index].add(value.index)
-            fn: dict[str, Any] = {"arguments": value.arguments_delta}
-            call: dict[str, Any] = {"index": value.index, "function": fn}
-            if value.id is not None:
-                call["id"] = value.id
-                call["type"] = "function"
-            if value.name is not None:
-                fn["name"] = value.name
-            delta = {"tool_calls": [call]}
-        elif isinstance(value, ToolCallEvent) and value.index not in streamed_tools[index]:
-            streamed_tools[index].add(value.index)
-            delta = {
-                "tool_calls": [
-                    {
-                        "index": value.index,
-                        "id": value.call.id,
-                        "type": "function",
-                        "function": {"name": value.call.name, "arguments": value.call.arguments},
-                    }
-                ]
-            }
+            pending[index].setdefault(value.index, []).append(value)
+        elif isinstance(value, ToolCallEvent):
+            fragments = pending[index].pop(value.index, [])
+            # Handled calls were answered inside the turn; invalid ones go on the final chunk.
+            runnable = not value.handled and value.error is None
+            if runnable and not params.parallel_tool_calls and emitted[index] >= 1:
+                runnable = False
+                log.info("stream %s: parallel_tool_calls=false; dropped call %s", cid, value.call.name)
+            if runnable:
+                deltas.extend(_call_deltas(value, fragments, emitted[index]))
+                emitted[index] += 1
         elif isinstance(value, TurnEnd):
+            if not params.parallel_tool_calls:
+                # keep only the first call so honest_finish and the accumulated result agree
+                result.tool_calls = dict(list(sorted(result.tool_calls.items()))[:1])
             finished.add(index)
-            yield chunk([choice(index, {}, result.finish or "stop")])
-        if delta is not None:
+            yield final(index)
+        for delta in deltas:
             if first_output:
                 first_output = False
                 st.metrics.observe_ttft("chat.completions", time.perf_counter() - started)

@@ -32,6 +32,7 @@ from ..errors import (
     ProtocolError,
     RateLimitError,
     SessionError,
+    StructuredOutputError,
     UsageLimitError,
 )
 
@@ -137,6 +138,11 @@ def _from_cursorpipe(exc: CursorPipeError) -> APIError:
     if isinstance(exc, (NetworkError, AgentCrashError)):
         return APIError(502, msg, type="api_error", code=code, should_retry=exc.retryable)
     if isinstance(exc, ProtocolError):
+        return APIError(502, msg, type="api_error", code=code, should_retry=False)
+    if isinstance(exc, StructuredOutputError):
+        # The model's answer failed response_format validation even after the core's repair
+        # round: an upstream (model) failure, not the caller's fault, so 502; retrying the same
+        # request rarely helps, hence x-should-retry: false.
         return APIError(502, msg, type="api_error", code=code, should_retry=False)
     if isinstance(exc, SessionError):
         if code == "client_closed":

@@ -6,6 +6,7 @@ integrations.md §4.1: lenient by default (fields we cannot honour are listed in
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,6 +125,11 @@ class _ChatBody(BaseModel):
     n: int | None = Field(None, ge=1, le=SERVER_MAX_N)
     user: str | None = None
     seed: int | None = None
+    # Checked by hand below (_tools/_tool_choice/_response_format) so each error names its param.
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+    response_format: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,14 +146,122 @@ class ChatParams:
     n: int = 1
     user: str | None = None
     ignored: list[str] = field(default_factory=list)
-    # issue 7: tools / tool_choice / response_format will be parsed into these.
     tools: tuple[Mapping[str, Any], ...] = ()
     tool_choice: str | Mapping[str, Any] | None = None
+    parallel_tool_calls: bool = True
+    response_format: Mapping[str, Any] | None = None
+
+
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
+
+
+def _bad(param: str, message: str) -> APIError:
+    return APIError(400, message, param=param, code="invalid_value", should_retry=False)
+
+
+def _tools(raw: list[Any] | None) -> tuple[Mapping[str, Any], ...]:
+    """OpenAI function tools: ``{"type": "function", "function": {"name", "description"?,
+    "parameters"?, "strict"?}}``; anything else is a 400 naming the exact field."""
+    out: list[Mapping[str, Any]] = []
+    names: set[str] = set()
+    for i, tool in enumerate(raw or ()):
+        where = f"tools[{i}]"
+        if not isinstance(tool, dict):
+            raise _bad(where, f"{where} must be an object.")
+        if tool.get("type", "function") != "function":
+            raise _bad(f"{where}.type", f"{where}.type must be 'function' (got {tool.get('type')!r}).")
+        fn = tool.get("function")
+        if not isinstance(fn, dict):
+            raise _bad(f"{where}.function", f"{where}.function must be an object.")
+        name = fn.get("name")
+        if not isinstance(name, str) or not _TOOL_NAME.match(name):
+            raise _bad(
+                f"{where}.function.name",
+                f"{where}.function.name must be 1-64 characters of letters, digits, '_' or '-'.",
+            )
+        if name in names:
+            raise _bad(f"{where}.function.name", f"Duplicate tool name {name!r}.")
+        names.add(name)
+        if not isinstance(fn.get("description", ""), (str, type(None))):
+            raise _bad(f"{where}.function.description", f"{where}.function.description must be a string.")
+        params = fn.get("parameters")
+        if params is not None and not isinstance(params, dict):
+            raise _bad(
+                f"{where}.function.parameters", f"{where}.function.parameters must be a JSON Schema object."
+            )
+        if not isinstance(fn.get("strict", False), (bool, type(None))):
+            raise _bad(f"{where}.function.strict", f"{where}.function.strict must be a boolean.")
+        out.append({"type": "function", "function": fn})
+    return tuple(out)
+
+
+def _tool_choice(raw: Any, tools: tuple[Mapping[str, Any], ...]) -> str | Mapping[str, Any] | None:
+    """``auto`` / ``none`` / ``required`` / ``{"type": "function", "function": {"name": ...}}``
+    naming one of ``tools``."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        if raw not in ("auto", "none", "required"):
+            raise _bad(
+                "tool_choice", f"tool_choice must be 'auto', 'none', 'required' or an object (got {raw!r})."
+            )
+        if raw == "required" and not tools:
+            raise _bad("tool_choice", "tool_choice 'required' needs tools.")
+        return raw
+    if (
+        not isinstance(raw, dict)
+        or raw.get("type") != "function"
+        or not isinstance(raw.get("function"), dict)
+    ):
+        raise _bad(
+            "tool_choice", 'tool_choice object must be {"type": "function", "function": {"name": ...}}.'
+        )
+    name = raw["function"].get("name")
+    known = {t["function"]["name"] for t in tools}
+    if not isinstance(name, str) or name not in known:
+        raise _bad("tool_choice.function.name", f"tool_choice names {name!r}, which is not among the tools.")
+    return {"type": "function", "function": {"name": name}}
+
+
+def _response_format(raw: Any) -> Mapping[str, Any] | None:
+    """``text`` (= nothing asked), ``json_object``, or ``json_schema`` with a ``name`` and a
+    ``schema`` object (OpenAI's shape)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise _bad("response_format", "response_format must be an object.")
+    kind = raw.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind != "json_schema":
+        raise _bad(
+            "response_format.type",
+            f"response_format.type must be 'text', 'json_object' or 'json_schema' (got {kind!r}).",
+        )
+    spec = raw.get("json_schema")
+    if not isinstance(spec, dict):
+        raise _bad("response_format.json_schema", "response_format.json_schema must be an object.")
+    if not isinstance(spec.get("name"), str) or not _TOOL_NAME.match(spec["name"]):
+        raise _bad(
+            "response_format.json_schema.name",
+            "response_format.json_schema.name must be 1-64 characters of letters, digits, '_' or '-'.",
+        )
+    if not isinstance(spec.get("schema", {}), dict):
+        raise _bad(
+            "response_format.json_schema.schema", "response_format.json_schema.schema must be an object."
+        )
+    return {"type": "json_schema", "json_schema": spec}
 
 
 def parse_chat(body: dict[str, Any], *, strict: bool) -> ChatParams:
-    """Validate a chat completion body (see the module docstring for the field policy)."""
+    """Validate a chat completion body (see the module docstring for the field policy).
+
+    ``tools``, ``tool_choice``, ``parallel_tool_calls`` and ``response_format`` are honoured
+    (issue 7), so they are never listed as ignored."""
     parsed: _ChatBody = _validate(_ChatBody, body)
+    tools = _tools(parsed.tools)
     ignored = _policy(parsed.model_extra, strict)
     if parsed.stream_options is not None:
         ignored += _policy(parsed.stream_options.model_extra, strict, "stream_options.")
@@ -163,6 +277,10 @@ def parse_chat(body: dict[str, Any], *, strict: bool) -> ChatParams:
         n=parsed.n or 1,
         user=parsed.user,
         ignored=ignored,
+        tools=tools,
+        tool_choice=_tool_choice(parsed.tool_choice, tools),
+        parallel_tool_calls=parsed.parallel_tool_calls is not False,
+        response_format=_response_format(parsed.response_format),
     )
 
 
