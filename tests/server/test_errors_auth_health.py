@@ -134,7 +134,8 @@ async def test_unknown_model_is_404(served):
         ("POST", "/v1/chat/completions", b'{"messages": [{"role": "system", "content": "x"}]}', 400, None),
         ("POST", "/v1/chat/completions", b"\xff\xfe", 400, None),
         ("POST", "/v1/responses", b'{"input": 3}', 400, "input"),
-        ("POST", "/v1/responses", b'{"input": [{"type": "function_call_output"}]}', 400, "input[0].type"),
+        ("POST", "/v1/responses", b'{"input": [{"type": "web_search_call"}]}', 400, "input[0].type"),
+        ("POST", "/v1/responses", b'{"input": [{"type": "function_call_output"}]}', 400, "input[0].call_id"),
         ("POST", "/v1/sessions", b'{"model": 3}', 400, "model"),
     ],
 )

@@ -379,3 +379,66 @@ async def test_langchain_chat_openai_bind_tools(socket_server) -> None:
     for c in chunks[1:]:
         merged = merged + c
     assert [(c["name"], c["args"]) for c in merged.tool_calls] == [("lookup_weather", {"city": "Bergen"})]
+
+
+RESPONSES_WEATHER: dict[str, Any] = {"type": "function", **WEATHER_TOOL["function"]}
+
+
+async def test_responses_api_function_tools(socket_server) -> None:
+    mock = MockTransport()
+    s = await socket_server(mock)
+    async with sdk(s.base_url) as client:
+        mock.queue(emulated_calls(("get_weather", {"city": "Oslo"})))
+        resp = await client.responses.create(
+            model="auto",
+            input="weather in Oslo?",
+            tools=[RESPONSES_WEATHER],
+            tool_choice={"type": "function", "name": "get_weather"},
+        )
+        (call,) = [o for o in resp.output if o.type == "function_call"]
+        assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Oslo"} and call.call_id
+        assert mock.requests[-1].tool_choice == {"type": "function", "function": {"name": "get_weather"}}
+        assert resp.tools[0].name == "get_weather"  # type: ignore[union-attr]
+
+        # the result goes back as function_call + function_call_output input items
+        result = get_weather(**json.loads(call.arguments))
+        mock.queue("Sunny in Oslo.")
+        final = await client.responses.create(
+            model="auto",
+            input=[
+                {"role": "user", "content": "weather in Oslo?"},
+                {
+                    "type": "function_call",
+                    "call_id": call.call_id,
+                    "name": call.name,
+                    "arguments": call.arguments,
+                },
+                {"type": "function_call_output", "call_id": call.call_id, "output": result},
+            ],
+            tools=[RESPONSES_WEATHER],
+        )
+        assert final.output_text == "Sunny in Oslo."
+        assert result in "\n".join(m.text for m in mock.requests[-1].messages)
+
+        # streaming: the call arrives as function_call output item events
+        mock.queue(emulated_calls(("get_weather", {"city": "Bergen"})))
+        stream = await client.responses.create(
+            model="auto", input="weather in Bergen?", tools=[RESPONSES_WEATHER], stream=True
+        )
+        kinds, done_items, args = [], [], ""
+        async for ev in stream:
+            kinds.append(ev.type)
+            if ev.type == "response.function_call_arguments.delta":
+                args += ev.delta
+            if ev.type == "response.output_item.done" and ev.item.type == "function_call":
+                done_items.append(ev.item)
+        assert json.loads(args) == {"city": "Bergen"}
+        assert [i.name for i in done_items] == ["get_weather"]
+        assert kinds[-1] == "response.completed"
+
+        # bad shapes name the Responses API's own param
+        with pytest.raises(openai.BadRequestError) as info:
+            await client.responses.create(
+                model="auto", input="x", tools=[{"type": "function", "name": "bad name!"}]
+            )
+        assert info.value.body["param"] == "tools[0].name"  # type: ignore[index]

@@ -299,6 +299,9 @@ class _ResponsesBody(BaseModel):
     user: str | None = None
     metadata: dict[str, str] | None = None
     store: bool | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,18 +317,49 @@ class ResponsesParams:
     user: str | None
     metadata: dict[str, str]
     ignored: list[str]
+    #: function tools in the chat shape the core takes (converted from the Responses API's flat one)
+    tools: tuple[Mapping[str, Any], ...] = ()
+    tool_choice: str | Mapping[str, Any] | None = None
+    parallel_tool_calls: bool = True
 
 
 def _input_items(raw: list[Any]) -> list[Any]:
+    """Responses input items as chat messages: ``message`` items, and the tool traffic of an
+    earlier turn (``function_call`` → an assistant message with ``tool_calls``, consecutive calls
+    merged; ``function_call_output`` → a ``tool`` message)."""
     items: list[Any] = []
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
             raise APIError(400, f"input[{i}] must be an object.", param=f"input[{i}]", code="invalid_value")
         kind = item.get("type", "message")
+        if kind == "function_call":
+            for key in ("call_id", "name", "arguments"):
+                if not isinstance(item.get(key), str):
+                    raise _bad(f"input[{i}].{key}", f"input[{i}].{key} must be a string.")
+            call = {
+                "id": item["call_id"],
+                "type": "function",
+                "function": {"name": item["name"], "arguments": item["arguments"]},
+            }
+            prev = items[-1] if items else None
+            if prev is not None and prev.get("role") == "assistant" and prev.get("tool_calls"):
+                prev["tool_calls"].append(call)
+            else:
+                items.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            continue
+        if kind == "function_call_output":
+            if not isinstance(item.get("call_id"), str):
+                raise _bad(f"input[{i}].call_id", f"input[{i}].call_id must be a string.")
+            output = item.get("output")
+            if not isinstance(output, str):
+                output = json.dumps(output, ensure_ascii=False)
+            items.append({"role": "tool", "tool_call_id": item["call_id"], "content": output})
+            continue
         if kind != "message":
             raise APIError(
                 400,
-                f"input[{i}] has type {kind!r}; cursorpipe-server supports message items only.",
+                f"input[{i}] has type {kind!r}; cursorpipe-server supports message, function_call and "
+                "function_call_output items.",
                 param=f"input[{i}].type",
                 code="unsupported_value",
             )
@@ -333,9 +367,39 @@ def _input_items(raw: list[Any]) -> list[Any]:
     return items
 
 
+def _responses_tools(raw: list[Any] | None) -> tuple[Mapping[str, Any], ...]:
+    """The Responses API's flat function tools (``{"type": "function", "name", "parameters"...}``)
+    in the chat shape, validated by :func:`_tools` with params named as the caller wrote them."""
+    converted: list[Any] = []
+    for i, tool in enumerate(raw or ()):
+        if not isinstance(tool, dict):
+            raise _bad(f"tools[{i}]", f"tools[{i}] must be an object.")
+        if tool.get("type") != "function":
+            raise _bad(
+                f"tools[{i}].type",
+                f"tools[{i}].type must be 'function' (cursorpipe-server has no built-in tools).",
+            )
+        converted.append({"type": "function", "function": {k: v for k, v in tool.items() if k != "type"}})
+    try:
+        return _tools(converted)
+    except APIError as exc:
+        param = (exc.param or "").replace(".function", "")
+        raise _bad(param, exc.message.replace(".function", "")) from None
+
+
+def _responses_tool_choice(raw: Any, tools: tuple[Mapping[str, Any], ...]) -> str | Mapping[str, Any] | None:
+    if isinstance(raw, dict) and raw.get("type") == "function" and "function" not in raw:
+        raw = {"type": "function", "function": {"name": raw.get("name")}}
+    try:
+        return _tool_choice(raw, tools)
+    except APIError as exc:
+        raise _bad(exc.param or "tool_choice", exc.message) from None
+
+
 def parse_responses(body: dict[str, Any], *, strict: bool) -> ResponsesParams:
     """Validate a Responses API body (text and image input items, instructions, limits)."""
     parsed: _ResponsesBody = _validate(_ResponsesBody, body)
+    tools = _responses_tools(parsed.tools)
     # `store` only says whether OpenAI would keep the response; nothing to honour here.
     ignored = _policy(parsed.model_extra, strict)
     raw_input: Any = parsed.input
@@ -357,4 +421,7 @@ def parse_responses(body: dict[str, Any], *, strict: bool) -> ResponsesParams:
         user=parsed.user,
         metadata=dict(parsed.metadata or {}),
         ignored=ignored,
+        tools=tools,
+        tool_choice=_responses_tool_choice(parsed.tool_choice, tools),
+        parallel_tool_calls=parsed.parallel_tool_calls is not False,
     )

@@ -1,5 +1,6 @@
-"""``POST /v1/responses``: the basic text case of OpenAI's Responses API (what current SDKs and
-agents try first), streaming (typed ``response.*`` events) and not."""
+"""``POST /v1/responses``: OpenAI's Responses API for text and function tools (what current SDKs
+and agents try first), streaming (typed ``response.*`` events) and not. Function calls are output
+items (``function_call``); results come back as ``function_call_output`` input items."""
 
 from __future__ import annotations
 
@@ -49,6 +50,28 @@ def _message(item_id: str, text: str, status: str) -> dict[str, Any]:
     }
 
 
+def _tool_choice_json(choice: Any) -> Any:
+    if isinstance(choice, dict):
+        return {"type": "function", "name": choice["function"]["name"]}
+    return choice or "auto"
+
+
+def _function_calls(result: RunResult, params: ResponsesParams, status: str) -> list[dict[str, Any]]:
+    """``function_call`` output items for the run's valid calls (only the first with
+    ``parallel_tool_calls: false``; invalid calls are not returned, as on chat completions)."""
+    return [
+        {
+            "id": "fc_" + secrets.token_hex(12),
+            "type": "function_call",
+            "status": status,
+            "call_id": call["id"],
+            "name": call["function"]["name"],
+            "arguments": call["function"]["arguments"],
+        }
+        for call in result.calls(params.parallel_tool_calls)
+    ]
+
+
 def _response(
     params: ResponsesParams,
     *,
@@ -72,14 +95,14 @@ def _response(
         "max_output_tokens": params.max_output_tokens,
         "model": model,
         "output": output,
-        "parallel_tool_calls": False,
+        "parallel_tool_calls": params.parallel_tool_calls,
         "previous_response_id": None,
         "reasoning": None,
         "store": False,
         "temperature": params.temperature,
         "text": {"format": {"type": "text"}},
-        "tool_choice": "auto",
-        "tools": [],
+        "tool_choice": _tool_choice_json(params.tool_choice),
+        "tools": [{"type": "function", **t["function"]} for t in params.tools],
         "top_p": None,
         "truncation": "disabled",
         "usage": usage,
@@ -100,6 +123,8 @@ async def responses_create(request: Request, st: ServerState) -> Response:
         temperature=params.temperature,
         max_tokens=params.max_output_tokens,
         timeout_s=request_timeout(request),
+        tools=params.tools,
+        tool_choice=params.tool_choice,
     )
     prompt_text = "".join(m.text for m in turn.messages)
     await st.gate.acquire()
@@ -148,7 +173,10 @@ async def responses_create(request: Request, st: ServerState) -> Response:
         result = results[0]
         usage = total_usage(results, prompt_text)
         model = result.info.model if result.info is not None and result.info.model else turn.model
-        output = [_message(msg_id, "".join(result.text), "completed")]
+        text = "".join(result.text)
+        calls = _function_calls(result, params, "completed")
+        output = [_message(msg_id, text, "completed")] if text or not calls else []
+        output += calls
         payload = _response(
             params,
             rid=rid,
@@ -250,8 +278,32 @@ async def _stream(
     yield event("response.content_part.done", item_id=msg_id, output_index=0, content_index=0, part=done_part)
     item_done = _message(msg_id, text, "completed")
     yield event("response.output_item.done", output_index=0, item=item_done)
+    output = [item_done]
+    # Function calls follow the message item once the run ended (only then is each known valid):
+    # added (arguments "") -> arguments delta -> arguments done -> item done, as OpenAI streams them.
+    for call in _function_calls(result, params, "completed"):
+        index = len(output)
+        yield event(
+            "response.output_item.added",
+            output_index=index,
+            item={**call, "status": "in_progress", "arguments": ""},
+        )
+        yield event(
+            "response.function_call_arguments.delta",
+            item_id=call["id"],
+            output_index=index,
+            delta=call["arguments"],
+        )
+        yield event(
+            "response.function_call_arguments.done",
+            item_id=call["id"],
+            output_index=index,
+            arguments=call["arguments"],
+        )
+        yield event("response.output_item.done", output_index=index, item=call)
+        output.append(call)
     usage = total_usage([result], prompt_text)
     st.metrics.observe_tokens(usage.input_tokens, usage.output_tokens, usage.reasoning_tokens)
-    final = snapshot("completed", [item_done], _usage(usage), result.finish)
+    final = snapshot("completed", output, _usage(usage), result.finish)
     kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
     yield event(kind, response=final)

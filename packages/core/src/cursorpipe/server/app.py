@@ -382,7 +382,7 @@ def _routes(app: FastAPI) -> None:
 
     @app.post("/v1/responses")
     async def responses(request: Request) -> Response:
-        """OpenAI Responses API, basic text case."""
+        """OpenAI Responses API: text and function tools."""
         return await responses_create(request, get_state(request))
 
     @app.post("/v1/sessions")
