@@ -442,3 +442,80 @@ async def test_responses_api_function_tools(socket_server) -> None:
                 model="auto", input="x", tools=[{"type": "function", "name": "bad name!"}]
             )
         assert info.value.body["param"] == "tools[0].name"  # type: ignore[index]
+
+
+def test_arbitrary_tool_fields_never_cause_a_500() -> None:
+    """Whatever arrives in tools / tool_choice / response_format / parallel_tool_calls (chat) or
+    tools / tool_choice / input items (responses): 200 or a 400 in OpenAI's shape (or the documented
+    502 for an answer that fails response_format), never a 500."""
+    from cursorpipe import CursorClient
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from starlette.testclient import TestClient
+
+    scalars = st.none() | st.booleans() | st.integers(-3, 3) | st.text(max_size=6)
+    values = st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+        max_leaves=8,
+    )
+    fn = st.fixed_dictionaries(
+        {"name": st.sampled_from(["get_weather", "", "bad name", "f"]) | values},
+        optional={
+            "parameters": values | st.just({"type": "object"}),
+            "description": values,
+            "strict": values,
+        },
+    )
+    tool = st.fixed_dictionaries(
+        {"type": st.sampled_from(["function", "web_search"]) | values}, optional={"function": fn | values}
+    )
+    flat_tool = st.fixed_dictionaries({"type": st.sampled_from(["function", "x"])}, optional={"name": values})
+    choice = st.sampled_from(["auto", "none", "required", "any"]) | st.fixed_dictionaries(
+        {"type": st.just("function")}, optional={"function": values, "name": values}
+    )
+    fmt = st.fixed_dictionaries(
+        {"type": st.sampled_from(["text", "json_object", "json_schema", "yaml"])},
+        optional={
+            "json_schema": st.fixed_dictionaries({}, optional={"name": values, "schema": values}) | values
+        },
+    )
+    item = st.fixed_dictionaries(
+        {"type": st.sampled_from(["function_call", "function_call_output", "message"])},
+        optional={"call_id": values, "name": values, "arguments": values, "output": values, "role": values},
+    )
+    chat = st.fixed_dictionaries(
+        {"messages": st.just([{"role": "user", "content": "hi"}])},
+        optional={
+            "tools": st.lists(tool, max_size=2) | values,
+            "tool_choice": choice | values,
+            "response_format": fmt | values,
+            "parallel_tool_calls": values,
+        },
+    )
+    responses = st.fixed_dictionaries(
+        {"input": st.lists(item, max_size=3) | st.just("hi")},
+        optional={"tools": st.lists(flat_tool, max_size=2) | values, "tool_choice": choice | values},
+    )
+    client = CursorClient(CursorPipeConfig(max_retries=0), transport=MockTransport())
+    seen: set[int] = set()
+    with TestClient(create_app(client=client)) as http:
+
+        @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(
+            case=st.tuples(st.just("/v1/chat/completions"), chat)
+            | st.tuples(st.just("/v1/responses"), responses)
+        )
+        def check(case: tuple[str, Any]) -> None:
+            path, body = case
+            r = http.post(path, json=body)
+            seen.add(r.status_code)
+            assert r.status_code in (200, 400, 502), (r.status_code, r.text)
+            if r.status_code == 502:  # the mock's echo is no JSON: response_format validation failed
+                assert r.json()["error"]["code"] == "structured_output_invalid"
+            if r.status_code == 400:
+                err = r.json()["error"]
+                assert set(err) == {"message", "type", "param", "code"} and err["message"] and err["param"]
+
+        check()
+    assert 400 in seen
