@@ -519,3 +519,55 @@ def test_arbitrary_tool_fields_never_cause_a_500() -> None:
 
         check()
     assert 400 in seen
+
+
+@pytest.mark.slow
+async def test_parallel_calls_stream_with_distinct_indices_against_the_emulator(over_socket_app) -> None:
+    from cursorpipe.testing.emulator._tools import expected_tools_reply
+
+    user = "check get_weather and get_time"
+    async with Emulator() as emu:
+        config = CursorPipeConfig(
+            strategy="connect", backend_url=emu.url, api_key=emu.api_key, pool_size=1, max_retries=0
+        )
+        url = await over_socket_app(create_app(config, emulated=True))
+        async with sdk(url) as client:
+            stream = await client.chat.completions.create(
+                model="auto",
+                messages=[{"role": "user", "content": user}],
+                tools=[WEATHER_TOOL, TIME_TOOL],
+                stream=True,
+            )
+            _, calls, finish = await accumulate(stream)
+            assert finish == "tool_calls"
+            assert sorted(calls) == [0, 1] and [calls[i]["name"] for i in (0, 1)] == [
+                "get_weather",
+                "get_time",
+            ]
+            assert calls[0]["id"] != calls[1]["id"]
+            results = {"get_weather": get_weather(city="Oslo"), "get_time": "12:00"}
+            msgs: list[dict[str, Any]] = [
+                {"role": "user", "content": user},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": c["id"],
+                            "type": "function",
+                            "function": {"name": c["name"], "arguments": c["arguments"]},
+                        }
+                        for c in calls.values()
+                    ],
+                },
+                *(
+                    {"role": "tool", "tool_call_id": c["id"], "content": results[c["name"]]}
+                    for c in calls.values()
+                ),
+            ]
+            done = await client.chat.completions.create(
+                model="auto", messages=msgs, tools=[WEATHER_TOOL, TIME_TOOL]
+            )
+            assert done.choices[0].message.content == expected_tools_reply(
+                [(c["name"], results[c["name"]]) for c in calls.values()]
+            )
