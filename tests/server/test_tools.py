@@ -13,8 +13,7 @@ import openai
 import pytest
 from cursorpipe import CursorPipeConfig, MockTransport
 from cursorpipe.server import create_app
-from cursorpipe.testing.emulator import Emulator
-from cursorpipe.testing.emulator._tools import expected_tool_reply
+from cursorpipe.testing.emulator import Emulator, expected_tool_reply, expected_tools_reply
 
 WEATHER_TOOL: dict[str, Any] = {
     "type": "function",
@@ -523,8 +522,6 @@ def test_arbitrary_tool_fields_never_cause_a_500() -> None:
 
 @pytest.mark.slow
 async def test_parallel_calls_stream_with_distinct_indices_against_the_emulator(over_socket_app) -> None:
-    from cursorpipe.testing.emulator._tools import expected_tools_reply
-
     user = "check get_weather and get_time"
     async with Emulator() as emu:
         config = CursorPipeConfig(
