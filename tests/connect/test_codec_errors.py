@@ -174,8 +174,8 @@ def test_connect_code_mapping_without_details(
 
 
 def test_secrets_in_server_messages_are_redacted() -> None:
-    exc = map_connect_error(ConnectError("unauthenticated", "bad token crsr_abcdef1234567890"))
-    assert "crsr_abcdef" not in exc.message and "crsr_abcdef" not in repr(exc)
+    exc = map_connect_error(ConnectError("unauthenticated", "bad token crsr_test_fake_0123456789"))
+    assert "crsr_test_fake" not in exc.message and "crsr_test_fake" not in repr(exc)
 
 
 @pytest.mark.parametrize(
