@@ -42,3 +42,38 @@ def test_model_facts_prefix_table_and_default() -> None:
     unknown = model_facts("something-new")
     assert unknown.context_window == 128_000
     assert not unknown.image_inputs
+
+
+async def test_session_binding_sends_only_what_cursor_has_not_seen() -> None:
+    mock = cursorpipe.MockTransport()
+    async with cursorpipe.CursorClient(transport=mock) as client:
+        binding: cursorpipe.SessionBinding[tuple[str, str]] = cursorpipe.SessionBinding(
+            lambda m: m, label="Model", reply_role="assistant"
+        )
+        binding.check_loop()
+        binding.session = await client.create_session()
+        first = [("user", "hi")]
+        assert binding.new_messages(first) == first
+        binding.record(first, first, "hello")
+        whole = [("user", "hi"), ("assistant", "hello"), ("user", "again")]
+        assert binding.new_messages(whole) == [("user", "again")]  # the whole history was passed
+        assert binding.new_messages([("user", "only new")]) == [("user", "only new")]
+        with pytest.raises(ConfigurationError, match="no new message"):
+            binding.new_messages([("user", "hi"), ("assistant", "hello")])
+        session = binding.session
+        await binding.aend()
+        assert binding.session is None and session.discarded and binding.history == []
+        await binding.aend()  # idempotent
+
+
+def test_session_binding_refuses_a_second_loop() -> None:
+    binding: cursorpipe.SessionBinding[str] = cursorpipe.SessionBinding(
+        lambda m: ("user", m), label="Model", reply_role="assistant"
+    )
+
+    async def touch() -> None:
+        binding.check_loop()
+
+    asyncio.run(touch())
+    with pytest.raises(cursorpipe.SessionError, match="lives on the event loop"):
+        asyncio.run(touch())

@@ -50,6 +50,7 @@ PINNED = sorted(
         "PermissionDeniedError",
         "ProtocolError",
         "RateLimitError",
+        "SessionBinding",
         "SessionError",
         "Strategy",
         "StreamDroppedError",

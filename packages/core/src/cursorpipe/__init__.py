@@ -17,6 +17,7 @@ from ._bridge import SyncBridge
 from ._client_cache import client_for_loop, close_clients
 from ._default import chat, close, default_client, generate, stream, warmup
 from ._model_facts import ModelFacts, model_facts
+from ._session_binding import SessionBinding
 from .client import CursorClient
 from .config import CursorPipeConfig, Strategy
 from .errors import (
@@ -90,6 +91,7 @@ __all__ = [
     "PermissionDeniedError",
     "ProtocolError",
     "RateLimitError",
+    "SessionBinding",
     "SessionError",
     "Strategy",
     "StreamDroppedError",

@@ -20,6 +20,7 @@ from cursorpipe import (
     CursorClient,
     CursorSession,
     Event,
+    SessionBinding,
     SessionError,
     StructuredOutputError,
     SyncBridge,
@@ -94,63 +95,15 @@ class _CallOptions:
     response_format: Mapping[str, Any] | None
 
 
-class _SessionBinding:
-    """The Cursor conversation a session-bound ``ChatCursor`` talks to.
+def _message_key(message: BaseMessage) -> tuple[str, str]:
+    return (message.type, message_text(message))
 
-    It remembers the conversation as Cursor has seen it (keys of the messages sent and the replies
-    received), so a call that passes the whole history sends Cursor only the messages after what
-    it already holds, and a call that passes only the new messages works as well.
-    """
 
-    def __init__(self, session: CursorSession | None = None, *, owned: bool = True) -> None:
-        self.session = session
-        self.owned = owned
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.lock: asyncio.Lock | None = None
-        self.history: list[tuple[str, str]] = []
-
-    @staticmethod
-    def key(message: BaseMessage) -> tuple[str, str]:
-        return (message.type, message_text(message))
-
-    def new_messages(self, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
-        keys = [self.key(m) for m in messages]
-        held = len(self.history)
-        if held and keys[:held] == self.history:
-            if len(keys) == held:
-                raise ConfigurationError(
-                    "a session-bound ChatCursor got no new message: Cursor already holds this "
-                    "conversation; append the next human message",
-                    code="invalid_request",
-                )
-            return list(messages[held:])
-        return list(messages)
-
-    def record(self, messages: Sequence[BaseMessage], sent: Sequence[BaseMessage], reply: str) -> None:
-        keys = [self.key(m) for m in messages]
-        held = len(self.history)
-        if held and len(sent) < len(messages):
-            self.history = [*keys, ("ai", reply)]
-        else:
-            self.history = [*self.history, *keys, ("ai", reply)]
-
-    def check_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self.loop is None:
-            self.loop = loop
-        elif self.loop is not loop:
-            raise SessionError(
-                "A session-bound ChatCursor lives on the event loop of its first call; use it either "
-                "only with sync calls (invoke/stream/batch) or only with async ones (ainvoke/astream/"
-                "abatch), or open another session with with_session().",
-                code="session_loop_mismatch",
-            )
-
-    async def discard(self) -> None:
-        session, self.session = self.session, None
-        self.history = []
-        if session is not None and self.owned:
-            await session.discard()
+def _session_binding(
+    session: CursorSession | None = None, *, owned: bool = True
+) -> SessionBinding[BaseMessage]:
+    """The Cursor conversation a session-bound ``ChatCursor`` talks to (see ``with_session``)."""
+    return SessionBinding(_message_key, label="ChatCursor", reply_role="ai", session=session, owned=owned)
 
 
 def _session_text(messages: Sequence[BaseMessage]) -> str:
@@ -299,13 +252,13 @@ class ChatCursor(BaseChatModel):
     session: CursorSession | None = Field(default=None, exclude=True)
     """Bind to an existing ``CursorSession`` (advanced; ``with_session()`` is the easy way)."""
 
-    _binding: _SessionBinding | None = PrivateAttr(default=None)
+    _binding: SessionBinding[BaseMessage] | None = PrivateAttr(default=None)
 
     def model_post_init(self, context: Any, /) -> None:
         """Wrap a given ``session`` in a binding that tracks what Cursor already holds."""
         super().model_post_init(context)
         if self.session is not None:
-            self._binding = _SessionBinding(self.session, owned=False)
+            self._binding = _session_binding(self.session, owned=False)
 
     # ------------------------------------------------------------------------------------------
     # LangChain metadata
@@ -611,7 +564,7 @@ class ChatCursor(BaseChatModel):
         yield TurnEnd(result.stop_reason, result.usage)
 
     async def _session_events(
-        self, binding: _SessionBinding, messages: list[BaseMessage], options: _CallOptions
+        self, binding: SessionBinding[BaseMessage], messages: list[BaseMessage], options: _CallOptions
     ) -> AsyncGenerator[Event, None]:
         if options.tools or options.response_format is not None:
             # A Cursor session takes one user text per turn; tool results and schemas travel in
@@ -744,7 +697,7 @@ class ChatCursor(BaseChatModel):
         ``async with`` for async ones) or call ``end_session()`` / ``aend_session()`` when done.
         """
         bound = self.model_copy(update={"session": None})
-        bound._binding = _SessionBinding()
+        bound._binding = _session_binding()
         return bound
 
     @property
@@ -757,36 +710,13 @@ class ChatCursor(BaseChatModel):
 
     async def aend_session(self) -> None:
         """Discard the bound Cursor conversation (a later call opens a new one). Idempotent."""
-        binding = self._binding
-        if binding is None or binding.session is None:
-            return
-        loop = binding.loop
-        if loop is None or loop is asyncio.get_running_loop():
-            await binding.discard()
-            return
-        # The session lives on another loop (the sync bridge's): discard it there.
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(binding.discard(), loop))
+        if self._binding is not None:
+            await self._binding.aend()
 
     def end_session(self) -> None:
         """Sync twin of :meth:`aend_session` for sessions used through sync calls."""
-        binding = self._binding
-        if binding is None or binding.session is None:
-            return
-        loop = binding.loop
-        bridge = SyncBridge.default()
-        if loop is None or loop is bridge.loop:
-            bridge.run(binding.discard)
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if loop is running:
-            raise SessionError(
-                "This session is used from the running event loop; call `await model.aend_session()`.",
-                code="session_loop_mismatch",
-            )
-        asyncio.run_coroutine_threadsafe(binding.discard(), loop).result()
+        if self._binding is not None:
+            self._binding.end()
 
     def __enter__(self) -> ChatCursor:
         return self

@@ -21,6 +21,7 @@ from cursorpipe import (
     CursorSession,
     Event,
     ModelInfo,
+    SessionBinding,
     SessionError,
     SyncBridge,
     TextDelta,
@@ -361,57 +362,17 @@ class _Turn:
 # ----------------------------------------------------------------------------------------------
 # sessions
 # ----------------------------------------------------------------------------------------------
-class _SessionBinding:
+def _message_key(message: ChatMessage) -> tuple[str, str]:
+    return (_ROLES.get(message.role, str(message.role)), _message_text(message))
+
+
+def _session_binding(
+    session: CursorSession | None = None, *, owned: bool = True
+) -> SessionBinding[ChatMessage]:
     """The Cursor conversation a session-bound ``CursorLLM`` talks to (see ``with_session``)."""
-
-    def __init__(self, session: CursorSession | None = None, *, owned: bool = True) -> None:
-        self.session = session
-        self.owned = owned
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.lock: asyncio.Lock | None = None
-        self.history: list[tuple[str, str]] = []
-
-    @staticmethod
-    def key(message: ChatMessage) -> tuple[str, str]:
-        return (_ROLES.get(message.role, str(message.role)), _message_text(message))
-
-    def new_messages(self, messages: Sequence[ChatMessage]) -> list[ChatMessage]:
-        keys = [self.key(m) for m in messages]
-        held = len(self.history)
-        if held and keys[:held] == self.history:
-            if len(keys) == held:
-                raise ConfigurationError(
-                    "a session-bound CursorLLM got no new message: Cursor already holds this "
-                    "conversation; append the next user message",
-                    code="invalid_request",
-                )
-            return list(messages[held:])
-        return list(messages)
-
-    def record(self, messages: Sequence[ChatMessage], sent: Sequence[ChatMessage], reply: str) -> None:
-        keys = [self.key(m) for m in messages]
-        if self.history and len(sent) < len(messages):
-            self.history = [*keys, ("assistant", reply)]
-        else:
-            self.history = [*self.history, *keys, ("assistant", reply)]
-
-    def check_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self.loop is None:
-            self.loop = loop
-        elif self.loop is not loop:
-            raise SessionError(
-                "A session-bound CursorLLM lives on the event loop of its first call; use it either "
-                "only with sync calls (chat/complete/stream_*) or only with async ones (a*), or open "
-                "another session with with_session().",
-                code="session_loop_mismatch",
-            )
-
-    async def discard(self) -> None:
-        session, self.session = self.session, None
-        self.history = []
-        if session is not None and self.owned:
-            await session.discard()
+    return SessionBinding(
+        _message_key, label="CursorLLM", reply_role="assistant", session=session, owned=owned
+    )
 
 
 def _session_text(messages: Sequence[ChatMessage]) -> str:
@@ -487,14 +448,14 @@ class CursorLLM(FunctionCallingLLM):
         default=None, exclude=True, description="Bind to an existing CursorSession (advanced)."
     )
 
-    _binding: _SessionBinding | None = PrivateAttr(default=None)
+    _binding: SessionBinding[ChatMessage] | None = PrivateAttr(default=None)
     _model_info: ModelInfo | None = PrivateAttr(default=None)
 
     def model_post_init(self, context: Any, /) -> None:
         """Wrap a given ``session`` in a binding that tracks what Cursor already holds."""
         super().model_post_init(context)
         if self.session is not None:
-            self._binding = _SessionBinding(self.session, owned=False)
+            self._binding = _session_binding(self.session, owned=False)
 
     @field_serializer("api_key")
     def _drop_secret(self, value: SecretStr | None) -> None:
@@ -612,7 +573,7 @@ class CursorLLM(FunctionCallingLLM):
             raise SessionError("the turn ended without a final event", code="stream_incomplete")
 
     async def _session_events(
-        self, binding: _SessionBinding, messages: Sequence[ChatMessage], options: _CallOptions
+        self, binding: SessionBinding[ChatMessage], messages: Sequence[ChatMessage], options: _CallOptions
     ) -> AsyncGenerator[Event, None]:
         if options.tools:
             # A Cursor session takes one user text per turn; tool results travel in stateless
@@ -824,7 +785,7 @@ class CursorLLM(FunctionCallingLLM):
         ``async with`` for async ones) or call ``end_session()`` / ``aend_session()`` when done.
         """
         bound = self.model_copy(update={"session": None})
-        bound._binding = _SessionBinding()
+        bound._binding = _session_binding()
         return bound
 
     @property
@@ -837,35 +798,13 @@ class CursorLLM(FunctionCallingLLM):
 
     async def aend_session(self) -> None:
         """Discard the bound Cursor conversation (a later call opens a new one). Idempotent."""
-        binding = self._binding
-        if binding is None or binding.session is None:
-            return
-        loop = binding.loop
-        if loop is None or loop is asyncio.get_running_loop():
-            await binding.discard()
-            return
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(binding.discard(), loop))
+        if self._binding is not None:
+            await self._binding.aend()
 
     def end_session(self) -> None:
         """Sync version of :meth:`aend_session` for sessions used through sync calls."""
-        binding = self._binding
-        if binding is None or binding.session is None:
-            return
-        loop = binding.loop
-        bridge = SyncBridge.default()
-        if loop is None or loop is bridge.loop:
-            bridge.run(binding.discard)
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if loop is running:
-            raise SessionError(
-                "This session is used from the running event loop; call `await llm.aend_session()`.",
-                code="session_loop_mismatch",
-            )
-        asyncio.run_coroutine_threadsafe(binding.discard(), loop).result()
+        if self._binding is not None:
+            self._binding.end()
 
     def __enter__(self) -> CursorLLM:
         return self
