@@ -75,7 +75,15 @@ def test_plan_from_credentials_and_binary(agent_bin: str, tmp_path: Path) -> Non
     binary_only = AutoTransport(CursorPipeConfig(agent_bin=agent_bin))
     assert binary_only.plan == [Strategy.ACP, Strategy.SUBPROCESS]
     nothing = AutoTransport(CursorPipeConfig(agent_bin=str(tmp_path / "none")))
-    assert nothing.plan == [Strategy.ACP, Strategy.SUBPROCESS]
+    assert nothing.plan == [Strategy.CONNECT]
+
+
+async def test_nothing_usable_is_an_authentication_error_saying_what_to_do(tmp_path: Path) -> None:
+    config = CursorPipeConfig(agent_bin=str(tmp_path / "none"), max_retries=0)
+    async with CursorClient(config) as client:
+        with pytest.raises(AuthenticationError) as info:
+            await client.generate("auto", "hi")
+    assert "CURSOR_API_KEY" in str(info.value) and "agent login" in str(info.value)
 
 
 def test_stored_cli_login_counts_as_credentials(agent_bin: str, tmp_path: Path) -> None:

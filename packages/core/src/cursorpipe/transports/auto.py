@@ -133,9 +133,10 @@ class AutoTransport:
                 order += [Strategy.ACP, Strategy.SUBPROCESS]
                 reasons.append(f"{self._config.agent_bin!r} found")
             if not order:
-                # Nothing usable: the CLI transports raise AgentNotFoundError, whose message says how
-                # to install the CLI or configure an API key.
-                order = [Strategy.ACP, Strategy.SUBPROCESS]
+                # Nothing usable. The connect transport then raises AuthenticationError saying how to
+                # set CURSOR_API_KEY or log in (issue 2: a server without credentials answers chat
+                # requests with a clear authentication error), rather than "agent not found".
+                order = [Strategy.CONNECT]
                 reasons.append("no credentials and no agent binary")
             self._order = order
             log.info("cursorpipe auto: candidates %s (%s)", [s.value for s in order], "; ".join(reasons))
