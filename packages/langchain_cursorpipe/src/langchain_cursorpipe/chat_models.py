@@ -703,10 +703,7 @@ class ChatCursor(BaseChatModel):
     @property
     def session_id(self) -> str | None:
         """Cursor's id of the bound conversation (``None`` when unbound or not opened yet)."""
-        binding = self._binding
-        if binding is None or binding.session is None:
-            return None
-        return binding.session.session_id
+        return self._binding.session_id if self._binding is not None else None
 
     async def aend_session(self) -> None:
         """Discard the bound Cursor conversation (a later call opens a new one). Idempotent."""
