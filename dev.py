@@ -6,8 +6,8 @@
 
 Needs only Python 3.11+ and pip. On first use it creates ``.tools/`` (a venv holding uv, taken from
 PyPI) and then ``.venv/`` from ``uv.lock``: ``serve`` installs only what the server needs (the core
-with its ``server`` and ``metrics`` extras, plus ``testing`` for ``--emulator``); ``test`` and the
-other verbs install every workspace package and the dev tools.
+with its ``server`` and ``metrics`` extras, plus ``cursorpipe-testing`` for ``--emulator``); ``test``
+and the other verbs install every workspace package and the dev tools.
 Other verbs: ``sync`` (bootstrap only), ``lint``, ``typecheck``, ``protos`` (regenerate), ``bench``.
 """
 
@@ -65,10 +65,10 @@ def sync_server(*, emulator: bool) -> None:
     ``--inexact`` leaves anything already in .venv alone, so a development environment made by
     ``dev.py test`` keeps working after a ``serve``.
     """
-    extras = ["server", "metrics"] + (["testing"] if emulator else [])  # the emulator runs on hypercorn
     args = ["sync", "--package", "cursorpipe", "--no-dev", "--inexact", "--python", sys.executable]
-    for extra in extras:
-        args += ["--extra", extra]
+    args += ["--extra", "server", "--extra", "metrics"]
+    if emulator:  # the emulator ships in its own distribution (with hypercorn)
+        args += ["--package", "cursorpipe-testing"]
     if os.environ.get("CI"):
         args.append("--locked")
     _run(_uv(), *args, env=_env())

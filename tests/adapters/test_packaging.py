@@ -32,12 +32,14 @@ PACKAGES = {
     "cursorpipe": ROOT / "packages/core",
     "langchain-cursorpipe": ROOT / "packages/langchain_cursorpipe",
     "llama-index-llms-cursorpipe": ROOT / "packages/llamaindex_cursorpipe",
+    "cursorpipe-testing": ROOT / "packages/testing",
 }
 INSTALL_TIMEOUT_S = 600
 MODULES = {
     "cursorpipe": "cursorpipe",
     "langchain-cursorpipe": "langchain_cursorpipe",
     "llama-index-llms-cursorpipe": "llamaindex_cursorpipe",
+    "cursorpipe-testing": "cursorpipe",  # it ships the core's cursorpipe.testing, at the core's version
 }
 # The placeholder home of the repository, used by every link a PyPI page shows.
 REPO_URL = "https://github.com/cursorpipe/cursorpipe"
@@ -45,7 +47,8 @@ REPO_URL = "https://github.com/cursorpipe/cursorpipe"
 
 def _declared_version(name: str) -> str:
     """``__version__`` from the package source: the one place each distribution's version lives."""
-    init = PACKAGES[name] / "src" / MODULES[name] / "__init__.py"
+    home = PACKAGES["cursorpipe" if MODULES[name] == "cursorpipe" else name]
+    init = home / "src" / MODULES[name] / "__init__.py"
     found = re.search(r'^__version__ = "([^"]+)"$', init.read_text(encoding="utf-8"), re.MULTILINE)
     assert found, f"no __version__ in {init}"
     return found.group(1)
@@ -262,9 +265,11 @@ def test_core_alone_server_command_says_which_extra_it_needs(wheels: dict[str, P
     out = _check(
         python,
         """
-        import importlib.util
+        import importlib.util, os, sys
         from cursorpipe import CursorClient, MockTransport
         assert importlib.util.find_spec("fastapi") is None and importlib.util.find_spec("uvicorn") is None
+        assert importlib.util.find_spec("cursorpipe.testing") is None  # no test double for every user
+        assert not os.path.exists(os.path.join(os.path.dirname(sys.executable), "cursorpipe-fake-agent"))
         print(type(CursorClient(transport=MockTransport())).__name__)
         """,
     )
@@ -317,6 +322,7 @@ def test_the_readme_lists_a_recipe_for_each_distribution() -> None:
         ["cursorpipe"],
         ["cursorpipe", "langchain-cursorpipe"],
         ["cursorpipe", "llama-index-llms-cursorpipe"],
+        ["cursorpipe", "cursorpipe-testing"],
     ]
     # The core recipe shows an extra; every adapter recipe brings the core along (it is not on PyPI).
     assert Requirement(commands[0][2].replace("$REPO", "git+file:///x")).extras == {"server"}
@@ -343,10 +349,19 @@ _RECIPE_CHECKS = {
         print(CursorLLM(client=CursorClient(transport=MockTransport())).complete("recipe").text)
         print(md.version("llama-index-llms-cursorpipe"))
         """,
+    "cursorpipe-testing": """
+        import importlib.metadata as md, os, subprocess, sys
+        from cursorpipe.testing.emulator import Emulator
+        from cursorpipe.testing.fake_agent import catalog
+        agent = os.path.join(os.path.dirname(sys.executable), "cursorpipe-fake-agent")
+        done = subprocess.run([agent, "-p", "--", "recipe"], capture_output=True, text=True, check=True)
+        assert done.stdout.strip() == catalog.expected_reply("recipe"), done.stdout
+        print(md.version("cursorpipe-testing"))
+        """,
 }
 
 
-@pytest.mark.parametrize("index", [0, 1, 2], ids=list(_RECIPE_CHECKS))
+@pytest.mark.parametrize("index", [0, 1, 2, 3], ids=list(_RECIPE_CHECKS))
 def test_readme_install_recipe_works_from_a_clone(clone: Path, tmp_path: Path, index: int) -> None:
     uv = _uv()
     if uv is None:
@@ -380,3 +395,23 @@ def test_readme_install_recipe_works_from_a_clone(clone: Path, tmp_path: Path, i
         name, url, vcs, subdirectory = line.split()
         assert url.endswith(str(clone)) and vcs == "git"
         assert subdirectory == str(PACKAGES[name].relative_to(ROOT))
+
+
+def test_test_doubles_ship_only_in_their_own_distribution(wheels: dict[str, Path]) -> None:
+    core = _names(wheels["cursorpipe"])
+    assert not any(n.startswith("cursorpipe/testing/") for n in core)
+    with zipfile.ZipFile(wheels["cursorpipe"]) as zf:
+        scripts = zf.read(next(n for n in core if n.endswith("entry_points.txt"))).decode()
+    assert "cursorpipe-fake-agent" not in scripts and "cursorpipe-server" in scripts
+    testing = _names(wheels["cursorpipe-testing"])
+    code = {n for n in testing if not n.startswith("cursorpipe_testing-")}
+    assert "cursorpipe/testing/emulator/__init__.py" in code
+    assert "cursorpipe/testing/fake_agent/__init__.py" in code
+    # Only the test doubles: never a second copy of the core (that would clash on install).
+    assert all(n.startswith("cursorpipe/testing/") for n in code), sorted(code)
+    meta = _metadata(wheels["cursorpipe-testing"])
+    requires = sorted(meta.get_all("Requires-Dist") or [])
+    assert requires == ["cursorpipe<0.2,>=0.1.0", "hypercorn<1,>=0.17"]
+    with zipfile.ZipFile(wheels["cursorpipe-testing"]) as zf:
+        scripts = zf.read(next(n for n in testing if n.endswith("entry_points.txt"))).decode()
+    assert "cursorpipe-fake-agent = cursorpipe.testing.fake_agent:main" in scripts
