@@ -415,3 +415,23 @@ def test_test_doubles_ship_only_in_their_own_distribution(wheels: dict[str, Path
     with zipfile.ZipFile(wheels["cursorpipe-testing"]) as zf:
         scripts = zf.read(next(n for n in testing if n.endswith("entry_points.txt"))).decode()
     assert "cursorpipe-fake-agent = cursorpipe.testing.fake_agent:main" in scripts
+
+
+def test_test_doubles_also_build_from_their_sdist(tmp_path: Path) -> None:
+    # The sources live outside packages/testing; hatch_build.py copies them into the sdist, so a
+    # wheel built from that sdist (not from the repository) still carries them.
+    uv = _uv()
+    if uv is None:
+        pytest.fail("uv is needed to build the sdist (python3 dev.py sync provides it)")
+    _run([uv, "build", "--sdist", "--out-dir", str(tmp_path), str(PACKAGES["cursorpipe-testing"])])
+    (sdist,) = tmp_path.glob("cursorpipe_testing-*.tar.gz")
+    unpacked = tmp_path / "unpacked"
+    shutil.unpack_archive(sdist, unpacked)
+    (source,) = unpacked.iterdir()
+    assert (source / "cursorpipe" / "testing" / "emulator" / "__init__.py").is_file()
+    _run([uv, "build", "--wheel", "--out-dir", str(tmp_path / "dist"), str(source)])
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    assert _metadata(wheel)["Version"] == _declared_version("cursorpipe-testing")
+    names = _names(wheel)
+    assert "cursorpipe/testing/fake_agent/catalog.py" in names
+    assert not any(n.startswith("cursorpipe/") and not n.startswith("cursorpipe/testing/") for n in names)
