@@ -5,7 +5,9 @@
     python3 dev.py test  [pytest args...]              lint + type check + tests + notebooks
 
 Needs only Python 3.11+ and pip. On first use it creates ``.tools/`` (a venv holding uv, taken from
-PyPI) and then ``.venv/`` with every workspace package and the dev tools, from ``uv.lock``.
+PyPI) and then ``.venv/`` from ``uv.lock``: ``serve`` installs only what the server needs (the core
+with its ``server`` and ``metrics`` extras, plus ``cursorpipe-testing`` for ``--emulator``); ``test``
+and the other verbs install every workspace package and the dev tools.
 Other verbs: ``sync`` (bootstrap only), ``lint``, ``typecheck``, ``protos`` (regenerate), ``bench``.
 """
 
@@ -57,6 +59,21 @@ def sync() -> None:
     _run(_uv(), *args, env=_env())
 
 
+def sync_server(*, emulator: bool) -> None:
+    """Install only what ``cursorpipe-server`` needs: no test tools, notebooks or official SDK.
+
+    ``--inexact`` leaves anything already in .venv alone, so a development environment made by
+    ``dev.py test`` keeps working after a ``serve``.
+    """
+    args = ["sync", "--package", "cursorpipe", "--no-dev", "--inexact", "--python", sys.executable]
+    args += ["--extra", "server", "--extra", "metrics"]
+    if emulator:  # the emulator ships in its own distribution (with hypercorn)
+        args += ["--package", "cursorpipe-testing"]
+    if os.environ.get("CI"):
+        args.append("--locked")
+    _run(_uv(), *args, env=_env())
+
+
 def _tool(name: str) -> Path:
     return VENV / BIN / f"{name}{EXE}"
 
@@ -84,7 +101,7 @@ def main(argv: list[str]) -> int:
         sync()
         return 0
     if verb == "serve":
-        sync()
+        sync_server(emulator="--emulator" in rest)
         os.execve(_tool("cursorpipe-server"), [str(_tool("cursorpipe-server")), *rest], _env())
     if verb == "lint":
         sync()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import tomllib
 from pathlib import Path
 
@@ -23,10 +24,15 @@ def test_public_names() -> None:
 
 
 @pytest.mark.parametrize("module", [langchain_cursorpipe, llamaindex_cursorpipe])
-def test_version_matches_pyproject(module: object) -> None:
+def test_version_comes_from_the_module(module: object) -> None:
+    # One place: pyproject declares the version dynamic and hatchling reads the module's __version__.
     name = getattr(module, "__name__", "")
     pyproject = tomllib.loads((SOURCES[name] / "pyproject.toml").read_text("utf-8"))
-    assert getattr(module, "__version__", None) == pyproject["project"]["version"]
+    assert "version" not in pyproject["project"]
+    assert pyproject["project"]["dynamic"] == ["version"]
+    assert pyproject["tool"]["hatch"]["version"]["path"] == f"src/{name}/__init__.py"
+    distribution = pyproject["project"]["name"]
+    assert getattr(module, "__version__", None) == importlib.metadata.version(distribution)
 
 
 @pytest.mark.parametrize("package", sorted(SOURCES))

@@ -160,5 +160,5 @@ def test_missing_testing_extra_names_the_install_command(monkeypatch: pytest.Mon
     from cursorpipe.testing.emulator import _server
 
     monkeypatch.setitem(sys.modules, "hypercorn.asyncio", None)
-    with pytest.raises(ConfigurationError, match=r"pip install 'cursorpipe\[testing\]'"):
+    with pytest.raises(ConfigurationError, match=r'pip install "cursorpipe-testing @ git\+https://'):
         _server._import_hypercorn()

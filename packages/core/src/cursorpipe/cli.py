@@ -76,13 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_TESTING_INSTALL = 'pip install "cursorpipe-testing @ git+https://github.com/cursorpipe/cursorpipe#subdirectory=packages/testing"'
+
+
 @contextlib.contextmanager
 def _emulator() -> Iterator[Any]:
     try:
         module = importlib.import_module("cursorpipe.testing.emulator")
     except ModuleNotFoundError as exc:
         raise ConfigurationError(
-            f"--emulator needs the emulator's dependencies ({exc.name}): pip install 'cursorpipe[testing]'"
+            f"--emulator needs the cursorpipe-testing distribution ({exc.name} is missing): "
+            + _TESTING_INSTALL
         ) from exc
     with module.Emulator.start_in_thread() as emu:
         yield emu

@@ -241,7 +241,8 @@ def _emulator() -> Iterator[Any]:
     except ModuleNotFoundError as exc:
         raise ConfigurationError(
             "--emulator needs cursorpipe.testing.emulator, which is missing from this installation "
-            f"({exc.name})."
+            f"({exc.name}); it comes with the cursorpipe-testing distribution: pip install "
+            '"cursorpipe-testing @ git+https://github.com/cursorpipe/cursorpipe#subdirectory=packages/testing"'
         ) from exc
     with emulator.Emulator.start_in_thread() as emu:
         yield emu

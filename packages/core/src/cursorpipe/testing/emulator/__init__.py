@@ -1,4 +1,4 @@
-"""A faithful emulator of Cursor's cloud API for offline tests (``pip install 'cursorpipe[testing]'``).
+"""A faithful emulator of Cursor's cloud API for offline tests (distribution ``cursorpipe-testing``).
 
 A real Connect server on loopback (Hypercorn: HTTP/1.1 and h2c prior knowledge on one port) serving
 what Cursor's own client uses (connect.md, official-sdk-as-peer.md): ``POST

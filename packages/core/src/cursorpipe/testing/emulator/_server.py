@@ -21,7 +21,10 @@ __all__ = ["DEFAULT_API_KEY", "Emulator"]
 #: The API key the emulator accepts unless told otherwise.
 DEFAULT_API_KEY = "crsr_emulator_test_key"
 
-_INSTALL_HINT = "The Cursor API emulator needs Hypercorn: pip install 'cursorpipe[testing]'"
+_INSTALL_HINT = (
+    "The Cursor API emulator needs Hypercorn, which comes with the cursorpipe-testing distribution: "
+    'pip install "cursorpipe-testing @ git+https://github.com/cursorpipe/cursorpipe#subdirectory=packages/testing"'
+)
 
 
 def _import_hypercorn() -> tuple[Any, Any]:

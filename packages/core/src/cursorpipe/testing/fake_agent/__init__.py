@@ -1,7 +1,7 @@
 """A fake Cursor ``agent`` executable for offline tests (console script ``cursorpipe-fake-agent``).
 
 It reproduces the documented behaviour of Cursor's command-line agent, quirks included
-(``../shared/protocol/acp.md``): ``agent acp`` (module :mod:`.acp`), ``agent --print`` with
+(``docs/acp.md``): ``agent acp`` (module :mod:`.acp`), ``agent --print`` with
 ``--output-format text|json|stream-json``, ``--stream-partial-output`` (deltas, a duplicated delta
 carrying ``model_call_id`` and the final cumulative message, §6.3), thinking events, a ``result``
 with camelCase ``usage``, ``--resume <chat id>`` / ``create-chat`` backed by an on-disk chat store,
