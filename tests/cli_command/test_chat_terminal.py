@@ -172,6 +172,9 @@ def test_colours_on_a_terminal_and_none_with_no_color(tmp_path: Path) -> None:
     assert _finish(coloured) == 0
     raw = coloured.logfile_read.getvalue()
     assert "\x1b[2m[usage]" in raw and "\x1b[2m[thinking]" in raw
+    # The spinner ran until the first token and erased its line before the answer appeared.
+    spinner_at = raw.index("waiting for the model")
+    assert raw.index("\r\x1b[K", spinner_at) < raw.index("[thinking]", spinner_at)
 
     plain = _spawn(["--emulator", "--no-history"], _env(tmp_path, NO_COLOR="1"))
     plain.expect_exact(PROMPT)
@@ -186,6 +189,18 @@ def test_colours_on_a_terminal_and_none_with_no_color(tmp_path: Path) -> None:
 class _TTY(io.StringIO):
     def isatty(self) -> bool:
         return True
+
+
+def test_no_spinner_or_escapes_when_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cursorpipe import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("piped question\n"))
+    assert cli.main(["chat", "--emulator"]) == 0
+    assert out.getvalue() == expected_reply("piped question") + "\n"
+    assert "waiting for the model" not in err.getvalue() and "\x1b" not in out.getvalue() + err.getvalue()
 
 
 def test_colour_rules() -> None:
