@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="stream an answer to a prompt (a conversation without one)",
         description="Stream an answer to PROMPT (or to stdin). Without a prompt on a terminal: a "
         "conversation with line editing and history; /help lists its commands, Ctrl-C stops an "
-        "answer, Ctrl-D quits. Colours follow NO_COLOR.",
+        "answer, Ctrl-D quits. Colours follow NO_COLOR. Richer line editing: pip install 'cursorpipe[cli]'.",
     )
     _common(chat)
     chat.add_argument("prompt", nargs="*", help="the prompt (default: read stdin, or start a conversation)")
