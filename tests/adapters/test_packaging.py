@@ -173,6 +173,7 @@ def test_llamaindex_wheel_metadata_and_namespace(wheels: dict[str, Path]) -> Non
     names = _names(wheel)
     assert "llamaindex_cursorpipe/py.typed" in names
     assert "llama_index/llms/cursorpipe/__init__.py" in names
+    assert "llama_index/llms/cursorpipe/py.typed" in names  # mypy accepts the README import
     # Shipping either of these would shadow every other llama_index integration.
     assert "llama_index/__init__.py" not in names
     assert "llama_index/llms/__init__.py" not in names

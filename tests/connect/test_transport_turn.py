@@ -23,6 +23,7 @@ from cursorpipe.types import (
     TextDelta,
     TextPart,
     ThinkingDelta,
+    TokenCountDelta,
     TurnEnd,
     TurnRequest,
     UsageEvent,
@@ -171,7 +172,13 @@ def test_machine_events_usage_and_commit() -> None:
         m.handle(server(conversation_checkpoint_update=pb.ConversationStateStructure(turns=[b"t" * 32]))),
     ]
     events = [e for s in steps for e in s.events]
-    assert events == [ThinkingDelta("hmm"), TextDelta("Hi"), TextDelta("quota", notice=True)]
+    # token_delta is a count, surfaced only for the client's max_tokens limiter.
+    assert events == [
+        ThinkingDelta("hmm"),
+        TextDelta("Hi"),
+        TextDelta("quota", notice=True),
+        TokenCountDelta(3),
+    ]
     assert state.checkpoint == b"" and not any(s.ended for s in steps)
     end = m.handle(
         server(

@@ -57,6 +57,8 @@ PINNED = sorted(
         "StreamStalledError",
         "StructuredOutputError",
         "SyncBridge",
+        "SyncCursorClient",
+        "SyncCursorSession",
         "TextDelta",
         "TextPart",
         "ThinkingDelta",

@@ -463,10 +463,24 @@ def test_a_loops_client_is_closed_with_the_loop(monkeypatch: pytest.MonkeyPatch)
     assert len(transports) == 2 and transports[1].closed
 
 
-def test_bad_config_field_is_a_typed_error() -> None:
-    llm = ChatCursor(strategy="carrier-pigeon")
-    with pytest.raises(ConfigurationError, match="STRATEGY"):
-        llm.invoke("hi")
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"strategy": "carrier-pigeon"}, "strategy"),
+        ({"timeout": -1}, "timeout"),
+        ({"request_timeout": 0}, "timeout"),
+        ({"max_retries": -2}, "max_retries"),
+        ({"max_tokens": 0}, "max_tokens"),
+    ],
+)
+def test_bad_arguments_fail_at_construction_naming_the_argument(
+    kwargs: dict[str, Any], argument: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=f"argument {argument} ") as caught:
+        ChatCursor(**kwargs)
+    assert caught.value.details["argument"] == argument
+    assert "CURSORPIPE_" not in caught.value.message
+    assert ChatCursor(strategy=" Connect ").strategy == "connect"
 
 
 def test_token_counting_is_offline_and_deterministic() -> None:

@@ -8,6 +8,8 @@
 
     asyncio.run(main())
 
+Synchronous code uses ``cursorpipe.SyncCursorClient`` (the same methods, without ``await``).
+
 The public API is exactly ``__all__``; every other module is private.
 """
 
@@ -18,6 +20,7 @@ from ._client_cache import client_for_loop, close_clients
 from ._default import chat, close, default_client, generate, stream, warmup
 from ._model_facts import ModelFacts, model_facts
 from ._session_binding import SessionBinding
+from ._sync_client import SyncCursorClient, SyncCursorSession
 from .client import CursorClient
 from .config import CursorPipeConfig, Strategy
 from .errors import (
@@ -98,6 +101,8 @@ __all__ = [
     "StreamStalledError",
     "StructuredOutputError",
     "SyncBridge",
+    "SyncCursorClient",
+    "SyncCursorSession",
     "TextDelta",
     "TextPart",
     "ThinkingDelta",

@@ -11,7 +11,7 @@ import asyncio
 import atexit
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -23,6 +23,10 @@ _SENTINEL = object()
 
 class SyncBridge:
     """Run coroutines and async iterators from synchronous code on one background loop."""
+
+    #: Seconds an interrupted or abandoned call may take to clean up on the loop (cancel the
+    #: upstream run, close the stream) before control returns to the caller anyway.
+    cancel_grace_s: float = 10.0
 
     _default: SyncBridge | None = None
     _default_lock = threading.Lock()
@@ -72,50 +76,70 @@ class SyncBridge:
                 "SyncBridge.run() was called from inside the bridge's own loop; await the coroutine instead"
             )
 
-    def run(
-        self, factory: Callable[[], Awaitable[T]] | Coroutine[Any, Any, T], timeout: float | None = None
-    ) -> T:
-        """Run a coroutine (or a zero-argument factory returning one) to completion and return its
-        result. ``KeyboardInterrupt`` or a timeout cancels the coroutine on the loop."""
+    def run(self, work: Callable[[], Awaitable[T]] | Awaitable[T], timeout: float | None = None) -> T:
+        """Run ``work`` to completion on the bridge loop and return its result.
+
+        ``work`` is an awaitable (a coroutine) or a zero-argument callable returning one, the same
+        two forms :meth:`iterate` takes; the callable form creates the coroutine on the loop.
+        ``KeyboardInterrupt`` (Ctrl-C) or a ``timeout`` cancels the work on the loop and waits (at
+        most :attr:`cancel_grace_s`) for its cleanup to finish before re-raising, so an interrupted
+        request has really stopped when this returns.
+        """
         try:
             self._check_thread()
         except RuntimeError:
-            if asyncio.iscoroutine(factory):
-                factory.close()
+            if asyncio.iscoroutine(work):
+                work.close()
             raise
         loop = self.loop
+        finished = threading.Event()
 
         async def _call() -> T:
-            aw = factory() if callable(factory) else factory
-            return await aw
+            try:
+                aw = work() if callable(work) else work
+                return await aw
+            finally:
+                finished.set()
 
         fut: Future[T] = asyncio.run_coroutine_threadsafe(_call(), loop)
         try:
             return fut.result(timeout)
         except BaseException:
             fut.cancel()
+            finished.wait(self.cancel_grace_s)
             raise
 
-    def iterate(self, factory: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
-        """Iterate an async iterator (created on the bridge loop by ``factory``) synchronously.
+    def iterate(self, work: Callable[[], AsyncIterable[T]] | AsyncIterable[T]) -> Iterator[T]:
+        """Iterate an async iterable synchronously on the bridge loop.
 
-        Closing the returned generator early (``break``) closes the async iterator on the loop.
+        ``work`` is an async iterable (an async generator) or a zero-argument callable returning
+        one, as in :meth:`run`. Leaving the loop early (``break``, an exception, closing the
+        generator) closes the async iterator on the loop; ``KeyboardInterrupt`` while waiting for
+        the next item first cancels that wait, then closes the iterator, so the upstream request is
+        cancelled rather than left running.
         """
         self._check_thread()
         loop = self.loop
-        holder: dict[str, AsyncIterator[T]] = {}
+        holder: dict[str, Any] = {}
 
         async def _next() -> Any:
+            holder["task"] = asyncio.current_task()
             if "it" not in holder:
-                holder["it"] = factory()
+                source = work() if callable(work) else work
+                holder["it"] = aiter(source)
             try:
-                return await holder["it"].__anext__()
+                return await anext(holder["it"])
             except StopAsyncIteration:
                 return _SENTINEL
 
         async def _close() -> None:
-            it = holder.get("it")
-            aclose = getattr(it, "aclose", None)
+            task = holder.get("task")
+            if task is not None and not task.done():
+                # A Ctrl-C arrived while an item was awaited: stop that wait before closing, or
+                # aclose() would find the generator still running.
+                task.cancel()
+                await asyncio.wait([task])
+            aclose = getattr(holder.get("it"), "aclose", None)
             if aclose is not None:
                 await aclose()
 
@@ -127,7 +151,7 @@ class SyncBridge:
                 yield item
         finally:
             with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(_close(), loop).result(10)
+                asyncio.run_coroutine_threadsafe(_close(), loop).result(self.cancel_grace_s)
 
     def close(self) -> None:
         """Stop the loop thread. Pending work is cancelled. Idempotent."""

@@ -11,6 +11,7 @@ import weakref
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
+from ._limits import DEFAULT_MAX_TOKENS
 from .client import CursorClient
 from .config import CursorPipeConfig
 from .types import ChatMessage
@@ -36,7 +37,7 @@ async def generate(
     *,
     system: str | None = None,
     temperature: float = 0,
-    max_tokens: int = 2048,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
     timeout_s: float | None = None,
 ) -> str:
     """``CursorClient.generate`` on the default client."""
@@ -50,7 +51,7 @@ async def chat(
     messages: Sequence[Mapping[str, Any] | ChatMessage],
     *,
     temperature: float = 0,
-    max_tokens: int = 2048,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
     timeout_s: float | None = None,
 ) -> str:
     """``CursorClient.chat`` on the default client."""

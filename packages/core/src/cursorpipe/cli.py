@@ -3,6 +3,7 @@
     cursorpipe doctor                 # what works, what does not, and how to fix it
     cursorpipe models                 # the models your account can use
     cursorpipe chat "Explain asyncio" # stream an answer (thinking on stderr, usage at the end)
+    cursorpipe chat                   # a conversation (/help, Ctrl-C stops an answer, Ctrl-D quits)
     cursorpipe serve --port 8080      # the OpenAI-compatible server (same as cursorpipe-server)
 
 Every command reads ``CURSORPIPE_*`` settings from the environment and ``.env``; ``--emulator``
@@ -21,17 +22,15 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
-from contextlib import aclosing
 from typing import Any, TextIO
 
 from . import __version__
+from ._chat_repl import Printer, run_chat
 from ._redact import redact
 from .client import CursorClient
 from .config import CursorPipeConfig, Strategy
 from .errors import ConfigurationError, CursorPipeError
-from .types import TextDelta, ThinkingDelta, TransportInfo, TurnEnd, Usage, UsageEvent
 
 __all__ = ["main"]
 
@@ -62,12 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
     _common(models)
     models.add_argument("--json", action="store_true", help="print JSON")
 
-    chat = sub.add_parser("chat", help="stream an answer to a prompt (interactive without a prompt)")
+    chat = sub.add_parser(
+        "chat",
+        help="stream an answer to a prompt (a conversation without one)",
+        description="Stream an answer to PROMPT (or to stdin). Without a prompt on a terminal: a "
+        "conversation with line editing and history; /help lists its commands, Ctrl-C stops an "
+        "answer, Ctrl-D quits. Colours follow NO_COLOR. Richer line editing: pip install 'cursorpipe[cli]'.",
+    )
     _common(chat)
     chat.add_argument("prompt", nargs="*", help="the prompt (default: read stdin, or start a conversation)")
     chat.add_argument("-m", "--model", help="model id (default CURSORPIPE_DEFAULT_MODEL)")
-    chat.add_argument("-s", "--system", help="system prompt")
+    chat.add_argument("-s", "--system", help="system prompt (for every turn of a conversation too)")
     chat.add_argument("--no-thinking", action="store_true", help="do not show the model's thinking")
+    chat.add_argument("--no-history", action="store_true", help="do not read or save the prompt history file")
 
     serve = sub.add_parser(
         "serve", help="run the OpenAI-compatible server (same flags as cursorpipe-server)", add_help=False
@@ -136,97 +142,17 @@ async def _models(config: CursorPipeConfig, as_json: bool, out: TextIO) -> int:
 # ----------------------------------------------------------------------------------------------
 # chat
 # ----------------------------------------------------------------------------------------------
-class _Printer:
-    """Answer on stdout; thinking (dimmed on a terminal) and usage on stderr, so stdout pipes clean."""
-
-    def __init__(self, out: TextIO, err: TextIO, show_thinking: bool) -> None:
-        self.out, self.err = out, err
-        self.show_thinking = show_thinking
-        self.dim = err.isatty()
-        self.in_thinking = False
-
-    def thinking(self, text: str) -> None:
-        if not self.show_thinking or not text:
-            return
-        if not self.in_thinking:
-            self.in_thinking = True
-            self.err.write("\x1b[2m" if self.dim else "")
-            self.err.write("[thinking] ")
-        self.err.write(text)
-        self.err.flush()
-
-    def _end_thinking(self) -> None:
-        if self.in_thinking:
-            self.in_thinking = False
-            self.err.write("\x1b[0m\n" if self.dim else "\n")
-            self.err.flush()
-
-    def text(self, text: str) -> None:
-        self._end_thinking()
-        self.out.write(text)
-        self.out.flush()
-
-    def finish(self, usage: Usage | None, model: str, seconds: float, stop: str) -> None:
-        self._end_thinking()
-        self.out.write("\n")
-        self.out.flush()
-        if usage is not None:
-            est = " (estimated)" if usage.estimated else ""
-            self.err.write(
-                f"[usage] {usage.input_tokens} in / {usage.output_tokens} out / {usage.total_tokens} total "
-                f"tokens{est} · model {model} · {seconds:.1f} s"
-                + (f" · stopped: {stop}" if stop != "stop" else "")
-                + "\n"
-            )
-            self.err.flush()
-
-
-async def _turn(events: Any, printer: _Printer, model: str) -> None:
-    start = time.perf_counter()
-    usage: Usage | None = None
-    stop = "stop"
-    async with aclosing(events) as stream:
-        async for event in stream:
-            if isinstance(event, TransportInfo) and event.model:
-                model = event.model
-            elif isinstance(event, ThinkingDelta):
-                printer.thinking(event.text)
-            elif isinstance(event, TextDelta) and not event.notice:
-                printer.text(event.text)
-            elif isinstance(event, UsageEvent):
-                usage = event.usage
-            elif isinstance(event, TurnEnd):
-                usage = event.usage or usage
-                stop = event.stop_reason
-    printer.finish(usage, model, time.perf_counter() - start, stop)
-
-
-async def _chat(config: CursorPipeConfig, args: argparse.Namespace, stdin: TextIO, printer: _Printer) -> int:
-    prompt = " ".join(args.prompt).strip()
-    model = args.model or config.default_model
-    async with CursorClient(config) as client:
-        if not prompt and not stdin.isatty():
-            prompt = stdin.read().strip()
-        if prompt:
-            await _turn(client.events(model, prompt=prompt, system=args.system), printer, model)
-            return 0
-        # Interactive: one session, Cursor keeps the history; /exit or EOF ends it.
-        async with client.session(model) as session:
-            printer.err.write(f"cursorpipe chat · model {model} · /exit to quit\n")
-            first = True
-            while True:
-                printer.err.write("> ")
-                printer.err.flush()
-                line = await asyncio.to_thread(stdin.readline)
-                if not line or line.strip() in ("/exit", "/quit"):
-                    return 0
-                text = line.strip()
-                if not text:
-                    continue
-                if first and args.system:
-                    text = f"{args.system}\n\n{text}"
-                first = False
-                await _turn(session.events(text), printer, model)
+def _chat(config: CursorPipeConfig, args: argparse.Namespace) -> int:
+    printer = Printer(sys.stdout, sys.stderr, not args.no_thinking)
+    return run_chat(
+        config,
+        prompt=" ".join(args.prompt).strip(),
+        model=args.model,
+        system=args.system,
+        stdin=sys.stdin,
+        printer=printer,
+        history=not args.no_history,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -378,8 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _config(args) as config:
             if args.command == "models":
                 return asyncio.run(_models(config, args.json, sys.stdout))
-            printer = _Printer(sys.stdout, sys.stderr, not args.no_thinking)
-            return asyncio.run(_chat(config, args, sys.stdin, printer))
+            return _chat(config, args)
     except CursorPipeError as exc:
         print(f"cursorpipe {args.command}: {redact(exc.message)}", file=sys.stderr)
         return 1

@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from ._constants import RETRY_AFTER_MAX_WAIT_S, RETRY_BACKOFF_BASE_S, RETRY_BACKOFF_MAX_S, RETRY_JITTER
-from ._limits import OutputLimiter
+from ._limits import DEFAULT_MAX_TOKENS, OutputLimiter, is_default_max_tokens
 from ._redact import redact
 from ._routing import create_transport
 from ._structured import parse_response_format
@@ -44,6 +44,7 @@ from .types import (
     TextDelta,
     TextPart,
     ThinkingDelta,
+    TokenCountDelta,
     ToolCall,
     ToolCallDelta,
     ToolCallEvent,
@@ -370,11 +371,15 @@ class CursorClient:
         if not limiter.active:
             async with aclosing(source) as stream:
                 async for event in stream:
-                    yield event
+                    if not isinstance(event, TokenCountDelta):
+                        yield event
             return
         usage: Usage | None = None
         async with aclosing(source) as stream:
             async for event in stream:
+                if isinstance(event, TokenCountDelta):
+                    limiter.count(event.tokens)
+                    continue
                 if isinstance(event, TextDelta) and not event.notice:
                     text, done = limiter.feed(event.text)
                     if text:
@@ -396,10 +401,17 @@ class CursorClient:
                     return
                 yield event
         # A limit was hit: the upstream run was closed (and cancelled) by leaving the loop above.
+        if limiter.reason == "length" and is_default_max_tokens(request.max_tokens):
+            log.warning(
+                "cursorpipe: the answer of %r was cut at the default max_tokens=%d; pass "
+                "max_tokens=None for no limit or a larger max_tokens",
+                request.model,
+                request.max_tokens,
+            )
         inputs = "".join(m.text for m in request.messages)
         cut = Usage(
             input_tokens=estimate_tokens(inputs),
-            output_tokens=estimate_tokens("".join(limiter.emitted_text)),
+            output_tokens=limiter.output_tokens(),
             estimated=True,
         )
         yield UsageEvent(cut)
@@ -508,7 +520,7 @@ class CursorClient:
         prompt: str | None = None,
         system: str | None = None,
         temperature: float | None = 0,
-        max_tokens: int | None = 2048,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
         stop: Sequence[str] | None = None,
         timeout_s: float | None = None,
         tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
@@ -517,6 +529,12 @@ class CursorClient:
         tool_handler: ToolHandler | None = None,
     ) -> CompletionResult:
         """Run one stateless turn and return the full :class:`CompletionResult`.
+
+        ``max_tokens`` and ``stop`` are enforced on the stream (Cursor has neither parameter):
+        a cut answer has ``stop_reason == "length"`` (or ``"stop"``); ``max_tokens=None`` means no
+        limit; a cut by the default 2048 also logs a WARNING. Output tokens are counted with
+        Cursor's own running count where the transport streams one (connect), else estimated at
+        four characters per token.
 
         Tools work as in :meth:`events`; ``result.tool_calls`` holds the calls the caller must
         answer (``stop_reason == "tool_calls"``), never those a ``tool_handler`` answered. With
@@ -595,10 +613,16 @@ class CursorClient:
         *,
         system: str | None = None,
         temperature: float = 0,
-        max_tokens: int = 2048,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
         timeout_s: float | None = None,
     ) -> str:
-        """Answer one prompt (optionally with a system prompt) and return the text."""
+        """Answer one prompt (optionally with a system prompt) and return the text.
+
+        ``max_tokens`` caps the answer (Cursor has no such knob: cursorpipe counts on the stream
+        and stops the run); ``None`` means no limit. An answer cut by the *default* 2048 logs a
+        WARNING on the ``cursorpipe`` logger; use :meth:`complete` to see ``stop_reason``.
+        ``temperature`` is accepted for compatibility and reaches no transport (Cursor has no
+        sampling parameters)."""
         result = await self.complete(
             model,
             prompt=prompt,
@@ -615,10 +639,12 @@ class CursorClient:
         messages: Sequence[Mapping[str, Any] | ChatMessage],
         *,
         temperature: float = 0,
-        max_tokens: int = 2048,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
         timeout_s: float | None = None,
     ) -> str:
-        """Answer an OpenAI-style conversation (system/user/assistant; text or image parts)."""
+        """Answer an OpenAI-style conversation (system/user/assistant; text or image parts).
+
+        ``max_tokens`` and ``temperature`` as in :meth:`generate` (``None`` = no limit)."""
         result = await self.complete(
             model, messages, temperature=temperature, max_tokens=max_tokens, timeout_s=timeout_s
         )

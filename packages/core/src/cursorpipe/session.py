@@ -65,6 +65,7 @@ class CursorSession:
         self,
         text: str,
         *,
+        system: str | None = None,
         timeout_s: float | None = None,
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
@@ -74,6 +75,11 @@ class CursorSession:
     ) -> AsyncGenerator[Event, None]:
         """Send ``text`` as the next user message and stream the typed events of the answer.
 
+        ``system`` is a system prompt for this turn: connect sends it as the run's system-prompt
+        field, the agent transports as instructions at the head of the turn's text. Whether Cursor
+        carries it over to later turns is not documented (connect.md §5.3), so pass it with every
+        turn it should govern.
+
         ``tools``/``tool_choice``/``tool_handler`` as in :meth:`CursorClient.events`. In a session
         pass a ``tool_handler``: the next turn carries only a user text, so calls left for the caller
         (``stop_reason == "tool_calls"``) cannot be answered there."""
@@ -82,6 +88,7 @@ class CursorSession:
         request = self._client.build_request(
             self._model,
             [ChatMessage.of("user", text)],
+            system=system,
             timeout_s=timeout_s,
             max_tokens=max_tokens,
             tools=tools,

@@ -26,6 +26,7 @@ __all__ = [
     "TextDelta",
     "TextPart",
     "ThinkingDelta",
+    "TokenCountDelta",
     "ToolCall",
     "ToolCallDelta",
     "ToolCallEvent",
@@ -396,6 +397,16 @@ class UsageEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenCountDelta:
+    """Cursor's running count of output tokens (connect's ``token_delta``): ``tokens`` more since
+    the previous count. Pipeline-internal: :class:`~cursorpipe.CursorClient` uses it to enforce
+    ``max_tokens`` and never yields it to callers."""
+
+    tokens: int
+    type: Literal["token_count"] = "token_count"
+
+
+@dataclass(frozen=True, slots=True)
 class TransportInfo:
     """Which transport serves the turn, which model actually answered, and fallbacks taken."""
 
@@ -416,7 +427,14 @@ class TurnEnd:
 
 
 Event: TypeAlias = (
-    TextDelta | ThinkingDelta | ToolCallDelta | ToolCallEvent | UsageEvent | TransportInfo | TurnEnd
+    TextDelta
+    | ThinkingDelta
+    | ToolCallDelta
+    | ToolCallEvent
+    | UsageEvent
+    | TransportInfo
+    | TurnEnd
+    | TokenCountDelta
 )
 
 

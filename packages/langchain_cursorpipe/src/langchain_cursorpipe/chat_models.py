@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -22,9 +23,11 @@ from cursorpipe import (
     Event,
     SessionBinding,
     SessionError,
+    Strategy,
     StructuredOutputError,
     SyncBridge,
     TextDelta,
+    ToolCallDelta,
     ToolCallEvent,
     TransportInfo,
     TurnEnd,
@@ -50,7 +53,7 @@ from langchain_core.runnables import Runnable, RunnableLambda, RunnableMap, Runn
 from langchain_core.tools import BaseTool
 from langchain_core.utils import secret_from_env
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 
 from ._convert import PROVIDER, ChunkBuilder, message_text, to_cursor_messages
 from ._structured import (
@@ -64,6 +67,17 @@ from ._tokens import count_tokens, token_ids
 
 __all__ = ["ChatCursor"]
 
+log = logging.getLogger("langchain_cursorpipe")
+
+#: Told to the model when the caller asked for ``parallel_tool_calls=False`` (Cursor's protocol
+#: has no such switch, connect.md §6.1); calls beyond the first are also dropped on the way back.
+_ONE_TOOL_CALL = (
+    "Call at most one tool in this answer. If more tools are needed, call the first one only and "
+    "wait for its result."
+)
+#: Sampling parameters OpenAI-style callers set that no Cursor transport has.
+_IGNORED_SAMPLING = ("temperature", "top_p", "seed")
+
 # Per-call keyword arguments ChatCursor understands; anything else is a caller mistake.
 _CALL_KWARGS = frozenset(
     {
@@ -76,6 +90,8 @@ _CALL_KWARGS = frozenset(
         "parallel_tool_calls",
         "response_format",
         "stream",
+        "top_p",
+        "seed",
     }
 )
 # Per-message overhead of the offline token estimate (role markers and separators).
@@ -93,6 +109,7 @@ class _CallOptions:
     tools: Sequence[Mapping[str, Any]] | None
     tool_choice: str | Mapping[str, Any] | None
     response_format: Mapping[str, Any] | None
+    parallel_tool_calls: bool = True
 
 
 def _message_key(message: BaseMessage) -> tuple[str, str]:
@@ -188,6 +205,49 @@ def _split_invalid(
     return calls, invalid
 
 
+def _bad_argument(name: str, problem: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"ChatCursor argument {name} {problem}", code="invalid_argument", details={"argument": name}
+    )
+
+
+def _our_error(exc: ValidationError) -> ConfigurationError | None:
+    """The ConfigurationError one of ChatCursor's own checks raised inside pydantic's validation."""
+    for error in exc.errors():
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, ConfigurationError):
+            return cause
+    return None
+
+
+def _reasoning_only(chunk: AIMessageChunk) -> bool:
+    return (
+        chunk.content == ""
+        and "reasoning_content" in chunk.additional_kwargs
+        and not chunk.tool_call_chunks
+        and chunk.chunk_position != "last"
+    )
+
+
+async def _first_tool_call_only(stream: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
+    """``parallel_tool_calls=False``: pass the turn's first tool call (by index) and drop the
+    rest, as OpenAI would never have returned them. The model was asked for one call."""
+    first: int | None = None
+    dropped: set[int] = set()
+    async with aclosing(stream) as events:
+        async for event in events:
+            if isinstance(event, (ToolCallDelta, ToolCallEvent)):
+                if first is None:
+                    first = event.index
+                if event.index != first:
+                    if isinstance(event, ToolCallEvent):
+                        dropped.add(event.index)
+                    continue
+            yield event
+    if dropped:
+        log.info("ChatCursor: parallel_tool_calls=False; dropped %d further tool call(s)", len(dropped))
+
+
 class ChatCursor(BaseChatModel):
     """Chat model for the models of your Cursor subscription, via cursorpipe.
 
@@ -198,7 +258,7 @@ class ChatCursor(BaseChatModel):
 
         from langchain_cursorpipe import ChatCursor
 
-        llm = ChatCursor(model="auto", temperature=0)
+        llm = ChatCursor(model="auto")
         print(llm.invoke("Say hi in five words").content)
         for chunk in llm.stream("Count to five"):
             print(chunk.content, end="")
@@ -225,9 +285,15 @@ class ChatCursor(BaseChatModel):
     model: str = Field(default="auto", alias="model_name")
     """Cursor model id (``auto`` lets Cursor choose); see ``CursorClient.list_models()``."""
     temperature: float | None = None
-    """Sampling temperature, passed on where the transport supports it."""
+    """Accepted for compatibility and ignored: Cursor has no sampling parameters (a WARNING says
+    so once per instance when it is set)."""
+    top_p: float | None = None
+    """Accepted for compatibility and ignored, like ``temperature``."""
+    seed: int | None = None
+    """Accepted for compatibility and ignored, like ``temperature``."""
     max_tokens: int | None = Field(default=None, alias="max_completion_tokens")
-    """Cut the answer after about this many tokens (enforced on the stream; finish_reason 'length')."""
+    """Cut the answer after about this many tokens (emulated: counted on the stream, which is then
+    stopped; finish_reason 'length'). ``None``: no limit."""
     timeout: float | None = Field(default=None, alias="request_timeout")
     """Deadline of one call in seconds (default: cursorpipe's ``request_timeout_s``)."""
     max_retries: int | None = None
@@ -253,12 +319,65 @@ class ChatCursor(BaseChatModel):
     """Bind to an existing ``CursorSession`` (advanced; ``with_session()`` is the easy way)."""
 
     _binding: SessionBinding[BaseMessage] | None = PrivateAttr(default=None)
+    _warned_ignored: bool = PrivateAttr(default=False)
+
+    def __init__(self, **kwargs: Any) -> None:
+        """Build the model; an invalid argument raises ``cursorpipe.ConfigurationError`` naming it
+        (other field errors stay pydantic ``ValidationError``s)."""
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as exc:
+            raise _our_error(exc) or exc from exc
+
+    @field_validator("strategy")
+    @classmethod
+    def _check_strategy(cls, value: str | None) -> str | None:
+        # Checked here so a typo fails at construction naming the argument, not at the first
+        # call naming CURSORPIPE_STRATEGY.
+        choices = [s.value for s in Strategy]
+        if value is not None and value.strip().lower() not in choices:
+            raise _bad_argument("strategy", f"must be one of {', '.join(choices)}, not {value!r}")
+        return value.strip().lower() if value is not None else None
+
+    @field_validator("timeout")
+    @classmethod
+    def _check_timeout(cls, value: float | None) -> float | None:
+        if value is not None and not value > 0:
+            raise _bad_argument("timeout", f"must be a positive number of seconds, not {value!r}")
+        return value
+
+    @field_validator("max_retries")
+    @classmethod
+    def _check_max_retries(cls, value: int | None) -> int | None:
+        if value is not None and value < 0:
+            raise _bad_argument("max_retries", f"must be 0 or more, not {value!r}")
+        return value
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _check_max_tokens(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise _bad_argument("max_tokens", f"must be at least 1 (or None for no limit), not {value!r}")
+        return value
 
     def model_post_init(self, context: Any, /) -> None:
-        """Wrap a given ``session`` in a binding that tracks what Cursor already holds."""
+        """Wrap a given ``session`` in a binding that tracks what Cursor already holds, and say
+        once if sampling parameters were set that Cursor does not have."""
         super().model_post_init(context)
         if self.session is not None:
             self._binding = _session_binding(self.session, owned=False)
+        self._warn_ignored({name: getattr(self, name) for name in _IGNORED_SAMPLING})
+
+    def _warn_ignored(self, values: Mapping[str, Any]) -> None:
+        set_ = {name: value for name, value in values.items() if value is not None}
+        if not set_ or self._warned_ignored:
+            return
+        self._warned_ignored = True
+        log.warning(
+            "ChatCursor: %s ignored: Cursor's API has no sampling parameters (temperature, top_p, "
+            "seed); the model samples as Cursor configures it",
+            ", ".join(f"{name}={value!r}" for name, value in set_.items()),
+        )
 
     # ------------------------------------------------------------------------------------------
     # LangChain metadata
@@ -369,9 +488,9 @@ class ChatCursor(BaseChatModel):
         be called) or a tool's name (that tool must be called). Where the transport has no tool
         channel, cursorpipe offers the tools in the prompt and parses the model's JSON answer
         (``response_metadata["transport"]`` says which transport served the call).
-        ``strict`` is recorded in the tool schemas (Cursor offers no constrained decoding);
-        ``parallel_tool_calls`` is accepted for compatibility, and the model decides how many
-        calls it makes.
+        ``strict`` is recorded in the tool schemas (Cursor offers no constrained decoding).
+        ``parallel_tool_calls=False`` asks the model for one call at a time (Cursor has no such
+        switch) and passes at most the first call on to you.
         """
         formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
         choice = normalize_tool_choice(tool_choice, formatted)
@@ -479,6 +598,7 @@ class ChatCursor(BaseChatModel):
         if not isinstance(model, str):
             raise ConfigurationError("model must be a string", code="invalid_request")
         effective_stop = stop if stop is not None else self.stop
+        self._warn_ignored({name: kwargs.get(name) for name in _IGNORED_SAMPLING})
         return _CallOptions(
             model=model,
             temperature=kwargs.get("temperature", self.temperature),
@@ -488,6 +608,7 @@ class ChatCursor(BaseChatModel):
             tools=kwargs.get("tools"),
             tool_choice=kwargs.get("tool_choice"),
             response_format=kwargs.get("response_format"),
+            parallel_tool_calls=kwargs.get("parallel_tool_calls") is not False,
         )
 
     # ------------------------------------------------------------------------------------------
@@ -499,6 +620,7 @@ class ChatCursor(BaseChatModel):
         options = self._options(stop, kwargs)
         builder = ChunkBuilder(model=options.model, input_text="\n".join(message_text(m) for m in messages))
         binding = self._binding
+        stream: AsyncGenerator[Event, None]
         if binding is not None:
             stream = self._session_events(binding, messages, options)
         elif options.response_format is not None:
@@ -506,7 +628,7 @@ class ChatCursor(BaseChatModel):
         else:
             stream = self._client().events(
                 options.model,
-                to_cursor_messages(messages),
+                self._cursor_messages(messages, options),
                 temperature=options.temperature,
                 max_tokens=options.max_tokens,
                 stop=options.stop,
@@ -514,11 +636,30 @@ class ChatCursor(BaseChatModel):
                 tools=options.tools,
                 tool_choice=options.tool_choice,
             )
+        if not options.parallel_tool_calls and options.tools:
+            stream = _first_tool_call_only(stream)
+        reasoning: list[str] = []
         async with aclosing(stream) as events:
             async for event in events:
                 chunk = builder.feed(event)
-                if chunk is not None:
-                    yield ChatGenerationChunk(message=chunk)
+                if chunk is None:
+                    continue
+                if _reasoning_only(chunk):
+                    # LangChain fires on_llm_new_token for every chunk; a reasoning-only chunk
+                    # would fire it with an empty token. Its reasoning rides on the next chunk.
+                    reasoning.append(str(chunk.additional_kwargs["reasoning_content"]))
+                    continue
+                if reasoning:
+                    earlier = "".join(reasoning) + str(chunk.additional_kwargs.get("reasoning_content", ""))
+                    chunk.additional_kwargs["reasoning_content"] = earlier
+                    reasoning.clear()
+                yield ChatGenerationChunk(message=chunk)
+
+    def _cursor_messages(self, messages: list[BaseMessage], options: _CallOptions) -> list[dict[str, Any]]:
+        converted = list(to_cursor_messages(messages))
+        if not options.parallel_tool_calls and options.tools:
+            converted.insert(0, {"role": "system", "content": _ONE_TOOL_CALL})
+        return converted
 
     async def _structured_events(
         self, messages: list[BaseMessage], options: _CallOptions, builder: ChunkBuilder
@@ -532,7 +673,7 @@ class ChatCursor(BaseChatModel):
         try:
             result = await self._client().complete(
                 options.model,
-                to_cursor_messages(messages),
+                self._cursor_messages(messages, options),
                 temperature=options.temperature,
                 max_tokens=options.max_tokens,
                 stop=options.stop,

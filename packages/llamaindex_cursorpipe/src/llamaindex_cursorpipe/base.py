@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -68,7 +69,13 @@ if TYPE_CHECKING:
 
 __all__ = ["CursorLLM"]
 
-_CALL_KWARGS = frozenset({"model", "temperature", "max_tokens", "stop", "timeout", "tools", "tool_choice"})
+_CALL_KWARGS = frozenset(
+    {"model", "temperature", "top_p", "seed", "max_tokens", "stop", "timeout", "tools", "tool_choice"}
+)
+#: Sampling parameters LlamaIndex callers set that no Cursor transport has.
+_IGNORED_SAMPLING = ("temperature", "top_p", "seed")
+
+log = logging.getLogger("llamaindex_cursorpipe")
 _CHARS_PER_TOKEN = 4.0  # the same rough rule cursorpipe uses for its own estimates
 _FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "content_filter": "content_filter"}
 _ROLES = {
@@ -426,9 +433,16 @@ class CursorLLM(FunctionCallingLLM):
     """
 
     model: str = Field(default="auto", description="Cursor model id ('auto' lets Cursor choose).")
-    temperature: float | None = Field(default=None, description="Sampling temperature, where supported.")
+    temperature: float | None = Field(
+        default=None,
+        description="Ignored: Cursor has no sampling parameters (a WARNING says so once per instance).",
+    )
+    top_p: float | None = Field(default=None, description="Ignored, like temperature.")
+    seed: int | None = Field(default=None, description="Ignored, like temperature.")
     max_tokens: int | None = Field(
-        default=None, description="Cut answers after about this many tokens (finish_reason 'length')."
+        default=None,
+        description="Cut answers after about this many tokens (emulated: counted on the stream, "
+        "which is then stopped; finish_reason 'length'). None: no limit.",
     )
     timeout: float | None = Field(default=None, description="Deadline of one call in seconds.")
     max_retries: int | None = Field(default=None, description="Retries of retryable failures.")
@@ -450,12 +464,26 @@ class CursorLLM(FunctionCallingLLM):
 
     _binding: SessionBinding[ChatMessage] | None = PrivateAttr(default=None)
     _model_info: ModelInfo | None = PrivateAttr(default=None)
+    _warned_ignored: bool = PrivateAttr(default=False)
 
     def model_post_init(self, context: Any, /) -> None:
-        """Wrap a given ``session`` in a binding that tracks what Cursor already holds."""
+        """Wrap a given ``session`` in a binding that tracks what Cursor already holds, and say
+        once if sampling parameters were set that Cursor does not have."""
         super().model_post_init(context)
         if self.session is not None:
             self._binding = _session_binding(self.session, owned=False)
+        self._warn_ignored({name: getattr(self, name) for name in _IGNORED_SAMPLING})
+
+    def _warn_ignored(self, values: Mapping[str, Any]) -> None:
+        set_ = {name: value for name, value in values.items() if value is not None}
+        if not set_ or self._warned_ignored:
+            return
+        self._warned_ignored = True
+        log.warning(
+            "CursorLLM: %s ignored: Cursor's API has no sampling parameters (temperature, top_p, "
+            "seed); the model samples as Cursor configures it",
+            ", ".join(f"{name}={value!r}" for name, value in set_.items()),
+        )
 
     @field_serializer("api_key")
     def _drop_secret(self, value: SecretStr | None) -> None:
@@ -520,6 +548,7 @@ class CursorLLM(FunctionCallingLLM):
         if not isinstance(model, str):
             raise ConfigurationError("model must be a string", code="invalid_request")
         stop = kwargs.get("stop")
+        self._warn_ignored({name: kwargs.get(name) for name in _IGNORED_SAMPLING})
         return _CallOptions(
             model=model,
             temperature=kwargs.get("temperature", self.temperature),

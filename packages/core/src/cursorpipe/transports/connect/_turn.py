@@ -28,6 +28,7 @@ from ...types import (
     ImagePart,
     TextDelta,
     ThinkingDelta,
+    TokenCountDelta,
     ToolCall,
     ToolCallDelta,
     ToolCallEvent,
@@ -598,7 +599,11 @@ class TurnMachine:
                 step.events.append(TurnEnd("tool_calls", self.usage))
             else:
                 step.events.append(TurnEnd("stop", self.usage))
-        # heartbeat, token_delta (a count, not text), step/summary updates: nothing to emit.
+        elif case == "token_delta" and update.token_delta.tokens > 0:
+            # A running count of output tokens, not text (connect.md §7 row 8, [S]: it need not
+            # equal turn_ended's output_tokens). Only the client's max_tokens limiter reads it.
+            step.events.append(TokenCountDelta(update.token_delta.tokens))
+        # heartbeat, step/summary updates: nothing to emit.
 
     def _announce(self, call_id: str, name: str, step: Step) -> _PendingCall | None:
         """The tracked call ``call_id``; on first sight a ``ToolCallDelta`` with id and name."""
