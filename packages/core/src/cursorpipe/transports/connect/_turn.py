@@ -220,41 +220,19 @@ def _image(part: ImagePart) -> bytes:
     return part.data
 
 
-def _selected_context(images: tuple[ImagePart, ...]) -> bytes:
-    """``UserMessage.selected_context`` (3) = ``SelectedContext{1 selected_images[] SelectedImage
-    {8 data, 2 uuid, 7 mime_type}}`` (connect.md §5.3, agent-v1.schema.txt). SelectedContext is
-    outside wire's proto subset, so it is encoded here as raw protobuf and merged into UserMessage."""
-    ctx = b""
+def _selected_images(msg: pb.UserMessage, images: tuple[ImagePart, ...]) -> None:
+    """``UserMessage.selected_context.selected_images``: each image inline as ``SelectedImage{data,
+    uuid, mime_type}`` (connect.md §5.3), as the official SDK sends a local image."""
     for part in images:
-        img = (
-            _field_bytes(8, _image(part))
-            + _field_bytes(2, str(uuid.uuid4()).encode())
-            + _field_bytes(7, part.mime_type.encode())
-        )
-        ctx += _field_bytes(1, img)
-    return _field_bytes(3, ctx)
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _field_bytes(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+        img = msg.selected_context.selected_images.add()
+        img.data = _image(part)
+        img.uuid = str(uuid.uuid4())
+        img.mime_type = part.mime_type
 
 
 def _user_message(text: str, images: tuple[ImagePart, ...], mode: str) -> pb.UserMessage:
     msg = pb.UserMessage(text=text, mode=_MODES.get(mode, pb.AGENT_MODE_ASK))
-    if images:
-        msg.MergeFromString(_selected_context(images))
+    _selected_images(msg, images)
     return msg
 
 
