@@ -8,10 +8,24 @@ the ``GetUsableModels``/``GetDefaultModelForCli`` RPCs (``agent.v1.AgentService`
 ``AgentService/RunSSE`` + ``BidiService/BidiAppend`` and the full-duplex ``AgentService/Run``. Every
 other path answers 404 ``{"code": "unimplemented"}``.
 
-Each turn runs as Cursor runs it: system-prompt blob stored in the client's KV store, earlier turns
-fetched back from it (multi-turn state is client-held), the request-context exec, an optional
-interaction query, thinking and text deltas, token deltas, a checkpoint, ``turn_ended`` with usage,
-and the end-stream frame. Cursor's official SDK completes turns against it (the conformance test).
+Each turn runs as Cursor runs it: system-prompt blob stored in the client's KV store, the prompt
+messages and earlier turns fetched back from it (multi-turn state is client-held), the
+request-context exec, ``mcp_state_exec_args`` when tools are offered, optional interaction queries,
+thinking and text deltas, token deltas, a checkpoint, ``turn_ended`` with usage, the post-turn
+``set_blob`` and final checkpoint, and the end-stream frame. Cursor's official SDK completes turns
+against it (the conformance tests).
+
+Strict by default (issue 11, docs/live-dialect.md rows 1-24): the emulated model sees only what the
+live service reads: ``root_prompt_messages_json`` blobs (a missing one ends the run with ``internal:
+Blob not found``), the checkpoint's turns, the request-context reply's global rules and
+``cloud_rule``, and the user message; never ``conversation_history``. It refuses
+``custom_system_prompt`` from non-SDK clients, outdated ``cli`` versions, ``exclude_workspace_context``
+and malformed tool-call ids; tools reach the model only through the allowed-tools header, a non-ASK
+mode and a connected MCP server. Each rule has a :class:`Behaviour` switch
+(``Behaviour.permissive()`` relaxes them all). The default reply states what the model saw, so tests
+compute it with :func:`expected_reply` (or :func:`reply_for` for a :class:`ReplyContext`)::
+
+    expected_reply("three", earlier=4, first="one", system="Be brief.")
 
     from cursorpipe.testing.emulator import Behaviour, Emulator, Fault, expected_reply
 
@@ -66,6 +80,7 @@ from ._behaviour import (
     Usage,
     estimate_tokens,
     expected_reply,
+    reply_for,
 )
 from ._server import DEFAULT_API_KEY, Emulator
 from ._tools import (
@@ -86,16 +101,20 @@ from ._tools import (
     tool_rounds,
 )
 from ._turn import RunRecord
+from ._view import DEFAULT_MIN_CLI_VERSION, MCP_TOOL_FAMILY, PromptMessage, parse_prompt_message
 
 __all__ = [
     "CUSTOM_TOOLS_PROVIDER",
     "DEFAULT_API_KEY",
+    "DEFAULT_MIN_CLI_VERSION",
     "DEFAULT_MODELS",
     "DEFAULT_THINKING",
+    "MCP_TOOL_FAMILY",
     "Behaviour",
     "Emulator",
     "Fault",
     "ModelSpec",
+    "PromptMessage",
     "RecordedRequest",
     "ReplyContext",
     "RunRecord",
@@ -115,5 +134,7 @@ __all__ = [
     "history_user",
     "mcp_result_text",
     "mcp_tool_definition",
+    "parse_prompt_message",
+    "reply_for",
     "tool_rounds",
 ]
