@@ -310,6 +310,9 @@ class ConversationState:
     closed: bool = False
     opening: str = ""
     """Stateless requests: the id derived from the conversation's opening, before any rotation."""
+    roots: list[bytes] = field(default_factory=list)
+    """Sessions: the ``root_prompt_messages_json`` ids this client built for the conversation
+    (live-dialect.md row 5: they replace the echoed checkpoint's roots on every turn)."""
 
     @property
     def id(self) -> str:
@@ -491,10 +494,9 @@ def build_run_request(
     empty user message, so the model continues from the results [C: the peers rebuild the roots,
     live-dialect.md row 3; how they mark a continuation is not recorded].
 
-    Sessions (``stateless=False``) reuse the latest checkpoint as is (the SDK's way: the service
-    keeps the turns) and add root entries only for messages the request carries besides the new
-    one; live-dialect.md row 5 concerns echoed checkpoints reused for *stateless* requests, which
-    this function never does.
+    Sessions (``stateless=False``) reuse the latest checkpoint (the service keeps the turns in it)
+    but put back the roots this client built (live-dialect.md row 5: the echoed roots may hold
+    placeholders); the request's messages besides the new one become root entries as well.
     """
     profile = profile or WireProfile()
     run = pb.AgentRunRequest(
@@ -504,6 +506,11 @@ def build_run_request(
     )
     if not stateless or resume:
         run.conversation_state.ParseFromString(state.checkpoint if checkpoint is None else checkpoint)
+        if not stateless and run.conversation_state.ByteSize():
+            # live-dialect.md row 5: the echoed roots may hold placeholders instead of the user's
+            # entries; the roots are this client's own, the rest of the checkpoint is the service's.
+            del run.conversation_state.root_prompt_messages_json[:]
+            run.conversation_state.root_prompt_messages_json.extend(state.roots)
     run.conversation_state.SetInParent()
     run.mcp_tools.SetInParent()
     # The caller's tools travel as MCP tool definitions here AND in the request-context reply
@@ -550,6 +557,8 @@ def build_run_request(
             action.user_message.CopyFrom(_user_message(last.text, last.images, mode))
         for m in history:
             roots.append(_store_root(state, root_entry(m, names)))
+        if not stateless:
+            state.roots = [bytes(r) for r in roots]
     else:
         action.user_message.CopyFrom(_user_message(last.text, last.images, mode))
         if earlier:

@@ -882,7 +882,10 @@ class ConnectTransport:
         """After ``turn_ended``: answer what the server still sends (KV ``set_blob``/``get_blob``,
         the final checkpoint) until its end-stream, at most ``post_turn_guard_s``. True when the
         server ended the stream (a clean close), False when the guard ran out (the stream is
-        then dropped). An end-stream error after a completed turn changes nothing for the caller."""
+        then dropped). An end-stream error after a completed turn changes nothing for the caller.
+        A guard of 0 skips the wait (how the client behaved before, kept for comparison runs)."""
+        if self.post_turn_guard_s <= 0:
+            return False
         try:
             async with asyncio.timeout(self.post_turn_guard_s):
                 while True:
