@@ -151,8 +151,23 @@ def test_module_cli_serves_until_terminated() -> None:
 
 def test_expected_reply_format() -> None:
     assert expected_reply("hi") == "Emulated reply to: hi"
-    assert expected_reply("hi", 2, 1) == "Emulated reply to: hi (turn 2, history: 1 earlier user messages)"
-    assert expected_reply("hi", system_prompt=True) == "Emulated reply to: hi [system prompt]"
+    assert (
+        expected_reply("hi", earlier=2, first="one")
+        == 'Emulated reply to: hi [earlier: 2 messages, first user message "one"]'
+    )
+    assert expected_reply("hi", system="Be brief.") == 'Emulated reply to: hi [system: "Be brief."]'
+    assert (
+        expected_reply(
+            "hi", system=["A", "B"], tools=["f", "g"], mode="agent", queries=[("web_search", "approved")]
+        )
+        == 'Emulated reply to: hi [system: "A" | "B"; tools: f, g; mode: agent; queries: web_search approved]'
+    )
+    # chat modes are not named: the text does not depend on whether a client sends ASK or nothing
+    assert (
+        expected_reply("hi", mode="ask")
+        == expected_reply("hi", mode="unspecified")
+        == "Emulated reply to: hi"
+    )
 
 
 def test_missing_testing_extra_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -305,8 +305,9 @@ class Behaviour:
             names the MCP family (row 7) and the mode is not ASK (row 8); ``False`` shows every
             offered tool.
         mcp_state: before the model can call tools, ask ``mcp_state_exec_args`` (row 9) and keep only
-            the tools a server with status ``connected`` lists (by ``tool_name`` or ``name``); a
-            declined or failed answer leaves the model without tools.
+            the tools a server lists (by ``tool_name`` or ``name``) whose status is ``connected`` or
+            unset (Cursor's SDK sends none); a declined or failed answer leaves the model without
+            tools.
         post_turn_blob: after ``turn_ended``, store the turn blob (``set_blob``, awaited), send the
             final checkpoint, then end the stream (row 10); the checkpoint sent before
             ``turn_ended`` already names the turn blob, so a client that resets the stream after

@@ -906,7 +906,10 @@ class _Turn:
             return {}
         listed: set[str] = set()
         for server in result.success.servers:
-            if server.status.lower() == "connected":
+            # Cursor's own SDK lists its custom-tools server without a status (seen in the
+            # conformance test); S2A sends "connected". Any other status is a server the model
+            # cannot use yet (row 9: it starts an authentication flow instead).
+            if not server.HasField("status") or server.status.lower() == "connected":
                 for t in server.tools:
                     listed.update(n for n in (t.tool_name, t.name) if n)
         return {k: d for k, d in visible.items() if tool_name_of(d) in listed or d.name in listed}

@@ -168,6 +168,7 @@ class _Dialect:
     tools_in_request_context: bool = True
     mcp_state: bool = True
     approve_web: bool = True
+    query_answer: Callable[[agent_pb2.InteractionQuery], agent_pb2.InteractionResponse] | None = None
 
 
 class _Answerer:
@@ -324,7 +325,9 @@ class _Answerer:
             resp.id = q.id
             query_case: str | None = q.WhichOneof("query")
             self.result.queries.append(query_case or "unknown")
-            if query_case is None:
+            if self.dialect.query_answer is not None:
+                resp.CopyFrom(self.dialect.query_answer(q))
+            elif query_case is None:
                 # A case outside the schema: an approved-shaped (empty) reply under the same field
                 # number, so the stream never hangs (live-dialect.md row 12).
                 for number in _top_level_fields(q.SerializeToString()):
@@ -371,6 +374,7 @@ async def raw_turn_sse(
     mcp_state: bool = True,
     approve_web: bool = True,
     reset_after_turn_ended: bool = False,
+    query_answer: Callable[[agent_pb2.InteractionQuery], agent_pb2.InteractionResponse] | None = None,
 ) -> RawTurn:
     """One turn over ``RunSSE`` + ``BidiAppend`` (connect.md §5.7). The dialect parameters are
     described in the module docstring and :func:`raw_turn_h2`."""
@@ -419,7 +423,9 @@ async def raw_turn_sse(
         if mutate_first is not None:
             mutate_first(first)
         started = asyncio.get_running_loop().time()
-        dialect = _Dialect(tools, system_prompt, tools_in_request_context, mcp_state, approve_web)
+        dialect = _Dialect(
+            tools, system_prompt, tools_in_request_context, mcp_state, approve_web, query_answer
+        )
         answerer = _Answerer(blobs, result, started, tool_handlers, answer_tools, dialect)
         await append(first)  # before RunSSE on purpose: the server must buffer it
         rid = aiserver_pb2.BidiRequestId(request_id=request_id).SerializeToString()
@@ -477,6 +483,7 @@ async def raw_turn_h2(
     mcp_state: bool = True,
     approve_web: bool = True,
     reset_after_turn_ended: bool = False,
+    query_answer: Callable[[agent_pb2.InteractionQuery], agent_pb2.InteractionResponse] | None = None,
 ) -> RawTurn:
     """One turn over the full-duplex ``Run`` RPC on h2c prior knowledge (connect.md §5.6).
 
@@ -488,7 +495,8 @@ async def raw_turn_h2(
     ``None`` omits the header); ``mode`` (``None``: AGENT with tools, ASK without);
     ``tools_in_run_request`` / ``tools_in_request_context`` (where ``tools`` are offered);
     ``mcp_state`` (answer ``mcp_state_exec_args``, else decline it); ``approve_web`` (approve web
-    search/fetch queries); ``reset_after_turn_ended`` (drop the stream right after
+    search/fetch queries); ``query_answer`` (build every interaction response yourself);
+    ``reset_after_turn_ended`` (drop the stream right after
     ``turn_ended``, as clients did before issue 11)."""
     import h2.config
     import h2.connection
@@ -521,7 +529,7 @@ async def raw_turn_h2(
         ],
     )
     started = asyncio.get_running_loop().time()
-    dialect = _Dialect(tools, system_prompt, tools_in_request_context, mcp_state, approve_web)
+    dialect = _Dialect(tools, system_prompt, tools_in_request_context, mcp_state, approve_web, query_answer)
     answerer = _Answerer(blobs, result, started, tool_handlers, answer_tools, dialect)
 
     def send_msg(msg: agent_pb2.AgentClientMessage) -> None:
