@@ -233,12 +233,12 @@ async def test_echoed_roots_hold_placeholders_so_reusing_them_loses_the_first_me
     ]
     t2 = await raw_turn_sse(emu.url, emu.api_key, "Who am I?", blobs=blobs, checkpoint=t1.checkpoint)
     # 2 roots (placeholder, assistant) + turn 1 (user, assistant): the first user message is empty
-    assert t2.text == expected_reply("Who am I?", earlier=4, first="")
+    assert t2.text == expected_reply("Who am I?", earlier=4, first="", turns=1)
     async with Emulator(Behaviour(placeholder_user_roots=False)) as emu2:
         blobs = {}
         t1 = await raw_turn_sse(emu2.url, emu2.api_key, "I like tea.", blobs=blobs, prompt_messages=history)
         t2 = await raw_turn_sse(emu2.url, emu2.api_key, "Who am I?", blobs=blobs, checkpoint=t1.checkpoint)
-        assert t2.text == expected_reply("Who am I?", earlier=4, first="My name is Ada.")
+        assert t2.text == expected_reply("Who am I?", earlier=4, first="My name is Ada.", turns=1)
 
 
 # -- turn end (row 10) --------------------------------------------------------------------------
@@ -251,7 +251,7 @@ async def test_a_session_survives_when_the_stream_is_read_to_its_end(emu: Emulat
     assert emu.runs[-1].outcome == "completed" and not emu.runs[-1].checkpoint_lost
     assert t1.checkpoint is not None and all(b in blobs for b in t1.checkpoint.turns)
     t2 = await raw_turn(emu.url, emu.api_key, "two", blobs=blobs, checkpoint=t1.checkpoint)
-    assert t2.text == expected_reply("two", earlier=2, first="one")
+    assert t2.text == expected_reply("two", earlier=2, first="one", turns=1)
 
 
 @RAW
@@ -294,7 +294,7 @@ async def test_a_lost_checkpoint_fails_the_next_run_even_with_an_older_checkpoin
     t4 = await raw_turn_sse(
         emu.url, emu.api_key, "four", blobs=blobs, checkpoint=t1.checkpoint, conversation_id="c1"
     )
-    assert t4.text == expected_reply("four", earlier=2, first="one")
+    assert t4.text == expected_reply("four", earlier=2, first="one", turns=1)
 
 
 async def test_old_turn_end_order_when_switched_off() -> None:
@@ -306,7 +306,7 @@ async def test_old_turn_end_order_when_switched_off() -> None:
         cases = [m.WhichOneof("message") for m in t1.server_messages][-3:]
         assert cases == ["kv_server_message", "conversation_checkpoint_update", "interaction_update"]
         t2 = await raw_turn_h2(emu.url, emu.api_key, "two", blobs=blobs, checkpoint=t1.checkpoint)
-        assert t2.text == expected_reply("two", earlier=2, first="one")
+        assert t2.text == expected_reply("two", earlier=2, first="one", turns=1)
 
 
 async def test_cancel_action_after_turn_ended_is_recorded_not_obeyed(emu: Emulator) -> None:

@@ -155,6 +155,10 @@ def test_expected_reply_format() -> None:
         expected_reply("hi", earlier=2, first="one")
         == 'Emulated reply to: hi [earlier: 2 messages, first user message "one"]'
     )
+    assert (
+        expected_reply("two", earlier=2, first="one", turns=1)
+        == 'Emulated reply to: two [earlier: 2 messages, first user message "one"; checkpoint turns: 1]'
+    )
     assert expected_reply("hi", system="Be brief.") == 'Emulated reply to: hi [system: "Be brief."]'
     assert (
         expected_reply(

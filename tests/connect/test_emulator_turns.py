@@ -81,9 +81,9 @@ async def test_multi_turn_history_comes_from_client_held_blobs(emu: Emulator, ra
     t1 = await raw_turn(emu.url, emu.api_key, "one", blobs=blobs)  # type: ignore[operator]
     assert t1.checkpoint is not None and len(t1.checkpoint.turns) == 1
     t2 = await raw_turn(emu.url, emu.api_key, "two", blobs=blobs, checkpoint=t1.checkpoint)  # type: ignore[operator]
-    assert t2.text == expected_reply("two", earlier=2, first="one")
+    assert t2.text == expected_reply("two", earlier=2, first="one", turns=1)
     t3 = await raw_turn(emu.url, emu.api_key, "three", blobs=blobs, checkpoint=t2.checkpoint)  # type: ignore[operator]
-    assert t3.text == expected_reply("three", earlier=4, first="one")
+    assert t3.text == expected_reply("three", earlier=4, first="one", turns=2)
     assert t3.checkpoint is not None and len(t3.checkpoint.turns) == 3
     # the emulator fetched the echoed roots (its own system blob) and the earlier turns with
     # get_blob from the client's store

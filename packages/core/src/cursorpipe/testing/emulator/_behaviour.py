@@ -34,6 +34,7 @@ def expected_reply(
     *,
     earlier: int = 0,
     first: str | None = None,
+    turns: int = 0,
     system: str | Sequence[str] | None = None,
     tools: Sequence[str] = (),
     mode: str | None = None,
@@ -44,7 +45,9 @@ def expected_reply(
     ``earlier``: how many earlier messages of the conversation the model saw (user, assistant and
     tool messages from ``root_prompt_messages_json`` and the checkpoint's turns; with
     ``Behaviour.read_conversation_history`` also ``conversation_history``); ``first``: the text of
-    the first earlier user message (shown when ``earlier`` > 0); ``system``: the system text(s) the
+    the first earlier user message (shown when ``earlier`` > 0); ``turns``: how many of the earlier
+    exchanges came from the client-held checkpoint's turn blobs (a session) rather than from
+    prompt messages the client rebuilt (a stateless request); ``system``: the system text(s) the
     model saw (custom system prompt when accepted, ``cloud_rule``, global rules, ``system`` prompt
     messages; identical texts once each, in that order); ``tools``: the names of the tools the model
     could call (offered, allowed by the header and the mode, listed by a connected MCP server);
@@ -54,6 +57,7 @@ def expected_reply(
 
         "Emulated reply to: hi"
         'Emulated reply to: three [earlier: 4 messages, first user message "one"]'
+        'Emulated reply to: two [earlier: 2 messages, first user message "one"; checkpoint turns: 1]'
         'Emulated reply to: hi [system: "Be brief."; tools: get_weather; mode: agent]'
     """
     parts: list[str] = []
@@ -65,6 +69,8 @@ def expected_reply(
         if first is not None:
             seen += f", first user message {json.dumps(first, ensure_ascii=False)}"
         parts.append(seen)
+    if turns:
+        parts.append(f"checkpoint turns: {turns}")
     if tools:
         parts.append("tools: " + ", ".join(tools))
     if mode and mode not in ("unspecified", "ask"):
@@ -80,6 +86,7 @@ def reply_for(ctx: ReplyContext) -> str:
         ctx.text,
         earlier=len(ctx.history),
         first=ctx.first_user_message,
+        turns=ctx.turn - 1,
         system=ctx.system_texts,
         tools=ctx.tools,
         mode=ctx.mode,
