@@ -166,7 +166,7 @@ async def test_server_three_turns_system_prompt_and_tool_through_the_openai_sdk(
 async def test_session_second_turn_after_the_post_turn_work(mode: str) -> None:
     async with Emulator() as emu, client_for(emu, mode) as client, client.session("composer-2") as s:
         assert (await s.prompt("first")).text == expected_reply("first")
-        assert (await s.prompt("second")).text == expected_reply("second", earlier=2, first="first")
+        assert (await s.prompt("second")).text == expected_reply("second", earlier=2, first="first", turns=1)
         runs = run_records(emu)[-2:]
         assert [r.outcome for r in runs] == ["completed", "completed"]
         assert not any(r.checkpoint_lost or r.cancel_after_turn_ended for r in runs)

@@ -287,6 +287,10 @@ class ConnectTransport:
         if self._closed:
             return
         self._closed = True
+        if self._tasks:
+            # Runs being cancelled in the background (stateless tool turns) get a moment to send
+            # their cancel_action before the connections go.
+            await asyncio.wait(list(self._tasks), timeout=1.0)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
