@@ -9,11 +9,11 @@ calls, several rounds, a raising handler, the handler timeout, ``tool_choice`` a
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import pytest
 from cursorpipe import CursorClient, CursorPipeConfig, ToolResultTimeoutError
+from cursorpipe._proto.agent.v1 import agent_pb2 as pb
 from cursorpipe.testing.emulator import (
     CUSTOM_TOOLS_PROVIDER,
     Emulator,
@@ -23,7 +23,6 @@ from cursorpipe.testing.emulator import (
     expected_tools_reply,
     tool_rounds,
 )
-from cursorpipe._proto.agent.v1 import agent_pb2 as pb
 from cursorpipe.transports.connect import ConnectTransport
 from cursorpipe.transports.connect._turn import MCP_ALLOWED_TOOLS
 from cursorpipe.types import (
