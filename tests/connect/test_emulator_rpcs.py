@@ -166,6 +166,8 @@ def test_expected_reply_format() -> None:
         )
         == 'Emulated reply to: hi [system: "A" | "B"; tools: f, g; mode: agent; queries: web_search approved]'
     )
+    long = "x" * 500
+    assert expected_reply("hi", system=long) == 'Emulated reply to: hi [system: "' + "x" * 119 + '…"]'
     # chat modes are not named: the text does not depend on whether a client sends ASK or nothing
     assert (
         expected_reply("hi", mode="ask")

@@ -52,7 +52,8 @@ def expected_reply(
     messages; identical texts once each, in that order); ``tools``: the names of the tools the model
     could call (offered, allowed by the header and the mode, listed by a connected MCP server);
     ``mode``: the run's mode when it is not a chat mode (unspecified or ask); ``queries``:
-    ``(kind, outcome)`` of the interaction queries it asked. Tests compute the expected text with
+    ``(kind, outcome)`` of the interaction queries it asked. Quoted texts longer than
+    ``REPLY_QUOTE_CHARS`` are cut there with "…". Tests compute the expected text with
     this function and never hard-code the format::
 
         "Emulated reply to: hi"
@@ -63,11 +64,11 @@ def expected_reply(
     parts: list[str] = []
     if system:
         texts = [system] if isinstance(system, str) else list(system)
-        parts.append("system: " + " | ".join(json.dumps(t, ensure_ascii=False) for t in texts))
+        parts.append("system: " + " | ".join(_quote(t) for t in texts))
     if earlier:
         seen = f"earlier: {earlier} messages"
         if first is not None:
-            seen += f", first user message {json.dumps(first, ensure_ascii=False)}"
+            seen += f", first user message {_quote(first)}"
         parts.append(seen)
     if turns:
         parts.append(f"checkpoint turns: {turns}")
@@ -78,6 +79,17 @@ def expected_reply(
     if queries:
         parts.append("queries: " + ", ".join(f"{k} {o}" for k, o in queries))
     return f"Emulated reply to: {text}" + (f" [{'; '.join(parts)}]" if parts else "")
+
+
+#: Longer system texts and first messages are shortened in the reply (a long system prompt must
+#: not turn a short answer into pages the client may cut at its max_tokens).
+REPLY_QUOTE_CHARS = 120
+
+
+def _quote(text: str) -> str:
+    if len(text) > REPLY_QUOTE_CHARS:
+        text = text[: REPLY_QUOTE_CHARS - 1] + "…"
+    return json.dumps(text, ensure_ascii=False)
 
 
 def reply_for(ctx: ReplyContext) -> str:
