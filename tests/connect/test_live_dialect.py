@@ -29,7 +29,7 @@ from cursorpipe.testing.emulator._tools import expected_tools_reply
 from cursorpipe.transports.connect import ConnectTransport
 from cursorpipe.transports.connect import transport as transport_module
 from cursorpipe.transports.connect._turn import MCP_ALLOWED_TOOLS, WireProfile
-from cursorpipe.types import TextDelta, ToolCallEvent, TurnEnd
+from cursorpipe.types import ChatMessage, TextDelta, ToolCallEvent, TurnEnd, TurnRequest
 
 MODES = ["never", "always"]
 SYSTEM = "You are terse."
@@ -65,6 +65,13 @@ def client_for(
 ) -> CursorClient:
     c = config(emu, mode, **(cfg or {}))
     return CursorClient(c, transport=ConnectTransport(c, **kw))
+
+
+async def fingerprint(emu: Emulator) -> str:
+    """The key under which the transport remembers a dialect for this emulator's account."""
+    transport = ConnectTransport(config(emu))
+    await transport.aclose()
+    return transport._fingerprint
 
 
 def run_records(emu: Emulator) -> list[Any]:
@@ -245,8 +252,7 @@ async def test_custom_system_prompt_refused_for_an_api_key_account(
                 )
         # Unset, starting in sdk because an earlier switch put it in this process's memory for
         # the account: the refusal switches to cli once, logged once, remembered for the account.
-        fingerprint = ConnectTransport(config(emu))._fingerprint
-        monkeypatch.setitem(transport_module._DIALECT_MEMORY, fingerprint, "sdk")
+        monkeypatch.setitem(transport_module._DIALECT_MEMORY, await fingerprint(emu), "sdk")
         caplog.set_level(logging.WARNING, logger="cursorpipe.connect")
         for round_ in range(2):
             async with client_for(emu) as client:
@@ -312,3 +318,48 @@ async def test_resetting_at_turn_ended_loses_the_checkpoint(mode: str) -> None:
             with pytest.raises(CursorPipeError, match="Blob not found"):
                 await s.prompt("second")
         assert any(r.checkpoint_lost for r in run_records(emu))
+
+
+async def test_gate_on_the_sdk_client_type_switches_to_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An account without SDK access (live-dialect.md row 1), in sdk because of an earlier switch.
+    async with Emulator(Behaviour(sdk_client_allowed=False)) as emu:
+        monkeypatch.setitem(transport_module._DIALECT_MEMORY, await fingerprint(emu), "sdk")
+        async with client_for(emu) as client:
+            assert await client.generate("composer-2", "hi") == expected_reply("hi")
+        first, second = run_records(emu)[-2:]
+        assert first.refusal and first.headers["x-cursor-client-type"] == "sdk"
+        assert second.headers["x-cursor-client-type"] == "cli" and second.outcome == "completed"
+        # Chosen explicitly, the gate surfaces as an error instead.
+        async with client_for(emu, cfg={"connect_dialect": "sdk"}) as client:
+            with pytest.raises(CursorPipeError, match="SDK access"):
+                await client.generate("composer-2", "hi")
+
+
+async def test_web_queries_approved_unless_turned_off() -> None:
+    async with Emulator(Behaviour(interaction_query=["web_search", "web_fetch", "ask_question"])) as emu:
+        async with client_for(emu) as client:
+            on = await client.generate("composer-2", "look it up")
+        async with client_for(emu, cfg={"approve_web_queries": False}) as client:
+            off = await client.generate("composer-2", "look it up")
+    approved = [("web_search", "approved"), ("web_fetch", "approved"), ("ask_question", "rejected")]
+    rejected = [("web_search", "rejected"), ("web_fetch", "rejected"), ("ask_question", "rejected")]
+    assert on == expected_reply("look it up", queries=approved)
+    assert off == expected_reply("look it up", queries=rejected)
+
+
+async def test_stateless_conversation_ids_are_stable_and_rotate() -> None:
+    transport = ConnectTransport(CursorPipeConfig(api_key="crsr_" + "0" * 40))
+    await transport.aclose()
+    opening = [ChatMessage.of("system", SYSTEM), ChatMessage.of("user", FIRST)]
+    later = [*opening, ChatMessage.of("assistant", "a"), ChatMessage.of("user", "b")]
+    a = transport._stateless_state(TurnRequest(model="m", messages=tuple(opening)))
+    b = transport._stateless_state(TurnRequest(model="m", messages=tuple(later)))
+    assert a.conversation_id == b.conversation_id and a.blob_key == b.blob_key
+    other = transport._stateless_state(TurnRequest(model="m", messages=(ChatMessage.of("user", "x"),)))
+    assert other.conversation_id != a.conversation_id and other.blob_key != a.blob_key
+    # After a poisoned-conversation error (row 20) the same conversation gets a new id.
+    transport._rotate(b)
+    c = transport._stateless_state(TurnRequest(model="m", messages=tuple(later)))
+    assert c.conversation_id != a.conversation_id and c.blob_key != a.blob_key
+    again = transport._stateless_state(TurnRequest(model="m", messages=(ChatMessage.of("user", "x"),)))
+    assert again.conversation_id == other.conversation_id
