@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -128,9 +129,11 @@ def test_start_in_thread_for_sync_code() -> None:
         httpx.get(f"{url}/v1/models", timeout=2)
 
 
-def test_module_cli_serves_until_terminated() -> None:
+@pytest.mark.parametrize("permissive", [False, True], ids=["strict", "permissive"])
+def test_module_cli_serves_until_terminated(permissive: bool) -> None:
+    flags = ["--permissive"] if permissive else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cursorpipe.testing.emulator", "--host", "127.0.0.1", "--port", "0"],
+        [sys.executable, "-m", "cursorpipe.testing.emulator", "--host", "127.0.0.1", "--port", "0", *flags],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -142,6 +145,16 @@ def test_module_cli_serves_until_terminated() -> None:
         assert proc.stdout.readline().strip() == f"api key: {DEFAULT_API_KEY}"
         r = httpx.get(f"{url}/v1/models", headers={"authorization": f"Bearer {DEFAULT_API_KEY}"}, timeout=5)
         assert r.status_code == 200
+
+        def custom(msg: agent_pb2.AgentClientMessage) -> None:
+            msg.run_request.custom_system_prompt = "Be brief."
+
+        turn = asyncio.run(raw_turn_sse(url, DEFAULT_API_KEY, "hi", mutate_first=custom))
+        if permissive:  # the live-service rules are relaxed: the cli client's custom prompt is read
+            assert turn.text == expected_reply("hi", system="Be brief.")
+        else:
+            assert turn.end is not None and turn.end.error is not None
+            assert turn.end.error.code == "invalid_argument"
     finally:
         proc.terminate()
         proc.wait(10)
