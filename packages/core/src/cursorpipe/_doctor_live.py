@@ -1,4 +1,4 @@
-"""``cursorpipe doctor --live``: the live checks of docs/live-dialect.md §3 against the real service.
+"""``cursorpipe doctor --live``: the checks of docs/live-dialect.md ("Live checks") against the live service.
 
 Each check is one short turn (three for the stateless-memory check, two for the session and cache
 checks) per wire variant, through the connect transport with an explicit
@@ -135,7 +135,7 @@ class _Probe:
         self.results.append(res)
         return res
 
-    # -- the six checks (docs/live-dialect.md §3) ------------------------------------------------
+    # -- the six checks (docs/live-dialect.md, "Live checks") --------------------------------
     async def plain_chat(self) -> None:
         async def body(client: CursorClient, res: LiveResult) -> None:
             out = await client.complete(
