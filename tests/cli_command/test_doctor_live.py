@@ -1,4 +1,4 @@
-"""``cursorpipe doctor --live`` (issue 11): the six live-dialect checks of docs/live-dialect.md ("Live checks").
+"""``cursorpipe doctor --live`` (issue 11): the six checks of docs/live-dialect.md ("Live checks").
 
 Offline, pointed at the strict emulator (``CURSORPIPE_BACKEND_URL``): every variant must come out as
 the emulator's rules say it should, which proves the probe tells working choices from failing ones.
