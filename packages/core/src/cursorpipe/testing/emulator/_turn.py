@@ -611,7 +611,7 @@ class _Turn:
         if self.b.read_conversation_history:
             sequence += [pm for pm in map(_history_message, uma.conversation_history.messages) if pm]
         if self.b.strict_tool_call_ids:
-            bad = _bad_tool_call_id(m for _, m in roots)
+            bad = _bad_tool_call_id(sequence)
             if bad is not None:
                 # row 15: the live service answers an id outside the pattern with a bare error.
                 self.rec.rejected_tool_call_id = bad
