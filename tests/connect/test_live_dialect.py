@@ -363,3 +363,32 @@ async def test_stateless_conversation_ids_are_stable_and_rotate() -> None:
     assert c.conversation_id != a.conversation_id and c.blob_key != a.blob_key
     again = transport._stateless_state(TurnRequest(model="m", messages=(ChatMessage.of("user", "x"),)))
     assert again.conversation_id == other.conversation_id
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_session_keeps_its_own_roots_over_placeholder_echoes(mode: str) -> None:
+    # The strict emulator echoes the roots with blank user entries (live-dialect.md row 5): a
+    # session's later turn must still show the model the opening it was given.
+    async with Emulator() as emu:
+        transport = ConnectTransport(config(emu, mode))
+        try:
+            session = await transport.open_session("composer-2")
+            opening = (
+                ChatMessage.of("system", SYSTEM),
+                ChatMessage.of("user", FIRST),
+                ChatMessage.of("assistant", "Hello Ada."),
+                ChatMessage.of("user", "two"),
+            )
+
+            async def turn(*messages: ChatMessage) -> str:
+                request = TurnRequest(model="composer-2", messages=messages)
+                events = [e async for e in transport.run(request, session=session)]
+                return "".join(e.text for e in events if isinstance(e, TextDelta))
+
+            assert await turn(*opening) == expected_reply("two", earlier=2, first=FIRST, system=SYSTEM)
+            echoed = run_records(emu)[-1]
+            assert echoed.outcome == "completed"
+            third = await turn(ChatMessage.of("user", "three"))
+            assert third == expected_reply("three", earlier=4, first=FIRST, turns=1, system=SYSTEM)
+        finally:
+            await transport.aclose()
