@@ -38,11 +38,13 @@ compute it with :func:`expected_reply` (or :func:`reply_for` for a :class:`Reply
 
     python -m cursorpipe.testing.emulator --host 127.0.0.1 --port 8765
 
-Tool calling (issue 7) through Cursor's MCP exec channel. When the run request offers tools in
-``AgentRunRequest.mcp_tools`` (build them with :func:`mcp_tool_definition`, which fills them as Cursor's
-official SDK fills its custom tools: provider ``custom-user-tools``), the emulated model calls
-them: as scripted by ``Behaviour.tool_calls`` (a list of :class:`ToolCallScript` = one round of
-parallel calls; a callable ``(ToolContext) -> list[ToolCallScript]`` asked before every round;
+Tool calling (issue 7) through Cursor's MCP exec channel. When the model can see tools (offered in
+``AgentRunRequest.mcp_tools`` or the request-context reply, allowed by the header and the mode, listed
+by a connected server in the ``mcp_state_exec_args`` answer; build them with
+:func:`mcp_tool_definition`, which fills them as Cursor's official SDK fills its custom tools:
+provider ``custom-user-tools``), the emulated model calls them: as scripted by
+``Behaviour.tool_calls`` (a list of :class:`ToolCallScript` = one round of parallel calls; a callable
+``(ToolContext) -> list[ToolCallScript]`` asked before every round;
 :func:`tool_rounds` for fixed multi-round scripts), else by the default rule
 :func:`default_tool_calls` (a tool named in the user text, "use the tool NAME", a word of the tool's
 name, or an instruction such as ``tool_choice: required``; arguments from
@@ -54,10 +56,12 @@ mcp_result}`` (or ``throw``) plus ``stream_close{id}``, sends ``tool_call_comple
 and answers with text that depends on it: :func:`expected_tool_reply` / :func:`expected_tools_reply`
 over the results as :func:`mcp_result_text` renders them. A lost result aborts the exec and ends the
 turn with Connect ``deadline_exceeded``. The schema has no ``tool_choice`` field, so tool choice is
-honoured only through the prompt. A stateless request whose history ends in the model's tool calls
-and their results (``trailing_conversation_history``, or the end of ``conversation_history`` with an
-empty user text; build them with :func:`history_user`, :func:`history_assistant_tool_calls`,
-:func:`history_tool_result`) gets the result-dependent answer directly.
+honoured only through the prompt. A stateless request whose prompt messages end in the model's tool
+calls and their results (``tool-call`` / ``tool-result`` parts, see :func:`parse_prompt_message`),
+with an empty user message or one repeating the last user message, gets the result-dependent answer
+directly (with ``Behaviour.read_conversation_history``, also from ``trailing_conversation_history``
+or the end of ``conversation_history``: :func:`history_user`, :func:`history_assistant_tool_calls`,
+:func:`history_tool_result` build those).
 ``Behaviour.meta_tool_discovery`` adds the updates of Cursor's MCP meta-tool discovery (not the
 caller's tool calls). ``RunRecord.tools_offered``,
 ``.tool_calls`` (:class:`ToolCallRecord`) and ``.tool_results`` (:class:`ToolResult`) record it all::

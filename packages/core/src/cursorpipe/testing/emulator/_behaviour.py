@@ -279,12 +279,12 @@ class Behaviour:
         routed_model: when the requested model is ``auto``/``default``, send a ``routed_model``
             update naming this display name.
         max_tokens: ``token_details.max_tokens`` in checkpoints.
-        tool_calls: the tool calls the model makes when the run offers tools (``mcp_tools``): a list
-            of :class:`ToolCallScript` (one round, all sent in parallel; not repeated when the
+        tool_calls: the tool calls the model makes when it can see tools (the tool rules below): a
+            list of :class:`ToolCallScript` (one round, all sent in parallel; not repeated when the
             request's history already ends in tool results), or a callable
             ``(ToolContext) -> list[ToolCallScript]`` asked before every round until it returns
             nothing (see :func:`tool_rounds`); ``None`` = the default rule
-            (:func:`default_tool_calls`) when ``auto_tool_calls`` is true. Without offered tools no
+            (:func:`default_tool_calls`) when ``auto_tool_calls`` is true. Without visible tools no
             call is made.
         auto_tool_calls: apply the default rule when ``tool_calls`` is ``None``.
         tool_result_timeout_s: how long the model waits for a tool's ``mcp_result`` +

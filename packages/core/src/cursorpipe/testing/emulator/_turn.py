@@ -1,12 +1,15 @@
 """One agent turn as Cursor's backend runs it, independent of the HTTP transport carrying it.
 
-Order (connect.md §5-§7, official-sdk-as-peer.md §3): after the ``run_request`` the server stores the
-system-prompt blob in the client's KV store (``set_blob``, awaited), fetches the earlier turns named by
-the client-held checkpoint (``get_blob``, connect.md §5.5), asks for the request context with an exec
-(awaited: result + ``stream_close``), optionally sends an interaction query (must be answered), then
-streams thinking, then (when the run offers tools and the behaviour calls some) rounds of tool calls
-through the MCP exec channel, then text deltas with token deltas, stores the new turn as a blob, sends
-the checkpoint, ``turn_ended`` with usage, and the end-stream frame. A ``cancel_action`` ends the turn.
+Order (connect.md §5-§7, official-sdk-as-peer.md §3, live-dialect.md rows 1-24): after the
+``run_request`` the server applies its refusals (identity, options), stores the system-prompt blob in
+the client's KV store (``set_blob``, awaited), fetches the prompt messages and the earlier turns named
+by the client-held state (``get_blob``, connect.md §5.5), asks for the request context with an exec
+(awaited: result + ``stream_close``), asks ``mcp_state_exec_args`` when tools could reach the model,
+optionally sends interaction queries (each must be answered), then streams thinking, then (when the
+model sees tools and the behaviour calls some) rounds of tool calls through the MCP exec channel, then
+text deltas with token deltas, the checkpoint naming the new turn blob, ``turn_ended`` with usage, the
+post-turn ``set_blob`` of that blob, the final checkpoint and the end-stream frame. A
+``cancel_action`` before ``turn_ended`` ends the turn.
 
 A tool call (issue 7; the order of the updates is [G], the schema gives the messages but no capture
 shows their sequence): ``partial_tool_call`` updates whose ``args_text_delta`` spell the arguments'
@@ -108,7 +111,7 @@ class RunRecord:
     fault: Fault | None = None
     outcome: str = "running"
     finished: bool = False
-    #: names of the tools the run request offered (``mcp_tools``), in order
+    #: names of the tools the run offered (``mcp_tools``, then the request-context reply), in order
     tools_offered: list[str] = field(default_factory=list)
     #: every tool call the model made, with the client's answer
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
