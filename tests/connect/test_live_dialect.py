@@ -392,3 +392,26 @@ async def test_session_keeps_its_own_roots_over_placeholder_echoes(mode: str) ->
             assert third == expected_reply("three", earlier=4, first=FIRST, turns=1, system=SYSTEM)
         finally:
             await transport.aclose()
+
+
+async def test_server_abort_cancels_the_running_tool_handler() -> None:
+    cancelled = asyncio.Event()
+
+    async def slow(call: Any) -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "late"
+
+    # The emulated model gives up on the tool after 0.3 s: exec_server_control_message.abort.
+    async with Emulator(Behaviour(tool_result_timeout_s=0.3)) as emu:
+        async with client_for(emu, exec_heartbeat_s=60.0) as client:
+            with pytest.raises(CursorPipeError, match="did not return the result"):
+                await client.complete(
+                    "composer-2", prompt="Please add 2 and 3.", tools=[ADD], tool_handler=slow
+                )
+        assert cancelled.is_set()
+        (call,) = run_records(emu)[-1].tool_calls
+        assert call.outcome == "timeout"
