@@ -122,6 +122,9 @@ def _other(dialect: Dialect) -> Dialect:
     return "sdk" if dialect == "cli" else "cli"
 
 
+_REFUSED_SYSTEM_PROMPT = "the service refused the custom system prompt option"
+
+
 def _dialect_rejection(exc: ConnectCallError, mapped: CursorPipeError) -> str | None:
     """Why ``exc`` says the service refuses this dialect (live-dialect.md rows 1 and 2), or ``None``.
 
@@ -133,7 +136,7 @@ def _dialect_rejection(exc: ConnectCallError, mapped: CursorPipeError) -> str | 
     if isinstance(mapped, OutdatedClientError):
         return "the service reported this client version as outdated"
     if exc.error.code == "invalid_argument" and ("system-prompt" in text or "system prompt" in text):
-        return "the service refused the custom system prompt option"
+        return _REFUSED_SYSTEM_PROMPT
     if exc.error.code == "permission_denied" and any(
         k in text
         for k in ("client type", "client-type", "sdk", "preview access", "not allowed for this client")
@@ -843,6 +846,8 @@ class ConnectTransport:
                     continue
                 mapped = self._map(exc, request, attempt_id)
                 why = _dialect_rejection(exc, mapped)
+                if why == _REFUSED_SYSTEM_PROMPT and self._wire.system_prompt != "custom":
+                    why = None  # we did not send the option: switching would not help
                 if why and not switched and not machine.produced and self._switch_dialect(why):
                     switched = True
                     if stateless:
