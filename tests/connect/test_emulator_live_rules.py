@@ -531,3 +531,73 @@ async def test_permissive_behaviour_accepts_the_pre_issue_11_client() -> None:
         "Who am I?", earlier=2, first="My name is Ada.", system="Be brief.", tools=["get_weather"], mode="ask"
     )
     assert json.loads(json.dumps(relaxed.runs[-1].system_texts)) == ["Be brief."]
+
+
+# -- the sans-IO pieces -------------------------------------------------------------------------
+
+
+def test_parse_prompt_message_shapes() -> None:
+    from cursorpipe.testing.emulator._view import PromptMessageError
+
+    m = parse_prompt_message(b'{"role":"user","content":[{"type":"text","text":"a"},{"type":"image"},"b"]}')
+    assert (m.role, m.text, m.images) == ("user", "ab", 1)
+    m = parse_prompt_message(
+        json.dumps(
+            {
+                "role": "assistant",
+                "content": [{"type": "tool-call", "toolCallId": "c1", "toolName": "f", "input": {"x": 3}}],
+            }
+        ).encode()
+    )
+    assert m.tool_calls == (("c1", "f", {"x": 3}),)
+    m = parse_prompt_message(
+        json.dumps(
+            {
+                "role": "tool",
+                "content": [
+                    {"type": "tool-result", "toolCallId": "c1", "output": {"type": "text", "value": "ok"}}
+                ],
+            }
+        ).encode()
+    )
+    assert [(r.tool_call_id, r.text, r.is_error) for r in m.tool_results] == [("c1", "ok", False)]
+    m = parse_prompt_message(
+        b'{"role":"tool","tool_call_id":"c2","name":"g","content":"bad","is_error":true}'
+    )
+    assert [(r.tool_call_id, r.name, r.text) for r in m.tool_results] == [("c2", "g", "error: bad")]
+    for bad in (
+        b"not json",
+        b"[]",
+        b'{"role":"robot"}',
+        b'{"role":"user","content":[{"type":"video"}]}',
+        b'{"role":"user","content":5}',
+    ):
+        with pytest.raises(PromptMessageError):
+            parse_prompt_message(bad)
+
+
+@pytest.mark.parametrize(
+    ("header", "visible"),
+    [
+        (None, True),
+        ("", False),
+        ("mcp_tool_call", False),
+        ("mcp_tool_call,get_mcp_tools_tool_call", True),
+        (",".join(MCP_TOOL_FAMILY), True),
+        ("shell_tool_call, read_file_tool_call", False),
+    ],
+)
+def test_allowed_tools_header_rule(header: str | None, visible: bool) -> None:
+    from cursorpipe.testing.emulator._view import tools_allowed_by_header
+
+    headers = {} if header is None else {"x-cursor-agent-allowed-tools": header}
+    assert tools_allowed_by_header(headers) is visible
+
+
+def test_cli_version_rule() -> None:
+    from cursorpipe.testing.emulator._view import cli_version_problem
+
+    assert cli_version_problem("cli-2026.07.01-abcdef0", "2026.07.01") is None
+    assert "older" in (cli_version_problem("cli-2026.06.30-abcdef0", "2026.07.01") or "")
+    assert "unrecognised" in (cli_version_problem("cli-2026.02.30-abcdef0", "2026.01.01") or "")  # no 30 Feb
+    assert "unrecognised" in (cli_version_problem("cli-2026.07.01-ABCDEF0", "2026.07.01") or "")
