@@ -424,8 +424,11 @@ async def test_the_same_exchange_in_trailing_history_is_lost_unless_switched_on(
             tool_handlers=HANDLERS,
             trailing_history=trailing,
         )
+        history = emu.runs[-1].history
     assert turn.tool_calls == []
     assert turn.text == expected_tool_reply("get_weather", "cloudy, 12 C")
+    # the model saw the exchange, not the current message, as earlier messages
+    assert history == (("assistant", ""), ("tool", "cloudy, 12 C"))
 
 
 async def test_stateless_results_with_an_empty_user_message(emu: Emulator) -> None:

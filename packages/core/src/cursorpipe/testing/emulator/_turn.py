@@ -693,18 +693,17 @@ class _Turn:
         pending, prior_rounds, last_user = pending_prompt_results(sequence)
         repeats = last_user >= 0 and sequence[last_user].text == text
         continuing = bool(pending) and (not text.strip() or repeats)
+        current = PromptMessage("user", text)
         if text.strip() and not continuing:
-            sequence.append(PromptMessage("user", text))
+            sequence.append(current)
             pending, prior_rounds = (), 0
-        history_len = len(sequence) - (0 if continuing or not text.strip() else 1)
         if self.b.read_conversation_history:
             trailing = [pm for pm in map(_history_message, uma.trailing_conversation_history.messages) if pm]
             sequence += trailing
-            history_len += len(trailing)
             t_pending, t_rounds, t_last = pending_prompt_results(sequence)
             if t_pending and t_last < len(sequence) - len(trailing):
                 pending, prior_rounds = t_pending, t_rounds
-        history = [(m.role, _view_text(m)) for m in sequence[:history_len]]
+        history = [(m.role, _view_text(m)) for m in sequence if m is not current]
         self.rec.history = tuple(history)
         ctx = ReplyContext(
             text=text,
