@@ -601,3 +601,66 @@ def test_cli_version_rule() -> None:
     assert "older" in (cli_version_problem("cli-2026.06.30-abcdef0", "2026.07.01") or "")
     assert "unrecognised" in (cli_version_problem("cli-2026.02.30-abcdef0", "2026.01.01") or "")  # no 30 Feb
     assert "unrecognised" in (cli_version_problem("cli-2026.07.01-ABCDEF0", "2026.07.01") or "")
+
+
+async def test_a_client_that_half_closes_at_turn_ended_loses_the_checkpoint() -> None:
+    """The request side closed before the post-turn set_blob was acknowledged: the blob can never
+    be stored, so the emulator counts the checkpoint as lost and ends the stream cleanly."""
+    import asyncio
+
+    from cursorpipe.testing.emulator._turn import RunRecord, TurnIO, run_turn
+    from cursorpipe.testing.emulator.raw import build_run_request
+
+    out: asyncio.Queue[agent_pb2.AgentServerMessage] = asyncio.Queue()
+    ends: list[Any] = []
+
+    async def send(msg: agent_pb2.AgentServerMessage) -> None:
+        await out.put(msg)
+
+    async def end(error: Any, metadata: Any) -> None:
+        ends.append(error)
+
+    io = TurnIO(send=send, end=end, inbound=asyncio.Queue())
+    record = RunRecord(transport="test", request_id="r", headers={})
+    lost: set[str] = set()
+    io.inbound.put_nowait(build_run_request("hi", conversation_id="conv-half"))
+
+    async def client() -> None:
+        while True:
+            msg = await out.get()
+            reply = agent_pb2.AgentClientMessage()
+            if msg.HasField("kv_server_message"):
+                reply.kv_client_message.id = msg.kv_server_message.id
+                if msg.kv_server_message.HasField("set_blob_args"):
+                    reply.kv_client_message.set_blob_result.SetInParent()
+                else:
+                    reply.kv_client_message.get_blob_result.SetInParent()
+                io.inbound.put_nowait(reply)
+            elif msg.HasField("exec_server_message"):
+                reply.exec_client_message.id = msg.exec_server_message.id
+                reply.exec_client_message.request_context_result.success.SetInParent()
+                io.inbound.put_nowait(reply)
+                close = agent_pb2.AgentClientMessage()
+                close.exec_client_control_message.stream_close.id = msg.exec_server_message.id
+                io.inbound.put_nowait(close)
+            elif msg.interaction_update.HasField("turn_ended"):
+                io.inbound.put_nowait(None)  # END_STREAM on the request side
+                return
+
+    pump = asyncio.create_task(client())
+    await asyncio.wait_for(
+        run_turn(
+            io,
+            Behaviour(),
+            record,
+            fault=None,
+            pending_texts={},
+            known_models=lambda _: True,
+            lost_checkpoints=lost,
+        ),
+        5,
+    )
+    await pump
+    assert record.checkpoint_lost and record.outcome == "checkpoint_lost"
+    assert lost == {"conv-half"}
+    assert ends == [None]  # a clean end-stream: the turn itself completed
