@@ -317,7 +317,8 @@ async def run_live_checks(
     timeout_s: float = 60.0,
 ) -> list[LiveResult]:
     """Run the six live checks under each variant; every turn is announced on ``err`` first."""
-    config = config.model_copy(update={"strategy": Strategy.CONNECT})
+    # No client retries: each variant is the stated number of turns, and a refusal shows at once.
+    config = config.model_copy(update={"strategy": Strategy.CONNECT, "max_retries": 0})
     chosen = model or config.default_model
     if cache_model is None:
         cache_model = await _cache_model(config, err)
