@@ -45,6 +45,9 @@ def test_doctor_live_against_the_strict_emulator(emu: Emulator, capsys: pytest.C
     announced = [ln for ln in captured.err.splitlines() if ln.startswith("cursorpipe doctor --live: ")]
     ran = [r for r in report["results"] if r["variant"] != "skipped"]
     assert len(announced) == len(ran) + 1  # + the opening announcement
+    # no hidden retries: one run per completed turn, plus the refused turn of each failed variant
+    refused_variants = sum(1 for r in ran if not r["completed"])
+    assert len(emu.runs) == sum(r["turns"] for r in ran) + refused_variants
     # the table names every variant and marks cursorpipe's defaults
     for r in ran:
         assert r["variant"] in captured.out
