@@ -822,6 +822,14 @@ async def test_official_sdk_custom_tool_round_trip(tmp_path: Path) -> None:
     assert offered.input_schema == expected_def.input_schema
     assert rec.outcome == "result" and rec.stream_closed
     assert rec.result is not None and rec.result.success.content[0].text.text == "sunny in Oslo"
+    # Why the strict tool rules accept Cursor's own client: it sends no allowed-tools header (its
+    # default tool set includes MCP), no mode (not ASK), and answers mcp_state_exec_args with its
+    # custom-tools server listing the tool but without a status (counted as connected).
+    assert "x-cursor-agent-allowed-tools" not in run.headers and run.mode == "unspecified"
+    assert run.mcp_state_answer is not None
+    (server,) = run.mcp_state_answer.exec_client_message.mcp_state_exec_result.success.servers
+    assert server.server_identifier == "custom-user-tools" and not server.HasField("status")
+    assert [t.tool_name for t in server.tools] == ["get_weather"] and run.tools_visible == ["get_weather"]
     # the SDK understood the emulator's tool-call updates: running (partial, started), then completed
     events = result["tool_events"]
     assert {e["call_id"] for e in events} == {rec.call_id} and {e["name"] for e in events} == {"mcp"}
