@@ -49,6 +49,11 @@ KEEP: set[str] = _names(
     InteractionQuery WebSearchRequestQuery AskQuestionInteractionQuery WebFetchRequestQuery
     SwitchModeRequestQuery
     McpInstructions McpMetaToolOptions McpDescriptor McpToolDescriptor
+    CursorRule CursorRuleType CursorRuleTypeGlobal
+    McpStateExecArgs McpStateExecResult McpStateSuccess McpStateError McpStateRejected McpStateServer
+    CreatePlanRequestQuery CreatePlanArgs McpAuthRequestQuery GenerateImageRequestQuery
+    PrManagementRequestQuery ReplaceEnvArgs ConnectScmRequestQuery SetupVmEnvironmentArgs
+    SelectedContext SelectedImage SelectedImage.Dimension SelectedImage.BlobIdWithData
     GetUsableModelsRequest GetUsableModelsResponse GetDefaultModelForCliRequest GetDefaultModelForCliResponse
     """,
 ) | _names(

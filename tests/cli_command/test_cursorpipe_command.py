@@ -133,7 +133,7 @@ def test_interactive_chat_keeps_history(capsys, monkeypatch) -> None:
     monkeypatch.setattr(sys, "stdin", FakeTTY("first\nsecond\n/exit\n"))
     assert cli.main(["chat", "--emulator"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out == [expected_reply("first"), expected_reply("second", turn=2, history=1)]
+    assert out == [expected_reply("first"), expected_reply("second", earlier=2, first="first", turns=1)]
 
 
 def test_chat_through_the_fake_agent(capsys, monkeypatch) -> None:

@@ -48,7 +48,7 @@ async def test_replay_chat_session() -> None:
             first = await session.prompt("hello")
             second = await session.prompt("and again")
     assert first.text == expected_reply("hello")
-    assert second.text == expected_reply("and again", turn=2, history=1)
+    assert second.text == expected_reply("and again", earlier=2, first="hello", turns=1)
     assert not first.usage.estimated and first.usage.output_tokens > 0
     assert cassette.all_played
 
@@ -65,7 +65,9 @@ async def test_replay_stateless_history() -> None:
                     {"role": "user", "content": "second question"},
                 ],
             )
-    assert answer == expected_reply("second question", turn=1, history=1, system_prompt=True)
+    assert answer == expected_reply(
+        "second question", earlier=2, first="first question", system="Answer briefly."
+    )
     assert cassette.all_played
 
 

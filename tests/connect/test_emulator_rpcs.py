@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -128,9 +129,11 @@ def test_start_in_thread_for_sync_code() -> None:
         httpx.get(f"{url}/v1/models", timeout=2)
 
 
-def test_module_cli_serves_until_terminated() -> None:
+@pytest.mark.parametrize("permissive", [False, True], ids=["strict", "permissive"])
+def test_module_cli_serves_until_terminated(permissive: bool) -> None:
+    flags = ["--permissive"] if permissive else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cursorpipe.testing.emulator", "--host", "127.0.0.1", "--port", "0"],
+        [sys.executable, "-m", "cursorpipe.testing.emulator", "--host", "127.0.0.1", "--port", "0", *flags],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -142,6 +145,16 @@ def test_module_cli_serves_until_terminated() -> None:
         assert proc.stdout.readline().strip() == f"api key: {DEFAULT_API_KEY}"
         r = httpx.get(f"{url}/v1/models", headers={"authorization": f"Bearer {DEFAULT_API_KEY}"}, timeout=5)
         assert r.status_code == 200
+
+        def custom(msg: agent_pb2.AgentClientMessage) -> None:
+            msg.run_request.custom_system_prompt = "Be brief."
+
+        turn = asyncio.run(raw_turn_sse(url, DEFAULT_API_KEY, "hi", mutate_first=custom))
+        if permissive:  # the live-service rules are relaxed: the cli client's custom prompt is read
+            assert turn.text == expected_reply("hi", system="Be brief.")
+        else:
+            assert turn.end is not None and turn.end.error is not None
+            assert turn.end.error.code == "invalid_argument"
     finally:
         proc.terminate()
         proc.wait(10)
@@ -151,8 +164,29 @@ def test_module_cli_serves_until_terminated() -> None:
 
 def test_expected_reply_format() -> None:
     assert expected_reply("hi") == "Emulated reply to: hi"
-    assert expected_reply("hi", 2, 1) == "Emulated reply to: hi (turn 2, history: 1 earlier user messages)"
-    assert expected_reply("hi", system_prompt=True) == "Emulated reply to: hi [system prompt]"
+    assert (
+        expected_reply("hi", earlier=2, first="one")
+        == 'Emulated reply to: hi [earlier: 2 messages, first user message "one"]'
+    )
+    assert (
+        expected_reply("two", earlier=2, first="one", turns=1)
+        == 'Emulated reply to: two [earlier: 2 messages, first user message "one"; checkpoint turns: 1]'
+    )
+    assert expected_reply("hi", system="Be brief.") == 'Emulated reply to: hi [system: "Be brief."]'
+    assert (
+        expected_reply(
+            "hi", system=["A", "B"], tools=["f", "g"], mode="agent", queries=[("web_search", "approved")]
+        )
+        == 'Emulated reply to: hi [system: "A" | "B"; tools: f, g; mode: agent; queries: web_search approved]'
+    )
+    long = "x" * 500
+    assert expected_reply("hi", system=long) == 'Emulated reply to: hi [system: "' + "x" * 119 + '…"]'
+    # chat modes are not named: the text does not depend on whether a client sends ASK or nothing
+    assert (
+        expected_reply("hi", mode="ask")
+        == expected_reply("hi", mode="unspecified")
+        == "Emulated reply to: hi"
+    )
 
 
 def test_missing_testing_extra_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:

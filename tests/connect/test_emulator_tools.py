@@ -37,7 +37,6 @@ from cursorpipe.testing.emulator import (
     expected_tools_reply,
     history_assistant_tool_calls,
     history_tool_result,
-    history_user,
     mcp_result_text,
     mcp_tool_definition,
     tool_rounds,
@@ -203,7 +202,7 @@ async def test_default_rule_calls_the_named_tool_with_arguments_from_the_prompt(
 
 async def test_default_rule_no_tool_for_an_unrelated_prompt(emu: Emulator) -> None:
     turn = await raw_turn_sse(emu.url, emu.api_key, "hello there", tools=[WEATHER], tool_handlers=HANDLERS)
-    assert turn.text == expected_reply("hello there")
+    assert turn.text == expected_reply("hello there", tools=["get_weather"], mode="agent")
     assert turn.tool_calls == [] and emu.runs[-1].tool_calls == []
     assert emu.runs[-1].tools_offered == ["get_weather"]
 
@@ -337,7 +336,7 @@ async def test_default_rule_never_calls_an_unknown_tool(emu: Emulator) -> None:
         emu.url, emu.api_key, "use the tool launch_rockets now", tools=[WEATHER], tool_handlers=HANDLERS
     )
     assert turn.tool_calls == []
-    assert turn.text == expected_reply("use the tool launch_rockets now")
+    assert turn.text == expected_reply("use the tool launch_rockets now", tools=["get_weather"], mode="agent")
 
 
 async def test_throw_and_failing_tool_become_error_results(emu: Emulator) -> None:
@@ -365,11 +364,22 @@ async def test_throw_and_failing_tool_become_error_results(emu: Emulator) -> Non
 # -- stateless exchange -----------------------------------------------------------------------
 
 
+def _call(call_id: str, name: str, args: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "tool-call", "toolCallId": call_id, "toolName": name, "args": args}
+
+
+def _result(call_id: str, name: str, text: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "tool-result", "toolCallId": call_id, "toolName": name, "result": text, **extra}
+
+
 @RAW
-async def test_stateless_history_in_trailing_conversation_history(emu: Emulator, raw_turn: Any) -> None:
-    trailing = [
-        history_assistant_tool_calls([("call_a", "get_weather", {"city": "Oslo"})]),
-        history_tool_result("call_a", "get_weather", "cloudy, 12 C"),
+async def test_stateless_tool_exchange_in_root_prompt_messages(emu: Emulator, raw_turn: Any) -> None:
+    """live-dialect.md row 3: the tool calls and results travel in the rebuilt prompt messages; the
+    current user message repeats the question the exchange answers."""
+    messages = [
+        {"role": "user", "content": "weather in Oslo?"},
+        {"role": "assistant", "content": [_call("call_a", "get_weather", {"city": "Oslo"})]},
+        {"role": "tool", "content": [_result("call_a", "get_weather", "cloudy, 12 C")]},
     ]
     turn = await raw_turn(
         emu.url,
@@ -377,7 +387,7 @@ async def test_stateless_history_in_trailing_conversation_history(emu: Emulator,
         "weather in Oslo?",
         tools=[WEATHER],
         tool_handlers=HANDLERS,
-        trailing_history=trailing,
+        prompt_messages=messages,
     )
     assert turn.text == expected_tool_reply("get_weather", "cloudy, 12 C")
     assert turn.tool_calls == [] and "mcp_args" not in _server_cases(turn)
@@ -387,34 +397,92 @@ async def test_stateless_history_in_trailing_conversation_history(emu: Emulator,
     assert ("tool", "cloudy, 12 C") in run.history
 
 
-async def test_stateless_history_at_the_end_of_conversation_history(emu: Emulator) -> None:
-    history = [
-        history_user("What is the weather in Oslo and the time in Lima?"),
-        history_assistant_tool_calls(
-            [("c1", "get_weather", {"city": "Oslo"}), ("c2", "get_time", {"city": "Lima"})], text="Checking."
-        ),
-        history_tool_result("c1", "", "rain"),  # the name comes from the assistant's call
-        history_tool_result("c2", "get_time", "no clock", is_error=True),
+async def test_the_same_exchange_in_trailing_history_is_lost_unless_switched_on() -> None:
+    """The old variant (trailing_conversation_history) is not read by the live service: the model
+    calls the tool again. Behaviour.read_conversation_history brings the old reading back."""
+    trailing = [
+        history_assistant_tool_calls([("call_a", "get_weather", {"city": "Oslo"})]),
+        history_tool_result("call_a", "get_weather", "cloudy, 12 C"),
+    ]
+    async with Emulator() as emu:
+        turn = await raw_turn_sse(
+            emu.url,
+            emu.api_key,
+            "weather in Oslo?",
+            tools=[WEATHER],
+            tool_handlers=HANDLERS,
+            trailing_history=trailing,
+        )
+    assert [a.tool_name for a in turn.tool_calls] == ["get_weather"]  # called again: the result was lost
+    assert turn.text == expected_tool_reply("get_weather", "sunny, 21 C in Oslo")
+    async with Emulator(Behaviour(read_conversation_history=True)) as emu:
+        turn = await raw_turn_sse(
+            emu.url,
+            emu.api_key,
+            "weather in Oslo?",
+            tools=[WEATHER],
+            tool_handlers=HANDLERS,
+            trailing_history=trailing,
+        )
+        history = emu.runs[-1].history
+    assert turn.tool_calls == []
+    assert turn.text == expected_tool_reply("get_weather", "cloudy, 12 C")
+    # the model saw the exchange, not the current message, as earlier messages
+    assert history == (("assistant", ""), ("tool", "cloudy, 12 C"))
+
+
+async def test_stateless_results_with_an_empty_user_message(emu: Emulator) -> None:
+    messages = [
+        {"role": "user", "content": "What is the weather in Oslo and the time in Lima?"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Checking."},
+                _call("c1", "get_weather", {"city": "Oslo"}),
+                _call("c2", "get_time", {"city": "Lima"}),
+            ],
+        },
+        {"role": "tool", "content": [_result("c1", "", "rain")]},  # the name comes from the call
+        {"role": "tool", "content": [_result("c2", "get_time", "no clock", isError=True)]},
     ]
     turn = await raw_turn_h2(
-        emu.url, emu.api_key, "", tools=[WEATHER, CLOCK], tool_handlers=HANDLERS, conversation_history=history
+        emu.url, emu.api_key, "", tools=[WEATHER, CLOCK], tool_handlers=HANDLERS, prompt_messages=messages
     )
     assert turn.text == expected_tools_reply([("get_weather", "rain"), ("get_time", "error: no clock")])
     assert turn.tool_calls == []
 
 
-async def test_a_new_user_message_after_a_tool_exchange_is_a_new_question(emu: Emulator) -> None:
-    history = [
-        history_user("weather?"),
-        history_assistant_tool_calls([("c1", "get_weather", {"city": "Oslo"})]),
-        history_tool_result("c1", "get_weather", "rain"),
-        agent_pb2.ConversationHistoryMessage(),  # an empty message is tolerated
+async def test_openai_shaped_prompt_messages_are_read_too(emu: Emulator) -> None:
+    messages = [
+        {"role": "user", "content": "weather?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "hail"},
     ]
-    history[-1].assistant.content.add().text.text = "It rains in Oslo."
     turn = await raw_turn_sse(
-        emu.url, emu.api_key, "thanks!", tools=[WEATHER], tool_handlers=HANDLERS, conversation_history=history
+        emu.url, emu.api_key, "", tools=[WEATHER], tool_handlers=HANDLERS, prompt_messages=messages
     )
-    assert turn.text == expected_reply("thanks!", history=1)
+    assert turn.text == expected_tool_reply("get_weather", "hail")
+
+
+async def test_a_new_user_message_after_a_tool_exchange_is_a_new_question(emu: Emulator) -> None:
+    messages = [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": [_call("c1", "get_weather", {"city": "Oslo"})]},
+        {"role": "tool", "content": [_result("c1", "get_weather", "rain")]},
+        {"role": "assistant", "content": "It rains in Oslo."},
+    ]
+    turn = await raw_turn_sse(
+        emu.url, emu.api_key, "thanks!", tools=[WEATHER], tool_handlers=HANDLERS, prompt_messages=messages
+    )
+    assert turn.text == expected_reply(
+        "thanks!", earlier=4, first="weather?", tools=["get_weather"], mode="agent"
+    )
     assert emu.runs[-1].tool_results == []
 
 
@@ -422,12 +490,13 @@ async def test_stateless_history_can_lead_to_a_scripted_second_round(emu: Emulat
     emu.behaviour.tool_calls = tool_rounds(
         [ToolCallScript("get_weather", {"city": "Oslo"})], [ToolCallScript("get_time", {"city": "Oslo"})]
     )
-    trailing = [
-        history_assistant_tool_calls([("c1", "get_weather", {"city": "Oslo"})]),
-        history_tool_result("c1", "get_weather", "rain"),
+    messages = [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": [_call("c1", "get_weather", {"city": "Oslo"})]},
+        {"role": "tool", "content": [_result("c1", "get_weather", "rain")]},
     ]
     turn = await raw_turn_sse(
-        emu.url, emu.api_key, "x", tools=[WEATHER, CLOCK], tool_handlers=HANDLERS, trailing_history=trailing
+        emu.url, emu.api_key, "x", tools=[WEATHER, CLOCK], tool_handlers=HANDLERS, prompt_messages=messages
     )
     assert [a.tool_name for a in turn.tool_calls] == ["get_time"]
     assert turn.text == expected_tools_reply([("get_weather", "rain"), ("get_time", "14:05 in Oslo")])
@@ -478,7 +547,12 @@ class _Peer:
                     continue
                 reply = agent_pb2.AgentClientMessage()
                 reply.exec_client_message.id = ex.id
-                reply.exec_client_message.request_context_result.success.SetInParent()
+                if ex.WhichOneof("message") == "mcp_state_exec_args":
+                    server = reply.exec_client_message.mcp_state_exec_result.success.servers.add()
+                    server.status = "connected"
+                    server.tools.append(WEATHER)
+                else:
+                    reply.exec_client_message.request_context_result.success.SetInParent()
                 self.put(reply)
                 self.close(ex.id)
 
@@ -748,6 +822,14 @@ async def test_official_sdk_custom_tool_round_trip(tmp_path: Path) -> None:
     assert offered.input_schema == expected_def.input_schema
     assert rec.outcome == "result" and rec.stream_closed
     assert rec.result is not None and rec.result.success.content[0].text.text == "sunny in Oslo"
+    # Why the strict tool rules accept Cursor's own client: it sends no allowed-tools header (its
+    # default tool set includes MCP), no mode (not ASK), and answers mcp_state_exec_args with its
+    # custom-tools server listing the tool but without a status (counted as connected).
+    assert "x-cursor-agent-allowed-tools" not in run.headers and run.mode == "unspecified"
+    assert run.mcp_state_answer is not None
+    (server,) = run.mcp_state_answer.exec_client_message.mcp_state_exec_result.success.servers
+    assert server.server_identifier == "custom-user-tools" and not server.HasField("status")
+    assert [t.tool_name for t in server.tools] == ["get_weather"] and run.tools_visible == ["get_weather"]
     # the SDK understood the emulator's tool-call updates: running (partial, started), then completed
     events = result["tool_events"]
     assert {e["call_id"] for e in events} == {rec.call_id} and {e["name"] for e in events} == {"mcp"}

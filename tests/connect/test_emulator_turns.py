@@ -44,12 +44,20 @@ async def test_turn_sequence_is_cursors(emu: Emulator, raw_turn: object) -> None
     assert turn.thinking == "Thinking about the question."
     assert turn.turn_ended and turn.end is not None and turn.end.error is None
     cases = _cases(turn)
-    # set_blob (system prompt), request-context exec, deltas, set_blob (turn), checkpoint, turn_ended
+    # set_blob (system prompt), request-context exec, deltas, checkpoint, turn_ended, then the
+    # post-turn set_blob (turn) and the final checkpoint before the end-stream (live-dialect.md row 10)
     assert cases[0] == "kv_server_message"
     assert cases[1] == "exec_server_message"
     assert cases.index("thinking_delta") < cases.index("thinking_completed") < cases.index("text_delta")
     assert "token_delta" in cases and "heartbeat" in cases and "step_started" in cases
-    assert cases[-3:] == ["kv_server_message", "conversation_checkpoint_update", "turn_ended"]
+    assert cases[-4:] == [
+        "conversation_checkpoint_update",
+        "turn_ended",
+        "kv_server_message",
+        "conversation_checkpoint_update",
+    ]
+    post = turn.server_messages[-2].kv_server_message.set_blob_args
+    assert list(turn.checkpoint.turns) == [post.blob_id]  # the checkpoint names the post-turn blob
     first = turn.server_messages[0].kv_server_message.set_blob_args
     assert json.loads(first.blob_data)["role"] == "system"
     # usage is computed from the texts the emulator really saw
@@ -73,17 +81,18 @@ async def test_multi_turn_history_comes_from_client_held_blobs(emu: Emulator, ra
     t1 = await raw_turn(emu.url, emu.api_key, "one", blobs=blobs)  # type: ignore[operator]
     assert t1.checkpoint is not None and len(t1.checkpoint.turns) == 1
     t2 = await raw_turn(emu.url, emu.api_key, "two", blobs=blobs, checkpoint=t1.checkpoint)  # type: ignore[operator]
-    assert t2.text == expected_reply("two", turn=2, history=1)
+    assert t2.text == expected_reply("two", earlier=2, first="one", turns=1)
     t3 = await raw_turn(emu.url, emu.api_key, "three", blobs=blobs, checkpoint=t2.checkpoint)  # type: ignore[operator]
-    assert t3.text == expected_reply("three", turn=3, history=2)
+    assert t3.text == expected_reply("three", earlier=4, first="one", turns=2)
     assert t3.checkpoint is not None and len(t3.checkpoint.turns) == 3
-    # the emulator fetched the earlier turns with get_blob from the client's store
+    # the emulator fetched the echoed roots (its own system blob) and the earlier turns with
+    # get_blob from the client's store
     gets = [
         m.kv_server_message.get_blob_args.blob_id
         for m in t3.server_messages
         if m.WhichOneof("message") == "kv_server_message" and m.kv_server_message.HasField("get_blob_args")
     ]
-    assert gets == list(t2.checkpoint.turns)  # type: ignore[union-attr]
+    assert gets == [*t2.checkpoint.root_prompt_messages_json, *t2.checkpoint.turns]  # type: ignore[union-attr]
     assert emu.runs[-1].history == (
         ("user", "one"),
         ("assistant", t1.text),
@@ -92,24 +101,49 @@ async def test_multi_turn_history_comes_from_client_held_blobs(emu: Emulator, ra
     )
 
 
-async def test_missing_blob_in_client_store_is_a_data_loss_error(emu: Emulator) -> None:
+async def test_missing_blob_in_client_store_is_blob_not_found(emu: Emulator) -> None:
+    """live-dialect.md row 4: a blob id the client cannot serve ends the run."""
     t1 = await raw_turn_sse(emu.url, emu.api_key, "one")
     t2 = await raw_turn_sse(emu.url, emu.api_key, "two", blobs={}, checkpoint=t1.checkpoint)
-    assert t2.end is not None and t2.end.error is not None and t2.end.error.code == "data_loss"
+    assert t2.end is not None and t2.end.error is not None
+    assert (t2.end.error.code, t2.end.error.message) == ("internal", "Blob not found")
     assert not t2.turn_ended
 
 
-async def test_history_and_system_prompt_from_the_run_request(emu: Emulator) -> None:
+def _old_history(msg: agent_pb2.AgentClientMessage) -> None:
+    hist = msg.run_request.action.user_message_action.conversation_history
+    for role, text in (("user", "a"), ("assistant", "b"), ("user", "c"), ("assistant", "d")):
+        m = hist.messages.add()
+        part = getattr(m, role).content.add()
+        part.text.text = text
+
+
+async def test_conversation_history_is_ignored_by_default(emu: Emulator) -> None:
+    """live-dialect.md row 3: the live service builds the prompt from the root prompt messages; a
+    transcript in conversation_history is lost."""
+    turn = await raw_turn_sse(emu.url, emu.api_key, "e", mutate_first=_old_history)
+    assert turn.text == expected_reply("e")
+    assert emu.runs[-1].history == ()
+
+
+async def test_the_same_history_in_root_prompt_messages_is_seen(emu: Emulator) -> None:
+    messages = [
+        {"role": r, "content": t}
+        for r, t in (("user", "a"), ("assistant", "b"), ("user", "c"), ("assistant", "d"))
+    ]
+    turn = await raw_turn_sse(emu.url, emu.api_key, "e", prompt_messages=messages)
+    assert turn.text == expected_reply("e", earlier=4, first="a")
+    assert emu.runs[-1].history == (("user", "a"), ("assistant", "b"), ("user", "c"), ("assistant", "d"))
+
+
+async def test_permissive_switch_reads_conversation_history_and_custom_system_prompt() -> None:
     def mutate(msg: agent_pb2.AgentClientMessage) -> None:
         msg.run_request.custom_system_prompt = "Be terse."
-        hist = msg.run_request.action.user_message_action.conversation_history
-        for role, text in (("user", "a"), ("assistant", "b"), ("user", "c"), ("assistant", "d")):
-            m = hist.messages.add()
-            part = getattr(m, role).content.add()
-            part.text.text = text
+        _old_history(msg)
 
-    turn = await raw_turn_sse(emu.url, emu.api_key, "e", mutate_first=mutate)
-    assert turn.text == expected_reply("e", turn=1, history=2, system_prompt=True)
+    async with Emulator(Behaviour.permissive()) as emu:
+        turn = await raw_turn_sse(emu.url, emu.api_key, "e", mutate_first=mutate)
+    assert turn.text == expected_reply("e", earlier=4, first="a", system="Be terse.")
     assert emu.runs[-1].system_prompt == "Be terse."
     assert emu.runs[-1].history[:2] == (("user", "a"), ("assistant", "b"))
 
@@ -141,17 +175,53 @@ async def test_gzip_frames_decode(emu: Emulator) -> None:
     assert t2.gzip_frames == len(t2.server_messages)
 
 
-@pytest.mark.parametrize("kind", ["web_search", "web_fetch", "ask_question", "switch_mode"])
-async def test_interaction_query_must_be_answered(emu: Emulator, kind: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "outcome"),
+    [
+        ("web_search", "approved"),
+        ("web_fetch", "approved"),
+        ("ask_question", "rejected"),
+        ("switch_mode", "rejected"),
+        ("create_plan", "error"),
+        ("unknown", "answered"),
+    ],
+)
+async def test_interaction_query_must_be_answered(emu: Emulator, kind: str, outcome: str) -> None:
+    """live-dialect.md row 12: the raw client approves web search/fetch, rejects the rest and
+    answers an unknown case under its own field number; the model states what it got."""
     emu.behaviour.interaction_query = kind
     turn = await raw_turn_sse(emu.url, emu.api_key, "q")
-    assert turn.text == expected_reply("q")
+    assert turn.text == expected_reply("q", queries=[(kind, outcome)])
     queries = [
         m.interaction_query for m in turn.server_messages if m.WhichOneof("message") == "interaction_query"
     ]
     assert len(queries) == 1 and queries[0].id == 0
     (resp,) = emu.runs[-1].interaction_responses
-    assert resp.id == 0 and resp.WhichOneof("result") is not None
+    assert resp.id == 0
+    assert emu.runs[-1].query_outcomes == [(kind, outcome)]
+
+
+async def test_several_queries_in_order_and_web_search_declined(emu: Emulator) -> None:
+    emu.behaviour.interaction_query = ["web_search", "ask_question"]
+    turn = await raw_turn_h2(emu.url, emu.api_key, "q", approve_web=False)
+    assert turn.text == expected_reply(
+        "q", queries=[("web_search", "rejected"), ("ask_question", "rejected")]
+    )
+    assert [r.id for r in emu.runs[-1].interaction_responses] == [0, 1]
+
+
+async def test_an_answer_under_another_field_number_ends_the_turn(emu: Emulator) -> None:
+    emu.behaviour.interaction_query = "web_search"
+
+    def wrong(q: agent_pb2.InteractionQuery) -> agent_pb2.InteractionResponse:
+        resp = agent_pb2.InteractionResponse(id=q.id)
+        resp.ask_question_interaction_response.result.rejected.reason = "no"
+        return resp
+
+    turn = await raw_turn_h2(emu.url, emu.api_key, "q", query_answer=wrong)
+    assert turn.end is not None and turn.end.error is not None
+    assert turn.end.error.code == "invalid_argument" and "web_search" in turn.end.error.message
+    assert not turn.turn_ended
 
 
 async def test_extra_exec_and_blob_round_trip_are_recorded(emu: Emulator) -> None:

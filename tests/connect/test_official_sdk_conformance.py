@@ -153,7 +153,7 @@ async def test_official_sdk_two_turns(tmp_path: Path, transport: str) -> None:
     # streamed text, as Cursor's client assembles it
     assert t1["result"] == expected_reply("What is 2+2?")
     # the second turn used the saved checkpoint: the emulator fetched turn 1 from the SDK's blob store
-    assert t2["result"] == expected_reply("And 3+3?", turn=2, history=1)
+    assert t2["result"] == expected_reply("And 3+3?", earlier=2, first="What is 2+2?", turns=1)
     # usage from turn_ended reached the SDK unchanged
     assert [r.transport for r in runs] == [transport, transport]
     for turn, run in zip((t1, t2), runs, strict=True):

@@ -104,9 +104,11 @@ async def test_chat_history_and_system_prompt_reach_the_model(emu: Emulator, mod
                 {"role": "user", "content": "second question"},
             ],
         )
-    assert answer == expected_reply("second question", turn=1, history=1, system_prompt=True)
+    assert answer == expected_reply(
+        "second question", earlier=2, first="first question", system="Answer briefly."
+    )
     run = emu.runs[-1]
-    assert run.system_prompt == "Answer briefly."
+    assert run.system_texts == ["Answer briefly."]
     assert ("assistant", "first answer") in run.history
 
 
@@ -117,7 +119,7 @@ async def test_session_keeps_history(emu: Emulator, mode: str) -> None:
         first = await session.prompt("one")
         second = await session.prompt("two")
         assert first.text == expected_reply("one")
-        assert second.text == expected_reply("two", turn=2, history=1)
+        assert second.text == expected_reply("two", earlier=2, first="one", turns=1)
         assert first.session_id == second.session_id == session.session_id
     r1, r2 = (r.run_request for r in emu.runs[-2:])
     assert r1 is not None and r2 is not None
@@ -173,20 +175,19 @@ async def test_blob_store_query_and_execs_answered(mode: str) -> None:
     async with Emulator(behaviour) as emu:
         client, _ = make_client(emu, mode)
         async with client:
-            assert await client.generate("composer-2", "tools?") == expected_reply("tools?")
+            # live-dialect.md row 12: web search is approved.
+            assert await client.generate("composer-2", "tools?") == expected_reply(
+                "tools?", queries=[("web_search", "approved")]
+            )
     run = emu.runs[-1]
     assert run.blob_round_trip_ok is True
     (resp,) = run.interaction_responses
-    assert resp.web_search_request_response.HasField("rejected")
-    throws = [
-        m
-        for m in run.exec_answers
-        if m.WhichOneof("message") == "exec_client_control_message"
-        and m.exec_client_control_message.WhichOneof("message") == "throw"
-    ]
-    assert len(throws) == 1
-    contexts = [m for m in run.exec_answers if m.WhichOneof("message") == "exec_client_message"]
-    assert contexts and contexts[0].exec_client_message.request_context_result.HasField("success")
+    assert resp.web_search_request_response.HasField("approved")
+    results = [m for m in run.exec_answers if m.WhichOneof("message") == "exec_client_message"]
+    assert results and results[0].exec_client_message.request_context_result.HasField("success")
+    # An MCP tool nobody offered gets tool_not_found, as the SDK answers.
+    (unknown,) = [m for m in results if m.exec_client_message.HasField("mcp_result")]
+    assert unknown.exec_client_message.mcp_result.tool_not_found.name == "read"
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -325,11 +326,21 @@ async def test_rate_limit_retried_by_the_client(emu: Emulator) -> None:
 
 
 async def test_outdated_client(emu: Emulator) -> None:
-    client, _ = make_client(emu, "never")
+    # An explicitly chosen dialect surfaces the version gate typed ...
+    config = CursorPipeConfig(
+        strategy="connect", backend_url=emu.url, api_key=emu.api_key, max_retries=0, connect_dialect="cli"
+    )
     emu.inject(Fault.OUTDATED_CLIENT)
-    async with client:
+    async with CursorClient(config) as client:
         with pytest.raises(OutdatedClientError):
             await client.generate("composer-2", "hi")
+    # ... while the default switches to the other dialect and answers (live-dialect.md row 1).
+    client, transport = make_client(emu, "never")
+    emu.inject(Fault.OUTDATED_CLIENT)
+    async with client:
+        assert await client.generate("composer-2", "hi") == expected_reply("hi")
+    assert transport.wire.dialect == "sdk"
+    assert run_headers(emu)[-1]["x-cursor-client-type"] == "sdk"
 
 
 async def test_unavailable_is_retryable_network_error(emu: Emulator) -> None:
@@ -463,7 +474,7 @@ def _other_tasks() -> set[asyncio.Task[Any]]:
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_closing_the_stream_sends_cancel(emu: Emulator, mode: str) -> None:
+async def test_closing_the_stream_drops_it_at_once(emu: Emulator, mode: str) -> None:
     emu.behaviour.token_delay_s = 0.3
     emu.behaviour.chunks = 20
     client, transport = make_client(emu, mode)
@@ -472,9 +483,9 @@ async def test_closing_the_stream_sends_cancel(emu: Emulator, mode: str) -> None
         async with aclosing(client.stream("composer-2", "long answer")) as stream:
             async for _chunk in stream:
                 break
-        await _wait_for(lambda: _cancel_sent(emu))
+        # live-dialect.md row 11: dropped like the SDK's run.cancel(), no cancel_action.
         await _wait_for(lambda: emu.runs[-1].finished)
-        assert emu.runs[-1].outcome == "cancelled"
+        assert emu.runs[-1].outcome == "disconnected" and not _cancel_sent(emu)
         assert client.active_requests == 0
         assert _other_tasks() - before <= _h2_reader(transport)
         _assert_no_open_calls(transport)
@@ -496,7 +507,7 @@ def _h2_reader(transport: ConnectTransport) -> set[asyncio.Task[Any]]:
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_task_cancellation_sends_cancel(emu: Emulator, mode: str) -> None:
+async def test_task_cancellation_drops_the_stream(emu: Emulator, mode: str) -> None:
     emu.behaviour.token_delay_s = 0.3
     emu.behaviour.chunks = 20
     client, transport = make_client(emu, mode)
@@ -513,7 +524,8 @@ async def test_task_cancellation_sends_cancel(emu: Emulator, mode: str) -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        await _wait_for(lambda: _cancel_sent(emu))
+        await _wait_for(lambda: emu.runs[-1].finished)
+        assert emu.runs[-1].outcome == "disconnected" and not _cancel_sent(emu)
         _assert_no_open_calls(transport)
         emu.behaviour.token_delay_s = 0.0
         # The transport still works after a cancelled turn.
@@ -547,7 +559,7 @@ async def test_token_refresh_between_and_during_turns(emu: Emulator, mode: str) 
         clock.offset += 3500  # past exp - 5 min of the emulator's 1 h tokens
         # Concurrent turns after expiry share one refresh (single flight).
         results = await asyncio.gather(session.prompt("two"), client.generate("composer-2", "x"))
-        assert results[0].text == expected_reply("two", turn=2, history=1)
+        assert results[0].text == expected_reply("two", earlier=2, first="one", turns=1)
         assert emu.tokens_issued == 2
     tokens = {h["authorization"] for h in run_headers(emu)}
     assert len(tokens) == 2

@@ -116,7 +116,7 @@ async def test_https_paths(
             first = await s.prompt("over tls")
             second = await s.prompt("again")
         assert first.text == expected_reply("over tls")
-        assert second.text == expected_reply("again", turn=2, history=1)
+        assert second.text == expected_reply("again", earlier=2, first="over tls", turns=1)
         assert transport.last_channel == channel
         runs = [r for r in emu.requests if r.path.endswith(("/Run", "/RunSSE", "/BidiAppend"))]
         assert runs and {r.http_version for r in runs} == {http_version}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import re
 
 import pytest
 from cursorpipe._proto.agent.v1 import agent_pb2 as pb
@@ -13,9 +15,13 @@ from cursorpipe.transports.connect._models import parse_rest_models, parse_usabl
 from cursorpipe.transports.connect._turn import (
     ConversationState,
     TurnMachine,
+    WireProfile,
+    answer_query,
     build_run_request,
     cancel_message,
+    conversation_id_for,
     heartbeat_message,
+    profile_for,
 )
 from cursorpipe.types import (
     ChatMessage,
@@ -69,53 +75,95 @@ def test_plan_mode_and_checkpoint() -> None:
     state = ConversationState()
     checkpoint = pb.ConversationStateStructure(turns=[b"\x01" * 32]).SerializeToString()
     state.checkpoint = checkpoint
-    msg = build_run_request(req(ChatMessage.of("user", "x"), mode="plan"), state, model_id="m", run_id="r")
+    msg = build_run_request(
+        req(ChatMessage.of("user", "x"), mode="plan"), state, model_id="m", run_id="r", stateless=False
+    )
     assert msg.run_request.action.user_message_action.user_message.mode == pb.AGENT_MODE_PLAN
     assert msg.run_request.conversation_state.SerializeToString() == checkpoint
+    # A stateless request never reuses a checkpoint: its state is rebuilt from the transcript.
+    fresh = build_run_request(req(ChatMessage.of("user", "x")), state, model_id="m", run_id="r")
+    assert fresh.run_request.conversation_state.SerializeToString() == b""
+    assert fresh.run_request.HasField("conversation_state")
     assert msg.run_request.conversation_id == state.conversation_id
     assert len(state.blob_key) == 64 and int(state.blob_key, 16) >= 0
 
 
-def test_structured_history_and_system_prompt() -> None:
-    msg = build_run_request(
-        req(
-            ChatMessage.of("system", "Be brief."),
-            ChatMessage.of("user", "one"),
-            ChatMessage.of("assistant", "two"),
-            ChatMessage.of("user", "three"),
-        ),
-        ConversationState(),
-        model_id="m",
-        run_id="r",
-    )
-    run = msg.run_request
-    assert run.custom_system_prompt == "Be brief."
+def _roots(run: pb.AgentRunRequest, state: ConversationState) -> list[dict[str, object]]:
+    out = []
+    for blob_id in run.conversation_state.root_prompt_messages_json:
+        data = state.blobs[bytes(blob_id)]
+        assert hashlib.sha256(data).digest() == blob_id
+        out.append(json.loads(data))
+    return out
+
+
+TRANSCRIPT = (
+    ChatMessage.of("system", "Be brief."),
+    ChatMessage.of("user", "one"),
+    ChatMessage.of("assistant", "two"),
+    ChatMessage.of("user", "three"),
+)
+
+
+def test_cli_dialect_history_in_roots_and_system_as_rule() -> None:
+    state = ConversationState()
+    run = build_run_request(req(*TRANSCRIPT), state, model_id="m", run_id="r").run_request
+    assert not run.HasField("custom_system_prompt")  # live-dialect.md row 2
     action = run.action.user_message_action
-    assert action.user_message.text == "three"
-    hist = action.conversation_history.messages
-    assert [h.WhichOneof("message") for h in hist] == ["user", "assistant"]
-    assert hist[0].user.content[0].text.text == "one"
-    assert hist[1].assistant.content[0].text.text == "two"
+    assert action.user_message.text == "three" and action.user_message.mode == pb.AGENT_MODE_ASK
+    assert not action.HasField("conversation_history")
+    assert _roots(run, state) == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "one"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "two"}]},
+    ]
+    assert len(run.conversation_state.turns) == 0
+    # The served blob is what a KV get_blob returns.
+    machine = TurnMachine(state, system="Be brief.")
+    first_id = bytes(run.conversation_state.root_prompt_messages_json[0])
+    got = machine.handle(
+        server(kv_server_message=pb.KvServerMessage(id=1, get_blob_args=pb.GetBlobArgs(blob_id=first_id)))
+    )
+    assert json.loads(got.replies[0].kv_client_message.get_blob_result.blob_data)["role"] == "system"
+    # The request-context reply carries the system prompt as a global rule and cloud_rule.
+    ctx_reply = machine.handle(
+        server(exec_server_message=pb.ExecServerMessage(id=2, request_context_args=pb.RequestContextArgs()))
+    ).replies[0]
+    ctx = ctx_reply.exec_client_message.request_context_result.success.request_context
+    (rule,) = ctx.rules
+    assert rule.content == "Be brief." and rule.type.WhichOneof("type") == "global"
+    assert ctx.cloud_rule == "Be brief." and ctx.mcp_meta_tool_options.enabled
 
 
-def test_flatten_history() -> None:
-    msg = build_run_request(
-        req(
-            ChatMessage.of("system", "S"),
-            ChatMessage.of("user", "a"),
-            ChatMessage.of("assistant", "b"),
-            ChatMessage.of("user", "c"),
-        ),
+def test_sdk_dialect_and_schema_history_variants() -> None:
+    run = build_run_request(
+        req(*TRANSCRIPT), ConversationState(), model_id="m", run_id="r", profile=profile_for("sdk")
+    ).run_request
+    assert run.custom_system_prompt == "Be brief."
+    assert len(run.conversation_state.root_prompt_messages_json) == 3  # history still in the roots
+    old = build_run_request(
+        req(*TRANSCRIPT),
         ConversationState(),
         model_id="m",
         run_id="r",
-        history_mode="flatten",
-    )
-    run = msg.run_request
-    text = run.action.user_message_action.user_message.text
-    assert not run.HasField("custom_system_prompt")
-    assert not run.action.user_message_action.HasField("conversation_history")
-    assert text.index("S") < text.index("a") < text.index("b") < text.rindex("c")
+        profile=WireProfile(history="conversation_history"),
+    ).run_request
+    hist = old.action.user_message_action.conversation_history.messages
+    assert [h.WhichOneof("message") for h in hist] == ["user", "assistant"]
+    assert len(old.conversation_state.root_prompt_messages_json) == 0
+
+
+def test_profiles_and_stable_conversation_ids() -> None:
+    cli, sdk = profile_for("cli"), profile_for("sdk")
+    assert (cli.client_type, sdk.client_type) == ("cli", "sdk")
+    assert re.fullmatch(r"cli-\d{4}\.\d{2}\.\d{2}-[0-9a-f]{7}", cli.version)
+    assert sdk.version == "sdk-python-1.1.0" and profile_for(
+        "cli", "cli-2027.01.01-abcdef0"
+    ).version.endswith("f0")
+    a = conversation_id_for(TRANSCRIPT)
+    assert a == conversation_id_for(TRANSCRIPT[:2])  # same opening, same conversation
+    assert a != conversation_id_for((ChatMessage.of("user", "other"),))
+    assert a != conversation_id_for(TRANSCRIPT, salt="rotated")
 
 
 def test_images_in_selected_context() -> None:
@@ -245,7 +293,8 @@ def test_machine_execs() -> None:
     assert "No handler" in throw.exec_client_control_message.throw.error
     assert close.SerializeToString().hex() == "2a040a020807"
     mcp = m.handle(server(exec_server_message=pb.ExecServerMessage(id=9, mcp_args=pb.McpArgs()))).replies
-    assert mcp[0].exec_client_control_message.throw.id == 9
+    assert mcp[0].exec_client_message.mcp_result.HasField("tool_not_found")
+    assert mcp[1].exec_client_control_message.stream_close.id == 9
 
 
 @pytest.mark.parametrize(
@@ -270,6 +319,29 @@ def test_every_interaction_query_is_answered(query_hex: str, response_case: str)
     (reply,) = TurnMachine(ConversationState()).handle(server(interaction_query=query)).replies
     assert reply.interaction_response.id == 42
     assert reply.interaction_response.WhichOneof("result") == response_case
+
+
+def test_interaction_query_answers_follow_live_dialect_row_12() -> None:
+    def answer(q: pb.InteractionQuery, approve_web: bool = True) -> pb.InteractionResponse:
+        return answer_query(q, approve_web=approve_web).interaction_response
+
+    web = pb.InteractionQuery(id=1, web_search_request_query=pb.WebSearchRequestQuery())
+    fetch = pb.InteractionQuery(id=2, web_fetch_request_query=pb.WebFetchRequestQuery())
+    assert answer(web).web_search_request_response.HasField("approved")
+    assert answer(fetch).web_fetch_request_response.HasField("approved")
+    assert answer(web, False).web_search_request_response.HasField("rejected")
+    assert answer(fetch, False).web_fetch_request_response.HasField("rejected")
+    ask = pb.InteractionQuery(id=3, ask_question_interaction_query=pb.AskQuestionInteractionQuery())
+    assert answer(ask).ask_question_interaction_response.result.HasField("rejected")
+    switch = pb.InteractionQuery(id=4, switch_mode_request_query=pb.SwitchModeRequestQuery())
+    assert answer(switch).switch_mode_request_response.HasField("rejected")
+    plan = pb.InteractionQuery(id=5, create_plan_request_query=pb.CreatePlanRequestQuery())
+    assert answer(plan).create_plan_request_response.result.HasField("error")
+    # A case newer than the schema (field 40) gets an empty message under the same number.
+    future = pb.InteractionQuery()
+    future.ParseFromString(bytes.fromhex("0807") + bytes.fromhex("c20200"))
+    reply = answer(future)
+    assert reply.id == 7 and reply.SerializeToString() == bytes.fromhex("0807c20200")
 
 
 def test_unknown_server_message_ignored() -> None:
@@ -306,19 +378,20 @@ def test_models_parsing_and_resolution() -> None:
     assert parsed[0].id == "m1" and parsed[0].display_name == "M1" and parsed[0].aliases == ("x",)
 
 
-def test_history_image_is_base64() -> None:
+def test_history_image_is_a_data_url_in_the_roots() -> None:
+    state = ConversationState()
     msg = build_run_request(
         req(
             ChatMessage(role="user", content=(ImagePart(data=b"img"),)),
             ChatMessage.of("assistant", "ok"),
             ChatMessage.of("user", "again"),
         ),
-        ConversationState(),
+        state,
         model_id="m",
         run_id="r",
     )
-    hist = msg.run_request.action.user_message_action.conversation_history.messages
-    assert hist[0].user.content[0].image.data == base64.b64encode(b"img").decode()
+    (image,) = _roots(msg.run_request, state)[0]["content"]  # type: ignore[misc]
+    assert image["image"] == "data:image/png;base64," + base64.b64encode(b"img").decode()
 
 
 def test_choose_model_with_parameters_and_max_mode() -> None:

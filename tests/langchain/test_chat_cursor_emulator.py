@@ -48,12 +48,12 @@ def test_invoke_has_reply_thinking_and_real_usage(llm: ChatCursor) -> None:
 def test_stateless_call_sends_the_whole_conversation(llm: ChatCursor) -> None:
     first = llm.invoke("My name is Ada.")
     again = llm.invoke([HumanMessage("My name is Ada."), first, HumanMessage("What is my name?")])
-    assert again.content == expected_reply("What is my name?", turn=1, history=1)
+    assert again.content == expected_reply("What is my name?", earlier=2, first="My name is Ada.")
 
 
 def test_system_prompt_reaches_cursor(llm: ChatCursor) -> None:
     result = llm.invoke([SystemMessage("Answer in French."), HumanMessage("hi")])
-    assert result.content == expected_reply("hi", system_prompt=True)
+    assert result.content == expected_reply("hi", system="Answer in French.")
 
 
 async def test_session_keeps_history_in_cursor(llm: ChatCursor) -> None:
@@ -63,14 +63,16 @@ async def test_session_keeps_history_in_cursor(llm: ChatCursor) -> None:
         third = [c async for c in chat.astream("Still there?")]
     assert first.content == expected_reply("My name is Ada.")
     # Cursor, not the caller, supplied the earlier turn: it counts as turn 2 of its conversation.
-    assert second.content == expected_reply("Name?", turn=2, history=1)
-    assert "".join(str(c.content) for c in third) == expected_reply("Still there?", turn=3, history=2)
+    assert second.content == expected_reply("Name?", earlier=2, first="My name is Ada.", turns=1)
+    assert "".join(str(c.content) for c in third) == expected_reply(
+        "Still there?", earlier=4, first="My name is Ada.", turns=2
+    )
 
 
 def test_sync_session(llm: ChatCursor) -> None:
     with llm.with_session() as chat:
         chat.invoke("one")
-        assert chat.invoke("two").content == expected_reply("two", turn=2, history=1)
+        assert chat.invoke("two").content == expected_reply("two", earlier=2, first="one", turns=1)
 
 
 async def test_stream_stops_at_stop_sequence(llm: ChatCursor) -> None:

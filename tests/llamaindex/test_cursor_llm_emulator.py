@@ -59,10 +59,12 @@ def test_token_counting_uses_cursor_counts(emulator: Emulator) -> None:
 def test_session_and_stateless_history(llm: CursorLLM) -> None:
     first = llm.chat([user("I am Ada.")])
     stateless = llm.chat([user("I am Ada."), first.message, user("Who am I?")])
-    assert stateless.message.content == expected_reply("Who am I?", turn=1, history=1)
+    assert stateless.message.content == expected_reply("Who am I?", earlier=2, first="I am Ada.")
     with llm.with_session() as chat:
         chat.chat([user("I am Ada.")])
-        assert chat.complete("Who am I?").text == expected_reply("Who am I?", turn=2, history=1)
+        assert chat.complete("Who am I?").text == expected_reply(
+            "Who am I?", earlier=2, first="I am Ada.", turns=1
+        )
 
 
 async def test_async_session(emulator: Emulator) -> None:
@@ -72,7 +74,7 @@ async def test_async_session(emulator: Emulator) -> None:
             await chat.acomplete("one")
             stream = await chat.astream_chat([user("two")])
             responses = [r async for r in stream]
-        assert responses[-1].message.content == expected_reply("two", turn=2, history=1)
+        assert responses[-1].message.content == expected_reply("two", earlier=2, first="one", turns=1)
     finally:
         await llm.aclose()  # this test's loop ends with the test: close its client here
 

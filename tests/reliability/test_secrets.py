@@ -48,7 +48,10 @@ async def test_connect_and_server_paths_leak_nothing(caplog: pytest.LogCaptureFi
     collected: list[str] = []
     caplog.set_level(logging.DEBUG)
     async with Emulator(api_key=key) as emu:
-        config = CursorPipeConfig(strategy="connect", backend_url=emu.url, api_key=key, max_retries=0)
+        # An explicit dialect: the outdated-client fault must surface as an error (no dialect switch).
+        config = CursorPipeConfig(
+            strategy="connect", backend_url=emu.url, api_key=key, max_retries=0, connect_dialect="cli"
+        )
         async with CursorClient(config) as client:
             await client.generate("auto", "hello")
             async with client.session("auto") as session:

@@ -58,7 +58,9 @@ async def test_connect_strategy_against_the_emulator(over_socket_app):
                     messages=[{"role": "user", "content": prompt}],
                     extra_headers={"X-Cursor-Session-ID": "emu-conv"},
                 )
-                assert r.choices[0].message.content == expected_reply(prompt, turn=i + 1, history=i)
+                assert r.choices[0].message.content == expected_reply(
+                    prompt, earlier=2 * i, first="first turn" if i else None, turns=i
+                )
 
             emu.inject(Fault.USAGE_LIMIT)
             with pytest.raises(openai.RateLimitError) as limited:

@@ -9,11 +9,11 @@ calls, several rounds, a raising handler, the handler timeout, ``tool_choice`` a
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import pytest
 from cursorpipe import CursorClient, CursorPipeConfig, ToolResultTimeoutError
+from cursorpipe._proto.agent.v1 import agent_pb2 as pb
 from cursorpipe.testing.emulator import (
     CUSTOM_TOOLS_PROVIDER,
     Emulator,
@@ -24,6 +24,7 @@ from cursorpipe.testing.emulator import (
     tool_rounds,
 )
 from cursorpipe.transports.connect import ConnectTransport
+from cursorpipe.transports.connect._turn import MCP_ALLOWED_TOOLS
 from cursorpipe.types import (
     Event,
     TextDelta,
@@ -131,8 +132,11 @@ async def test_stateless_turn_ends_at_tool_calls(emu: Emulator, mode: str) -> No
     assert offered.tool_name == "get_weather" and offered.provider_identifier == CUSTOM_TOOLS_PROVIDER
     assert offered.name == f"{CUSTOM_TOOLS_PROVIDER}-get_weather"
     assert offered.input_schema.struct_value.fields["required"].list_value.values[0].string_value == "city"
-    assert run.headers.get("x-cursor-agent-allowed-tools") == ""
-    # The upstream run was cancelled cleanly (cancel_action), the call left unanswered.
+    # live-dialect.md rows 7-8: the MCP family is allowed (built-in tools stay off) and the run is AGENT.
+    assert run.headers.get("x-cursor-agent-allowed-tools") == MCP_ALLOWED_TOOLS
+    assert run.run_request.action.user_message_action.user_message.mode == pb.AGENT_MODE_AGENT  # type: ignore[union-attr]
+    # The upstream run was cancelled cleanly (cancel_action, in the background while the client
+    # closed), the call left unanswered.
     assert run.outcome == "cancelled" and run.tool_calls[0].outcome in ("pending", "timeout")
     assert no_tool_tasks()
 
@@ -154,18 +158,16 @@ async def test_stateless_results_in_the_next_request(emu: Emulator, mode: str) -
     run = emu.runs[-1]
     assert run.tool_calls == []  # answered from the history, no new call
     assert [(r.tool_call_id, r.source) for r in run.tool_results] == [(call.call.id, "history")]
-    # The exchange travels in trailing_conversation_history (after the user message).
+    # The exchange travels in the rebuilt root prompt messages (live-dialect.md row 3), after the
+    # user message; the action's own user message is empty (a continuation).
     action = run.run_request.action.user_message_action  # type: ignore[union-attr]
-    assert action.user_message.text == ASK
-    trailing = action.trailing_conversation_history.messages
-    assert [m.WhichOneof("message") for m in trailing] == ["assistant", "tool"]
-    tc = trailing[0].assistant.content[0].tool_call
-    assert (tc.tool_call_id, tc.tool_name, json.loads(tc.args_json)) == (
-        call.call.id,
-        "get_weather",
-        {"city": "Oslo"},
-    )
-    assert trailing[1].tool.tool_name == "get_weather"  # looked up from the call
+    assert action.user_message.text == ""
+    assert not action.HasField("trailing_conversation_history")
+    assert [m.role for m in run.prompt_messages] == ["user", "assistant", "tool"]
+    assert run.prompt_messages[0].text == ASK
+    assert run.prompt_messages[1].tool_calls == ((call.call.id, "get_weather", {"city": "Oslo"}),)
+    (res,) = run.prompt_messages[2].tool_results
+    assert (res.tool_call_id, res.name, res.text) == (call.call.id, "get_weather", "sunny, 21 C")
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -334,10 +336,11 @@ async def test_handler_timeout_cancels_the_run(emu: Emulator, mode: str) -> None
         assert info.value.details["tool_name"] == "get_weather" and info.value.code == "tool_result_timeout"
         assert cancelled.is_set() and no_tool_tasks() and client.active_requests == 0
         for _ in range(50):
-            if emu.runs[-1].outcome == "cancelled":
+            if emu.runs[-1].finished:
                 break
             await asyncio.sleep(0.05)
-        assert emu.runs[-1].outcome == "cancelled"
+        # Dropped at once like the SDK's run.cancel() (live-dialect.md row 11).
+        assert emu.runs[-1].outcome == "disconnected"
         # The transport is still usable afterwards.
         assert await client.generate(MODEL, "hi") == expected_reply("hi")
 
@@ -374,7 +377,7 @@ async def test_tool_choice_required(emu: Emulator) -> None:
         required = await client.complete(MODEL, prompt="Hello there", tools=[TIME], tool_choice="required")
     assert auto.stop_reason == "stop" and auto.tool_calls == ()
     assert required.stop_reason == "tool_calls" and [c.name for c in required.tool_calls] == ["get_time"]
-    assert "MUST call at least one" in emu.runs[-1].system_prompt
+    assert "MUST call at least one" in " ".join(emu.runs[-1].system_texts)
 
 
 async def test_tool_choice_named_offers_only_that_tool(emu: Emulator) -> None:
@@ -383,7 +386,7 @@ async def test_tool_choice_named_offers_only_that_tool(emu: Emulator) -> None:
     async with client:
         result = await client.complete(MODEL, prompt=ASK, tools=[WEATHER, TIME], tool_choice=named)
     assert [c.name for c in result.tool_calls] == ["get_time"]
-    assert emu.runs[-1].tools_offered == ["get_time"] and "get_time" in emu.runs[-1].system_prompt
+    assert emu.runs[-1].tools_offered == ["get_time"] and "get_time" in " ".join(emu.runs[-1].system_texts)
 
 
 async def test_tool_choice_required_gets_one_repair_round(emu: Emulator) -> None:
@@ -426,7 +429,7 @@ async def test_session_with_tool_handler(emu: Emulator, mode: str) -> None:
         assert first.session_id == session.session_id and session.turn_count == 1
         second = await session.prompt("thanks")
         assert session.turn_count == 2
-    assert second.text == expected_reply("thanks", turn=2, history=1)
+    assert second.text == expected_reply("thanks", earlier=2, first=ASK, turns=1)
     assert emu.runs[-1].run_request.conversation_id == emu.runs[-2].run_request.conversation_id  # type: ignore[union-attr]
 
 
@@ -454,7 +457,7 @@ async def test_stopping_during_a_handler_cancels_it_and_the_run(emu: Emulator, m
         await stream.aclose()
         assert cancelled.is_set() and no_tool_tasks() and client.active_requests == 0
         for _ in range(50):
-            if emu.runs[-1].outcome == "cancelled":
+            if emu.runs[-1].finished:
                 break
             await asyncio.sleep(0.05)
-        assert emu.runs[-1].outcome == "cancelled"
+        assert emu.runs[-1].outcome == "disconnected"  # dropped at once (live-dialect.md row 11)

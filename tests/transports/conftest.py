@@ -47,7 +47,9 @@ def _connect(emu: object) -> Backend:
         )
 
     def reply(prompt: str, history: Sequence[str]) -> str:
-        return str(expected_reply(prompt, turn=len(history) + 1, history=len(history)))
+        # a session: each earlier exchange (user + assistant) comes back from a checkpoint turn
+        first = history[0] if history else None
+        return str(expected_reply(prompt, earlier=2 * len(history), first=first, turns=len(history)))
 
     return Backend("connect", make, reply, "auto", list(emu.models), real_usage=True)  # type: ignore[attr-defined]
 

@@ -21,6 +21,9 @@ STALL_TIMEOUT_S = 30.0
 EXEC_HEARTBEAT_S = 3.0
 # connect.md §6.4: after cancelling, wait up to 6 s for the server to end the stream.
 CANCEL_GRACE_S = 6.0
+# live-dialect.md row 10: after turn_ended keep answering KV/checkpoint messages until the server's
+# end-stream, at most this long (a live-tested peer uses a 5 s guard).
+POST_TURN_GUARD_S = 5.0
 
 # connect.md §2.3: refresh at max(exp - 5 min, iat + lifetime/2); unknown exp -> 30 min lifetime.
 TOKEN_REFRESH_MARGIN_S = 300.0

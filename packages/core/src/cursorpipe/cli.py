@@ -1,6 +1,7 @@
 """The ``cursorpipe`` command: ``doctor``, ``models``, ``chat`` and ``serve``.
 
     cursorpipe doctor                 # what works, what does not, and how to fix it
+    cursorpipe doctor --live          # also probe the live service's dialect (short real turns)
     cursorpipe models                 # the models your account can use
     cursorpipe chat "Explain asyncio" # stream an answer (thinking on stderr, usage at the end)
     cursorpipe chat                   # a conversation (/help, Ctrl-C stops an answer, Ctrl-D quits)
@@ -56,6 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor", help="check credentials, token, agent binary and backend; say what to fix"
     )
     doctor.add_argument("--timeout", type=float, default=10.0, help="seconds per network check (default 10)")
+    doctor.add_argument(
+        "--live",
+        action="store_true",
+        help="also run the live dialect checks: about 20 short real turns with your account "
+        "(docs/live-dialect.md), a table and a JSON report",
+    )
+    doctor.add_argument(
+        "--report",
+        default="cursorpipe-live-report.json",
+        help="where --live writes its JSON report (no secrets; default cursorpipe-live-report.json)",
+    )
+    doctor.add_argument("-m", "--model", help="model for --live (default CURSORPIPE_DEFAULT_MODEL)")
+    doctor.add_argument(
+        "--cache-model",
+        help="model for the --live cache-usage check (default: the first Claude model listed)",
+    )
 
     models = sub.add_parser("models", help="list the models your account can use")
     _common(models)
@@ -286,6 +303,36 @@ async def _doctor(out: TextIO, timeout_s: float) -> int:
     return 0
 
 
+async def _doctor_live(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``doctor --live``: the live-dialect checks, a table on ``out`` and the JSON report. Exit 1
+    when a check fails under cursorpipe's default choice (the other choices are for comparison)."""
+    from pathlib import Path
+
+    from ._doctor_live import format_table, run_live_checks, write_report
+
+    config = CursorPipeConfig()
+    print(
+        f"\ncursorpipe doctor --live: running short real turns against {redact(config.backend_url)} "
+        "with your account (they count as requests); each is announced below",
+        file=err,
+        flush=True,
+    )
+    results = await run_live_checks(
+        config, model=args.model, cache_model=args.cache_model, err=err, timeout_s=max(args.timeout, 60.0)
+    )
+    print("\nlive dialect checks (* = cursorpipe's default choice)", file=out)
+    print(format_table(results), file=out)
+    report = Path(args.report)
+    write_report(report, results, config, args.model or config.default_model)
+    print(f"\nreport written to {report} (no secrets; attach it to a bug report)", file=out)
+    failed = [r for r in results if r.default and (not r.completed or r.honoured is False)]
+    failed = [r for r in failed if not r.verdict.startswith("skipped")]
+    if failed:
+        print(f"{len(failed)} default choice(s) failed: {', '.join(r.check for r in failed)}", file=out)
+        return 1
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cursorpipe`` command."""
@@ -300,7 +347,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "doctor":
-            return asyncio.run(_doctor(sys.stdout, args.timeout))
+            code = asyncio.run(_doctor(sys.stdout, args.timeout))
+            if not args.live:
+                return code
+            if code != 0:
+                print(
+                    "\ncursorpipe doctor --live: fix the problems above first; no live turn was run",
+                    file=sys.stderr,
+                )
+                return code
+            return asyncio.run(_doctor_live(args, sys.stdout, sys.stderr))
         with _config(args) as config:
             if args.command == "models":
                 return asyncio.run(_models(config, args.json, sys.stdout))

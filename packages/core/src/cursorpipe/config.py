@@ -97,6 +97,19 @@ class CursorPipeConfig(BaseSettings):
     use_http2: Literal["auto", "always", "never"] = Field(
         "auto", description="connect transport: full-duplex HTTP/2 Run ('auto': for https backends)."
     )
+    connect_dialect: Literal["cli", "sdk"] | None = Field(
+        None,
+        description=(
+            "connect transport wire dialect: 'cli' (what live-tested clients send) or 'sdk' (Cursor's "
+            "SDK). Unset = 'cli' with an automatic switch to the other on a known rejection."
+        ),
+    )
+    client_version: str = Field(
+        "", description="connect transport: x-cursor-client-version ('' = the dialect's default)."
+    )
+    approve_web_queries: bool = Field(
+        True, description="connect transport: approve Cursor's web search / web fetch requests."
+    )
     enable_profiling: bool = Field(False, description="Log time-to-first-chunk, chunk gaps and totals.")
 
     # --- server ---------------------------------------------------------------------------------
@@ -140,6 +153,22 @@ class CursorPipeConfig(BaseSettings):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("connect_dialect", mode="before")
+    @classmethod
+    def _dialect(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return value or None
+        return value
+
+    @field_validator("client_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        value = value.strip()
+        if any(c.isspace() or not c.isprintable() for c in value):
+            raise ValueError("must be one printable token (it is sent as an HTTP header)")
+        return value
 
     @property
     def effective_rest_url(self) -> str:

@@ -8,10 +8,24 @@ the ``GetUsableModels``/``GetDefaultModelForCli`` RPCs (``agent.v1.AgentService`
 ``AgentService/RunSSE`` + ``BidiService/BidiAppend`` and the full-duplex ``AgentService/Run``. Every
 other path answers 404 ``{"code": "unimplemented"}``.
 
-Each turn runs as Cursor runs it: system-prompt blob stored in the client's KV store, earlier turns
-fetched back from it (multi-turn state is client-held), the request-context exec, an optional
-interaction query, thinking and text deltas, token deltas, a checkpoint, ``turn_ended`` with usage,
-and the end-stream frame. Cursor's official SDK completes turns against it (the conformance test).
+Each turn runs as Cursor runs it: system-prompt blob stored in the client's KV store, the prompt
+messages and earlier turns fetched back from it (multi-turn state is client-held), the
+request-context exec, ``mcp_state_exec_args`` when tools are offered, optional interaction queries,
+thinking and text deltas, token deltas, a checkpoint, ``turn_ended`` with usage, the post-turn
+``set_blob`` and final checkpoint, and the end-stream frame. Cursor's official SDK completes turns
+against it (the conformance tests).
+
+Strict by default (issue 11, docs/live-dialect.md rows 1-24): the emulated model sees only what the
+live service reads: ``root_prompt_messages_json`` blobs (a missing one ends the run with ``internal:
+Blob not found``), the checkpoint's turns, the request-context reply's global rules and
+``cloud_rule``, and the user message; never ``conversation_history``. It refuses
+``custom_system_prompt`` from non-SDK clients, outdated ``cli`` versions, ``exclude_workspace_context``
+and malformed tool-call ids; tools reach the model only through the allowed-tools header, a non-ASK
+mode and a connected MCP server. Each rule has a :class:`Behaviour` switch
+(``Behaviour.permissive()`` relaxes them all). The default reply states what the model saw, so tests
+compute it with :func:`expected_reply` (or :func:`reply_for` for a :class:`ReplyContext`)::
+
+    expected_reply("three", earlier=4, first="one", system="Be brief.")
 
     from cursorpipe.testing.emulator import Behaviour, Emulator, Fault, expected_reply
 
@@ -24,11 +38,13 @@ and the end-stream frame. Cursor's official SDK completes turns against it (the 
 
     python -m cursorpipe.testing.emulator --host 127.0.0.1 --port 8765
 
-Tool calling (issue 7) through Cursor's MCP exec channel. When the run request offers tools in
-``AgentRunRequest.mcp_tools`` (build them with :func:`mcp_tool_definition`, which fills them as Cursor's
-official SDK fills its custom tools: provider ``custom-user-tools``), the emulated model calls
-them: as scripted by ``Behaviour.tool_calls`` (a list of :class:`ToolCallScript` = one round of
-parallel calls; a callable ``(ToolContext) -> list[ToolCallScript]`` asked before every round;
+Tool calling (issue 7) through Cursor's MCP exec channel. When the model can see tools (offered in
+``AgentRunRequest.mcp_tools`` or the request-context reply, allowed by the header and the mode, listed
+by a connected server in the ``mcp_state_exec_args`` answer; build them with
+:func:`mcp_tool_definition`, which fills them as Cursor's official SDK fills its custom tools:
+provider ``custom-user-tools``), the emulated model calls them: as scripted by
+``Behaviour.tool_calls`` (a list of :class:`ToolCallScript` = one round of parallel calls; a callable
+``(ToolContext) -> list[ToolCallScript]`` asked before every round;
 :func:`tool_rounds` for fixed multi-round scripts), else by the default rule
 :func:`default_tool_calls` (a tool named in the user text, "use the tool NAME", a word of the tool's
 name, or an instruction such as ``tool_choice: required``; arguments from
@@ -40,10 +56,12 @@ mcp_result}`` (or ``throw``) plus ``stream_close{id}``, sends ``tool_call_comple
 and answers with text that depends on it: :func:`expected_tool_reply` / :func:`expected_tools_reply`
 over the results as :func:`mcp_result_text` renders them. A lost result aborts the exec and ends the
 turn with Connect ``deadline_exceeded``. The schema has no ``tool_choice`` field, so tool choice is
-honoured only through the prompt. A stateless request whose history ends in the model's tool calls
-and their results (``trailing_conversation_history``, or the end of ``conversation_history`` with an
-empty user text; build them with :func:`history_user`, :func:`history_assistant_tool_calls`,
-:func:`history_tool_result`) gets the result-dependent answer directly.
+honoured only through the prompt. A stateless request whose prompt messages end in the model's tool
+calls and their results (``tool-call`` / ``tool-result`` parts, see :func:`parse_prompt_message`),
+with an empty user message or one repeating the last user message, gets the result-dependent answer
+directly (with ``Behaviour.read_conversation_history``, also from ``trailing_conversation_history``
+or the end of ``conversation_history``: :func:`history_user`, :func:`history_assistant_tool_calls`,
+:func:`history_tool_result` build those).
 ``Behaviour.meta_tool_discovery`` adds the updates of Cursor's MCP meta-tool discovery (not the
 caller's tool calls). ``RunRecord.tools_offered``,
 ``.tool_calls`` (:class:`ToolCallRecord`) and ``.tool_results`` (:class:`ToolResult`) record it all::
@@ -66,6 +84,7 @@ from ._behaviour import (
     Usage,
     estimate_tokens,
     expected_reply,
+    reply_for,
 )
 from ._server import DEFAULT_API_KEY, Emulator
 from ._tools import (
@@ -86,16 +105,20 @@ from ._tools import (
     tool_rounds,
 )
 from ._turn import RunRecord
+from ._view import DEFAULT_MIN_CLI_VERSION, MCP_TOOL_FAMILY, PromptMessage, parse_prompt_message
 
 __all__ = [
     "CUSTOM_TOOLS_PROVIDER",
     "DEFAULT_API_KEY",
+    "DEFAULT_MIN_CLI_VERSION",
     "DEFAULT_MODELS",
     "DEFAULT_THINKING",
+    "MCP_TOOL_FAMILY",
     "Behaviour",
     "Emulator",
     "Fault",
     "ModelSpec",
+    "PromptMessage",
     "RecordedRequest",
     "ReplyContext",
     "RunRecord",
@@ -115,5 +138,7 @@ __all__ = [
     "history_user",
     "mcp_result_text",
     "mcp_tool_definition",
+    "parse_prompt_message",
+    "reply_for",
     "tool_rounds",
 ]

@@ -21,13 +21,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gzip", action="store_true", help="gzip-compress response frames")
     parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between text deltas")
     parser.add_argument("--token-lifetime", type=float, default=3600.0, help="access token lifetime (s)")
-    args = parser.parse_args(argv)
-    behaviour = Behaviour(
-        advertise_http2=args.http2,
-        gzip_frames=args.gzip,
-        token_delay_s=args.token_delay,
-        token_lifetime_s=args.token_lifetime,
+    parser.add_argument(
+        "--permissive",
+        action="store_true",
+        help="relax every live-service rule (history in conversation_history, custom system prompt, "
+        "any client version, tools without the MCP header ...): the emulator before issue 11",
     )
+    args = parser.parse_args(argv)
+    settings = {
+        "advertise_http2": args.http2,
+        "gzip_frames": args.gzip,
+        "token_delay_s": args.token_delay,
+        "token_lifetime_s": args.token_lifetime,
+    }
+    behaviour = Behaviour.permissive(**settings) if args.permissive else Behaviour(**settings)
 
     async def run() -> None:
         async with Emulator(behaviour, api_key=args.api_key, host=args.host, port=args.port) as emu:

@@ -114,6 +114,8 @@ class EmulatorState:
         self.pending_texts: dict[str, str] = {}
         self.live: set[TurnIO] = set()
         self.tokens_issued = 0
+        #: conversation ids whose last run lost its final checkpoint (live-dialect.md row 10)
+        self.lost_checkpoints: set[str] = set()
 
     # -- faults ------------------------------------------------------------------------------
     def inject(self, fault: Fault, times: int = 1, **params: Any) -> None:
@@ -547,6 +549,7 @@ async def _serve_turn(
             fault=fault,
             pending_texts=state.pending_texts,
             known_models=state.known_model,
+            lost_checkpoints=state.lost_checkpoints,
         )
         if not stream.ended and not io.disconnected.is_set():
             await stream.end(None, None)

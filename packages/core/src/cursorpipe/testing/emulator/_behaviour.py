@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import enum
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._tools import ToolCallsSpec, ToolResult
+from ._view import DEFAULT_MIN_CLI_VERSION
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -20,31 +22,88 @@ __all__ = [
     "Usage",
     "estimate_tokens",
     "expected_reply",
+    "reply_for",
 ]
 
 #: Thinking text streamed before the reply unless ``Behaviour.thinking`` says otherwise.
 DEFAULT_THINKING = "Thinking about the question."
 
 
-def expected_reply(text: str, turn: int = 1, history: int = 0, *, system_prompt: bool = False) -> str:
-    """The emulator's default reply to the user message ``text``.
+def expected_reply(
+    text: str,
+    *,
+    earlier: int = 0,
+    first: str | None = None,
+    turns: int = 0,
+    system: str | Sequence[str] | None = None,
+    tools: Sequence[str] = (),
+    mode: str | None = None,
+    queries: Sequence[tuple[str, str]] = (),
+) -> str:
+    """The emulator's default reply to the user message ``text``: it states what the model saw.
 
-    ``turn`` counts the turns of the conversation the emulator knows from the client-held checkpoint
-    (1 for a new conversation); ``history`` is the number of earlier user messages it saw, from the
-    checkpoint's turn blobs plus ``UserMessageAction.conversation_history``; ``system_prompt`` is
-    whether ``AgentRunRequest.custom_system_prompt`` was set. Tests compare against this function
-    and never hard-code the format::
+    ``earlier``: how many earlier messages of the conversation the model saw (user, assistant and
+    tool messages from ``root_prompt_messages_json`` and the checkpoint's turns; with
+    ``Behaviour.read_conversation_history`` also ``conversation_history``); ``first``: the text of
+    the first earlier user message (shown when ``earlier`` > 0); ``turns``: how many of the earlier
+    exchanges came from the client-held checkpoint's turn blobs (a session) rather than from
+    prompt messages the client rebuilt (a stateless request); ``system``: the system text(s) the
+    model saw (custom system prompt when accepted, ``cloud_rule``, global rules, ``system`` prompt
+    messages; identical texts once each, in that order); ``tools``: the names of the tools the model
+    could call (offered, allowed by the header and the mode, listed by a connected MCP server);
+    ``mode``: the run's mode when it is not a chat mode (unspecified or ask); ``queries``:
+    ``(kind, outcome)`` of the interaction queries it asked. Quoted texts longer than
+    ``REPLY_QUOTE_CHARS`` are cut there with "…". Tests compute the expected text with
+    this function and never hard-code the format::
 
         "Emulated reply to: hi"
-        "Emulated reply to: hi (turn 2, history: 1 earlier user messages)"
-        "Emulated reply to: hi (turn 1, history: 2 earlier user messages) [system prompt]"
+        'Emulated reply to: three [earlier: 4 messages, first user message "one"]'
+        'Emulated reply to: two [earlier: 2 messages, first user message "one"; checkpoint turns: 1]'
+        'Emulated reply to: hi [system: "Be brief."; tools: get_weather; mode: agent]'
     """
-    out = f"Emulated reply to: {text}"
-    if turn > 1 or history > 0:
-        out += f" (turn {turn}, history: {history} earlier user messages)"
-    if system_prompt:
-        out += " [system prompt]"
-    return out
+    parts: list[str] = []
+    if system:
+        texts = [system] if isinstance(system, str) else list(system)
+        parts.append("system: " + " | ".join(_quote(t) for t in texts))
+    if earlier:
+        seen = f"earlier: {earlier} messages"
+        if first is not None:
+            seen += f", first user message {_quote(first)}"
+        parts.append(seen)
+    if turns:
+        parts.append(f"checkpoint turns: {turns}")
+    if tools:
+        parts.append("tools: " + ", ".join(tools))
+    if mode and mode not in ("unspecified", "ask"):
+        parts.append(f"mode: {mode}")
+    if queries:
+        parts.append("queries: " + ", ".join(f"{k} {o}" for k, o in queries))
+    return f"Emulated reply to: {text}" + (f" [{'; '.join(parts)}]" if parts else "")
+
+
+#: Longer system texts and first messages are shortened in the reply (a long system prompt must
+#: not turn a short answer into pages the client may cut at its max_tokens).
+REPLY_QUOTE_CHARS = 120
+
+
+def _quote(text: str) -> str:
+    if len(text) > REPLY_QUOTE_CHARS:
+        text = text[: REPLY_QUOTE_CHARS - 1] + "…"
+    return json.dumps(text, ensure_ascii=False)
+
+
+def reply_for(ctx: ReplyContext) -> str:
+    """:func:`expected_reply` for what the model saw in ``ctx`` (the emulator's default reply)."""
+    return expected_reply(
+        ctx.text,
+        earlier=len(ctx.history),
+        first=ctx.first_user_message,
+        turns=ctx.turn - 1,
+        system=ctx.system_texts,
+        tools=ctx.tools,
+        mode=ctx.mode,
+        queries=ctx.queries,
+    )
 
 
 def estimate_tokens(text: str) -> int:
@@ -54,11 +113,16 @@ def estimate_tokens(text: str) -> int:
 
 @dataclass(frozen=True)
 class ReplyContext:
-    """What a reply callable gets: the user ``text``, the ``turn`` number, ``history`` as
-    ``(role, text)`` pairs (checkpoint turns first, then ``conversation_history`` and
-    ``trailing_conversation_history``; a tool message's text is its result), the ``system_prompt``
-    (or ``""``), the requested ``model`` id, the raw ``run_request`` and the ``tool_results`` the
-    model saw this turn (from its own tool calls, or pending at the end of a stateless history)."""
+    """What a reply callable gets: what the emulated model saw.
+
+    ``text``: the user message; ``turn``: the checkpoint's turns + 1; ``history``: the earlier
+    messages as ``(role, text)`` pairs (prompt messages, then checkpoint turns; a tool message's
+    text is its result); ``system_prompt``: the system texts joined by newlines (``""`` if none);
+    ``system_texts``: each distinct system text; ``tools``: the names of the tools it could call;
+    ``mode``: the run's mode name (``"agent"``, ``"ask"``, ``"unspecified"`` ...); ``queries``: the
+    interaction queries asked and their outcomes; ``model``: the requested model id;
+    ``run_request``: the raw run request; ``tool_results``: the tool results the model saw this turn
+    (from its own tool calls, or pending at the end of a stateless history)."""
 
     text: str
     turn: int
@@ -67,11 +131,20 @@ class ReplyContext:
     model: str
     run_request: Any = None
     tool_results: tuple[ToolResult, ...] = ()
+    system_texts: tuple[str, ...] = ()
+    tools: tuple[str, ...] = ()
+    mode: str = "unspecified"
+    queries: tuple[tuple[str, str], ...] = ()
 
     @property
     def earlier_user_messages(self) -> int:
         """How many earlier user messages the emulator saw."""
         return sum(1 for role, _ in self.history if role == "user")
+
+    @property
+    def first_user_message(self) -> str | None:
+        """The text of the first earlier user message (``None`` if there is none)."""
+        return next((t for role, t in self.history if role == "user"), None)
 
 
 @dataclass(frozen=True)
@@ -180,8 +253,14 @@ class Behaviour:
         first_token_delay_s: delay before the first delta.
         heartbeats: server ``heartbeat`` updates sent before the first text delta.
         heartbeat_interval_s: also send a server heartbeat whenever the turn waits this long.
-        interaction_query: send this query before the reply and wait for its answer:
-            ``"web_search"``, ``"web_fetch"``, ``"ask_question"`` or ``"switch_mode"``.
+        interaction_query: send this query (or these, in order) before the reply and wait for each
+            answer: ``"web_search"``, ``"web_fetch"``, ``"ask_question"``, ``"switch_mode"``,
+            ``"create_plan"``, ``"mcp_auth"``, ``"generate_image"``, ``"setup_vm"``, or
+            ``"unknown"`` (field 99 of ``InteractionQuery``, a case no schema knows: live-dialect.md
+            row 12 says such cases get an approved-shaped reply under the same field number). An
+            answer under another field number ends the turn with ``invalid_argument``; the outcome
+            (``approved``, ``rejected``, ``success``, ``error`` ...) is recorded on the run and stated
+            in the default reply.
         request_context: ask for the request context with the ``request_context_args`` exec (as
             Cursor does every turn in the SDK's default mode, connect.md §6.1).
         extra_exec: also send an ``mcp_args`` exec (``{"name", "tool_name", "args"}``) the client must
@@ -200,12 +279,12 @@ class Behaviour:
         routed_model: when the requested model is ``auto``/``default``, send a ``routed_model``
             update naming this display name.
         max_tokens: ``token_details.max_tokens`` in checkpoints.
-        tool_calls: the tool calls the model makes when the run offers tools (``mcp_tools``): a list
-            of :class:`ToolCallScript` (one round, all sent in parallel; not repeated when the
+        tool_calls: the tool calls the model makes when it can see tools (the tool rules below): a
+            list of :class:`ToolCallScript` (one round, all sent in parallel; not repeated when the
             request's history already ends in tool results), or a callable
             ``(ToolContext) -> list[ToolCallScript]`` asked before every round until it returns
             nothing (see :func:`tool_rounds`); ``None`` = the default rule
-            (:func:`default_tool_calls`) when ``auto_tool_calls`` is true. Without offered tools no
+            (:func:`default_tool_calls`) when ``auto_tool_calls`` is true. Without visible tools no
             call is made.
         auto_tool_calls: apply the default rule when ``tool_calls`` is ``None``.
         tool_result_timeout_s: how long the model waits for a tool's ``mcp_result`` +
@@ -221,6 +300,43 @@ class Behaviour:
             so it decodes as an unknown field). The official SDK says its custom tools are found this
             way (custom-tools.d.ts) [G: the updates Cursor really sends for it are unknown]; clients
             must not mistake it for one of the caller's tool calls.
+
+    The live service's rules (issue 11, live-dialect.md rows 1-24; strict by default, each switch
+    relaxes one rule so tests can show the old variant failing and passing):
+        read_conversation_history: also read ``UserMessageAction.conversation_history`` and
+            ``trailing_conversation_history`` into the model's view (row 3: the live service builds
+            the prompt from ``root_prompt_messages_json`` and the checkpoint only).
+        custom_system_prompt: who may send ``AgentRunRequest.custom_system_prompt``: ``"never"``,
+            ``"sdk"`` (clients sending ``x-cursor-client-type: sdk``: Cursor's own SDK sends it and
+            SDK access is allow-listed per account, row 1) or ``"always"``; anyone else gets
+            ``invalid_argument: unknown option '--system-prompt'`` (row 2, seen live with an API key).
+        sdk_client_allowed: accept ``x-cursor-client-type: sdk``; ``False`` models an account
+            without SDK access: ``permission_denied`` (``ERROR_UNAUTHORIZED`` details, [G]: the live
+            answer to a non-allow-listed SDK client is unrecorded).
+        min_cli_version: ``x-cursor-client-type: cli`` must send ``x-cursor-client-version``
+            ``cli-YYYY.MM.DD-<7 hex>`` built on or after this ``YYYY.MM.DD`` date, else
+            ``permission_denied`` with ``ERROR_OUTDATED_CLIENT`` (row 1); ``None`` accepts any.
+        reject_exclude_workspace_context: refuse ``exclude_workspace_context=true`` with
+            ``invalid_argument`` (row 24).
+        strict_tool_call_ids: a tool-call id in the prompt messages outside
+            ``^[a-zA-Z0-9_-]{1,64}$`` ends the run with an opaque ``resource_exhausted`` (row 15).
+        tool_gates: tools reach the model only when ``x-cursor-agent-allowed-tools`` is absent or
+            names the MCP family (row 7) and the mode is not ASK (row 8); ``False`` shows every
+            offered tool.
+        mcp_state: before the model can call tools, ask ``mcp_state_exec_args`` (row 9) and keep only
+            the tools a server lists (by ``tool_name`` or ``name``) whose status is ``connected`` or
+            unset (Cursor's SDK sends none); a declined or failed answer leaves the model without
+            tools.
+        post_turn_blob: after ``turn_ended``, store the turn blob (``set_blob``, awaited), send the
+            final checkpoint, then end the stream (row 10); the checkpoint sent before
+            ``turn_ended`` already names the turn blob, so a client that resets the stream after
+            ``turn_ended`` keeps a checkpoint whose blob it never stored, and the emulator also
+            marks the conversation: its next run that carries checkpoint turns ends with
+            ``internal: Blob not found``. ``False``: the old order (blob, checkpoint, ``turn_ended``,
+            end).
+        placeholder_user_roots: the checkpoint echoes ``root_prompt_messages_json`` with every user
+            entry replaced by an empty placeholder (row 5, [B]): a client must rebuild the roots
+            from its transcript instead of reusing them.
     """
 
     reply: str | Callable[[ReplyContext], str] | None = None
@@ -231,7 +347,7 @@ class Behaviour:
     first_token_delay_s: float = 0.0
     heartbeats: int = 1
     heartbeat_interval_s: float | None = None
-    interaction_query: str | None = None
+    interaction_query: str | Sequence[str] | None = None
     request_context: bool = True
     extra_exec: Mapping[str, Any] | None = None
     blob_round_trip: bool = False
@@ -251,3 +367,31 @@ class Behaviour:
     tool_preamble: str = ""
     request_context_per_tool_call: bool = True
     meta_tool_discovery: bool = False
+    read_conversation_history: bool = False
+    custom_system_prompt: str = "sdk"
+    sdk_client_allowed: bool = True
+    min_cli_version: str | None = DEFAULT_MIN_CLI_VERSION
+    reject_exclude_workspace_context: bool = True
+    strict_tool_call_ids: bool = True
+    tool_gates: bool = True
+    mcp_state: bool = True
+    post_turn_blob: bool = True
+    placeholder_user_roots: bool = True
+
+    @classmethod
+    def permissive(cls, **changes: Any) -> Behaviour:
+        """Every live-service rule relaxed (the emulator as it was before issue 11), plus ``changes``."""
+        relaxed: dict[str, Any] = {
+            "read_conversation_history": True,
+            "custom_system_prompt": "always",
+            "sdk_client_allowed": True,
+            "min_cli_version": None,
+            "reject_exclude_workspace_context": False,
+            "strict_tool_call_ids": False,
+            "tool_gates": False,
+            "mcp_state": False,
+            "post_turn_blob": False,
+            "placeholder_user_roots": False,
+        }
+        relaxed.update(changes)
+        return cls(**relaxed)

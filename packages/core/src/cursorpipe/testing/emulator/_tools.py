@@ -96,7 +96,7 @@ class ToolContext:
     ``round`` counts rounds from 1 (a stateless request whose history already ends in tool results
     starts at the number of tool rounds in it + 1); ``results`` are the results seen so far (history
     first); ``tools`` maps each offered tool name to its definition; ``text`` is the user message;
-    ``system_prompt`` is ``custom_system_prompt`` (or ``""``).
+    ``system_prompt`` is the system text the model saw (or ``""``).
     """
 
     text: str

@@ -1,12 +1,15 @@
 """One agent turn as Cursor's backend runs it, independent of the HTTP transport carrying it.
 
-Order (connect.md §5-§7, official-sdk-as-peer.md §3): after the ``run_request`` the server stores the
-system-prompt blob in the client's KV store (``set_blob``, awaited), fetches the earlier turns named by
-the client-held checkpoint (``get_blob``, connect.md §5.5), asks for the request context with an exec
-(awaited: result + ``stream_close``), optionally sends an interaction query (must be answered), then
-streams thinking, then (when the run offers tools and the behaviour calls some) rounds of tool calls
-through the MCP exec channel, then text deltas with token deltas, stores the new turn as a blob, sends
-the checkpoint, ``turn_ended`` with usage, and the end-stream frame. A ``cancel_action`` ends the turn.
+Order (connect.md §5-§7, official-sdk-as-peer.md §3, live-dialect.md rows 1-24): after the
+``run_request`` the server applies its refusals (identity, options), stores the system-prompt blob in
+the client's KV store (``set_blob``, awaited), fetches the prompt messages and the earlier turns named
+by the client-held state (``get_blob``, connect.md §5.5), asks for the request context with an exec
+(awaited: result + ``stream_close``), asks ``mcp_state_exec_args`` when tools could reach the model,
+optionally sends interaction queries (each must be answered), then streams thinking, then (when the
+model sees tools and the behaviour calls some) rounds of tool calls through the MCP exec channel, then
+text deltas with token deltas, the checkpoint naming the new turn blob, ``turn_ended`` with usage, the
+post-turn ``set_blob`` of that blob, the final checkpoint and the end-stream frame. A
+``cancel_action`` before ``turn_ended`` ends the turn.
 
 A tool call (issue 7; the order of the updates is [G], the schema gives the messages but no capture
 shows their sequence): ``partial_tool_call`` updates whose ``args_text_delta`` spell the arguments'
@@ -36,7 +39,7 @@ from ._behaviour import (
     Fault,
     ReplyContext,
     estimate_tokens,
-    expected_reply,
+    reply_for,
 )
 from ._tools import (
     ToolCallRecord,
@@ -46,16 +49,29 @@ from ._tools import (
     default_tool_arguments,
     default_tool_calls,
     expected_tools_reply,
-    history_user,
     mcp_result_text,
-    pending_history_results,
     tool_definitions,
     tool_name_of,
     tool_schema,
     value_of,
 )
+from ._view import (
+    TOOL_CALL_ID,
+    PromptMessage,
+    PromptMessageError,
+    cli_version_problem,
+    mode_name,
+    parse_prompt_message,
+    pending_prompt_results,
+    tools_allowed_by_header,
+)
 
-__all__ = ["RunRecord", "TurnIO", "run_turn"]
+__all__ = ["POST_TURN_TIMEOUT_S", "RunRecord", "TurnIO", "run_turn"]
+
+#: How long the service waits for the acknowledgement of its post-``turn_ended`` ``set_blob`` before
+#: it counts the final checkpoint as lost (live-dialect.md row 10; CAS keeps the stream writable
+#: 5 s for this work, the service's own bound is unknown [G]).
+POST_TURN_TIMEOUT_S = 10.0
 
 SendFn = Callable[[agent_pb2.AgentServerMessage], Awaitable[None]]
 EndFn = Callable[[ConnectError | None, Mapping[str, Sequence[str]] | None], Awaitable[None]]
@@ -95,12 +111,34 @@ class RunRecord:
     fault: Fault | None = None
     outcome: str = "running"
     finished: bool = False
-    #: names of the tools the run request offered (``mcp_tools``), in order
+    #: names of the tools the run offered (``mcp_tools``, then the request-context reply), in order
     tools_offered: list[str] = field(default_factory=list)
     #: every tool call the model made, with the client's answer
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
     #: the tool results the answer was based on (stateless history first, then this run's)
     tool_results: list[ToolResult] = field(default_factory=list)
+    #: the prompt messages read from ``root_prompt_messages_json`` (Cursor's own system blob excluded)
+    prompt_messages: list[PromptMessage] = field(default_factory=list)
+    #: the request context the client returned (``None`` if not asked or not a success)
+    request_context: agent_pb2.RequestContext | None = None
+    #: every distinct system text the model saw, in order
+    system_texts: list[str] = field(default_factory=list)
+    #: the tools the model could call (after the header, mode and MCP-state rules)
+    tools_visible: list[str] = field(default_factory=list)
+    #: the mode name of the user message (``"agent"``, ``"ask"``, ``"unspecified"`` ...)
+    mode: str = ""
+    #: the client's answer to ``mcp_state_exec_args`` (``None`` if not asked)
+    mcp_state_answer: agent_pb2.AgentClientMessage | None = None
+    #: ``(kind, outcome)`` of each interaction query asked
+    query_outcomes: list[tuple[str, str]] = field(default_factory=list)
+    #: why the run was refused before any output (identity, options), if it was
+    refusal: str = ""
+    #: the tool-call id that broke the id rule (row 15), if one did
+    rejected_tool_call_id: str | None = None
+    #: the client reset or closed before acknowledging the post-turn ``set_blob`` (row 10)
+    checkpoint_lost: bool = False
+    #: the client sent ``cancel_action`` after ``turn_ended`` (a completed turn needs none)
+    cancel_after_turn_ended: bool = False
 
 
 class _Cancelled(Exception):
@@ -124,18 +162,113 @@ def _split(text: str, n: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
-def _user_text(msg: agent_pb2.ConversationHistoryMessage) -> tuple[str, str] | None:
+def _history_message(msg: agent_pb2.ConversationHistoryMessage) -> PromptMessage | None:
+    """A ``conversation_history`` message as a prompt message (read only when
+    ``Behaviour.read_conversation_history`` is on)."""
     case = msg.WhichOneof("message")
     if case == "user":
         parts = [c.text.text for c in msg.user.content if c.WhichOneof("content") == "text"]
-        return ("user", "".join(parts))
+        return PromptMessage("user", "".join(parts))
     if case == "assistant":
-        parts = [c.text.text for c in msg.assistant.content if c.WhichOneof("content") == "text"]
-        return ("assistant", "".join(parts))
+        text = "".join(c.text.text for c in msg.assistant.content if c.WhichOneof("content") == "text")
+        calls = []
+        for c in msg.assistant.content:
+            if c.WhichOneof("content") == "tool_call":
+                tc = c.tool_call
+                try:
+                    args = json.loads(tc.args_json) if tc.args_json else {}
+                except ValueError:
+                    args = tc.args_json
+                calls.append((tc.tool_call_id, tc.tool_name, args))
+        return PromptMessage("assistant", text, tuple(calls))
     if case == "tool":
-        parts = [c.text.text for c in msg.tool.content if c.WhichOneof("content") == "text"]
-        return ("tool", "".join(parts))
+        t = msg.tool
+        text = "".join(c.text.text for c in t.content if c.WhichOneof("content") == "text")
+        is_error = t.HasField("is_error") and t.is_error
+        shown = f"error: {text}" if is_error else text
+        result = ToolResult(t.tool_call_id, t.tool_name, shown, is_error, "history")
+        return PromptMessage("tool", text, tool_results=(result,))
     return None
+
+
+def _view_text(m: PromptMessage) -> str:
+    """A history entry's text for ``ReplyContext.history``: a tool message shows its result."""
+    if m.role == "tool" and m.tool_results:
+        return "".join(r.text for r in m.tool_results)
+    return m.text
+
+
+def _bad_tool_call_id(messages: Any) -> str | None:
+    for m in messages:
+        for cid in [c[0] for c in m.tool_calls] + [r.tool_call_id for r in m.tool_results]:
+            if not TOOL_CALL_ID.match(cid):
+                return str(cid)
+    return None
+
+
+#: kind → (InteractionQuery field, InteractionResponse field), connect.md §6.3.
+_QUERY_FIELDS: dict[str, tuple[str, str]] = {
+    "web_search": ("web_search_request_query", "web_search_request_response"),
+    "web_fetch": ("web_fetch_request_query", "web_fetch_request_response"),
+    "ask_question": ("ask_question_interaction_query", "ask_question_interaction_response"),
+    "switch_mode": ("switch_mode_request_query", "switch_mode_request_response"),
+    "create_plan": ("create_plan_request_query", "create_plan_request_response"),
+    "mcp_auth": ("mcp_auth_request_query", "mcp_auth_request_response"),
+    "generate_image": ("generate_image_request_query", "generate_image_request_response"),
+    "setup_vm": ("setup_vm_environment_args", "setup_vm_environment_result"),
+}
+#: A query case no schema knows (live-dialect.md row 12: answer it under the same field number).
+_UNKNOWN_QUERY_FIELD = 99
+
+
+def _outcome(msg: Any, depth: int = 0) -> str:
+    """The outcome of an interaction response: the set case of its oneof (``approved``,
+    ``rejected``, ``success``, ``error`` ...), looking through a ``result`` wrapper."""
+    for oneof in msg.DESCRIPTOR.oneofs:
+        which = msg.WhichOneof(oneof.name)
+        if which is not None:
+            return str(which)
+    if depth < 2 and "result" in msg.DESCRIPTOR.fields_by_name:
+        inner = msg.result
+        if hasattr(inner, "DESCRIPTOR"):
+            return _outcome(inner, depth + 1)
+    return "empty"
+
+
+def _top_level_fields(data: bytes) -> list[int]:
+    """Field numbers of a serialized message's top-level fields (for cases outside the schema)."""
+    out: list[int] = []
+    i = 0
+
+    def varint() -> int:
+        nonlocal i
+        shift = n = 0
+        while True:
+            b = data[i]
+            i += 1
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return n
+
+    try:
+        while i < len(data):
+            tag = varint()
+            out.append(tag >> 3)
+            wire = tag & 7
+            if wire == 0:
+                varint()
+            elif wire == 1:
+                i += 8
+            elif wire == 2:
+                i += varint()
+            elif wire == 5:
+                i += 4
+            else:
+                break
+    except IndexError:
+        pass
+    return out
 
 
 class _Turn:
@@ -147,6 +280,7 @@ class _Turn:
         fault: tuple[Fault, Mapping[str, Any]] | None,
         pending_texts: dict[str, str],
         known_models: Callable[[str], bool],
+        lost_checkpoints: set[str] | None = None,
     ) -> None:
         self.io = io
         self.b = behaviour
@@ -170,6 +304,8 @@ class _Turn:
         self.next_exec = 1
         self.next_query = 0
         self.ended = False
+        self.turn_done = False
+        self.lost_checkpoints: set[str] = lost_checkpoints if lost_checkpoints is not None else set()
 
     # -- inbound -----------------------------------------------------------------------------
     async def dispatch(self) -> None:
@@ -220,7 +356,11 @@ class _Turn:
                 case == "conversation_action"
                 and msg.conversation_action.WhichOneof("action") == "cancel_action"
             ):
-                self.cancelled.set()
+                if self.turn_done:
+                    # Nothing left to cancel: the service finishes its post-turn work (row 10).
+                    self.rec.cancel_after_turn_ended = True
+                else:
+                    self.cancelled.set()
             # run_request twice, prewarm, unknown cases: recorded above, otherwise ignored.
 
     # -- outbound ----------------------------------------------------------------------------
@@ -342,25 +482,38 @@ class _Turn:
                 await self.heartbeat()
         return res.result()
 
-    async def query(self, kind: str) -> agent_pb2.InteractionResponse:
+    async def query(self, kind: str) -> str | None:
+        """Send one interaction query and wait for its answer; the outcome, or ``None`` if the
+        answer came under another field number (the turn then ended with ``invalid_argument``)."""
+        if kind not in _QUERY_FIELDS and kind != "unknown":
+            raise ValueError(f"unknown interaction query kind {kind!r}")
         qid, self.next_query = self.next_query, self.next_query + 1
         fut: asyncio.Future[agent_pb2.InteractionResponse] = asyncio.get_running_loop().create_future()
         self.queries[qid] = fut
         msg = agent_pb2.AgentServerMessage()
         q = msg.interaction_query
         q.id = qid
-        field_name = {
-            "web_search": "web_search_request_query",
-            "web_fetch": "web_fetch_request_query",
-            "ask_question": "ask_question_interaction_query",
-            "switch_mode": "switch_mode_request_query",
-        }.get(kind)
-        if field_name is None:
-            raise ValueError(f"unknown interaction query kind {kind!r}")
-        getattr(q, field_name).SetInParent()
+        if kind == "unknown":
+            q.MergeFromString(_ld(_UNKNOWN_QUERY_FIELD, b""))
+        else:
+            getattr(q, _QUERY_FIELDS[kind][0]).SetInParent()
         await self.send(msg)
         resp: agent_pb2.InteractionResponse = await self.wait_answer(fut)
-        return resp
+        if kind == "unknown":
+            got = resp.WhichOneof("result")
+            if got is None and _UNKNOWN_QUERY_FIELD in _top_level_fields(resp.SerializeToString()):
+                return "answered"
+        else:
+            want = _QUERY_FIELDS[kind][1]
+            got = resp.WhichOneof("result")
+            if got == want:
+                return _outcome(getattr(resp, want))
+        await self.fail(
+            "invalid_argument",
+            f"emulator: interaction query {qid} ({kind}) was answered with {got or 'another field'}, "
+            "expected the response under the query's field number (connect.md §6.3)",
+        )
+        return None
 
     async def fail(self, code: str, message: str, detail_enum: int | None = None, **kw: Any) -> None:
         details: tuple[ConnectErrorDetail, ...] = ()
@@ -389,6 +542,8 @@ class _Turn:
         self.rec.run_request = req
         if await self._fault_before_output(req):
             return
+        if await self._gates(req):
+            return
         action = req.action
         case = action.WhichOneof("action")
         if case == "user_message_action":
@@ -405,35 +560,66 @@ class _Turn:
             return
 
         state = req.conversation_state
-        system_prompt = req.custom_system_prompt if req.HasField("custom_system_prompt") else ""
-        self.rec.system_prompt = system_prompt
+        custom = req.custom_system_prompt if req.HasField("custom_system_prompt") else ""
+        self.rec.system_prompt = custom
+        if (
+            self.b.post_turn_blob
+            and state.turns
+            and req.conversation_id
+            and req.conversation_id in self.lost_checkpoints
+        ):
+            # The client dropped the previous run's stream after turn_ended: its final set_blob was
+            # never stored, so the checkpoint it holds names a blob it does not have (row 10).
+            self.lost_checkpoints.discard(req.conversation_id)
+            await self.fail("internal", "Blob not found")
+            return
 
         # 1. System-prompt blob into the client's store (official-sdk-as-peer.md §3 step 2, CT capture).
         system_doc = json.dumps({"role": "system", "content": self.b.system_prompt_blob}).encode()
         system_blob = await self.kv_set(system_doc)
 
-        # 2. Earlier turns live in the client's blob store; fetch them (connect.md §5.5).
-        history: list[tuple[str, str]] = []
+        # 2. What the live service reads back: the prompt messages, then the checkpoint's turns, both
+        #    from the client's store (live-dialect.md rows 3-4; connect.md §5.5).
+        roots: list[tuple[bytes, PromptMessage]] = []
+        for bid in state.root_prompt_messages_json:
+            data = await self.kv_get(bid)
+            if data is None:
+                await self.fail("internal", "Blob not found")
+                return
+            if bid == system_blob:
+                continue  # Cursor's own system prompt, echoed back in the checkpoint
+            try:
+                roots.append((bid, parse_prompt_message(data)))
+            except PromptMessageError as exc:
+                await self.fail("invalid_argument", f"emulator: invalid root prompt message: {exc}")
+                return
+        self.rec.prompt_messages = [m for _, m in roots]
+        sequence: list[PromptMessage] = [m for _, m in roots if m.role != "system"]
         for bid in state.turns:
             data = await self.kv_get(bid)
             if data is None:
-                await self.fail(
-                    "data_loss", f"emulator: turn blob {bid.hex()[:16]}… missing from the client store"
-                )
+                await self.fail("internal", "Blob not found")
                 return
             try:
                 turn_doc = json.loads(data)
-                history += [("user", str(turn_doc["user"])), ("assistant", str(turn_doc["assistant"]))]
+                sequence += [
+                    PromptMessage("user", str(turn_doc["user"])),
+                    PromptMessage("assistant", str(turn_doc["assistant"])),
+                ]
             except (ValueError, KeyError, TypeError):
                 await self.fail("data_loss", "emulator: a turn blob from the client store is corrupt")
                 return
         checkpoint_turns = len(state.turns)
-        if action.user_message_action.HasField("conversation_history"):
-            for m in action.user_message_action.conversation_history.messages:
-                item = _user_text(m)
-                if item is not None:
-                    history.append(item)
-        self.rec.history = tuple(history)
+        uma = action.user_message_action
+        if self.b.read_conversation_history:
+            sequence += [pm for pm in map(_history_message, uma.conversation_history.messages) if pm]
+        if self.b.strict_tool_call_ids:
+            bad = _bad_tool_call_id(sequence)
+            if bad is not None:
+                # row 15: the live service answers an id outside the pattern with a bare error.
+                self.rec.rejected_tool_call_id = bad
+                await self.fail("resource_exhausted", "Error")
+                return
 
         if self.b.blob_round_trip:
             probe = f"emulator probe blob for run {req.run_id}".encode()
@@ -442,9 +628,14 @@ class _Turn:
             missing = await self.kv_get(blob_id(b"never stored " + uuid.uuid4().bytes))
             self.rec.blob_round_trip_ok = back == probe and missing is None
 
-        # 3. Request context exec (connect.md §6.1), then optional extra exec and query.
+        # 3. Request context exec (connect.md §6.1), then optional extra exec.
+        context: agent_pb2.RequestContext | None = None
         if self.b.request_context:
-            await self.exec(lambda m: m.request_context_args.SetInParent())
+            answer = await self.exec(lambda m: m.request_context_args.SetInParent())
+            result = answer.exec_client_message.request_context_result
+            if result.WhichOneof("result") == "success":
+                context = result.success.request_context
+        self.rec.request_context = context
         if self.b.extra_exec is not None:
             spec = self.b.extra_exec
 
@@ -457,34 +648,74 @@ class _Turn:
                     m.mcp_args.args[k].string_value = str(v)
 
             await self.exec(fill_mcp)
-        if self.b.interaction_query:
-            await self.query(self.b.interaction_query)
 
-        # 4. The model's output: thinking, tool calls (issue 7), the answer.
+        # 4. The system text: custom prompt (when accepted), cloud rule, global rules, system entries.
+        system_texts: list[str] = [custom] if custom else []
+        if context is not None:
+            if context.HasField("cloud_rule"):
+                system_texts.append(context.cloud_rule)
+            system_texts += [r.content for r in context.rules if r.type.WhichOneof("type") == "global"]
+        system_texts += [m.text for _, m in roots if m.role == "system"]
+        system_texts = list(dict.fromkeys(t for t in system_texts if t))
+        self.rec.system_texts = list(system_texts)
+
+        # 5. Tools: offered in mcp_tools or the request-context reply, let through by the allowed-tools
+        #    header and the mode (rows 6-8), listed by a connected MCP server (row 9).
         offered = tool_definitions(req)
-        self.rec.tools_offered = [tool_name_of(d) for d in req.mcp_tools.mcp_tools]
-        trailing = action.user_message_action.trailing_conversation_history.messages
-        for m in trailing:
-            item = _user_text(m)
-            if item is not None:
-                history.append(item)
+        for d in context.tools if context is not None else ():
+            for key in (d.tool_name, d.name):
+                if key and key not in offered:
+                    offered[key] = d
+        self.rec.tools_offered = list(dict.fromkeys(tool_name_of(d) for d in offered.values()))
+        mode = uma.user_message.mode
+        self.rec.mode = mode_name(mode)
+        visible = dict(offered)
+        if self.b.tool_gates and (
+            not tools_allowed_by_header(self.rec.headers) or mode == agent_pb2.AGENT_MODE_ASK
+        ):
+            visible = {}
+        if visible and self.b.mcp_state:
+            visible = await self._mcp_state(visible)
+        self.rec.tools_visible = list(dict.fromkeys(tool_name_of(d) for d in visible.values()))
+
+        queries = self.b.interaction_query
+        for kind in [queries] if isinstance(queries, str) else list(queries or ()):
+            outcome = await self.query(kind)
+            if outcome is None:
+                return
+            self.rec.query_outcomes.append((kind, outcome))
+
+        # 6. The model's output: thinking, tool calls (issue 7), the answer. A stateless tool exchange
+        #    (OpenAI style) ends the prompt messages with the model's tool calls and their results
+        #    after the last user message; the model then answers from those results. The current
+        #    user message continues that exchange when it is empty or repeats that last user message
+        #    [G: where peers put the user text of a tool continuation is unrecorded].
+        pending, prior_rounds, last_user = pending_prompt_results(sequence)
+        repeats = last_user >= 0 and sequence[last_user].text == text
+        continuing = bool(pending) and (not text.strip() or repeats)
+        current = PromptMessage("user", text)
+        if text.strip() and not continuing:
+            sequence.append(current)
+            pending, prior_rounds = (), 0
+        if self.b.read_conversation_history:
+            trailing = [pm for pm in map(_history_message, uma.trailing_conversation_history.messages) if pm]
+            sequence += trailing
+            t_pending, t_rounds, t_last = pending_prompt_results(sequence)
+            if t_pending and t_last < len(sequence) - len(trailing):
+                pending, prior_rounds = t_pending, t_rounds
+        history = [(m.role, _view_text(m)) for m in sequence if m is not current]
         self.rec.history = tuple(history)
-        # A stateless tool exchange (OpenAI style): the model's tool calls and their results come
-        # after the user's message, in trailing_conversation_history [G: the name suggests it], or
-        # at the end of conversation_history with an empty user text. Either way the model answers
-        # from those results instead of calling again.
-        sequence = list(action.user_message_action.conversation_history.messages)
-        if text.strip():
-            sequence.append(history_user(text))
-        sequence += list(trailing)
-        pending, prior_rounds = pending_history_results(sequence)
         ctx = ReplyContext(
             text=text,
             turn=checkpoint_turns + 1,
             history=tuple(history),
-            system_prompt=system_prompt,
+            system_prompt="\n".join(system_texts),
             model=req.requested_model.model_id or req.model_details.model_id,
             run_request=req,
+            system_texts=tuple(system_texts),
+            tools=tuple(self.rec.tools_visible),
+            mode=self.rec.mode,
+            queries=tuple(self.rec.query_outcomes),
         )
         thinking = self.b.thinking(ctx) if callable(self.b.thinking) else self.b.thinking
         self.rec.thinking = thinking
@@ -513,21 +744,17 @@ class _Turn:
             )
         results = list(pending)
         self.rec.tool_results = results
-        if offered and not await self._tool_phase(ctx, offered, results, prior_rounds, bool(pending)):
+        if visible and not await self._tool_phase(ctx, visible, results, prior_rounds, bool(pending)):
             return
         ctx = dataclasses.replace(ctx, tool_results=tuple(results))
         if self.b.reply is None:
-            if results:
-                reply = expected_tools_reply(results)
-            else:
-                reply = expected_reply(
-                    text, checkpoint_turns + 1, ctx.earlier_user_messages, system_prompt=bool(system_prompt)
-                )
+            reply = expected_tools_reply(results) if results else reply_for(ctx)
         elif callable(self.b.reply):
             reply = self.b.reply(ctx)
         else:
             reply = self.b.reply
         self.rec.reply = reply
+        roots_out = [system_blob, *(bid for bid, _ in roots)]
         pieces = _split(reply, self.b.chunks)
         for i, piece in enumerate(pieces):
             if i > 0 and token_delay > 0:
@@ -542,7 +769,7 @@ class _Turn:
                     asyncio.sleep(float(seconds)) if seconds is not None else asyncio.Event().wait()
                 )
             if i == len(pieces) // 2 and self.fault is Fault.DROP_MID_STREAM:
-                await self._checkpoint(system_blob, list(state.turns), state_tokens=0)
+                await self._checkpoint(roots_out, list(state.turns), state_tokens=0)
                 await self.io.end(None, None)  # clean end-stream without turn_ended
                 self.ended = True
                 self.rec.outcome = "dropped"
@@ -554,21 +781,140 @@ class _Turn:
             }
         )
 
-        # 5. Store the turn in the client's store, checkpoint, usage, end.
-        turn_blob = await self.kv_set(json.dumps({"user": text, "assistant": reply}).encode())
-        prompt_chars = self.b.system_prompt_blob + system_prompt + "".join(t for _, t in history) + text
-        prompt_chars += "".join(d.name + d.description + d.input_schema_json for d in req.mcp_tools.mcp_tools)
+        # 7. Store the turn in the client's store, checkpoint, usage, end.
+        turn_doc = json.dumps({"user": text, "assistant": reply}).encode()
+        prompt_chars = self.b.system_prompt_blob + "".join(system_texts) + text
+        prompt_chars += "".join(t for _, t in history)
+        prompt_chars += "".join(d.name + d.description + d.input_schema_json for d in visible.values())
         prompt_chars += "".join(r.text for r in results)
         calls_text = "".join(c.name + json.dumps(c.arguments) for c in self.rec.tool_calls)
         usage = self._usage(prompt_chars, reply + calls_text, thinking)
-        await self._checkpoint(
-            system_blob, [*state.turns, turn_blob], usage["input_tokens"] + usage["output_tokens"]
-        )
+        tokens = usage["input_tokens"] + usage["output_tokens"]
+        if self.b.placeholder_user_roots and any(m.role == "user" for _, m in roots):
+            placeholder = await self.kv_set(json.dumps({"role": "user", "content": ""}).encode())
+            roots_out = [system_blob, *(placeholder if m.role == "user" else bid for bid, m in roots)]
+        if not self.b.post_turn_blob:
+            turn_blob = await self.kv_set(turn_doc)
+            await self._checkpoint(roots_out, [*state.turns, turn_blob], tokens)
+            await self._turn_ended(usage)
+            await self._finish(req)
+            return
+        turns_out = [*state.turns, blob_id(turn_doc)]
+        # Row 10: the checkpoint streamed during the turn already names the turn blob, which the
+        # service stores only after turn_ended; a client that resets the stream at turn_ended keeps
+        # a checkpoint naming a blob it never received.
+        await self._checkpoint(roots_out, turns_out, tokens)
         await self._turn_ended(usage)
+        self.turn_done = True
+        if not await self._post_turn_set(turn_doc):
+            self.rec.checkpoint_lost = True
+            if req.conversation_id:
+                self.lost_checkpoints.add(req.conversation_id)
+            self.pending_texts.pop(req.run_id, None)
+            self.rec.outcome = "checkpoint_lost"
+            if not self.io.disconnected.is_set():
+                await self.io.end(None, None)
+            self.ended = True
+            return
+        await self._checkpoint(roots_out, turns_out, tokens)
+        await self._finish(req)
+
+    async def _finish(self, req: agent_pb2.AgentRunRequest) -> None:
         self.pending_texts.pop(req.run_id, None)
         await self.io.end(None, None)
         self.ended = True
         self.rec.outcome = "completed"
+
+    async def _post_turn_set(self, data: bytes) -> bool:
+        """The post-``turn_ended`` ``set_blob``: ``True`` once the client acknowledged it; ``False``
+        if the client reset the stream, closed its side or stayed silent for ``POST_TURN_TIMEOUT_S``."""
+        kid, self.next_kv = self.next_kv, self.next_kv + 1
+        fut: asyncio.Future[agent_pb2.KvClientMessage] = asyncio.get_running_loop().create_future()
+        self.kv[kid] = fut
+        msg = agent_pb2.AgentServerMessage()
+        msg.kv_server_message.id = kid
+        msg.kv_server_message.set_blob_args.blob_id = blob_id(data)
+        msg.kv_server_message.set_blob_args.blob_data = data
+        if self.io.disconnected.is_set() or self.client_closed.is_set():
+            return False
+        try:
+            await self.io.send(msg)
+        except Exception:  # the transport is gone: the blob never reached the client
+            return False
+        waiters: set[asyncio.Future[Any]] = {
+            asyncio.ensure_future(self.client_closed.wait()),
+            asyncio.ensure_future(self.io.disconnected.wait()),
+        }
+        try:
+            await asyncio.wait(
+                {fut, *waiters}, timeout=POST_TURN_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for w in waiters:
+                w.cancel()
+        return fut.done() and not fut.result().set_blob_result.HasField("error")
+
+    async def _gates(self, req: agent_pb2.AgentRunRequest) -> bool:
+        """The live service's refusals before any output (rows 1, 2, 24); ``True`` if the run ended."""
+        headers = self.rec.headers
+        client_type = headers.get("x-cursor-client-type", "")
+        if client_type == "cli" and self.b.min_cli_version:
+            problem = cli_version_problem(headers.get("x-cursor-client-version", ""), self.b.min_cli_version)
+            if problem is not None:
+                self.rec.refusal = problem
+                await self.fail(
+                    "permission_denied",
+                    "Error",
+                    30,  # ERROR_OUTDATED_CLIENT
+                    title="Outdated client",
+                    detail=f"Please update Cursor ({problem}).",
+                    is_retryable=False,
+                )
+                return True
+        if client_type == "sdk" and not self.b.sdk_client_allowed:
+            self.rec.refusal = "sdk client type not allowed"
+            await self.fail(
+                "permission_denied",
+                "Error",
+                38,  # ERROR_UNAUTHORIZED
+                title="SDK access is not enabled",
+                detail="This account may not use the sdk client type.",
+                is_retryable=False,
+            )
+            return True
+        if self.b.reject_exclude_workspace_context and req.exclude_workspace_context:
+            self.rec.refusal = "exclude_workspace_context"
+            await self.fail("invalid_argument", "Workspace context exclusion is not allowed")
+            return True
+        if req.HasField("custom_system_prompt"):
+            allowed = self.b.custom_system_prompt == "always" or (
+                self.b.custom_system_prompt == "sdk" and client_type == "sdk"
+            )
+            if not allowed:
+                self.rec.refusal = "custom_system_prompt"
+                await self.fail("invalid_argument", "unknown option '--system-prompt'")
+                return True
+        return False
+
+    async def _mcp_state(
+        self, visible: dict[str, agent_pb2.McpToolDefinition]
+    ) -> dict[str, agent_pb2.McpToolDefinition]:
+        """Ask ``mcp_state_exec_args`` (row 9) and keep the tools a connected server lists."""
+        providers = sorted({d.provider_identifier for d in visible.values() if d.provider_identifier})
+        answer = await self.exec(lambda m: m.mcp_state_exec_args.server_identifiers.extend(providers))
+        self.rec.mcp_state_answer = answer
+        result = answer.exec_client_message.mcp_state_exec_result
+        if answer.WhichOneof("message") != "exec_client_message" or result.WhichOneof("result") != "success":
+            return {}
+        listed: set[str] = set()
+        for server in result.success.servers:
+            # Cursor's own SDK lists its custom-tools server without a status (seen in the
+            # conformance test); S2A sends "connected". Any other status is a server the model
+            # cannot use yet (row 9: it starts an authentication flow instead).
+            if not server.HasField("status") or server.status.lower() == "connected":
+                for t in server.tools:
+                    listed.update(n for n in (t.tool_name, t.name) if n)
+        return {k: d for k, d in visible.items() if tool_name_of(d) in listed or d.name in listed}
 
     # -- tool calls (issue 7) ---------------------------------------------------------------
     async def _tool_phase(
@@ -802,10 +1148,10 @@ class _Turn:
         te.estimated_cost.source = agent_pb2.ESTIMATED_COST_SOURCE_CATALOG
         await self.send(msg)
 
-    async def _checkpoint(self, system_blob: bytes, turns: list[bytes], state_tokens: int) -> None:
+    async def _checkpoint(self, roots: Sequence[bytes], turns: Sequence[bytes], state_tokens: int) -> None:
         msg = agent_pb2.AgentServerMessage()
         cp = msg.conversation_checkpoint_update
-        cp.root_prompt_messages_json.append(system_blob)
+        cp.root_prompt_messages_json.extend(roots)
         cp.turns.extend(turns)
         cp.token_details.used_tokens = state_tokens
         cp.token_details.max_tokens = self.b.max_tokens
@@ -880,9 +1226,12 @@ async def run_turn(
     fault: tuple[Fault, Mapping[str, Any]] | None,
     pending_texts: dict[str, str],
     known_models: Callable[[str], bool],
+    lost_checkpoints: set[str] | None = None,
 ) -> None:
-    """Run one turn over ``io``; always ends the stream unless the client is gone."""
-    turn = _Turn(io, behaviour, record, fault, pending_texts, known_models)
+    """Run one turn over ``io``; always ends the stream unless the client is gone.
+    ``lost_checkpoints``: conversation ids whose last run lost its final checkpoint (shared by the
+    runs of one emulator)."""
+    turn = _Turn(io, behaviour, record, fault, pending_texts, known_models, lost_checkpoints)
     first = await _first_message(io)
     if first is None:
         record.outcome = "disconnected"

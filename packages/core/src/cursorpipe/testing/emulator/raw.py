@@ -14,13 +14,26 @@ a string becomes ``McpResult.success`` with one text item, an exception ``McpRes
 without handler ``McpResult.tool_not_found`` (with ``tool_handlers=None``, the default, ``mcp_args`` is
 declined with ``throw`` like every other exec). ``answer_tools=False`` leaves every ``mcp_args`` exec
 unanswered (to see the emulator's bounded wait). ``conversation_history`` / ``trailing_history`` fill
-``UserMessageAction.conversation_history`` / ``trailing_conversation_history`` (stateless requests).
+``UserMessageAction.conversation_history`` / ``trailing_conversation_history`` (the old stateless
+variant, which the strict emulator ignores).
+
+The live dialect (issue 11, live-dialect.md rows 1-24) is the default: identity
+``x-cursor-client-type: cli`` with a recent ``cli-YYYY.MM.DD-<hash>`` version (:data:`RAW_CLI_IDENTITY`);
+``system_prompt`` as a global rule and ``cloud_rule`` in the request-context reply plus a
+``{"role": "system"}`` prompt message; ``prompt_messages`` (JSON objects ``{"role", "content"}``)
+stored as blobs whose SHA-256 ids go in ``root_prompt_messages_json``; tools in ``mcp_tools`` and the
+request-context reply, the MCP family in ``x-cursor-agent-allowed-tools`` (``""`` without tools),
+AGENT mode with tools (ASK without), ``mcp_state_exec_args`` answered with a connected server
+listing them; web search and web fetch approved, other interaction queries rejected, unknown ones
+answered under their field number. Each choice has a parameter to send the old variant instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,8 +46,25 @@ from google.protobuf import json_format
 from ..._proto.agent.v1 import agent_pb2
 from ..._proto.aiserver.v1 import aiserver_pb2
 from ...transports.connect._codec import EndStream, EnvelopeDecoder, encode_envelope
+from ._view import MCP_TOOL_FAMILY
 
-__all__ = ["RawTurn", "ToolHandler", "build_run_request", "exchange_token", "raw_turn_h2", "raw_turn_sse"]
+__all__ = [
+    "RAW_CLI_IDENTITY",
+    "RawTurn",
+    "ToolHandler",
+    "build_run_request",
+    "exchange_token",
+    "prompt_blob",
+    "raw_turn_h2",
+    "raw_turn_sse",
+]
+
+#: ``(x-cursor-client-type, x-cursor-client-version)`` the raw client sends by default: the ``cli``
+#: identity of the live-tested peers (live-dialect.md row 1), a build recent enough for the emulator.
+RAW_CLI_IDENTITY = ("cli", "cli-2026.09.02-c22c1a3")
+
+#: The allowed-tools value of the live-tested peers when tools are offered (row 7).
+_MCP_FAMILY = ",".join(MCP_TOOL_FAMILY)
 
 #: Answers one tool call: receives the decoded arguments, returns the result text or a full McpResult.
 ToolHandler = Callable[[dict[str, Any]], "str | agent_pb2.McpResult"]
@@ -64,6 +94,16 @@ class RawTurn:
     tool_updates: list[agent_pb2.InteractionUpdate] = field(default_factory=list)
     #: exec ids the server aborted (``exec_server_control_message.abort``)
     aborted_execs: list[int] = field(default_factory=list)
+    #: the kinds of interaction query the server asked (``InteractionQuery`` case names)
+    queries: list[str] = field(default_factory=list)
+    #: the raw client reset the stream right after ``turn_ended`` (``reset_after_turn_ended``)
+    reset: bool = False
+
+
+def prompt_blob(message: Mapping[str, Any]) -> tuple[bytes, bytes]:
+    """``(blob_id, blob_bytes)`` of one prompt message: compact JSON, id = its SHA-256 (row 4)."""
+    data = json.dumps(dict(message), separators=(",", ":"), ensure_ascii=False).encode()
+    return hashlib.sha256(data).digest(), data
 
 
 def build_run_request(
@@ -76,17 +116,26 @@ def build_run_request(
     tools: Sequence[agent_pb2.McpToolDefinition] = (),
     conversation_history: Sequence[agent_pb2.ConversationHistoryMessage] = (),
     trailing_history: Sequence[agent_pb2.ConversationHistoryMessage] = (),
+    root_ids: Sequence[bytes] | None = None,
+    mode: int | None = None,
 ) -> agent_pb2.AgentClientMessage:
     """An ``AgentClientMessage.run_request`` as the SDK builds it (agent-v1-minimal.md §9), with the
-    given tools in ``mcp_tools`` and the given history messages."""
+    given tools in ``mcp_tools``, the given history messages, ``root_ids`` as
+    ``root_prompt_messages_json`` (replacing the checkpoint's) and ``mode`` (``None``: AGENT with
+    tools, ASK without, live-dialect.md row 8)."""
     msg = agent_pb2.AgentClientMessage()
     r = msg.run_request
     if checkpoint is not None:
         r.conversation_state.CopyFrom(checkpoint)
     else:
         r.conversation_state.SetInParent()
+    if root_ids is not None:
+        del r.conversation_state.root_prompt_messages_json[:]
+        r.conversation_state.root_prompt_messages_json.extend(root_ids)
     r.action.user_message_action.user_message.text = text
-    r.action.user_message_action.user_message.mode = agent_pb2.AGENT_MODE_ASK
+    if mode is None:
+        mode = agent_pb2.AGENT_MODE_AGENT if tools else agent_pb2.AGENT_MODE_ASK
+    r.action.user_message_action.user_message.mode = mode  # type: ignore[assignment]
     r.requested_model.model_id = model
     r.mcp_tools.SetInParent()
     r.mcp_tools.mcp_tools.extend(tools)
@@ -110,6 +159,18 @@ async def exchange_token(client: httpx.AsyncClient, base_url: str, api_key: str)
     return str(resp.json()["accessToken"])
 
 
+@dataclass
+class _Dialect:
+    """The choices where the live dialect and older variants differ (see the module docstring)."""
+
+    tools: Sequence[agent_pb2.McpToolDefinition] = ()
+    system_prompt: str | None = None
+    tools_in_request_context: bool = True
+    mcp_state: bool = True
+    approve_web: bool = True
+    query_answer: Callable[[agent_pb2.InteractionQuery], agent_pb2.InteractionResponse] | None = None
+
+
 class _Answerer:
     """Turns server messages into the client messages a minimal chat client sends back."""
 
@@ -120,12 +181,39 @@ class _Answerer:
         started: float,
         tool_handlers: Mapping[str, ToolHandler] | None = None,
         answer_tools: bool = True,
+        dialect: _Dialect | None = None,
     ) -> None:
         self.blobs = blobs
         self.result = result
         self.started = started
         self.tool_handlers = None if tool_handlers is None else dict(tool_handlers)
         self.answer_tools = answer_tools
+        self.dialect = dialect or _Dialect()
+
+    def _request_context(self, ctx: agent_pb2.RequestContext) -> None:
+        ctx.env.os_version = "linux emulated"
+        ctx.env.time_zone = "UTC"
+        d = self.dialect
+        if d.system_prompt:
+            # live-dialect.md row 2: a global rule plus the cloud rule carry the system prompt.
+            rule = ctx.rules.add(full_path="system-prompt", content=d.system_prompt)
+            getattr(rule.type, "global").SetInParent()
+            ctx.cloud_rule = d.system_prompt
+        ctx.mcp_meta_tool_options.enabled = True
+        if d.tools and d.tools_in_request_context:
+            ctx.tools.extend(d.tools)
+            for provider in sorted({t.provider_identifier for t in d.tools}):
+                names = ", ".join(t.tool_name or t.name for t in d.tools if t.provider_identifier == provider)
+                ctx.mcp_instructions.add(
+                    server_name=provider, server_identifier=provider, instructions=f"Tools: {names}"
+                )
+
+    def _mcp_state(self, result: agent_pb2.McpStateExecResult) -> None:
+        success = result.success
+        success.SetInParent()
+        for provider in sorted({t.provider_identifier for t in self.dialect.tools}):
+            server = success.servers.add(server_name=provider, server_identifier=provider, status="connected")
+            server.tools.extend(t for t in self.dialect.tools if t.provider_identifier == provider)
 
     def _mcp_result(self, args: agent_pb2.McpArgs) -> agent_pb2.McpResult:
         handlers = self.tool_handlers or {}
@@ -213,9 +301,14 @@ class _Answerer:
             elif ex.WhichOneof("message") == "request_context_args":
                 reply = agent_pb2.AgentClientMessage()
                 reply.exec_client_message.id = ex.id
-                env = reply.exec_client_message.request_context_result.success.request_context.env
-                env.os_version = "linux emulated"
-                env.time_zone = "UTC"
+                self._request_context(
+                    reply.exec_client_message.request_context_result.success.request_context
+                )
+                out.append(reply)
+            elif ex.WhichOneof("message") == "mcp_state_exec_args" and self.dialect.mcp_state:
+                reply = agent_pb2.AgentClientMessage()
+                reply.exec_client_message.id = ex.id
+                self._mcp_state(reply.exec_client_message.mcp_state_exec_result)
                 out.append(reply)
             else:
                 reply = agent_pb2.AgentClientMessage()
@@ -231,14 +324,25 @@ class _Answerer:
             resp = reply.interaction_response
             resp.id = q.id
             query_case: str | None = q.WhichOneof("query")
-            if query_case == "web_search_request_query":
-                resp.web_search_request_response.rejected.reason = "declined"
-            elif query_case == "web_fetch_request_query":
-                resp.web_fetch_request_response.rejected.reason = "declined"
-            elif query_case == "ask_question_interaction_query":
-                resp.ask_question_interaction_response.result.rejected.reason = "declined"
-            elif query_case == "switch_mode_request_query":
-                resp.switch_mode_request_response.rejected.reason = "declined"
+            self.result.queries.append(query_case or "unknown")
+            if self.dialect.query_answer is not None:
+                resp.CopyFrom(self.dialect.query_answer(q))
+            elif query_case is None:
+                # A case outside the schema: an approved-shaped (empty) reply under the same field
+                # number, so the stream never hangs (live-dialect.md row 12).
+                for number in _top_level_fields(q.SerializeToString()):
+                    if number != 1:
+                        resp.MergeFromString(_ld(number, b""))
+            else:
+                number = q.DESCRIPTOR.fields_by_name[query_case].number
+                target = resp.DESCRIPTOR.oneofs_by_name["result"]
+                field_name = next(f.name for f in target.fields if f.number == number)
+                answer = getattr(resp, field_name)
+                approve = self.dialect.approve_web and query_case in (
+                    "web_search_request_query",
+                    "web_fetch_request_query",
+                )
+                _answer_query(answer, approve)
             out.append(reply)
         return out
 
@@ -260,8 +364,20 @@ async def raw_turn_sse(
     answer_tools: bool = True,
     conversation_history: Sequence[agent_pb2.ConversationHistoryMessage] = (),
     trailing_history: Sequence[agent_pb2.ConversationHistoryMessage] = (),
+    system_prompt: str | None = None,
+    prompt_messages: Sequence[Mapping[str, Any]] | None = None,
+    identity: tuple[str, str] | None = RAW_CLI_IDENTITY,
+    allowed_tools: str | None = "auto",
+    mode: int | None = None,
+    tools_in_run_request: bool = True,
+    tools_in_request_context: bool = True,
+    mcp_state: bool = True,
+    approve_web: bool = True,
+    reset_after_turn_ended: bool = False,
+    query_answer: Callable[[agent_pb2.InteractionQuery], agent_pb2.InteractionResponse] | None = None,
 ) -> RawTurn:
-    """One turn over ``RunSSE`` + ``BidiAppend`` (connect.md §5.7)."""
+    """One turn over ``RunSSE`` + ``BidiAppend`` (connect.md §5.7). The dialect parameters are
+    described in the module docstring and :func:`raw_turn_h2`."""
     blobs = {} if blobs is None else blobs
     result = RawTurn()
     async with httpx.AsyncClient(timeout=io_timeout) as client:
@@ -272,6 +388,7 @@ async def raw_turn_sse(
             "connect-protocol-version": "1",
             "x-request-id": request_id,
             "x-cursor-streaming": "true",
+            **_dialect_headers(identity, allowed_tools, tools),
         }
         seq = 0
 
@@ -297,14 +414,19 @@ async def raw_turn_sse(
             checkpoint=checkpoint,
             conversation_id=conversation_id,
             run_id=request_id,
-            tools=tools,
+            tools=tools if tools_in_run_request else (),
             conversation_history=conversation_history,
             trailing_history=trailing_history,
+            root_ids=_store_roots(blobs, system_prompt, prompt_messages),
+            mode=mode if mode is not None else _default_mode(tools),
         )
         if mutate_first is not None:
             mutate_first(first)
         started = asyncio.get_running_loop().time()
-        answerer = _Answerer(blobs, result, started, tool_handlers, answer_tools)
+        dialect = _Dialect(
+            tools, system_prompt, tools_in_request_context, mcp_state, approve_web, query_answer
+        )
+        answerer = _Answerer(blobs, result, started, tool_handlers, answer_tools, dialect)
         await append(first)  # before RunSSE on purpose: the server must buffer it
         rid = aiserver_pb2.BidiRequestId(request_id=request_id).SerializeToString()
         async with client.stream(
@@ -323,7 +445,13 @@ async def raw_turn_sse(
                     result.gzip_frames += frame.compressed
                     for reply in answerer.handle(agent_pb2.AgentServerMessage.FromString(frame.payload)):
                         await append(reply)
-            dec.close()
+                    if reset_after_turn_ended and result.turn_ended:
+                        result.reset = True
+                        break
+                if result.reset or result.end is not None:
+                    break
+            if not result.reset:
+                dec.close()
     return result
 
 
@@ -345,8 +473,31 @@ async def raw_turn_h2(
     answer_tools: bool = True,
     conversation_history: Sequence[agent_pb2.ConversationHistoryMessage] = (),
     trailing_history: Sequence[agent_pb2.ConversationHistoryMessage] = (),
+    system_prompt: str | None = None,
+    prompt_messages: Sequence[Mapping[str, Any]] | None = None,
+    identity: tuple[str, str] | None = RAW_CLI_IDENTITY,
+    allowed_tools: str | None = "auto",
+    mode: int | None = None,
+    tools_in_run_request: bool = True,
+    tools_in_request_context: bool = True,
+    mcp_state: bool = True,
+    approve_web: bool = True,
+    reset_after_turn_ended: bool = False,
+    query_answer: Callable[[agent_pb2.InteractionQuery], agent_pb2.InteractionResponse] | None = None,
 ) -> RawTurn:
-    """One turn over the full-duplex ``Run`` RPC on h2c prior knowledge (connect.md §5.6)."""
+    """One turn over the full-duplex ``Run`` RPC on h2c prior knowledge (connect.md §5.6).
+
+    Dialect parameters (live dialect by default, live-dialect.md rows 1-12): ``system_prompt``
+    (rule + cloud rule + system prompt message); ``prompt_messages`` (earlier messages as
+    ``{"role", "content"}`` objects, stored as blobs named in ``root_prompt_messages_json``; with a
+    ``checkpoint`` they replace its roots); ``identity`` (``(client type, version)`` headers,
+    ``None`` for none); ``allowed_tools`` (``"auto"``: the MCP family with tools, ``""`` without;
+    ``None`` omits the header); ``mode`` (``None``: AGENT with tools, ASK without);
+    ``tools_in_run_request`` / ``tools_in_request_context`` (where ``tools`` are offered);
+    ``mcp_state`` (answer ``mcp_state_exec_args``, else decline it); ``approve_web`` (approve web
+    search/fetch queries); ``query_answer`` (build every interaction response yourself);
+    ``reset_after_turn_ended`` (drop the stream right after
+    ``turn_ended``, as clients did before issue 11)."""
     import h2.config
     import h2.connection
     import h2.events
@@ -374,10 +525,12 @@ async def raw_turn_h2(
             ("connect-protocol-version", "1"),
             ("authorization", f"Bearer {token}"),
             ("x-request-id", run_id),
+            *_dialect_headers(identity, allowed_tools, tools).items(),
         ],
     )
     started = asyncio.get_running_loop().time()
-    answerer = _Answerer(blobs, result, started, tool_handlers, answer_tools)
+    dialect = _Dialect(tools, system_prompt, tools_in_request_context, mcp_state, approve_web, query_answer)
+    answerer = _Answerer(blobs, result, started, tool_handlers, answer_tools, dialect)
 
     def send_msg(msg: agent_pb2.AgentClientMessage) -> None:
         result.sent.append(msg)
@@ -389,9 +542,11 @@ async def raw_turn_h2(
         checkpoint=checkpoint,
         conversation_id=conversation_id,
         run_id=run_id,
-        tools=tools,
+        tools=tools if tools_in_run_request else (),
         conversation_history=conversation_history,
         trailing_history=trailing_history,
+        root_ids=_store_roots(blobs, system_prompt, prompt_messages),
+        mode=mode if mode is not None else _default_mode(tools),
     )
     if mutate_first is not None:
         mutate_first(first)
@@ -424,6 +579,11 @@ async def raw_turn_h2(
                         result.gzip_frames += frame.compressed
                         for reply in answerer.handle(agent_pb2.AgentServerMessage.FromString(frame.payload)):
                             send_msg(reply)
+                        if reset_after_turn_ended and result.turn_ended and not result.reset:
+                            result.reset = True
+                            conn.reset_stream(sid)
+                            done = True
+                            break
                 elif (
                     isinstance(event, h2.events.StreamEnded | h2.events.StreamReset)
                     and event.stream_id == sid
@@ -443,3 +603,101 @@ async def raw_turn_h2(
         with contextlib.suppress(ConnectionError, OSError):
             await writer.wait_closed()
     return result
+
+
+def _dialect_headers(
+    identity: tuple[str, str] | None, allowed_tools: str | None, tools: Sequence[agent_pb2.McpToolDefinition]
+) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if identity is not None:
+        out["x-cursor-client-type"], out["x-cursor-client-version"] = identity
+    if allowed_tools == "auto":
+        out["x-cursor-agent-allowed-tools"] = _MCP_FAMILY if tools else ""
+    elif allowed_tools is not None:
+        out["x-cursor-agent-allowed-tools"] = allowed_tools
+    return out
+
+
+def _default_mode(tools: Sequence[agent_pb2.McpToolDefinition]) -> int:
+    return int(agent_pb2.AGENT_MODE_AGENT if tools else agent_pb2.AGENT_MODE_ASK)
+
+
+def _store_roots(
+    blobs: dict[bytes, bytes], system_prompt: str | None, messages: Sequence[Mapping[str, Any]] | None
+) -> list[bytes] | None:
+    """Store the prompt messages (a system entry first) and return their ids, or ``None`` when the
+    caller gave neither (the checkpoint's roots, if any, stay)."""
+    if system_prompt is None and messages is None:
+        return None
+    entries = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + list(messages or ())
+    ids = []
+    for entry in entries:
+        bid, data = prompt_blob(entry)
+        blobs[bid] = data
+        ids.append(bid)
+    return ids
+
+
+def _answer_query(answer: Any, approve: bool) -> None:
+    """Fill an interaction response: ``approved`` or ``rejected`` (through a ``result`` wrapper
+    when the response has one), else an empty message."""
+    fields = answer.DESCRIPTOR.fields_by_name
+    if "approved" in fields and approve:
+        answer.approved.SetInParent()
+    elif "rejected" in fields:
+        answer.rejected.reason = "not supported by the raw client"
+    elif "result" in fields and hasattr(answer.result, "DESCRIPTOR"):
+        _answer_query(answer.result, approve)
+    elif "error" in fields:
+        answer.error.SetInParent()
+    answer.SetInParent()
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _ld(field_no: int, payload: bytes) -> bytes:
+    return _varint(field_no << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _top_level_fields(data: bytes) -> list[int]:
+    out: list[int] = []
+    i = 0
+    while i < len(data):
+        tag, shift = 0, 0
+        while True:
+            b = data[i]
+            i += 1
+            tag |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        out.append(tag >> 3)
+        wire = tag & 7
+        if wire == 0:
+            while data[i] & 0x80:
+                i += 1
+            i += 1
+        elif wire == 2:
+            n, shift = 0, 0
+            while True:
+                b = data[i]
+                i += 1
+                n |= (b & 0x7F) << shift
+                shift += 7
+                if not b & 0x80:
+                    break
+            i += n
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        else:
+            break
+    return out

@@ -51,6 +51,10 @@ class Channel(Protocol):
     async def aclose(self) -> None:
         """Release the call (idempotent); never raises."""
 
+    async def abort(self) -> None:
+        """Drop the call at once (the caller stopped early): no flushing, no waiting; idempotent,
+        never raises."""
+
 
 def parse_server_message(payload: bytes) -> pb.AgentServerMessage:
     """Decode one ``AgentServerMessage``; malformed bytes are a ``ProtocolError``."""

@@ -337,6 +337,14 @@ class H2Channel:
             async with asyncio.timeout(timeout_s):
                 await self._stream.done.wait()
 
+    async def abort(self) -> None:
+        """RST_STREAM(CANCEL) now, like the SDK's ``run.cancel()`` (live-dialect.md row 11)."""
+        if self._closed or self._stream is None:
+            self._closed = True
+            return
+        self._closed = True
+        await self._conn.reset(self._stream)
+
     async def aclose(self, *, flush_s: float = 1.0) -> None:
         """Half-close politely when the server has finished, else RST_STREAM(CANCEL)."""
         if self._closed or self._stream is None:

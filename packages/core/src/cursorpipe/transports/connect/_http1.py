@@ -185,13 +185,18 @@ class Http1Channel:
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(asyncio.shield(self._pump), timeout_s)
 
+    async def abort(self) -> None:
+        """Drop the RunSSE response and every in-flight append now, like the SDK's
+        ``run.cancel()`` (live-dialect.md row 11)."""
+        await self.aclose(flush_s=0.0)
+
     async def aclose(self, *, flush_s: float = 1.0) -> None:
         """Let in-flight appends (e.g. a cancel action) land briefly, then tear everything down."""
         if self._closed:
             return
         self._closed = True
         pending = set(self._appends)
-        if pending:
+        if pending and flush_s > 0:
             with contextlib.suppress(Exception):
                 await asyncio.wait(pending, timeout=flush_s)
         for task in list(self._appends):

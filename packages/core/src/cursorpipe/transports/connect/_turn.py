@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import secrets
 import time
 import uuid
@@ -17,10 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from google.protobuf import json_format, unknown_fields
+from google.protobuf import json_format, struct_pb2, unknown_fields
 
 from ..._proto.agent.v1 import agent_pb2 as pb
-from ..._tool_emulation import forced_tool, render_history
+from ..._tool_emulation import forced_tool
 from ...errors import ConfigurationError
 from ...types import (
     ChatMessage,
@@ -40,31 +41,136 @@ from ...types import (
 )
 
 __all__ = [
+    "CLI_CLIENT_VERSION",
+    "DIALECTS",
+    "MCP_ALLOWED_TOOLS",
+    "SDK_CLIENT_VERSION",
     "ConversationState",
-    "HistoryMode",
+    "Dialect",
     "Step",
     "TurnMachine",
+    "WireProfile",
+    "answer_query",
     "build_run_request",
     "cancel_message",
+    "conversation_id_for",
     "exec_heartbeat_message",
     "heartbeat_message",
     "mcp_result_messages",
+    "normalise_call_id",
     "offered_tools",
+    "profile_for",
+    "request_context",
+    "root_entry",
+    "system_text",
     "tool_choice_instruction",
 ]
 
-#: How earlier turns and the system prompt of a stateless request reach the model.
-#: "structured" (default): ``UserMessageAction.conversation_history`` (7) and
-#: ``AgentRunRequest.custom_system_prompt`` (8). "flatten": one user text with role markers.
-HistoryMode = Literal["structured", "flatten"]
+#: A named wire profile (live-dialect.md rows 1-3): the identity and where the system prompt and
+#: the earlier turns go. ``cli`` is what every live-tested peer sends; ``sdk`` is Cursor's SDK.
+Dialect = Literal["cli", "sdk"]
+DIALECTS: tuple[Dialect, ...] = ("cli", "sdk")
 
-# connect.md §5.3: UserMessage.mode is AgentMode; ask = 2, plan = 3 (never AGENT: no side effects).
+#: live-dialect.md row 1: the live-tested peers send ``cli-YYYY.MM.DD-<7 hex>``. This is the newest
+#: version a live-tested peer is recorded sending (with its real build hash); the service gates stale
+#: versions (ERROR_OUTDATED_CLIENT), which switches to the ``sdk`` identity automatically, and
+#: ``CURSORPIPE_CLIENT_VERSION`` overrides it.
+CLI_CLIENT_VERSION = "cli-2026.09.02-c22c1a3"
+#: Cursor's official Python SDK 1.1.0 (connect.md §4.3).
+SDK_CLIENT_VERSION = "sdk-python-1.1.0"
+#: live-dialect.md row 7: with tools, the MCP family (the run needs ``get_mcp_tools_tool_call`` to
+#: start); without tools ``""`` (no built-in tools: a chat bridge must not read files or run commands).
+MCP_ALLOWED_TOOLS = (
+    "mcp_tool_call,get_mcp_tools_tool_call,list_mcp_resources_tool_call,read_mcp_resource_tool_call,"
+    "mcp_auth_tool_call"
+)
+
+
+@dataclass(frozen=True)
+class WireProfile:
+    """Every wire choice where the live-tested peers and Cursor's SDK differ (live-dialect.md).
+
+    ``dialect`` names the bundle (:func:`profile_for`); the other fields can be set one by one for
+    tests and for ``cursorpipe doctor --live``, which compare variants against a service.
+
+    Attributes:
+        dialect: ``cli`` or ``sdk``: ``x-cursor-client-type`` and the default version.
+        client_version: ``x-cursor-client-version`` (``""`` = the dialect's default).
+        system_prompt: ``"rules"``: a global rule and ``cloud_rule`` in the request-context reply
+            plus a system entry in ``root_prompt_messages_json`` (row 2); ``"custom"``: also
+            ``AgentRunRequest.custom_system_prompt`` (8), which the SDK sends and API-key accounts
+            are reported to reject.
+        history: ``"roots"``: earlier messages as ``root_prompt_messages_json`` blobs (row 3, what
+            the service reads); ``"conversation_history"``: ``UserMessageAction.conversation_history``
+            (7) and ``trailing_conversation_history`` (8), the schema's fields the service ignores.
+        tools_in_request_context: offer tools in the request-context reply as well as ``mcp_tools``
+            (row 6).
+        mcp_allowed_tools: send the MCP family in ``x-cursor-agent-allowed-tools`` when tools exist
+            (row 7); ``False`` sends ``""`` always.
+    """
+
+    dialect: Dialect = "cli"
+    client_version: str = ""
+    system_prompt: Literal["rules", "custom"] = "rules"
+    history: Literal["roots", "conversation_history"] = "roots"
+    tools_in_request_context: bool = True
+    mcp_allowed_tools: bool = True
+
+    @property
+    def client_type(self) -> str:
+        """``x-cursor-client-type``."""
+        return self.dialect
+
+    @property
+    def version(self) -> str:
+        """``x-cursor-client-version``."""
+        if self.client_version:
+            return self.client_version
+        return CLI_CLIENT_VERSION if self.dialect == "cli" else SDK_CLIENT_VERSION
+
+
+def profile_for(dialect: Dialect, client_version: str = "") -> WireProfile:
+    """The bundle a dialect stands for: ``cli`` puts the system prompt in rules only; ``sdk`` also
+    sends ``custom_system_prompt`` as the SDK does. Both send history as root blobs, the only place
+    the live service reads it (live-dialect.md row 3), and tools in the request context."""
+    return WireProfile(
+        dialect=dialect,
+        client_version=client_version,
+        system_prompt="rules" if dialect == "cli" else "custom",
+    )
+
+
+# live-dialect.md row 8 (plain chat: confidence B). Plain chat runs in ASK: a live-tested peer (S2A)
+# sends ASK for chat, ASK is read-only (a chat bridge must never let Cursor act), and cursorpipe's
+# own config only allows ask/plan. With tools the run switches to AGENT, because ASK neither
+# accepts tool definitions nor emits tool calls (row 8, confidence A); the allowed-tools header then
+# limits the agent to the MCP family, i.e. the caller's own tools.
 _MODES = {"ask": pb.AGENT_MODE_ASK, "plan": pb.AGENT_MODE_PLAN}
 
-# agent-v1-minimal.md §5: the "minimal decline" per interaction-query case (field number of the
-# query oneof == field number of the response oneof). Cases 7, 8, 10-14 are outside wire's proto
-# subset on the query side, so they arrive as unknown fields; we still know how to answer them.
+# live-dialect.md row 12: the reason sent with every declined interaction query.
 _DECLINE_REASON = "cursorpipe is a chat bridge: interactive actions are not supported"
+_CALL_ID_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+#: Name, identifier and file of what cursorpipe offers as MCP server and as rule.
+_SYSTEM_RULE_PATH = "cursorpipe/system-prompt.mdc"
+
+
+def normalise_call_id(call_id: str) -> str:
+    """A tool-call id the service accepts (live-dialect.md row 15: ``^[a-zA-Z0-9_-]{1,64}$``, else
+    an opaque ``resource_exhausted``). Valid ids pass unchanged; others become a stable hash-based
+    id, so the same caller id always maps to the same wire id within and across requests."""
+    if _CALL_ID_RE.match(call_id):
+        return call_id
+    return "call_" + hashlib.sha256(call_id.encode("utf-8")).hexdigest()[:40]
+
+
+def conversation_id_for(messages: Sequence[ChatMessage], salt: str = "") -> str:
+    """A stable ``conversation_id`` for a stateless conversation, derived from its opening (the
+    system text and the first user message): every request of one conversation carries the same
+    id, so the service can reuse its prompt cache (live-dialect.md row 20). ``salt`` rotates it."""
+    system = "\n".join(m.text for m in messages if m.role == "system")
+    first = next((m for m in messages if m.role == "user"), None)
+    opening = json.dumps([salt, system, first.text if first else ""], ensure_ascii=False)
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "cursorpipe:conversation:" + opening))
 
 
 def heartbeat_message() -> pb.AgentClientMessage:
@@ -166,8 +272,27 @@ def _bare_tool_name(args: pb.McpArgs) -> str:
     return args.name.removeprefix(CUSTOM_TOOLS_PROVIDER + "-")
 
 
+def _plain(value: struct_pb2.Value) -> Any:
+    """A ``google.protobuf.Value`` as plain JSON data. Protobuf has only doubles, so an integral
+    number comes back as an int (``3``, not ``3.0``), as Cursor's SDK does in JavaScript
+    (live-dialect.md row 16); beyond 2**53 a double holds no exact integer and stays a float."""
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        n = value.number_value
+        return int(n) if n.is_integer() and abs(n) <= 2**53 else n
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return {k: _plain(v) for k, v in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [_plain(v) for v in value.list_value.values]
+    return None
+
+
 def _args_json(args: pb.McpArgs) -> str:
-    return json.dumps({k: json_format.MessageToDict(v) for k, v in args.args.items()}, ensure_ascii=False)
+    return json.dumps({k: _plain(v) for k, v in args.args.items()}, ensure_ascii=False)
 
 
 @dataclass
@@ -184,6 +309,11 @@ class ConversationState:
     """``x-blob-encryption-key``: 64 lowercase hex chars, constant per conversation (§4.2)."""
     turns: int = 0
     closed: bool = False
+    opening: str = ""
+    """Stateless requests: the id derived from the conversation's opening, before any rotation."""
+    roots: list[bytes] = field(default_factory=list)
+    """Sessions: the ``root_prompt_messages_json`` ids this client built for the conversation
+    (live-dialect.md row 5: they replace the echoed checkpoint's roots on every turn)."""
 
     @property
     def id(self) -> str:
@@ -200,6 +330,8 @@ class Step:
     ended: bool = False
     tool_calls: list[tuple[int, ToolCall]] = field(default_factory=list)
     """Native tool calls to answer now (stateful mode): ``(exec id, call)``."""
+    aborts: list[int] = field(default_factory=list)
+    """Exec ids the server aborted (``exec_server_control_message.abort``): cancel their handlers."""
 
 
 @dataclass
@@ -221,49 +353,26 @@ def _image(part: ImagePart) -> bytes:
     return part.data
 
 
-def _selected_context(images: tuple[ImagePart, ...]) -> bytes:
-    """``UserMessage.selected_context`` (3) = ``SelectedContext{1 selected_images[] SelectedImage
-    {8 data, 2 uuid, 7 mime_type}}`` (connect.md §5.3, agent-v1.schema.txt). SelectedContext is
-    outside wire's proto subset, so it is encoded here as raw protobuf and merged into UserMessage."""
-    ctx = b""
+def _selected_images(msg: pb.UserMessage, images: tuple[ImagePart, ...]) -> None:
+    """``UserMessage.selected_context.selected_images``: each image inline as ``SelectedImage{data,
+    uuid, mime_type}`` (connect.md §5.3), as the official SDK sends a local image."""
     for part in images:
-        img = (
-            _field_bytes(8, _image(part))
-            + _field_bytes(2, str(uuid.uuid4()).encode())
-            + _field_bytes(7, part.mime_type.encode())
-        )
-        ctx += _field_bytes(1, img)
-    return _field_bytes(3, ctx)
+        img = msg.selected_context.selected_images.add()
+        img.data = _image(part)
+        img.uuid = str(uuid.uuid4())
+        img.mime_type = part.mime_type
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _field_bytes(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _user_message(text: str, images: tuple[ImagePart, ...], mode: str) -> pb.UserMessage:
-    msg = pb.UserMessage(text=text, mode=_MODES.get(mode, pb.AGENT_MODE_ASK))
-    if images:
-        msg.MergeFromString(_selected_context(images))
+def _user_message(text: str, images: tuple[ImagePart, ...], mode: pb.AgentMode.ValueType) -> pb.UserMessage:
+    msg = pb.UserMessage(text=text, mode=mode)
+    _selected_images(msg, images)
     return msg
 
 
 def _history(messages: list[ChatMessage], names: Mapping[str, str] | None = None) -> pb.ConversationHistory:
-    """``ConversationHistory`` (agent-v1.schema.txt): user/assistant/tool messages. Assistant tool
-    calls become ``ConversationHistoryToolCall{tool_call_id, tool_name, args_json}`` parts and
-    ``tool`` messages ``ConversationHistoryToolMessage{tool_call_id, tool_name, content}`` (the
-    name looked up from the call when the OpenAI message carries none)."""
+    """``ConversationHistory`` (agent-v1.schema.txt): the schema's own history message, used only
+    by ``WireProfile(history="conversation_history")`` (the live service does not read it,
+    live-dialect.md row 3; kept so tests and ``doctor --live`` can compare)."""
     names = dict(names or {})
     hist = pb.ConversationHistory()
     for m in messages:
@@ -273,11 +382,12 @@ def _history(messages: list[ChatMessage], names: Mapping[str, str] | None = None
                 item.assistant.content.add().text.text = m.text
             for call in m.tool_calls:
                 tc = item.assistant.content.add().tool_call
-                tc.tool_call_id, tc.tool_name, tc.args_json = call.id, call.name, call.arguments or "{}"
+                tc.tool_call_id = normalise_call_id(call.id)
+                tc.tool_name, tc.args_json = call.name, call.arguments or "{}"
                 names[call.id] = call.name
         elif m.role == "tool":
             tool = item.tool
-            tool.tool_call_id = m.tool_call_id or ""
+            tool.tool_call_id = normalise_call_id(m.tool_call_id or "")
             tool.tool_name = m.name or names.get(m.tool_call_id or "", "")
             tool.content.add().text.text = m.text
         else:
@@ -293,17 +403,70 @@ def _history(messages: list[ChatMessage], names: Mapping[str, str] | None = None
     return hist
 
 
-def _flatten(system: str, earlier: list[ChatMessage], last: str, after: Sequence[ChatMessage] = ()) -> str:
-    """RA/CC's way (connect.md §5.3): one user text holding the transcript."""
-    parts = []
-    if system:
-        parts.append(f"[System instructions]\n{system}")
-    for m in earlier:
-        parts.append(f"[{m.role.capitalize()}]\n{m.text}")
-    parts.append(f"[User]\n{last}" if parts else last)
-    for m in after:
-        parts.append(f"[{m.role.capitalize()}]\n{m.text}")
-    return "\n\n".join(parts)
+def _tool_args(arguments: str) -> Any:
+    try:
+        return json.loads(arguments or "{}")
+    except ValueError:
+        return arguments  # not JSON: the model still sees what it produced
+
+
+def root_entry(message: ChatMessage, names: Mapping[str, str]) -> dict[str, Any]:
+    """One ``root_prompt_messages_json`` entry (live-dialect.md row 3): ``{"role", "content"}`` with
+    content parts ``text``, ``image`` (a data URL), ``tool-call`` and ``tool-result``. Tool-call ids
+    are normalised (row 15)."""
+    parts: list[dict[str, Any]] = []
+    if message.role == "system":
+        return {"role": "system", "content": message.text}
+    if message.role == "tool":
+        call_id = message.tool_call_id or ""
+        parts.append(
+            {
+                "type": "tool-result",
+                "toolCallId": normalise_call_id(call_id) if call_id else "",
+                "toolName": message.name or names.get(call_id, ""),
+                "result": message.text,
+            }
+        )
+        return {"role": "tool", "content": parts}
+    for p in message.content:
+        if isinstance(p, ImagePart):
+            data = base64.b64encode(_image(p)).decode()
+            parts.append(
+                {"type": "image", "image": f"data:{p.mime_type};base64,{data}", "mimeType": p.mime_type}
+            )
+        elif p.text:
+            parts.append({"type": "text", "text": p.text})
+    if message.role == "assistant":
+        for call in message.tool_calls:
+            parts.append(
+                {
+                    "type": "tool-call",
+                    "toolCallId": normalise_call_id(call.id),
+                    "toolName": call.name,
+                    "args": _tool_args(call.arguments),
+                }
+            )
+    if not parts:
+        parts.append({"type": "text", "text": ""})
+    return {"role": "assistant" if message.role == "assistant" else "user", "content": parts}
+
+
+def _store_root(state: ConversationState, entry: Mapping[str, Any]) -> bytes:
+    """Serialise one root entry, keep its bytes for ``get_blob`` and return its id: the SHA-256 of
+    the bytes (live-dialect.md row 4: a ``*Structure`` bytes field holds blob ids, never data)."""
+    data = json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    blob_id = hashlib.sha256(data).digest()
+    state.blobs[blob_id] = data
+    return blob_id
+
+
+def system_text(request: TurnRequest) -> str:
+    """The request's system prompt plus the tool-choice instruction (see :func:`tool_choice_instruction`)."""
+    system = "\n\n".join(m.text for m in request.messages if m.role == "system")
+    rule = tool_choice_instruction(request)
+    if rule:
+        system = f"{system}\n\n{rule}" if system else rule
+    return system
 
 
 def build_run_request(
@@ -314,36 +477,47 @@ def build_run_request(
     run_id: str,
     model_parameters: tuple[tuple[str, str], ...] = (),
     max_mode: bool = False,
-    history_mode: HistoryMode = "structured",
+    profile: WireProfile | None = None,
+    stateless: bool = True,
     resume: bool = False,
     checkpoint: bytes | None = None,
 ) -> pb.AgentClientMessage:
-    """The first client message of a turn, built as Cursor's SDK builds it (connect.md §5.3,
-    agent-v1-minimal.md §9 vector 1): ``conversation_state`` (empty or the last checkpoint, always
-    present), the action, ``requested_model{model_id}`` (field 9, not ``model_details``, §5.2),
-    empty ``mcp_tools``, a stable ``conversation_id``, ``run_id`` and ``next_interaction_query_id``
-    0 (explicitly present).
+    """The first client message of a turn (connect.md §5.3, live-dialect.md rows 2-8):
+    ``conversation_state``, the action, ``requested_model{model_id}``, the caller's tools in
+    ``mcp_tools``, the ``conversation_id``, ``run_id`` and ``next_interaction_query_id`` 0.
 
-    History and system prompt (stateless requests; sessions send only the new message):
-    ``history_mode="structured"`` (the default) sends earlier turns as
-    ``UserMessageAction.conversation_history`` (7) and the system prompt as
-    ``AgentRunRequest.custom_system_prompt`` (8). Both are [S]/unverified (connect.md §5.3, §13;
-    OMP says field 8 may be allow-listed), but they keep the last user message exact and the roles
-    unambiguous (no role markers a user could forge inside the text), they are the schema's own
-    fields for this, and the emulator honours them. ``history_mode="flatten"`` is the fallback the
-    working third-party clients use (RA, CC): the transcript flattened into the user text.
+    Stateless requests (``stateless=True``) rebuild ``ConversationStateStructure`` from the whole
+    transcript: ``root_prompt_messages_json`` holds the blob ids of a system entry and one entry per
+    earlier message (the blob bytes go into ``state.blobs`` and are served on ``get_blob``); ``turns``
+    stays empty, so the roots are the only history and nothing is counted twice. The current user
+    message is the action's ``user_message``. A stateless tool exchange (the model's tool calls and
+    their results after the last user message) puts the whole transcript in the roots and sends an
+    empty user message, so the model continues from the results [C: the peers rebuild the roots,
+    live-dialect.md row 3; how they mark a continuation is not recorded].
+
+    Sessions (``stateless=False``) reuse the latest checkpoint (the service keeps the turns in it)
+    but put back the roots this client built (live-dialect.md row 5: the echoed roots may hold
+    placeholders); the request's messages besides the new one become root entries as well.
     """
+    profile = profile or WireProfile()
     run = pb.AgentRunRequest(
         conversation_id=state.conversation_id,
         run_id=run_id,
         next_interaction_query_id=0,
     )
-    run.conversation_state.ParseFromString(state.checkpoint if checkpoint is None else checkpoint)
+    if not stateless or resume:
+        run.conversation_state.ParseFromString(state.checkpoint if checkpoint is None else checkpoint)
+        if not stateless and run.conversation_state.ByteSize():
+            # live-dialect.md row 5: the echoed roots may hold placeholders instead of the user's
+            # entries; the roots are this client's own, the rest of the checkpoint is the service's.
+            del run.conversation_state.root_prompt_messages_json[:]
+            run.conversation_state.root_prompt_messages_json.extend(state.roots)
     run.conversation_state.SetInParent()
     run.mcp_tools.SetInParent()
-    # The caller's tools travel as MCP tool definitions (issue 7, connect.md §6.1); Cursor's
-    # built-in tools stay off (x-cursor-agent-allowed-tools is empty, see transport.py).
-    for tool in offered_tools(request):
+    # The caller's tools travel as MCP tool definitions here AND in the request-context reply
+    # (live-dialect.md row 6; the reply is built by TurnMachine).
+    tools = offered_tools(request)
+    for tool in tools:
         run.mcp_tools.mcp_tools.append(_tool_definition(tool))
     run.requested_model.model_id = model_id
     if max_mode:
@@ -354,12 +528,8 @@ def build_run_request(
         # connect.md §8.3: reconnect with resume_action and the latest checkpoint, same run_id.
         run.action.resume_action.SetInParent()
         return pb.AgentClientMessage(run_request=run)
-    msgs = list(request.messages)
-    system = "\n\n".join(m.text for m in msgs if m.role == "system")
-    rule = tool_choice_instruction(request)
-    if rule:
-        system = f"{system}\n\n{rule}" if system else rule
-    convo = [m for m in msgs if m.role != "system"]
+    system = system_text(request)
+    convo = [m for m in request.messages if m.role != "system"]
     last_user_index = max((i for i, m in enumerate(convo) if m.role == "user"), default=-1)
     if last_user_index < 0:
         raise ConfigurationError("a request needs at least one user message", code="invalid_request")
@@ -370,38 +540,45 @@ def build_run_request(
     if trailing and not tool_exchange:
         # Messages after the last user message (e.g. an assistant prefill) cannot be expressed;
         # keep them as history so nothing is lost silently.
-        earlier = convo[:last_user_index] + trailing
+        earlier = earlier + trailing
         trailing = []
+    # live-dialect.md row 8 (see _MODES): AGENT with tools (ASK takes none), else ASK or PLAN.
+    mode = pb.AGENT_MODE_AGENT if tools else _MODES.get(request.mode, pb.AGENT_MODE_ASK)
     action = run.action.user_message_action
-    if history_mode == "flatten" and (system or earlier or trailing):
-        # The flattened transcript has no tool structure: tool traffic is rendered as text.
-        action.user_message.CopyFrom(
-            _user_message(
-                _flatten(system, render_history(earlier), last.text, render_history(trailing)),
-                last.images,
-                request.mode,
-            )
-        )
+    names = {c.id: c.name for m in convo for c in m.tool_calls}
+    if profile.history == "roots":
+        roots = run.conversation_state.root_prompt_messages_json
+        if system and (stateless or not state.checkpoint):
+            roots.append(_store_root(state, {"role": "system", "content": system}))
+        if trailing:
+            history = [*earlier, last, *trailing]
+            action.user_message.CopyFrom(_user_message("", (), mode))
+        else:
+            history = earlier
+            action.user_message.CopyFrom(_user_message(last.text, last.images, mode))
+        for m in history:
+            roots.append(_store_root(state, root_entry(m, names)))
+        if not stateless:
+            state.roots = [bytes(r) for r in roots]
     else:
-        action.user_message.CopyFrom(_user_message(last.text, last.images, request.mode))
-        names = {c.id: c.name for m in convo for c in m.tool_calls}
+        action.user_message.CopyFrom(_user_message(last.text, last.images, mode))
         if earlier:
             action.conversation_history.CopyFrom(_history(earlier, names))
         if trailing:
-            # A stateless (OpenAI-style) tool exchange: the model's tool calls and their `tool`
-            # results come AFTER the last user message. They go in
-            # UserMessageAction.trailing_conversation_history (8) [G: agent-v1.schema.txt has the
-            # field and its name says "after the user message"; no capture shows its use]; the
-            # emulator honours it (and, alternatively, tool entries at the end of
-            # conversation_history). The model then answers from the results.
             action.trailing_conversation_history.CopyFrom(_history(trailing, names))
-        if system:
-            run.custom_system_prompt = system
+    if system and profile.system_prompt == "custom":
+        run.custom_system_prompt = system
     return pb.AgentClientMessage(run_request=run)
 
 
-def _minimal_request_context(workspace: str) -> pb.RequestContext:
-    """agent-v1-minimal.md §4.1 "minimal answer": env only; rules, tools, MCP and web tools empty."""
+def request_context(
+    workspace: str, *, system: str = "", tools: Sequence[ToolSpec] = (), profile: WireProfile | None = None
+) -> pb.RequestContext:
+    """The answer to ``request_context_args`` (connect.md §6.1, live-dialect.md rows 2 and 6): the
+    environment; the system prompt as an always-applied global rule and as ``cloud_rule``; the
+    caller's tools in ``tools`` with their ``mcp_instructions``; and ``mcp_meta_tool_options
+    {enabled: true}``, which the SDK sends even without tools."""
+    profile = profile or WireProfile()
     ctx = pb.RequestContext()
     env = ctx.env
     env.os_version = f"{platform.system().lower()} {platform.release()}"
@@ -409,6 +586,19 @@ def _minimal_request_context(workspace: str) -> pb.RequestContext:
     env.shell = os.environ.get("SHELL", "/bin/sh") if os.name != "nt" else "cmd.exe"
     env.time_zone = time.tzname[0] if time.tzname else "UTC"
     env.process_working_directory = workspace
+    if system:
+        rule = ctx.rules.add(full_path=_SYSTEM_RULE_PATH, content=system, is_required=True)
+        getattr(rule.type, "global").SetInParent()  # `global` is a Python keyword
+        ctx.cloud_rule = system
+    if tools and profile.tools_in_request_context:
+        for tool in tools:
+            ctx.tools.append(_tool_definition(tool))
+        ctx.mcp_instructions.add(
+            server_name=CUSTOM_TOOLS_PROVIDER,
+            server_identifier=CUSTOM_TOOLS_PROVIDER,
+            instructions="Tools provided by the caller of this conversation; call them by name.",
+        )
+    ctx.mcp_meta_tool_options.enabled = True
     return ctx
 
 
@@ -420,39 +610,61 @@ def _unknown_numbers(msg: pb.InteractionQuery | pb.ExecServerMessage) -> list[in
         return []
 
 
-def _decline_query(query: pb.InteractionQuery) -> pb.AgentClientMessage:
-    """Reject every interaction query (connect.md §6.3, agent-v1-minimal.md §5 decline column)."""
+def _empty_field(number: int) -> bytes:
+    """Wire bytes of an empty length-delimited field ``number``: an approved-shaped answer to an
+    interaction query newer than this proto subset (live-dialect.md row 12). Only a tag and a zero
+    length, because no generated class exists for a case the schema does not know yet."""
+    tag = number << 3 | 2
+    out = bytearray()
+    while tag > 0x7F:
+        out.append(tag & 0x7F | 0x80)
+        tag >>= 7
+    out.append(tag)
+    return bytes(out) + b"\x00"
+
+
+def answer_query(query: pb.InteractionQuery, *, approve_web: bool = True) -> pb.AgentClientMessage:
+    """The answer to an interaction query (live-dialect.md row 12): web search and web fetch are
+    approved (unless ``approve_web`` is off: Cursor then searches on the user's behalf); ask-question,
+    switch-mode, create-plan and the other interactive actions are declined in the shapes the SDK
+    uses (agent-v1-minimal.md §5); a case unknown to the schema gets an approved-shaped empty
+    message under its own field number. Every query gets an answer: an unanswered one hangs the run."""
     resp = pb.InteractionResponse(id=query.id)
     case = query.WhichOneof("query")
-    number = query.DESCRIPTOR.fields_by_name[case].number if case else None
-    if number is None:
-        known = [n for n in _unknown_numbers(query) if n in {7, 8, 10, 11, 12, 13, 14}]
-        number = known[0] if known else None
     reason = _DECLINE_REASON
-    if number == 2:
-        resp.web_search_request_response.rejected.reason = reason
-    elif number == 3:
+    if case == "web_search_request_query":
+        if approve_web:
+            resp.web_search_request_response.approved.SetInParent()
+        else:
+            resp.web_search_request_response.rejected.reason = "web search is turned off in cursorpipe"
+    elif case == "web_fetch_request_query":
+        if approve_web:
+            resp.web_fetch_request_response.approved.SetInParent()
+        else:
+            resp.web_fetch_request_response.rejected.reason = "web fetch is turned off in cursorpipe"
+    elif case == "ask_question_interaction_query":
         resp.ask_question_interaction_response.result.rejected.reason = reason
-    elif number == 4:
+    elif case == "switch_mode_request_query":
         resp.switch_mode_request_response.rejected.reason = reason
-    elif number == 7:
+    elif case == "create_plan_request_query":
         resp.create_plan_request_response.result.error.error = reason
-    elif number == 8:
+    elif case == "setup_vm_environment_args":
         # The schema's SetupVmEnvironmentResult has only `success`; the SDK answers success (§5).
         resp.setup_vm_environment_result.success.SetInParent()
-    elif number == 9:
-        resp.web_fetch_request_response.rejected.reason = reason
-    elif number == 10:
+    elif case == "pr_management_request_query":
         resp.pr_management_result.error.error = reason
-    elif number == 11:
+    elif case == "mcp_auth_request_query":
         resp.mcp_auth_request_response.rejected.reason = reason
-    elif number == 12:
+    elif case == "generate_image_request_query":
         resp.generate_image_request_response.rejected.reason = reason
-    elif number == 13:
+    elif case == "replace_env_args":
         resp.replace_env_result.failure.error_message = reason
-    elif number == 14:
+    elif case == "connect_scm_request_query":
         resp.connect_scm_request_response.rejected.reason = reason
-    # An unknown future case still gets an answer with its id: an unanswered query hangs the turn.
+    else:
+        numbers = [n for n in _unknown_numbers(query) if n != 1]
+        if numbers:
+            resp.MergeFromString(_empty_field(numbers[0]))
     return pb.AgentClientMessage(interaction_response=resp)
 
 
@@ -465,15 +677,25 @@ class TurnMachine:
         *,
         workspace: str = "",
         base_checkpoint: bytes | None = None,
-        tools: Sequence[str] = (),
+        tools: Sequence[str | ToolSpec] = (),
         stateful: bool = False,
+        system: str = "",
+        profile: WireProfile | None = None,
+        approve_web: bool = True,
+        call_ids: Mapping[str, str] | None = None,
     ) -> None:
         self.state = state
-        self.tools = frozenset(tools)
-        """Names of the caller's tools offered in ``mcp_tools``; other ``mcp_args`` are declined."""
+        self.specs = tuple(t for t in tools if isinstance(t, ToolSpec))
+        self.tools = frozenset(t.name if isinstance(t, ToolSpec) else t for t in tools)
+        """Names of the caller's offered tools; ``mcp_args`` for any other gets ``tool_not_found``."""
         self.stateful = stateful
         """True with a ``tool_handler``: tool calls are answered in the turn (``Step.tool_calls``);
         False: the turn ends at the model's tool calls (see :meth:`tool_batch`)."""
+        self.system = system
+        self.profile = profile or WireProfile()
+        self.approve_web = approve_web
+        self.call_ids = dict(call_ids or {})
+        """Wire tool-call id -> the caller's id, for ids :func:`normalise_call_id` changed."""
         self._calls: dict[str, _PendingCall] = {}
         self._next_index = 0
         self._listed: int | None = None
@@ -529,16 +751,23 @@ class TurnMachine:
             ex = msg.exec_server_message
             if ex.WhichOneof("message") == "mcp_args" and _bare_tool_name(ex.mcp_args) in self.tools:
                 # One of the caller's tools (issue 7): answered later with mcp_result (stateful)
-                # or left open while a stateless turn ends and is cancelled.
+                # or left open while a stateless turn ends.
                 self._mcp_call(ex, step)
             else:
                 step.replies.extend(self._exec(ex))
         elif case == "interaction_query":
-            step.replies.append(_decline_query(msg.interaction_query))
+            step.replies.append(answer_query(msg.interaction_query, approve_web=self.approve_web))
         elif case == "conversation_checkpoint_update":
-            # connect.md §6: keep the latest; not the end of the turn.
+            # connect.md §6: keep the latest; not the end of the turn. One that arrives after
+            # turn_ended is the final checkpoint (live-dialect.md row 10): it replaces the one
+            # committed at turn_ended.
             self.checkpoint = msg.conversation_checkpoint_update.SerializeToString()
-        # exec_server_control_message (abort): we never run an exec, nothing to cancel.
+            if self.ended:
+                self.state.checkpoint = self.checkpoint
+        elif case == "exec_server_control_message":
+            control = msg.exec_server_control_message
+            if control.WhichOneof("message") == "abort":
+                step.aborts.append(control.abort.id)
         # Unknown cases and ttft_breakdown: ignored (forward compatibility).
         step.ended = self.ended
         return step
@@ -569,6 +798,7 @@ class TurnMachine:
             tc = upd.tool_call
             if tc.HasField("mcp_tool_call"):
                 call_id = upd.call_id or tc.tool_call_id or tc.mcp_tool_call.args.tool_call_id
+                call_id = self.call_ids.get(call_id, call_id)
                 call = self._announce(call_id, _bare_tool_name(tc.mcp_tool_call.args), step)
                 if call is not None and case == "partial_tool_call" and upd.args_text_delta:
                     # Streamed argument text (connect.md §7 partial_tool_call.args_text_delta).
@@ -623,6 +853,7 @@ class TurnMachine:
         args = ex.mcp_args
         name = _bare_tool_name(args)
         call_id = args.tool_call_id or f"call_exec_{ex.id}"
+        call_id = self.call_ids.get(call_id, call_id)
         pending = self._announce(call_id, name, step)
         assert pending is not None  # name is offered (checked by the caller)
         pending.exec_id = ex.id
@@ -687,8 +918,8 @@ class TurnMachine:
         return pb.AgentClientMessage(kv_client_message=reply)
 
     def _exec(self, ex: pb.ExecServerMessage) -> list[pb.AgentClientMessage]:
-        # connect.md §6.1: request_context_args gets a minimal context; every other exec is
-        # declined with throw + stream_close (the SDK's generic decline). exec_id is not echoed.
+        # connect.md §6.1: request context, MCP state and unknown MCP tools get answers; every other
+        # exec is declined with throw + stream_close (the SDK's generic decline). exec_id is not echoed.
         close = pb.AgentClientMessage(
             exec_client_control_message=pb.ExecClientControlMessage(
                 stream_close=pb.ExecClientStreamClose(id=ex.id)
@@ -698,8 +929,30 @@ class TurnMachine:
         if which == "request_context_args":
             result = pb.ExecClientMessage(id=ex.id)
             result.request_context_result.success.request_context.CopyFrom(
-                _minimal_request_context(self.workspace)
+                request_context(self.workspace, system=self.system, tools=self.specs, profile=self.profile)
             )
+            return [pb.AgentClientMessage(exec_client_message=result), close]
+        if which == "mcp_state_exec_args":
+            # live-dialect.md row 9: the caller's tools as one connected MCP server; without it the
+            # model starts an MCP sign-in flow instead of calling the tools.
+            result = pb.ExecClientMessage(id=ex.id)
+            success = result.mcp_state_exec_result.success
+            success.SetInParent()
+            if self.specs:
+                server = success.servers.add(
+                    server_name=CUSTOM_TOOLS_PROVIDER,
+                    server_identifier=CUSTOM_TOOLS_PROVIDER,
+                    status="connected",
+                )
+                server.tools.extend(_tool_definition(t) for t in self.specs)
+            return [pb.AgentClientMessage(exec_client_message=result), close]
+        if which == "mcp_args":
+            # A tool we did not offer: tool_not_found with the names we have, as the SDK answers,
+            # so the model can pick a real one instead of failing the run.
+            result = pb.ExecClientMessage(id=ex.id)
+            nf = result.mcp_result.tool_not_found
+            nf.name = _bare_tool_name(ex.mcp_args)
+            nf.available_tools.extend(sorted(self.tools))
             return [pb.AgentClientMessage(exec_client_message=result), close]
         case: str = which or ""
         if not case:

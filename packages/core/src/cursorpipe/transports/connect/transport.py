@@ -2,15 +2,19 @@
 
 Per turn: a token from :class:`~cursorpipe.auth.TokenProvider`, a channel (full-duplex HTTP/2
 ``Run`` via :mod:`._h2`, or ``RunSSE`` + ``BidiAppend`` via :mod:`._http1`), the run request and the
-answers of :class:`._turn.TurnMachine`, client heartbeats every 5 s, a 30 s stall detector, and
-Cursor's cancel action when the caller stops early.
+answers of :class:`._turn.TurnMachine`, client heartbeats every 5 s, a 30 s stall detector, the
+post-turn wait for the service's end-stream, and an immediate drop when the caller stops early
+(docs/live-dialect.md rows 10-11).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
@@ -19,7 +23,13 @@ from typing import Any
 
 import httpx
 
-from ..._constants import CANCEL_GRACE_S, CLIENT_HEARTBEAT_S, EXEC_HEARTBEAT_S, STALL_TIMEOUT_S
+from ..._constants import (
+    CANCEL_GRACE_S,
+    CLIENT_HEARTBEAT_S,
+    EXEC_HEARTBEAT_S,
+    POST_TURN_GUARD_S,
+    STALL_TIMEOUT_S,
+)
 from ..._proto.agent.v1 import agent_pb2 as pb
 from ..._proto.aiserver.v1 import server_config_pb2 as sc
 from ..._redact import redact
@@ -31,6 +41,7 @@ from ...errors import (
     CursorPipeError,
     ModelNotFoundError,
     NetworkError,
+    OutdatedClientError,
     ProtocolError,
     SessionError,
     StreamDroppedError,
@@ -64,31 +75,33 @@ from ._models import (
     parse_usable_models,
 )
 from ._turn import (
+    CLI_CLIENT_VERSION,
+    MCP_ALLOWED_TOOLS,
     ConversationState,
-    HistoryMode,
+    Dialect,
     TurnMachine,
+    WireProfile,
     build_run_request,
     cancel_message,
+    conversation_id_for,
     exec_heartbeat_message,
     heartbeat_message,
     mcp_result_messages,
+    normalise_call_id,
     offered_tools,
+    profile_for,
+    system_text,
 )
 
 __all__ = ["CLIENT_TYPE", "CLIENT_VERSION", "ConnectTransport"]
 
 log = logging.getLogger("cursorpipe.connect")
 
-# Client identity (connect.md §4.3, open question in §13). We present ourselves as Cursor's
-# official Python SDK 1.1.0 (`x-cursor-client-type: sdk`, `sdk-python-1.1.0`) and send it on every
-# call, because that is the client whose wire behaviour this transport reproduces message for
-# message (header set §4.1/§4.2, run request §5.3, RunSSE for http:// backends §3.4, the exec/KV/
-# interaction answers §6). Claiming `cli-<date>-<hash>` would pair a CLI identity with SDK
-# behaviour and go stale against version gates (§8.4). Known risk (§13): the backend may gate
-# `sdk-python-*` behind `sdk_python_preview_access`; `ConnectTransport(client_version=...)`
-# overrides the version for that case.
-CLIENT_TYPE = "sdk"
-CLIENT_VERSION = "sdk-python-1.1.0"
+# Client identity (live-dialect.md row 1): by default the `cli` dialect, what every client proven
+# against the live service sends; `sdk` (Cursor's SDK identity) is the other choice. See
+# `_turn.WireProfile` for everything a dialect bundles.
+CLIENT_TYPE = "cli"
+CLIENT_VERSION = CLI_CLIENT_VERSION
 USER_AGENT = "connect-es/1.6.1"  # §4.1 [C]
 SERVER_CONFIG_PATH = "/aiserver.v1.ServerConfigService/GetServerConfig"
 _MAX_RESUMES = 1
@@ -97,6 +110,39 @@ _TOOL_RESULT_TIMEOUT_S = 120.0
 #: Stateless tool turns without ``tool_requests_listed``: quiet time after the last announced
 #: call got its exec before the batch counts as complete ([G], see TurnMachine.tool_batch).
 TOOL_BATCH_GRACE_S = 0.3
+
+#: The dialect that worked for an account, remembered for the process after an automatic switch
+#: (key: a fingerprint of the backend and credential, never the credential itself).
+_DIALECT_MEMORY: dict[str, Dialect] = {}
+#: Stateless conversations whose id was rotated after a poisoned-conversation error (row 20).
+_ROTATE_MAX = 1024
+
+
+def _other(dialect: Dialect) -> Dialect:
+    return "sdk" if dialect == "cli" else "cli"
+
+
+_REFUSED_SYSTEM_PROMPT = "the service refused the custom system prompt option"
+
+
+def _dialect_rejection(exc: ConnectCallError, mapped: CursorPipeError) -> str | None:
+    """Why ``exc`` says the service refuses this dialect (live-dialect.md rows 1 and 2), or ``None``.
+
+    Known refusals: an outdated client version (ERROR_OUTDATED_CLIENT / the version-gate text), the
+    system-prompt option refused (``invalid_argument: unknown option '--system-prompt'``), and a gate
+    on the client type (SDK access is reported to be allow-listed per account). The texts are what
+    the peers recorded [B: live-dialect.md rows 1-2], so matching is loose and by keyword."""
+    text = f"{exc.error.message} {mapped}".lower()
+    if isinstance(mapped, OutdatedClientError):
+        return "the service reported this client version as outdated"
+    if exc.error.code == "invalid_argument" and ("system-prompt" in text or "system prompt" in text):
+        return _REFUSED_SYSTEM_PROMPT
+    if exc.error.code == "permission_denied" and any(
+        k in text
+        for k in ("client type", "client-type", "sdk", "preview access", "not allowed for this client")
+    ):
+        return "the service refused this client type"
+    return None
 
 
 class _Eof:
@@ -112,9 +158,15 @@ class ConnectTransport:
     """Talks to Cursor's backend directly: no CLI, no Node (issue 3).
 
     ``CursorClient(CursorPipeConfig(strategy="connect", backend_url=..., api_key=...))`` builds one.
-    Keyword arguments exist for tests and benchmarks: ``http`` (an ``httpx.AsyncClient`` to use),
-    ``clock`` (for token refresh), ``stall_timeout_s``, ``heartbeat_s``, ``history_mode``
-    (see :func:`._turn.build_run_request`), ``client_version``.
+    Keyword arguments exist for tests, benchmarks and ``doctor --live``: ``http`` (an
+    ``httpx.AsyncClient`` to use), ``clock`` (for token refresh), ``stall_timeout_s``,
+    ``heartbeat_s``, ``wire`` (a :class:`._turn.WireProfile`: every wire choice at once; setting it
+    turns the automatic dialect switch off), ``client_version``, ``post_turn_guard_s`` (the bound on
+    the wait for the end-stream after ``turn_ended``; 0 skips the wait, for comparison runs).
+
+    The dialect comes from ``CURSORPIPE_CONNECT_DIALECT``; unset, it is ``cli`` and a known
+    rejection (see :func:`_dialect_rejection`) switches to the other dialect once for the account,
+    remembered for the process and logged at WARNING. A dialect set explicitly never switches.
     """
 
     name = "connect"
@@ -130,8 +182,9 @@ class ConnectTransport:
         cancel_grace_s: float = CANCEL_GRACE_S,
         tool_batch_grace_s: float = TOOL_BATCH_GRACE_S,
         exec_heartbeat_s: float = EXEC_HEARTBEAT_S,
-        history_mode: HistoryMode = "structured",
-        client_version: str = CLIENT_VERSION,
+        wire: WireProfile | None = None,
+        client_version: str | None = None,
+        post_turn_guard_s: float = POST_TURN_GUARD_S,
         workspace: str | None = None,
     ) -> None:
         self._config = config if config is not None else CursorPipeConfig()
@@ -146,14 +199,25 @@ class ConnectTransport:
             # take every slot and their appends wait forever: a deadlock that surfaces as 30 s stalls.
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
         )
-        self._client_version = client_version
+        version = client_version if client_version is not None else self._config.client_version
+        self._fingerprint = self._account_fingerprint()
+        if wire is not None:
+            self._wire, self._dialect_fixed = wire, True
+        elif self._config.connect_dialect is not None:
+            self._wire, self._dialect_fixed = profile_for(self._config.connect_dialect, version), True
+        else:
+            remembered = _DIALECT_MEMORY.get(self._fingerprint, "cli")
+            self._wire, self._dialect_fixed = profile_for(remembered, version), False
+        self._client_version = version
+        self.post_turn_guard_s = post_turn_guard_s
+        self._conversation_salts: dict[str, str] = {}
+        self._blob_key_salt = secrets.token_bytes(32)
         self._auth = TokenProvider(self._config, self._http, headers=self._identity(), clock=clock)
         self.stall_timeout_s = stall_timeout_s
         self.heartbeat_s = heartbeat_s
         self.cancel_grace_s = cancel_grace_s
         self.tool_batch_grace_s = tool_batch_grace_s
         self.exec_heartbeat_s = exec_heartbeat_s
-        self.history_mode: HistoryMode = history_mode
         self._workspace = workspace or self._config.workspace or ""
         self._models: list[ModelInfo] | None = None
         self._models_lock = asyncio.Lock()
@@ -228,6 +292,10 @@ class ConnectTransport:
         if self._closed:
             return
         self._closed = True
+        if self._tasks:
+            # Runs being cancelled in the background (stateless tool turns) get a moment to send
+            # their cancel_action before the connections go.
+            await asyncio.wait(list(self._tasks), timeout=1.0)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -241,11 +309,45 @@ class ConnectTransport:
     # ------------------------------------------------------------------------------------------
     # headers (connect.md §4)
     # ------------------------------------------------------------------------------------------
+    @property
+    def wire(self) -> WireProfile:
+        """The wire profile turns use now (changes after an automatic dialect switch)."""
+        return self._wire
+
+    def _account_fingerprint(self) -> str:
+        secret = self._config.api_key.get_secret_value() or self._config.auth_token.get_secret_value()
+        raw = f"{self._base}\0{secret}".encode()
+        return hashlib.sha256(raw).hexdigest()[:32]
+
+    def _switch_dialect(self, why: str) -> bool:
+        """Move to the other dialect after a known rejection, unless the dialect was set
+        explicitly; remembered for this account for the rest of the process."""
+        if self._dialect_fixed:
+            return False
+        old = self._wire.dialect
+        new = _other(old)
+        self._wire = profile_for(new, self._client_version or "")
+        self._dialect_fixed = True  # one switch per transport: never ping-pong
+        first = _DIALECT_MEMORY.get(self._fingerprint) != new
+        _DIALECT_MEMORY[self._fingerprint] = new
+        if first:
+            log.warning(
+                "cursorpipe: %s; switching the connect dialect from %r to %r (identity %s/%s, system "
+                "prompt %s) for this account. Set CURSORPIPE_CONNECT_DIALECT to choose one explicitly.",
+                why,
+                old,
+                new,
+                self._wire.client_type,
+                self._wire.version,
+                "as rules only" if self._wire.system_prompt == "rules" else "also as custom_system_prompt",
+            )
+        return True
+
     def _identity(self) -> dict[str, str]:
         return {
             "user-agent": USER_AGENT,
-            "x-cursor-client-type": CLIENT_TYPE,
-            "x-cursor-client-version": self._client_version,
+            "x-cursor-client-type": self._wire.client_type,
+            "x-cursor-client-version": self._wire.version,
             # §4.1: ghost (privacy) mode on unless a privacy lookup says otherwise; we never do the
             # lookup, and `true` is the safe value.
             "x-ghost-mode": "true",
@@ -266,14 +368,23 @@ class ConnectTransport:
         return headers
 
     def _run_headers(
-        self, token: str, state: ConversationState, run_id: str, attempt_id: str, *, http1: bool
+        self,
+        token: str,
+        state: ConversationState,
+        run_id: str,
+        attempt_id: str,
+        *,
+        http1: bool,
+        tools: bool = False,
     ) -> dict[str, str]:
         headers = self._rpc_headers(token, attempt_id)
         headers["x-original-request-id"] = run_id  # §4.2: stable across retries (= run_id)
         headers["x-blob-encryption-key"] = state.blob_key  # §4.2: constant per conversation
-        # §6.1: an empty value means "no built-in tools" (the SDK's tools=[]): a chat bridge must
-        # not let Cursor read files or run commands.
-        headers["x-cursor-agent-allowed-tools"] = ""
+        # live-dialect.md row 7: "" = no built-in tools (a chat bridge must not let Cursor read
+        # files or run commands); with the caller's tools the MCP family, which the run needs.
+        headers["x-cursor-agent-allowed-tools"] = (
+            MCP_ALLOWED_TOOLS if tools and self._wire.mcp_allowed_tools else ""
+        )
         if http1:
             headers["x-cursor-streaming"] = "true"  # §4.1: only in HTTP/1.1 fallback mode [X → SDK]
         else:
@@ -424,18 +535,20 @@ class ConnectTransport:
             )
 
     async def _open_channel(
-        self, token: str, state: ConversationState, run_id: str, attempt_id: str
+        self, token: str, state: ConversationState, run_id: str, attempt_id: str, *, tools: bool = False
     ) -> Channel:
         if await self._use_h2():
             try:
                 conn = await self._h2_connection()
-                return H2Channel(conn, self._run_headers(token, state, run_id, attempt_id, http1=False))
+                return H2Channel(
+                    conn, self._run_headers(token, state, run_id, attempt_id, http1=False, tools=tools)
+                )
             except NetworkError as exc:
                 if self._config.use_http2 == "always" or exc.code != "no_http2":
                     raise
                 # https server without HTTP/2: remember and use the HTTP/1.1 pair (§3.4).
                 self._h2_unavailable = True
-        headers = self._run_headers(token, state, run_id, attempt_id, http1=True)
+        headers = self._run_headers(token, state, run_id, attempt_id, http1=True, tools=tools)
         return Http1Channel(self._http, self._base, headers, attempt_id, token=self._auth.token)
 
     async def _heartbeats(self, channel: Channel) -> None:
@@ -530,39 +643,92 @@ class ConnectTransport:
             input_tokens=estimate_tokens(inputs), output_tokens=estimate_tokens(outputs), estimated=True
         )
 
+    def _stateless_state(self, request: TurnRequest) -> ConversationState:
+        """The client-side state of one stateless request: a conversation id stable across the
+        requests of one conversation (live-dialect.md row 20) and a blob key derived from it with a
+        per-process secret (constant per conversation, connect.md §4.2, never guessable)."""
+        base = conversation_id_for(request.messages)
+        conversation_id = conversation_id_for(request.messages, self._conversation_salts.get(base, ""))
+        key = hmac.new(self._blob_key_salt, conversation_id.encode(), hashlib.sha256).hexdigest()
+        state = ConversationState(conversation_id=conversation_id, model=request.model, blob_key=key)
+        state.opening = base
+        return state
+
+    def _rotate(self, state: ConversationState) -> None:
+        """live-dialect.md row 20: a bare ``resource_exhausted`` with zero tokens can mean a
+        poisoned conversation; the next request of this conversation uses a fresh id."""
+        if not state.opening:
+            return
+        if len(self._conversation_salts) >= _ROTATE_MAX:
+            self._conversation_salts.pop(next(iter(self._conversation_salts)))
+        self._conversation_salts[state.opening] = uuid.uuid4().hex
+        log.info("cursorpipe: rotating the conversation id after an opaque resource_exhausted")
+
+    def _drop_later(self, channel: Channel) -> None:
+        """Stop a run we leave (stateless tool calls) politely without making the caller wait:
+        ``cancel_action``, a bounded wait for the server's end, then close, in the background."""
+
+        async def stop() -> None:
+            try:
+                with contextlib.suppress(CursorPipeError, OSError, TimeoutError):
+                    async with asyncio.timeout(min(self.cancel_grace_s, 2.0)):
+                        await channel.send(cancel_message())
+                await channel.drain(self.cancel_grace_s)
+            finally:
+                await channel.aclose()
+
+        task = asyncio.create_task(stop(), name="cursorpipe-run-cancel")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _run(
         self, request: TurnRequest, session: TransportSession | None
     ) -> AsyncGenerator[Event, None]:
         self._check_open()
         if session is not None and not isinstance(session, ConversationState):
             raise SessionError("This session does not belong to the connect transport.", transport=self.name)
-        state = session if session is not None else ConversationState(model=request.model)
+        stateless = session is None
+        state = session if session is not None else self._stateless_state(request)
         if state.closed:
             raise SessionError(f"Session {state.id} was discarded; open a new one.", transport=self.name)
         model = await self._resolve_model(request.model)
         run_id = str(uuid.uuid4())
         handler = request.tool_handler
         tool_timeout = request.tool_result_timeout_s or _TOOL_RESULT_TIMEOUT_S
-        machine = TurnMachine(
-            state,
-            workspace=self._workspace,
-            tools=[t.name for t in offered_tools(request)],
-            stateful=handler is not None,
-        )
+        tools = offered_tools(request)
+        # Caller tool-call ids the wire cannot carry (live-dialect.md row 15) map back to the caller.
+        call_ids = {
+            normalise_call_id(c.id): c.id
+            for m in request.messages
+            for c in m.tool_calls
+            if normalise_call_id(c.id) != c.id
+        }
+        system = system_text(request)
         base_checkpoint = state.checkpoint
         yield TransportInfo(
             transport=self.name, model=request.model, session_id=state.id if session is not None else None
         )
         reauthed = False
+        switched = False
         resumes = 0
         attempt = 0
+        machine: TurnMachine | None = None
         while True:
             attempt_id = run_id if attempt == 0 else str(uuid.uuid4())  # §4.2
             attempt += 1
             resume = resumes > 0
+            if machine is None or not resume:
+                machine = TurnMachine(
+                    state,
+                    workspace=self._workspace,
+                    tools=tools,
+                    stateful=handler is not None,
+                    system=system,
+                    profile=self._wire,
+                    approve_web=self._config.approve_web_queries,
+                    call_ids=call_ids,
+                )
             token = await self._auth.token()
-            channel = await self._open_channel(token, state, run_id, attempt_id)
-            self.last_channel = channel.kind
             first = build_run_request(
                 request,
                 state,
@@ -570,22 +736,25 @@ class ConnectTransport:
                 model_parameters=model.parameters,
                 max_mode=model.max_mode,
                 run_id=run_id,
-                history_mode=self.history_mode,
+                profile=self._wire,
+                stateless=stateless,
                 resume=resume,
                 checkpoint=machine.checkpoint if resume else base_checkpoint,
             )
+            channel = await self._open_channel(token, state, run_id, attempt_id, tools=bool(tools))
+            self.last_channel = channel.kind
             heartbeat: asyncio.Task[None] | None = None
             pump: asyncio.Task[None] | None = None
-            tool_tasks: set[asyncio.Task[None]] = set()
+            tool_tasks: dict[int, asyncio.Task[None]] = {}
             inbox: asyncio.Queue[object] = asyncio.Queue()
             server_done = False
             finished = False
-            caller_stopped = False
-            cancel_upstream = False
+            handed_off = False
             try:
                 await channel.start(first)
                 heartbeat = asyncio.create_task(self._heartbeats(channel), name="cursorpipe-heartbeat")
                 pump = asyncio.create_task(self._pump(channel, inbox), name="cursorpipe-pump")
+                held: list[Event] = []
                 while True:
                     batch = machine.tool_batch()
                     if batch == "complete":
@@ -594,7 +763,7 @@ class ConnectTransport:
                     # silent: the stall detector pauses (as the SDK's does for human-type waits,
                     # §6.4); the handler's own bound (tool_result_timeout_s) applies instead.
                     wait: float | None = (
-                        None if any(not t.done() for t in tool_tasks) else self.stall_timeout_s
+                        None if any(not t.done() for t in tool_tasks.values()) else self.stall_timeout_s
                     )
                     if batch == "maybe":
                         wait = (
@@ -623,26 +792,41 @@ class ConnectTransport:
                     step = machine.handle(item)
                     for reply in step.replies:
                         await channel.send(reply)
+                    for exec_id in step.aborts:
+                        # exec_server_control_message.abort: the server gave up on this exec.
+                        task = tool_tasks.get(exec_id)
+                        if task is not None:
+                            task.cancel()
                     if handler is not None:
                         # Start the tools before yielding: the consumer may wait on them.
                         for exec_id, call in step.tool_calls:
-                            task = asyncio.create_task(
+                            tool_tasks[exec_id] = asyncio.create_task(
                                 self._answer_tool(channel, handler, exec_id, call, tool_timeout, inbox),
                                 name="cursorpipe-tool",
                             )
-                            tool_tasks.add(task)
                     for event in step.events:
-                        yield event
+                        if isinstance(event, TurnEnd):
+                            held.append(event)  # after the post-turn work, see below
+                        else:
+                            yield event
                     if step.ended:
                         finished = True
                         break
                 if finished:
+                    # live-dialect.md row 10: the service stores the final checkpoint and blobs
+                    # after turn_ended; keep answering KV and checkpoint messages until its
+                    # end-stream (bounded), and only then hand the turn's end to the caller, so a
+                    # consumer that stops at TurnEnd cannot cut that work off.
+                    server_done = await self._finish_turn(channel, machine, inbox)
+                    for event in held:
+                        yield event
                     return
                 if machine.tool_batch() != "none":
                     # Stateless (OpenAI-style) tool calls: the turn ends here, the caller runs the
                     # tools and sends a new request with the results; the open run is cancelled
-                    # (cancel_action, §5.4) in the finally below.
-                    cancel_upstream = True
+                    # in the background (no wait on the caller's path).
+                    handed_off = True
+                    self._drop_later(channel)
                     usage = self._tool_usage(request, machine)
                     yield UsageEvent(usage)
                     yield TurnEnd("tool_calls", usage)
@@ -653,13 +837,6 @@ class ConnectTransport:
                     request_id=attempt_id,
                     transport=self.name,
                 )
-            except (GeneratorExit, asyncio.CancelledError):
-                caller_stopped = True
-                raise
-            except ToolResultTimeoutError:
-                # Our own decision to stop: cancel politely and let the server end the run.
-                caller_stopped = True
-                raise
             except ConnectCallError as exc:
                 server_done = True
                 if exc.error.code == "unauthenticated" and not reauthed and not machine.produced:
@@ -667,7 +844,23 @@ class ConnectTransport:
                     reauthed = True
                     await self._auth.invalidate(token)
                     continue
-                raise self._map(exc, request, attempt_id) from exc
+                mapped = self._map(exc, request, attempt_id)
+                why = _dialect_rejection(exc, mapped)
+                if why == _REFUSED_SYSTEM_PROMPT and self._wire.system_prompt != "custom":
+                    why = None  # we did not send the option: switching would not help
+                if why and not switched and not machine.produced and self._switch_dialect(why):
+                    switched = True
+                    if stateless:
+                        state = self._stateless_state(request)
+                    continue
+                if (
+                    stateless
+                    and exc.error.code == "resource_exhausted"
+                    and not exc.error.details
+                    and not machine.produced
+                ):
+                    self._rotate(state)
+                raise mapped from exc
             except (StreamDroppedError, StreamStalledError) as exc:
                 # §8.3: once output reached the caller the client cannot retry; resume from the
                 # latest checkpoint of this turn with resume_action (same run_id, new request id).
@@ -680,23 +873,46 @@ class ConnectTransport:
                     exc.request_id = attempt_id
                 raise
             finally:
-                try:
-                    helpers = [t for t in (heartbeat, pump, *tool_tasks) if t is not None]
-                    for helper in helpers:
-                        helper.cancel()
-                    await asyncio.gather(*helpers, return_exceptions=True)
-                    if cancel_upstream:
-                        caller_stopped = True
-                    if not finished and not server_done:
-                        # The caller stopped (closed the generator or was cancelled), or the
-                        # stream stalled/broke: tell Cursor to stop generating (§5.4
-                        # cancel_action). When the caller stopped, give the server up to
-                        # CANCEL_GRACE_S to end the stream, as the SDK does (§6.4).
-                        with contextlib.suppress(CursorPipeError, OSError, TimeoutError):
-                            async with asyncio.timeout(min(self.cancel_grace_s, 2.0)):
-                                await channel.send(cancel_message())
-                        if caller_stopped:
-                            await channel.drain(self.cancel_grace_s)
-                finally:
-                    # Even if we are cancelled again during the polite part above.
-                    await channel.aclose()
+                helpers = [t for t in (heartbeat, pump, *tool_tasks.values()) if t is not None]
+                for helper in helpers:
+                    helper.cancel()
+                await asyncio.gather(*helpers, return_exceptions=True)
+                if not handed_off:
+                    if finished or server_done:
+                        await channel.aclose()
+                    else:
+                        # The caller stopped early (break, aclose, task cancel), a tool handler
+                        # timed out, or the stream stalled/broke: drop the stream at once, as the
+                        # SDK's run.cancel() does (live-dialect.md row 11): no cancel_action and no
+                        # wait on the caller's path.
+                        await channel.abort()
+
+    async def _finish_turn(
+        self, channel: Channel, machine: TurnMachine, inbox: asyncio.Queue[object]
+    ) -> bool:
+        """After ``turn_ended``: answer what the server still sends (KV ``set_blob``/``get_blob``,
+        the final checkpoint) until its end-stream, at most ``post_turn_guard_s``. True when the
+        server ended the stream (a clean close), False when the guard ran out (the stream is
+        then dropped). An end-stream error after a completed turn changes nothing for the caller.
+        A guard of 0 skips the wait (how the client behaved before, kept for comparison runs)."""
+        if self.post_turn_guard_s <= 0:
+            return False
+        try:
+            async with asyncio.timeout(self.post_turn_guard_s):
+                while True:
+                    item = await inbox.get()
+                    if item is _EOF:
+                        return True
+                    if isinstance(item, BaseException):
+                        log.debug("cursorpipe: error after turn_ended ignored (%s)", type(item).__name__)
+                        return True
+                    assert isinstance(item, pb.AgentServerMessage)
+                    step = machine.handle(item)
+                    for reply in step.replies:
+                        with contextlib.suppress(CursorPipeError, OSError):
+                            await channel.send(reply)
+        except TimeoutError:
+            log.debug(
+                "cursorpipe: no end-stream %g s after turn_ended; dropping the stream", self.post_turn_guard_s
+            )
+            return False

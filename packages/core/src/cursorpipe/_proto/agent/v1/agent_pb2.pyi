@@ -52,6 +52,23 @@ AGENT_MODE_MULTITASK: AgentMode.ValueType  # 7
 AGENT_MODE_CUSTOM: AgentMode.ValueType  # 8
 Global___AgentMode: _TypeAlias = AgentMode  # noqa: Y015
 
+class _CursorRuleSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CursorRuleSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CursorRuleSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CURSOR_RULE_SOURCE_UNSPECIFIED: _CursorRuleSource.ValueType  # 0
+    CURSOR_RULE_SOURCE_TEAM: _CursorRuleSource.ValueType  # 1
+    CURSOR_RULE_SOURCE_USER: _CursorRuleSource.ValueType  # 2
+
+class CursorRuleSource(_CursorRuleSource, metaclass=_CursorRuleSourceEnumTypeWrapper): ...
+
+CURSOR_RULE_SOURCE_UNSPECIFIED: CursorRuleSource.ValueType  # 0
+CURSOR_RULE_SOURCE_TEAM: CursorRuleSource.ValueType  # 1
+CURSOR_RULE_SOURCE_USER: CursorRuleSource.ValueType  # 2
+Global___CursorRuleSource: _TypeAlias = CursorRuleSource  # noqa: Y015
+
 class _EstimatedCostSource:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -68,6 +85,59 @@ ESTIMATED_COST_SOURCE_UNSPECIFIED: EstimatedCostSource.ValueType  # 0
 ESTIMATED_COST_SOURCE_CATALOG: EstimatedCostSource.ValueType  # 1
 ESTIMATED_COST_SOURCE_USAGE: EstimatedCostSource.ValueType  # 2
 Global___EstimatedCostSource: _TypeAlias = EstimatedCostSource  # noqa: Y015
+
+class _McpRefreshPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _McpRefreshPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_McpRefreshPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MCP_REFRESH_POLICY_UNSPECIFIED: _McpRefreshPolicy.ValueType  # 0
+    MCP_REFRESH_POLICY_FORCE_IF_MISSING: _McpRefreshPolicy.ValueType  # 1
+    MCP_REFRESH_POLICY_FORCE: _McpRefreshPolicy.ValueType  # 2
+
+class McpRefreshPolicy(_McpRefreshPolicy, metaclass=_McpRefreshPolicyEnumTypeWrapper): ...
+
+MCP_REFRESH_POLICY_UNSPECIFIED: McpRefreshPolicy.ValueType  # 0
+MCP_REFRESH_POLICY_FORCE_IF_MISSING: McpRefreshPolicy.ValueType  # 1
+MCP_REFRESH_POLICY_FORCE: McpRefreshPolicy.ValueType  # 2
+Global___McpRefreshPolicy: _TypeAlias = McpRefreshPolicy  # noqa: Y015
+
+class _McpServerTransport:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _McpServerTransportEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_McpServerTransport.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MCP_SERVER_TRANSPORT_UNSPECIFIED: _McpServerTransport.ValueType  # 0
+    MCP_SERVER_TRANSPORT_STDIO: _McpServerTransport.ValueType  # 1
+    MCP_SERVER_TRANSPORT_HTTP: _McpServerTransport.ValueType  # 2
+
+class McpServerTransport(_McpServerTransport, metaclass=_McpServerTransportEnumTypeWrapper): ...
+
+MCP_SERVER_TRANSPORT_UNSPECIFIED: McpServerTransport.ValueType  # 0
+MCP_SERVER_TRANSPORT_STDIO: McpServerTransport.ValueType  # 1
+MCP_SERVER_TRANSPORT_HTTP: McpServerTransport.ValueType  # 2
+Global___McpServerTransport: _TypeAlias = McpServerTransport  # noqa: Y015
+
+class _ReplaceEnvMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReplaceEnvModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReplaceEnvMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REPLACE_ENV_MODE_UNSPECIFIED: _ReplaceEnvMode.ValueType  # 0
+    REPLACE_ENV_MODE_CUSTOM: _ReplaceEnvMode.ValueType  # 1
+    REPLACE_ENV_MODE_CLEAN_SLATE: _ReplaceEnvMode.ValueType  # 2
+    REPLACE_ENV_MODE_DEFAULT: _ReplaceEnvMode.ValueType  # 3
+
+class ReplaceEnvMode(_ReplaceEnvMode, metaclass=_ReplaceEnvModeEnumTypeWrapper): ...
+
+REPLACE_ENV_MODE_UNSPECIFIED: ReplaceEnvMode.ValueType  # 0
+REPLACE_ENV_MODE_CUSTOM: ReplaceEnvMode.ValueType  # 1
+REPLACE_ENV_MODE_CLEAN_SLATE: ReplaceEnvMode.ValueType  # 2
+REPLACE_ENV_MODE_DEFAULT: ReplaceEnvMode.ValueType  # 3
+Global___ReplaceEnvMode: _TypeAlias = ReplaceEnvMode  # noqa: Y015
 
 class _ReplyAudience:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -847,6 +917,26 @@ class ConnectScmGitlab(_message.Message):
 Global___ConnectScmGitlab: _TypeAlias = ConnectScmGitlab  # noqa: Y015
 
 @_typing.final
+class ConnectScmRequestQuery(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def args(self) -> Global___ConnectScmArgs: ...
+    def __init__(
+        self,
+        *,
+        args: Global___ConnectScmArgs | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["args", b"args"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConnectScmRequestQuery: _TypeAlias = ConnectScmRequestQuery  # noqa: Y015
+
+@_typing.final
 class ConnectScmRequestResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1624,6 +1714,36 @@ class ConversationTokenDetails(_message.Message):
 Global___ConversationTokenDetails: _TypeAlias = ConversationTokenDetails  # noqa: Y015
 
 @_typing.final
+class CreatePlanArgs(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_FIELD_NUMBER: _builtins.int
+    OVERVIEW_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    IS_PROJECT_FIELD_NUMBER: _builtins.int
+    plan: _builtins.str
+    overview: _builtins.str
+    """2 todos: agent.v1.TodoItem (not in the subset: decoded as an unknown field)"""
+    name: _builtins.str
+    is_project: _builtins.bool
+    """6 phases: agent.v1.Phase (not in the subset: decoded as an unknown field)"""
+    def __init__(
+        self,
+        *,
+        plan: _builtins.str = ...,
+        overview: _builtins.str = ...,
+        name: _builtins.str = ...,
+        is_project: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_project", b"is_project", "name", b"name", "overview", b"overview", "plan", b"plan"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreatePlanArgs: _TypeAlias = CreatePlanArgs  # noqa: Y015
+
+@_typing.final
 class CreatePlanError(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1641,6 +1761,29 @@ class CreatePlanError(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreatePlanError: _TypeAlias = CreatePlanError  # noqa: Y015
+
+@_typing.final
+class CreatePlanRequestQuery(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARGS_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    tool_call_id: _builtins.str
+    @_builtins.property
+    def args(self) -> Global___CreatePlanArgs: ...
+    def __init__(
+        self,
+        *,
+        args: Global___CreatePlanArgs | None = ...,
+        tool_call_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["args", b"args"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreatePlanRequestQuery: _TypeAlias = CreatePlanRequestQuery  # noqa: Y015
 
 @_typing.final
 class CreatePlanRequestResponse(_message.Message):
@@ -1705,6 +1848,142 @@ class CreatePlanSuccess(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreatePlanSuccess: _TypeAlias = CreatePlanSuccess  # noqa: Y015
+
+@_typing.final
+class CursorRule(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FULL_PATH_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    GIT_REMOTE_ORIGIN_FIELD_NUMBER: _builtins.int
+    PARSE_ERROR_FIELD_NUMBER: _builtins.int
+    ENVIRONMENTS_FIELD_NUMBER: _builtins.int
+    DISABLED_ENVIRONMENTS_FIELD_NUMBER: _builtins.int
+    PLUGIN_FIELD_NUMBER: _builtins.int
+    MARKETPLACE_FIELD_NUMBER: _builtins.int
+    PLUGIN_ID_FIELD_NUMBER: _builtins.int
+    MARKETPLACE_ID_FIELD_NUMBER: _builtins.int
+    SCOPED_TO_FIELD_NUMBER: _builtins.int
+    FRONTMATTER_FIELD_NUMBER: _builtins.int
+    IS_REQUIRED_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
+    BODY_OMITTED_FIELD_NUMBER: _builtins.int
+    full_path: _builtins.str
+    content: _builtins.str
+    source: Global___CursorRuleSource.ValueType
+    git_remote_origin: _builtins.str
+    parse_error: _builtins.str
+    plugin: _builtins.str
+    marketplace: _builtins.str
+    plugin_id: _builtins.str
+    marketplace_id: _builtins.str
+    frontmatter: _builtins.str
+    is_required: _builtins.bool
+    body_omitted: _builtins.bool
+    @_builtins.property
+    def type(self) -> Global___CursorRuleType: ...
+    @_builtins.property
+    def environments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def disabled_environments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def scoped_to(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        full_path: _builtins.str = ...,
+        content: _builtins.str = ...,
+        type: Global___CursorRuleType | None = ...,
+        source: Global___CursorRuleSource.ValueType = ...,
+        git_remote_origin: _builtins.str | None = ...,
+        parse_error: _builtins.str | None = ...,
+        environments: _abc.Iterable[_builtins.str] | None = ...,
+        disabled_environments: _abc.Iterable[_builtins.str] | None = ...,
+        plugin: _builtins.str | None = ...,
+        marketplace: _builtins.str | None = ...,
+        plugin_id: _builtins.str | None = ...,
+        marketplace_id: _builtins.str | None = ...,
+        scoped_to: _abc.Iterable[_builtins.str] | None = ...,
+        frontmatter: _builtins.str = ...,
+        is_required: _builtins.bool | None = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
+        body_omitted: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_body_omitted", b"_body_omitted", "_git_remote_origin", b"_git_remote_origin", "_is_required", b"_is_required", "_marketplace", b"_marketplace", "_marketplace_id", b"_marketplace_id", "_parse_error", b"_parse_error", "_plugin", b"_plugin", "_plugin_id", b"_plugin_id", "body_omitted", b"body_omitted", "git_remote_origin", b"git_remote_origin", "is_required", b"is_required", "marketplace", b"marketplace", "marketplace_id", b"marketplace_id", "parse_error", b"parse_error", "plugin", b"plugin", "plugin_id", b"plugin_id", "type", b"type"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_body_omitted", b"_body_omitted", "_git_remote_origin", b"_git_remote_origin", "_is_required", b"_is_required", "_marketplace", b"_marketplace", "_marketplace_id", b"_marketplace_id", "_parse_error", b"_parse_error", "_plugin", b"_plugin", "_plugin_id", b"_plugin_id", "body_omitted", b"body_omitted", "content", b"content", "disabled_environments", b"disabled_environments", "environments", b"environments", "frontmatter", b"frontmatter", "full_path", b"full_path", "git_remote_origin", b"git_remote_origin", "is_required", b"is_required", "marketplace", b"marketplace", "marketplace_id", b"marketplace_id", "parse_error", b"parse_error", "plugin", b"plugin", "plugin_id", b"plugin_id", "scoped_to", b"scoped_to", "source", b"source", "type", b"type", "warnings", b"warnings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__body_omitted: _TypeAlias = _typing.Literal["body_omitted"]  # noqa: Y015
+    _WhichOneofArgType__body_omitted: _TypeAlias = _typing.Literal["_body_omitted", b"_body_omitted"]  # noqa: Y015
+    _WhichOneofReturnType__git_remote_origin: _TypeAlias = _typing.Literal["git_remote_origin"]  # noqa: Y015
+    _WhichOneofArgType__git_remote_origin: _TypeAlias = _typing.Literal["_git_remote_origin", b"_git_remote_origin"]  # noqa: Y015
+    _WhichOneofReturnType__is_required: _TypeAlias = _typing.Literal["is_required"]  # noqa: Y015
+    _WhichOneofArgType__is_required: _TypeAlias = _typing.Literal["_is_required", b"_is_required"]  # noqa: Y015
+    _WhichOneofReturnType__marketplace: _TypeAlias = _typing.Literal["marketplace"]  # noqa: Y015
+    _WhichOneofArgType__marketplace: _TypeAlias = _typing.Literal["_marketplace", b"_marketplace"]  # noqa: Y015
+    _WhichOneofReturnType__marketplace_id: _TypeAlias = _typing.Literal["marketplace_id"]  # noqa: Y015
+    _WhichOneofArgType__marketplace_id: _TypeAlias = _typing.Literal["_marketplace_id", b"_marketplace_id"]  # noqa: Y015
+    _WhichOneofReturnType__parse_error: _TypeAlias = _typing.Literal["parse_error"]  # noqa: Y015
+    _WhichOneofArgType__parse_error: _TypeAlias = _typing.Literal["_parse_error", b"_parse_error"]  # noqa: Y015
+    _WhichOneofReturnType__plugin: _TypeAlias = _typing.Literal["plugin"]  # noqa: Y015
+    _WhichOneofArgType__plugin: _TypeAlias = _typing.Literal["_plugin", b"_plugin"]  # noqa: Y015
+    _WhichOneofReturnType__plugin_id: _TypeAlias = _typing.Literal["plugin_id"]  # noqa: Y015
+    _WhichOneofArgType__plugin_id: _TypeAlias = _typing.Literal["_plugin_id", b"_plugin_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__body_omitted) -> _WhichOneofReturnType__body_omitted | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__git_remote_origin) -> _WhichOneofReturnType__git_remote_origin | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__is_required) -> _WhichOneofReturnType__is_required | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__marketplace) -> _WhichOneofReturnType__marketplace | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__marketplace_id) -> _WhichOneofReturnType__marketplace_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__parse_error) -> _WhichOneofReturnType__parse_error | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__plugin) -> _WhichOneofReturnType__plugin | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__plugin_id) -> _WhichOneofReturnType__plugin_id | None: ...
+
+Global___CursorRule: _TypeAlias = CursorRule  # noqa: Y015
+
+@_typing.final
+class CursorRuleType(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GLOBAL_FIELD_NUMBER: _builtins.int
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["global", b"global", "type", b"type"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["global", b"global", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_type: _TypeAlias = _typing.Literal["global"]  # noqa: Y015
+    _WhichOneofArgType_type: _TypeAlias = _typing.Literal["type", b"type"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_type) -> _WhichOneofReturnType_type | None: ...
+
+Global___CursorRuleType: _TypeAlias = CursorRuleType  # noqa: Y015
+
+@_typing.final
+class CursorRuleTypeGlobal(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CursorRuleTypeGlobal: _TypeAlias = CursorRuleTypeGlobal  # noqa: Y015
 
 @_typing.final
 class Error(_message.Message):
@@ -1809,6 +2088,7 @@ class ExecClientMessage(_message.Message):
     HOOK_ADDITIONAL_CONTEXTS_FIELD_NUMBER: _builtins.int
     REQUEST_CONTEXT_RESULT_FIELD_NUMBER: _builtins.int
     MCP_RESULT_FIELD_NUMBER: _builtins.int
+    MCP_STATE_EXEC_RESULT_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     exec_id: _builtins.str
     local_execution_time_ms: _builtins.int
@@ -1827,12 +2107,13 @@ class ExecClientMessage(_message.Message):
         """
 
     @_builtins.property
-    def mcp_result(self) -> Global___McpResult:
+    def mcp_result(self) -> Global___McpResult: ...
+    @_builtins.property
+    def mcp_state_exec_result(self) -> Global___McpStateExecResult:
         """14 shell_stream: agent.v1.ShellStream (not in the subset: decoded as an unknown field)
         16 background_shell_spawn_result: agent.v1.BackgroundShellSpawnResult (not in the subset: decoded as an unknown field)
         17 list_mcp_resources_exec_result: agent.v1.ListMcpResourcesExecResult (not in the subset: decoded as an unknown field)
         18 read_mcp_resource_exec_result: agent.v1.ReadMcpResourceExecResult (not in the subset: decoded as an unknown field)
-        36 mcp_state_exec_result: agent.v1.McpStateExecResult (not in the subset: decoded as an unknown field)
         20 fetch_result: agent.v1.FetchResult (not in the subset: decoded as an unknown field)
         21 record_screen_result: agent.v1.RecordScreenResult (not in the subset: decoded as an unknown field)
         22 computer_use_result: agent.v1.ComputerUseResult (not in the subset: decoded as an unknown field)
@@ -1862,14 +2143,15 @@ class ExecClientMessage(_message.Message):
         hook_additional_contexts: _abc.Iterable[Global___HookAdditionalContext] | None = ...,
         request_context_result: Global___RequestContextResult | None = ...,
         mcp_result: Global___McpResult | None = ...,
+        mcp_state_exec_result: Global___McpStateExecResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_local_execution_time_ms", b"_local_execution_time_ms", "local_execution_time_ms", b"local_execution_time_ms", "mcp_result", b"mcp_result", "message", b"message", "request_context_result", b"request_context_result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_local_execution_time_ms", b"_local_execution_time_ms", "local_execution_time_ms", b"local_execution_time_ms", "mcp_result", b"mcp_result", "mcp_state_exec_result", b"mcp_state_exec_result", "message", b"message", "request_context_result", b"request_context_result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_local_execution_time_ms", b"_local_execution_time_ms", "exec_id", b"exec_id", "hook_additional_contexts", b"hook_additional_contexts", "id", b"id", "local_execution_time_ms", b"local_execution_time_ms", "mcp_result", b"mcp_result", "message", b"message", "request_context_result", b"request_context_result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_local_execution_time_ms", b"_local_execution_time_ms", "exec_id", b"exec_id", "hook_additional_contexts", b"hook_additional_contexts", "id", b"id", "local_execution_time_ms", b"local_execution_time_ms", "mcp_result", b"mcp_result", "mcp_state_exec_result", b"mcp_state_exec_result", "message", b"message", "request_context_result", b"request_context_result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__local_execution_time_ms: _TypeAlias = _typing.Literal["local_execution_time_ms"]  # noqa: Y015
     _WhichOneofArgType__local_execution_time_ms: _TypeAlias = _typing.Literal["_local_execution_time_ms", b"_local_execution_time_ms"]  # noqa: Y015
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["request_context_result", "mcp_result"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["request_context_result", "mcp_result", "mcp_state_exec_result"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__local_execution_time_ms) -> _WhichOneofReturnType__local_execution_time_ms | None: ...
@@ -1983,6 +2265,7 @@ class ExecServerMessage(_message.Message):
     ACCEPT_HOOK_ADDITIONAL_CONTEXTS_FIELD_NUMBER: _builtins.int
     REQUEST_CONTEXT_ARGS_FIELD_NUMBER: _builtins.int
     MCP_ARGS_FIELD_NUMBER: _builtins.int
+    MCP_STATE_EXEC_ARGS_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     exec_id: _builtins.str
     machine_id: _builtins.str
@@ -2001,12 +2284,13 @@ class ExecServerMessage(_message.Message):
         """
 
     @_builtins.property
-    def mcp_args(self) -> Global___McpArgs:
+    def mcp_args(self) -> Global___McpArgs: ...
+    @_builtins.property
+    def mcp_state_exec_args(self) -> Global___McpStateExecArgs:
         """14 shell_stream_args: agent.v1.ShellArgs (not in the subset: decoded as an unknown field)
         16 background_shell_spawn_args: agent.v1.BackgroundShellSpawnArgs (not in the subset: decoded as an unknown field)
         17 list_mcp_resources_exec_args: agent.v1.ListMcpResourcesExecArgs (not in the subset: decoded as an unknown field)
         18 read_mcp_resource_exec_args: agent.v1.ReadMcpResourceExecArgs (not in the subset: decoded as an unknown field)
-        36 mcp_state_exec_args: agent.v1.McpStateExecArgs (not in the subset: decoded as an unknown field)
         20 fetch_args: agent.v1.FetchArgs (not in the subset: decoded as an unknown field)
         21 record_screen_args: agent.v1.RecordScreenArgs (not in the subset: decoded as an unknown field)
         22 computer_use_args: agent.v1.ComputerUseArgs (not in the subset: decoded as an unknown field)
@@ -2036,16 +2320,17 @@ class ExecServerMessage(_message.Message):
         accept_hook_additional_contexts: _builtins.bool | None = ...,
         request_context_args: Global___RequestContextArgs | None = ...,
         mcp_args: Global___McpArgs | None = ...,
+        mcp_state_exec_args: Global___McpStateExecArgs | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_accept_hook_additional_contexts", b"_accept_hook_additional_contexts", "_machine_id", b"_machine_id", "accept_hook_additional_contexts", b"accept_hook_additional_contexts", "machine_id", b"machine_id", "mcp_args", b"mcp_args", "message", b"message", "request_context_args", b"request_context_args"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_accept_hook_additional_contexts", b"_accept_hook_additional_contexts", "_machine_id", b"_machine_id", "accept_hook_additional_contexts", b"accept_hook_additional_contexts", "machine_id", b"machine_id", "mcp_args", b"mcp_args", "mcp_state_exec_args", b"mcp_state_exec_args", "message", b"message", "request_context_args", b"request_context_args"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_accept_hook_additional_contexts", b"_accept_hook_additional_contexts", "_machine_id", b"_machine_id", "accept_hook_additional_contexts", b"accept_hook_additional_contexts", "exec_id", b"exec_id", "id", b"id", "machine_id", b"machine_id", "mcp_args", b"mcp_args", "message", b"message", "request_context_args", b"request_context_args"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_accept_hook_additional_contexts", b"_accept_hook_additional_contexts", "_machine_id", b"_machine_id", "accept_hook_additional_contexts", b"accept_hook_additional_contexts", "exec_id", b"exec_id", "id", b"id", "machine_id", b"machine_id", "mcp_args", b"mcp_args", "mcp_state_exec_args", b"mcp_state_exec_args", "message", b"message", "request_context_args", b"request_context_args"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__accept_hook_additional_contexts: _TypeAlias = _typing.Literal["accept_hook_additional_contexts"]  # noqa: Y015
     _WhichOneofArgType__accept_hook_additional_contexts: _TypeAlias = _typing.Literal["_accept_hook_additional_contexts", b"_accept_hook_additional_contexts"]  # noqa: Y015
     _WhichOneofReturnType__machine_id: _TypeAlias = _typing.Literal["machine_id"]  # noqa: Y015
     _WhichOneofArgType__machine_id: _TypeAlias = _typing.Literal["_machine_id", b"_machine_id"]  # noqa: Y015
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["request_context_args", "mcp_args"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["request_context_args", "mcp_args", "mcp_state_exec_args"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__accept_hook_additional_contexts) -> _WhichOneofReturnType__accept_hook_additional_contexts | None: ...
@@ -2055,6 +2340,26 @@ class ExecServerMessage(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
 Global___ExecServerMessage: _TypeAlias = ExecServerMessage  # noqa: Y015
+
+@_typing.final
+class GenerateImageRequestQuery(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    tool_call_id: _builtins.str
+    """1 args: agent.v1.GenerateImageArgs (not in the subset: decoded as an unknown field)"""
+    def __init__(
+        self,
+        *,
+        tool_call_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GenerateImageRequestQuery: _TypeAlias = GenerateImageRequestQuery  # noqa: Y015
 
 @_typing.final
 class GenerateImageRequestResponse(_message.Message):
@@ -2285,7 +2590,14 @@ class InteractionQuery(_message.Message):
     WEB_SEARCH_REQUEST_QUERY_FIELD_NUMBER: _builtins.int
     ASK_QUESTION_INTERACTION_QUERY_FIELD_NUMBER: _builtins.int
     SWITCH_MODE_REQUEST_QUERY_FIELD_NUMBER: _builtins.int
+    CREATE_PLAN_REQUEST_QUERY_FIELD_NUMBER: _builtins.int
+    SETUP_VM_ENVIRONMENT_ARGS_FIELD_NUMBER: _builtins.int
     WEB_FETCH_REQUEST_QUERY_FIELD_NUMBER: _builtins.int
+    PR_MANAGEMENT_REQUEST_QUERY_FIELD_NUMBER: _builtins.int
+    MCP_AUTH_REQUEST_QUERY_FIELD_NUMBER: _builtins.int
+    GENERATE_IMAGE_REQUEST_QUERY_FIELD_NUMBER: _builtins.int
+    REPLACE_ENV_ARGS_FIELD_NUMBER: _builtins.int
+    CONNECT_SCM_REQUEST_QUERY_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     @_builtins.property
     def web_search_request_query(self) -> Global___WebSearchRequestQuery: ...
@@ -2294,16 +2606,21 @@ class InteractionQuery(_message.Message):
     @_builtins.property
     def switch_mode_request_query(self) -> Global___SwitchModeRequestQuery: ...
     @_builtins.property
-    def web_fetch_request_query(self) -> Global___WebFetchRequestQuery:
-        """7 create_plan_request_query: agent.v1.CreatePlanRequestQuery (not in the subset: decoded as an unknown field)
-        8 setup_vm_environment_args: agent.v1.SetupVmEnvironmentArgs (not in the subset: decoded as an unknown field)
-        10 pr_management_request_query: agent.v1.PrManagementRequestQuery (not in the subset: decoded as an unknown field)
-        11 mcp_auth_request_query: agent.v1.McpAuthRequestQuery (not in the subset: decoded as an unknown field)
-        12 generate_image_request_query: agent.v1.GenerateImageRequestQuery (not in the subset: decoded as an unknown field)
-        13 replace_env_args: agent.v1.ReplaceEnvArgs (not in the subset: decoded as an unknown field)
-        14 connect_scm_request_query: agent.v1.ConnectScmRequestQuery (not in the subset: decoded as an unknown field)
-        """
-
+    def create_plan_request_query(self) -> Global___CreatePlanRequestQuery: ...
+    @_builtins.property
+    def setup_vm_environment_args(self) -> Global___SetupVmEnvironmentArgs: ...
+    @_builtins.property
+    def web_fetch_request_query(self) -> Global___WebFetchRequestQuery: ...
+    @_builtins.property
+    def pr_management_request_query(self) -> Global___PrManagementRequestQuery: ...
+    @_builtins.property
+    def mcp_auth_request_query(self) -> Global___McpAuthRequestQuery: ...
+    @_builtins.property
+    def generate_image_request_query(self) -> Global___GenerateImageRequestQuery: ...
+    @_builtins.property
+    def replace_env_args(self) -> Global___ReplaceEnvArgs: ...
+    @_builtins.property
+    def connect_scm_request_query(self) -> Global___ConnectScmRequestQuery: ...
     def __init__(
         self,
         *,
@@ -2311,13 +2628,20 @@ class InteractionQuery(_message.Message):
         web_search_request_query: Global___WebSearchRequestQuery | None = ...,
         ask_question_interaction_query: Global___AskQuestionInteractionQuery | None = ...,
         switch_mode_request_query: Global___SwitchModeRequestQuery | None = ...,
+        create_plan_request_query: Global___CreatePlanRequestQuery | None = ...,
+        setup_vm_environment_args: Global___SetupVmEnvironmentArgs | None = ...,
         web_fetch_request_query: Global___WebFetchRequestQuery | None = ...,
+        pr_management_request_query: Global___PrManagementRequestQuery | None = ...,
+        mcp_auth_request_query: Global___McpAuthRequestQuery | None = ...,
+        generate_image_request_query: Global___GenerateImageRequestQuery | None = ...,
+        replace_env_args: Global___ReplaceEnvArgs | None = ...,
+        connect_scm_request_query: Global___ConnectScmRequestQuery | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ask_question_interaction_query", b"ask_question_interaction_query", "query", b"query", "switch_mode_request_query", b"switch_mode_request_query", "web_fetch_request_query", b"web_fetch_request_query", "web_search_request_query", b"web_search_request_query"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ask_question_interaction_query", b"ask_question_interaction_query", "connect_scm_request_query", b"connect_scm_request_query", "create_plan_request_query", b"create_plan_request_query", "generate_image_request_query", b"generate_image_request_query", "mcp_auth_request_query", b"mcp_auth_request_query", "pr_management_request_query", b"pr_management_request_query", "query", b"query", "replace_env_args", b"replace_env_args", "setup_vm_environment_args", b"setup_vm_environment_args", "switch_mode_request_query", b"switch_mode_request_query", "web_fetch_request_query", b"web_fetch_request_query", "web_search_request_query", b"web_search_request_query"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ask_question_interaction_query", b"ask_question_interaction_query", "id", b"id", "query", b"query", "switch_mode_request_query", b"switch_mode_request_query", "web_fetch_request_query", b"web_fetch_request_query", "web_search_request_query", b"web_search_request_query"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ask_question_interaction_query", b"ask_question_interaction_query", "connect_scm_request_query", b"connect_scm_request_query", "create_plan_request_query", b"create_plan_request_query", "generate_image_request_query", b"generate_image_request_query", "id", b"id", "mcp_auth_request_query", b"mcp_auth_request_query", "pr_management_request_query", b"pr_management_request_query", "query", b"query", "replace_env_args", b"replace_env_args", "setup_vm_environment_args", b"setup_vm_environment_args", "switch_mode_request_query", b"switch_mode_request_query", "web_fetch_request_query", b"web_fetch_request_query", "web_search_request_query", b"web_search_request_query"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_query: _TypeAlias = _typing.Literal["web_search_request_query", "ask_question_interaction_query", "switch_mode_request_query", "web_fetch_request_query"]  # noqa: Y015
+    _WhichOneofReturnType_query: _TypeAlias = _typing.Literal["web_search_request_query", "ask_question_interaction_query", "switch_mode_request_query", "create_plan_request_query", "setup_vm_environment_args", "web_fetch_request_query", "pr_management_request_query", "mcp_auth_request_query", "generate_image_request_query", "replace_env_args", "connect_scm_request_query"]  # noqa: Y015
     _WhichOneofArgType_query: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_query) -> _WhichOneofReturnType_query | None: ...
 
@@ -2650,6 +2974,23 @@ class McpArgs(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__smart_mode_approval) -> _WhichOneofReturnType__smart_mode_approval | None: ...
 
 Global___McpArgs: _TypeAlias = McpArgs  # noqa: Y015
+
+@_typing.final
+class McpAuthRequestQuery(_message.Message):
+    """1 args: agent.v1.McpAuthArgs (not in the subset: decoded as an unknown field)"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___McpAuthRequestQuery: _TypeAlias = McpAuthRequestQuery  # noqa: Y015
 
 @_typing.final
 class McpAuthRequestResponse(_message.Message):
@@ -3071,6 +3412,200 @@ class McpServerNotFound(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___McpServerNotFound: _TypeAlias = McpServerNotFound  # noqa: Y015
+
+@_typing.final
+class McpStateError(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERROR_FIELD_NUMBER: _builtins.int
+    error: _builtins.str
+    def __init__(
+        self,
+        *,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___McpStateError: _TypeAlias = McpStateError  # noqa: Y015
+
+@_typing.final
+class McpStateExecArgs(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_IDENTIFIERS_FIELD_NUMBER: _builtins.int
+    KICK_ONLY_FIELD_NUMBER: _builtins.int
+    REFRESH_POLICY_FIELD_NUMBER: _builtins.int
+    kick_only: _builtins.bool
+    refresh_policy: Global___McpRefreshPolicy.ValueType
+    @_builtins.property
+    def server_identifiers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        server_identifiers: _abc.Iterable[_builtins.str] | None = ...,
+        kick_only: _builtins.bool = ...,
+        refresh_policy: Global___McpRefreshPolicy.ValueType | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_refresh_policy", b"_refresh_policy", "refresh_policy", b"refresh_policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_refresh_policy", b"_refresh_policy", "kick_only", b"kick_only", "refresh_policy", b"refresh_policy", "server_identifiers", b"server_identifiers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__refresh_policy: _TypeAlias = _typing.Literal["refresh_policy"]  # noqa: Y015
+    _WhichOneofArgType__refresh_policy: _TypeAlias = _typing.Literal["_refresh_policy", b"_refresh_policy"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__refresh_policy) -> _WhichOneofReturnType__refresh_policy | None: ...
+
+Global___McpStateExecArgs: _TypeAlias = McpStateExecArgs  # noqa: Y015
+
+@_typing.final
+class McpStateExecResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUCCESS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def success(self) -> Global___McpStateSuccess: ...
+    @_builtins.property
+    def error(self) -> Global___McpStateError: ...
+    @_builtins.property
+    def rejected(self) -> Global___McpStateRejected: ...
+    def __init__(
+        self,
+        *,
+        success: Global___McpStateSuccess | None = ...,
+        error: Global___McpStateError | None = ...,
+        rejected: Global___McpStateRejected | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "rejected", b"rejected", "result", b"result", "success", b"success"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "rejected", b"rejected", "result", b"result", "success", b"success"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["success", "error", "rejected"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___McpStateExecResult: _TypeAlias = McpStateExecResult  # noqa: Y015
+
+@_typing.final
+class McpStateRejected(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___McpStateRejected: _TypeAlias = McpStateRejected  # noqa: Y015
+
+@_typing.final
+class McpStateServer(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_NAME_FIELD_NUMBER: _builtins.int
+    SERVER_IDENTIFIER_FIELD_NUMBER: _builtins.int
+    PLUGIN_FIELD_NUMBER: _builtins.int
+    MARKETPLACE_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    INSTRUCTIONS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    PENDING_SIGN_IN_FIELD_NUMBER: _builtins.int
+    TRANSPORT_FIELD_NUMBER: _builtins.int
+    ACCOUNT_LABEL_FIELD_NUMBER: _builtins.int
+    server_name: _builtins.str
+    server_identifier: _builtins.str
+    plugin: _builtins.str
+    marketplace: _builtins.str
+    status: _builtins.str
+    error_message: _builtins.str
+    pending_sign_in: _builtins.bool
+    transport: Global___McpServerTransport.ValueType
+    account_label: _builtins.str
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___McpToolDefinition]: ...
+    @_builtins.property
+    def instructions(self) -> _containers.RepeatedCompositeFieldContainer[Global___McpInstructions]: ...
+    def __init__(
+        self,
+        *,
+        server_name: _builtins.str = ...,
+        server_identifier: _builtins.str = ...,
+        plugin: _builtins.str | None = ...,
+        marketplace: _builtins.str | None = ...,
+        tools: _abc.Iterable[Global___McpToolDefinition] | None = ...,
+        instructions: _abc.Iterable[Global___McpInstructions] | None = ...,
+        status: _builtins.str | None = ...,
+        error_message: _builtins.str | None = ...,
+        pending_sign_in: _builtins.bool | None = ...,
+        transport: Global___McpServerTransport.ValueType | None = ...,
+        account_label: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_account_label", b"_account_label", "_error_message", b"_error_message", "_marketplace", b"_marketplace", "_pending_sign_in", b"_pending_sign_in", "_plugin", b"_plugin", "_status", b"_status", "_transport", b"_transport", "account_label", b"account_label", "error_message", b"error_message", "marketplace", b"marketplace", "pending_sign_in", b"pending_sign_in", "plugin", b"plugin", "status", b"status", "transport", b"transport"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_account_label", b"_account_label", "_error_message", b"_error_message", "_marketplace", b"_marketplace", "_pending_sign_in", b"_pending_sign_in", "_plugin", b"_plugin", "_status", b"_status", "_transport", b"_transport", "account_label", b"account_label", "error_message", b"error_message", "instructions", b"instructions", "marketplace", b"marketplace", "pending_sign_in", b"pending_sign_in", "plugin", b"plugin", "server_identifier", b"server_identifier", "server_name", b"server_name", "status", b"status", "tools", b"tools", "transport", b"transport"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__account_label: _TypeAlias = _typing.Literal["account_label"]  # noqa: Y015
+    _WhichOneofArgType__account_label: _TypeAlias = _typing.Literal["_account_label", b"_account_label"]  # noqa: Y015
+    _WhichOneofReturnType__error_message: _TypeAlias = _typing.Literal["error_message"]  # noqa: Y015
+    _WhichOneofArgType__error_message: _TypeAlias = _typing.Literal["_error_message", b"_error_message"]  # noqa: Y015
+    _WhichOneofReturnType__marketplace: _TypeAlias = _typing.Literal["marketplace"]  # noqa: Y015
+    _WhichOneofArgType__marketplace: _TypeAlias = _typing.Literal["_marketplace", b"_marketplace"]  # noqa: Y015
+    _WhichOneofReturnType__pending_sign_in: _TypeAlias = _typing.Literal["pending_sign_in"]  # noqa: Y015
+    _WhichOneofArgType__pending_sign_in: _TypeAlias = _typing.Literal["_pending_sign_in", b"_pending_sign_in"]  # noqa: Y015
+    _WhichOneofReturnType__plugin: _TypeAlias = _typing.Literal["plugin"]  # noqa: Y015
+    _WhichOneofArgType__plugin: _TypeAlias = _typing.Literal["_plugin", b"_plugin"]  # noqa: Y015
+    _WhichOneofReturnType__status: _TypeAlias = _typing.Literal["status"]  # noqa: Y015
+    _WhichOneofArgType__status: _TypeAlias = _typing.Literal["_status", b"_status"]  # noqa: Y015
+    _WhichOneofReturnType__transport: _TypeAlias = _typing.Literal["transport"]  # noqa: Y015
+    _WhichOneofArgType__transport: _TypeAlias = _typing.Literal["_transport", b"_transport"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__account_label) -> _WhichOneofReturnType__account_label | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error_message) -> _WhichOneofReturnType__error_message | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__marketplace) -> _WhichOneofReturnType__marketplace | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__pending_sign_in) -> _WhichOneofReturnType__pending_sign_in | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__plugin) -> _WhichOneofReturnType__plugin | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__status) -> _WhichOneofReturnType__status | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__transport) -> _WhichOneofReturnType__transport | None: ...
+
+Global___McpStateServer: _TypeAlias = McpStateServer  # noqa: Y015
+
+@_typing.final
+class McpStateSuccess(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___McpStateServer]: ...
+    def __init__(
+        self,
+        *,
+        servers: _abc.Iterable[Global___McpStateServer] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["servers", b"servers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___McpStateSuccess: _TypeAlias = McpStateSuccess  # noqa: Y015
 
 @_typing.final
 class McpSuccess(_message.Message):
@@ -3669,6 +4204,23 @@ class PrManagementRejected(_message.Message):
 Global___PrManagementRejected: _TypeAlias = PrManagementRejected  # noqa: Y015
 
 @_typing.final
+class PrManagementRequestQuery(_message.Message):
+    """1 args: agent.v1.PrManagementArgs (not in the subset: decoded as an unknown field)"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PrManagementRequestQuery: _TypeAlias = PrManagementRequestQuery  # noqa: Y015
+
+@_typing.final
 class PrManagementResult(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -3734,6 +4286,28 @@ class PrManagementSuccess(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PrManagementSuccess: _TypeAlias = PrManagementSuccess  # noqa: Y015
+
+@_typing.final
+class ReplaceEnvArgs(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    mode: Global___ReplaceEnvMode.ValueType
+    """1 config: agent.v1.ReplaceEnvConfig (not in the subset: decoded as an unknown field)
+    3 checkout_ref_overrides: agent.v1.RepoCheckoutRefOverride (not in the subset: decoded as an unknown field)
+    """
+    def __init__(
+        self,
+        *,
+        mode: Global___ReplaceEnvMode.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplaceEnvArgs: _TypeAlias = ReplaceEnvArgs  # noqa: Y015
 
 @_typing.final
 class ReplaceEnvFailure(_message.Message):
@@ -3826,6 +4400,7 @@ class RequestContext(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    RULES_FIELD_NUMBER: _builtins.int
     ENV_FIELD_NUMBER: _builtins.int
     TOOLS_FIELD_NUMBER: _builtins.int
     CONVERSATION_NOTES_LISTING_FIELD_NUMBER: _builtins.int
@@ -3845,6 +4420,7 @@ class RequestContext(_message.Message):
     MCP_META_TOOL_OPTIONS_FIELD_NUMBER: _builtins.int
     READ_LINTS_ENABLED_FIELD_NUMBER: _builtins.int
     MCP_INFO_COMPLETE_FIELD_NUMBER: _builtins.int
+    NON_FILE_RULES_FIELD_NUMBER: _builtins.int
     RULES_INFO_COMPLETE_FIELD_NUMBER: _builtins.int
     ENV_INFO_COMPLETE_FIELD_NUMBER: _builtins.int
     REPOSITORY_INFO_COMPLETE_FIELD_NUMBER: _builtins.int
@@ -3881,9 +4457,7 @@ class RequestContext(_message.Message):
     read_lints_enabled: _builtins.bool
     mcp_info_complete: _builtins.bool
     rules_info_complete: _builtins.bool
-    """37 non_file_rules: agent.v1.CursorRule (not in the subset: decoded as an unknown field)
-    38 matched_installed_plugin: agent.v1.MatchedInstalledPlugin (not in the subset: decoded as an unknown field)
-    """
+    """38 matched_installed_plugin: agent.v1.MatchedInstalledPlugin (not in the subset: decoded as an unknown field)"""
     env_info_complete: _builtins.bool
     repository_info_complete: _builtins.bool
     custom_subagents_info_complete: _builtins.bool
@@ -3893,9 +4467,9 @@ class RequestContext(_message.Message):
     search_conversations_enabled: _builtins.bool
     send_message_enabled: _builtins.bool
     @_builtins.property
-    def env(self) -> Global___RequestContextEnv:
-        """2 rules: agent.v1.CursorRule (not in the subset: decoded as an unknown field)"""
-
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___CursorRule]: ...
+    @_builtins.property
+    def env(self) -> Global___RequestContextEnv: ...
     @_builtins.property
     def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___McpToolDefinition]:
         """6 repository_info: agent.v1.RepositoryIndexingInfo (not in the subset: decoded as an unknown field)"""
@@ -3911,6 +4485,8 @@ class RequestContext(_message.Message):
     @_builtins.property
     def mcp_meta_tool_options(self) -> Global___McpMetaToolOptions: ...
     @_builtins.property
+    def non_file_rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___CursorRule]: ...
+    @_builtins.property
     def disabled_team_rules(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """46 user_permissions_auto_run: agent.v1.PermissionsAutoRunInstructions (not in the subset: decoded as an unknown field)
         47 project_permissions_auto_run: agent.v1.PermissionsAutoRunInstructions (not in the subset: decoded as an unknown field)
@@ -3924,6 +4500,7 @@ class RequestContext(_message.Message):
     def __init__(
         self,
         *,
+        rules: _abc.Iterable[Global___CursorRule] | None = ...,
         env: Global___RequestContextEnv | None = ...,
         tools: _abc.Iterable[Global___McpToolDefinition] | None = ...,
         conversation_notes_listing: _builtins.str | None = ...,
@@ -3943,6 +4520,7 @@ class RequestContext(_message.Message):
         mcp_meta_tool_options: Global___McpMetaToolOptions | None = ...,
         read_lints_enabled: _builtins.bool | None = ...,
         mcp_info_complete: _builtins.bool | None = ...,
+        non_file_rules: _abc.Iterable[Global___CursorRule] | None = ...,
         rules_info_complete: _builtins.bool | None = ...,
         env_info_complete: _builtins.bool | None = ...,
         repository_info_complete: _builtins.bool | None = ...,
@@ -3957,7 +4535,7 @@ class RequestContext(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_agent_skills_info_complete", b"_agent_skills_info_complete", "_cloud_rule", b"_cloud_rule", "_commit_attribution_message", b"_commit_attribution_message", "_conversation_notes_listing", b"_conversation_notes_listing", "_custom_subagents_info_complete", b"_custom_subagents_info_complete", "_env_info_complete", b"_env_info_complete", "_git_repo_info_complete", b"_git_repo_info_complete", "_git_status_info_complete", b"_git_status_info_complete", "_hooks_additional_context", b"_hooks_additional_context", "_mcp_file_system_info_complete", b"_mcp_file_system_info_complete", "_mcp_info_complete", b"_mcp_info_complete", "_mcp_meta_tool_options", b"_mcp_meta_tool_options", "_pr_attribution_message", b"_pr_attribution_message", "_read_lints_enabled", b"_read_lints_enabled", "_repository_info_complete", b"_repository_info_complete", "_repository_info_should_query_prod", b"_repository_info_should_query_prod", "_rules_info_complete", b"_rules_info_complete", "_search_conversations_enabled", b"_search_conversations_enabled", "_send_message_enabled", b"_send_message_enabled", "_shared_notes_listing", b"_shared_notes_listing", "_supports_mcp_auth", b"_supports_mcp_auth", "_user_intent_summary", b"_user_intent_summary", "_web_fetch_enabled", b"_web_fetch_enabled", "_web_search_enabled", b"_web_search_enabled", "agent_skills_info_complete", b"agent_skills_info_complete", "cloud_rule", b"cloud_rule", "commit_attribution_message", b"commit_attribution_message", "conversation_notes_listing", b"conversation_notes_listing", "custom_subagents_info_complete", b"custom_subagents_info_complete", "env", b"env", "env_info_complete", b"env_info_complete", "git_repo_info_complete", b"git_repo_info_complete", "git_status_info_complete", b"git_status_info_complete", "hooks_additional_context", b"hooks_additional_context", "mcp_file_system_info_complete", b"mcp_file_system_info_complete", "mcp_info_complete", b"mcp_info_complete", "mcp_meta_tool_options", b"mcp_meta_tool_options", "pr_attribution_message", b"pr_attribution_message", "read_lints_enabled", b"read_lints_enabled", "repository_info_complete", b"repository_info_complete", "repository_info_should_query_prod", b"repository_info_should_query_prod", "rules_info_complete", b"rules_info_complete", "search_conversations_enabled", b"search_conversations_enabled", "send_message_enabled", b"send_message_enabled", "shared_notes_listing", b"shared_notes_listing", "supports_mcp_auth", b"supports_mcp_auth", "user_intent_summary", b"user_intent_summary", "web_fetch_enabled", b"web_fetch_enabled", "web_search_enabled", b"web_search_enabled"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_agent_skills_info_complete", b"_agent_skills_info_complete", "_cloud_rule", b"_cloud_rule", "_commit_attribution_message", b"_commit_attribution_message", "_conversation_notes_listing", b"_conversation_notes_listing", "_custom_subagents_info_complete", b"_custom_subagents_info_complete", "_env_info_complete", b"_env_info_complete", "_git_repo_info_complete", b"_git_repo_info_complete", "_git_status_info_complete", b"_git_status_info_complete", "_hooks_additional_context", b"_hooks_additional_context", "_mcp_file_system_info_complete", b"_mcp_file_system_info_complete", "_mcp_info_complete", b"_mcp_info_complete", "_mcp_meta_tool_options", b"_mcp_meta_tool_options", "_pr_attribution_message", b"_pr_attribution_message", "_read_lints_enabled", b"_read_lints_enabled", "_repository_info_complete", b"_repository_info_complete", "_repository_info_should_query_prod", b"_repository_info_should_query_prod", "_rules_info_complete", b"_rules_info_complete", "_search_conversations_enabled", b"_search_conversations_enabled", "_send_message_enabled", b"_send_message_enabled", "_shared_notes_listing", b"_shared_notes_listing", "_supports_mcp_auth", b"_supports_mcp_auth", "_user_intent_summary", b"_user_intent_summary", "_web_fetch_enabled", b"_web_fetch_enabled", "_web_search_enabled", b"_web_search_enabled", "admin_command_denylist", b"admin_command_denylist", "agent_skills_info_complete", b"agent_skills_info_complete", "cloud_rule", b"cloud_rule", "commit_attribution_message", b"commit_attribution_message", "conversation_notes_listing", b"conversation_notes_listing", "custom_subagents_info_complete", b"custom_subagents_info_complete", "disabled_team_rules", b"disabled_team_rules", "env", b"env", "env_info_complete", b"env_info_complete", "file_contents", b"file_contents", "git_repo_info_complete", b"git_repo_info_complete", "git_status_info_complete", b"git_status_info_complete", "hooks_additional_context", b"hooks_additional_context", "mcp_file_system_info_complete", b"mcp_file_system_info_complete", "mcp_info_complete", b"mcp_info_complete", "mcp_instructions", b"mcp_instructions", "mcp_meta_tool_options", b"mcp_meta_tool_options", "pr_attribution_message", b"pr_attribution_message", "read_lints_enabled", b"read_lints_enabled", "repository_info_complete", b"repository_info_complete", "repository_info_should_query_prod", b"repository_info_should_query_prod", "rules_info_complete", b"rules_info_complete", "search_conversations_enabled", b"search_conversations_enabled", "send_message_enabled", b"send_message_enabled", "shared_notes_listing", b"shared_notes_listing", "supports_mcp_auth", b"supports_mcp_auth", "tools", b"tools", "user_intent_summary", b"user_intent_summary", "web_fetch_enabled", b"web_fetch_enabled", "web_search_enabled", b"web_search_enabled"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_agent_skills_info_complete", b"_agent_skills_info_complete", "_cloud_rule", b"_cloud_rule", "_commit_attribution_message", b"_commit_attribution_message", "_conversation_notes_listing", b"_conversation_notes_listing", "_custom_subagents_info_complete", b"_custom_subagents_info_complete", "_env_info_complete", b"_env_info_complete", "_git_repo_info_complete", b"_git_repo_info_complete", "_git_status_info_complete", b"_git_status_info_complete", "_hooks_additional_context", b"_hooks_additional_context", "_mcp_file_system_info_complete", b"_mcp_file_system_info_complete", "_mcp_info_complete", b"_mcp_info_complete", "_mcp_meta_tool_options", b"_mcp_meta_tool_options", "_pr_attribution_message", b"_pr_attribution_message", "_read_lints_enabled", b"_read_lints_enabled", "_repository_info_complete", b"_repository_info_complete", "_repository_info_should_query_prod", b"_repository_info_should_query_prod", "_rules_info_complete", b"_rules_info_complete", "_search_conversations_enabled", b"_search_conversations_enabled", "_send_message_enabled", b"_send_message_enabled", "_shared_notes_listing", b"_shared_notes_listing", "_supports_mcp_auth", b"_supports_mcp_auth", "_user_intent_summary", b"_user_intent_summary", "_web_fetch_enabled", b"_web_fetch_enabled", "_web_search_enabled", b"_web_search_enabled", "admin_command_denylist", b"admin_command_denylist", "agent_skills_info_complete", b"agent_skills_info_complete", "cloud_rule", b"cloud_rule", "commit_attribution_message", b"commit_attribution_message", "conversation_notes_listing", b"conversation_notes_listing", "custom_subagents_info_complete", b"custom_subagents_info_complete", "disabled_team_rules", b"disabled_team_rules", "env", b"env", "env_info_complete", b"env_info_complete", "file_contents", b"file_contents", "git_repo_info_complete", b"git_repo_info_complete", "git_status_info_complete", b"git_status_info_complete", "hooks_additional_context", b"hooks_additional_context", "mcp_file_system_info_complete", b"mcp_file_system_info_complete", "mcp_info_complete", b"mcp_info_complete", "mcp_instructions", b"mcp_instructions", "mcp_meta_tool_options", b"mcp_meta_tool_options", "non_file_rules", b"non_file_rules", "pr_attribution_message", b"pr_attribution_message", "read_lints_enabled", b"read_lints_enabled", "repository_info_complete", b"repository_info_complete", "repository_info_should_query_prod", b"repository_info_should_query_prod", "rules", b"rules", "rules_info_complete", b"rules_info_complete", "search_conversations_enabled", b"search_conversations_enabled", "send_message_enabled", b"send_message_enabled", "shared_notes_listing", b"shared_notes_listing", "supports_mcp_auth", b"supports_mcp_auth", "tools", b"tools", "user_intent_summary", b"user_intent_summary", "web_fetch_enabled", b"web_fetch_enabled", "web_search_enabled", b"web_search_enabled"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__agent_skills_info_complete: _TypeAlias = _typing.Literal["agent_skills_info_complete"]  # noqa: Y015
     _WhichOneofArgType__agent_skills_info_complete: _TypeAlias = _typing.Literal["_agent_skills_info_complete", b"_agent_skills_info_complete"]  # noqa: Y015
@@ -4442,6 +5020,141 @@ class RoutedModelUpdate(_message.Message):
 Global___RoutedModelUpdate: _TypeAlias = RoutedModelUpdate  # noqa: Y015
 
 @_typing.final
+class SelectedContext(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTED_IMAGES_FIELD_NUMBER: _builtins.int
+    EXTRA_CONTEXT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def selected_images(self) -> _containers.RepeatedCompositeFieldContainer[Global___SelectedImage]: ...
+    @_builtins.property
+    def extra_context(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """2 invocation_context: agent.v1.InvocationContext (not in the subset: decoded as an unknown field)
+        16 extra_context_entries: agent.v1.ExtraContextEntry (not in the subset: decoded as an unknown field)
+        4 files: agent.v1.SelectedFile (not in the subset: decoded as an unknown field)
+        5 code_selections: agent.v1.SelectedCodeSelection (not in the subset: decoded as an unknown field)
+        6 terminals: agent.v1.SelectedTerminal (not in the subset: decoded as an unknown field)
+        7 terminal_selections: agent.v1.SelectedTerminalSelection (not in the subset: decoded as an unknown field)
+        8 folders: agent.v1.SelectedFolder (not in the subset: decoded as an unknown field)
+        9 external_links: agent.v1.SelectedExternalLink (not in the subset: decoded as an unknown field)
+        10 cursor_rules: agent.v1.SelectedCursorRule (not in the subset: decoded as an unknown field)
+        18 git_diff: agent.v1.SelectedGitDiff (not in the subset: decoded as an unknown field)
+        11 git_diff_from_branch_to_main: agent.v1.SelectedGitDiffFromBranchToMain (not in the subset: decoded as an unknown field)
+        12 cursor_commands: agent.v1.SelectedCursorCommand (not in the subset: decoded as an unknown field)
+        13 documentations: agent.v1.SelectedDocumentation (not in the subset: decoded as an unknown field)
+        14 ui_elements: agent.v1.SelectedUIElement (not in the subset: decoded as an unknown field)
+        15 console_logs: agent.v1.SelectedConsoleLog (not in the subset: decoded as an unknown field)
+        17 git_commits: agent.v1.SelectedGitCommit (not in the subset: decoded as an unknown field)
+        19 past_chats: agent.v1.SelectedPastChat (not in the subset: decoded as an unknown field)
+        20 git_pr_diff_selections: agent.v1.SelectedGitPRDiffSelection (not in the subset: decoded as an unknown field)
+        21 selected_pull_requests: agent.v1.SelectedPullRequest (not in the subset: decoded as an unknown field)
+        22 selected_subagents: agent.v1.SelectedSubagent (not in the subset: decoded as an unknown field)
+        23 selected_videos: agent.v1.SelectedVideo (not in the subset: decoded as an unknown field)
+        24 selected_browsers: agent.v1.SelectedBrowser (not in the subset: decoded as an unknown field)
+        25 selected_documents: agent.v1.SelectedDocument (not in the subset: decoded as an unknown field)
+        26 selected_skills: agent.v1.AgentSkill (not in the subset: decoded as an unknown field)
+        27 recent_agents_context: agent.v1.RecentAgentsContext (not in the subset: decoded as an unknown field)
+        34 selected_agentic_git_action: agent.v1.SelectedAgenticGitAction (not in the subset: decoded as an unknown field)
+        """
+
+    def __init__(
+        self,
+        *,
+        selected_images: _abc.Iterable[Global___SelectedImage] | None = ...,
+        extra_context: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra_context", b"extra_context", "selected_images", b"selected_images"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SelectedContext: _TypeAlias = SelectedContext  # noqa: Y015
+
+@_typing.final
+class SelectedImage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class BlobIdWithData(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        BLOB_ID_FIELD_NUMBER: _builtins.int
+        DATA_FIELD_NUMBER: _builtins.int
+        blob_id: _builtins.bytes
+        data: _builtins.bytes
+        def __init__(
+            self,
+            *,
+            blob_id: _builtins.bytes = ...,
+            data: _builtins.bytes = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_id", b"blob_id", "data", b"data"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class Dimension(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        WIDTH_FIELD_NUMBER: _builtins.int
+        HEIGHT_FIELD_NUMBER: _builtins.int
+        width: _builtins.int
+        height: _builtins.int
+        def __init__(
+            self,
+            *,
+            width: _builtins.int = ...,
+            height: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "width", b"width"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    UUID_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    DIMENSION_FIELD_NUMBER: _builtins.int
+    MIME_TYPE_FIELD_NUMBER: _builtins.int
+    BLOB_ID_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    BLOB_ID_WITH_DATA_FIELD_NUMBER: _builtins.int
+    uuid: _builtins.str
+    path: _builtins.str
+    mime_type: _builtins.str
+    blob_id: _builtins.bytes
+    data: _builtins.bytes
+    @_builtins.property
+    def dimension(self) -> Global___SelectedImage.Dimension: ...
+    @_builtins.property
+    def blob_id_with_data(self) -> Global___SelectedImage.BlobIdWithData:
+        """10 prompt_upload_ref: agent.v1.PromptUploadRef (not in the subset: decoded as an unknown field)"""
+
+    def __init__(
+        self,
+        *,
+        uuid: _builtins.str = ...,
+        path: _builtins.str = ...,
+        dimension: Global___SelectedImage.Dimension | None = ...,
+        mime_type: _builtins.str = ...,
+        blob_id: _builtins.bytes = ...,
+        data: _builtins.bytes = ...,
+        blob_id_with_data: Global___SelectedImage.BlobIdWithData | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["blob_id", b"blob_id", "blob_id_with_data", b"blob_id_with_data", "data", b"data", "data_or_blob_id", b"data_or_blob_id", "dimension", b"dimension"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_id", b"blob_id", "blob_id_with_data", b"blob_id_with_data", "data", b"data", "data_or_blob_id", b"data_or_blob_id", "dimension", b"dimension", "mime_type", b"mime_type", "path", b"path", "uuid", b"uuid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_data_or_blob_id: _TypeAlias = _typing.Literal["blob_id", "data", "blob_id_with_data"]  # noqa: Y015
+    _WhichOneofArgType_data_or_blob_id: _TypeAlias = _typing.Literal["data_or_blob_id", b"data_or_blob_id"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_data_or_blob_id) -> _WhichOneofReturnType_data_or_blob_id | None: ...
+
+Global___SelectedImage: _TypeAlias = SelectedImage  # noqa: Y015
+
+@_typing.final
 class SetBlobArgs(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -4484,6 +5197,31 @@ class SetBlobResult(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__error) -> _WhichOneofReturnType__error | None: ...
 
 Global___SetBlobResult: _TypeAlias = SetBlobResult  # noqa: Y015
+
+@_typing.final
+class SetupVmEnvironmentArgs(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTALL_COMMAND_FIELD_NUMBER: _builtins.int
+    START_COMMAND_FIELD_NUMBER: _builtins.int
+    DOCKERFILE_CONTENTS_FIELD_NUMBER: _builtins.int
+    install_command: _builtins.str
+    start_command: _builtins.str
+    dockerfile_contents: _builtins.str
+    def __init__(
+        self,
+        *,
+        install_command: _builtins.str = ...,
+        start_command: _builtins.str = ...,
+        dockerfile_contents: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dockerfile_contents", b"dockerfile_contents", "install_command", b"install_command", "start_command", b"start_command"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetupVmEnvironmentArgs: _TypeAlias = SetupVmEnvironmentArgs  # noqa: Y015
 
 @_typing.final
 class SetupVmEnvironmentResult(_message.Message):
@@ -5195,6 +5933,7 @@ class UserMessage(_message.Message):
 
     TEXT_FIELD_NUMBER: _builtins.int
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    SELECTED_CONTEXT_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
     IS_SIMULATED_MSG_FIELD_NUMBER: _builtins.int
     BEST_OF_N_GROUP_ID_FIELD_NUMBER: _builtins.int
@@ -5225,7 +5964,6 @@ class UserMessage(_message.Message):
     text: _builtins.str
     message_id: _builtins.str
     mode: Global___AgentMode.ValueType
-    """3 selected_context: agent.v1.SelectedContext (not in the subset: decoded as an unknown field)"""
     is_simulated_msg: _builtins.bool
     best_of_n_group_id: _builtins.str
     try_use_best_of_n_promotion: _builtins.bool
@@ -5260,12 +5998,15 @@ class UserMessage(_message.Message):
     summarized_tool_call_id: _builtins.str
     sender_time_zone: _builtins.str
     @_builtins.property
+    def selected_context(self) -> Global___SelectedContext: ...
+    @_builtins.property
     def hook_additional_contexts(self) -> _containers.RepeatedCompositeFieldContainer[Global___HookAdditionalContext]: ...
     def __init__(
         self,
         *,
         text: _builtins.str = ...,
         message_id: _builtins.str = ...,
+        selected_context: Global___SelectedContext | None = ...,
         mode: Global___AgentMode.ValueType = ...,
         is_simulated_msg: _builtins.bool | None = ...,
         best_of_n_group_id: _builtins.str | None = ...,
@@ -5294,9 +6035,9 @@ class UserMessage(_message.Message):
         summarized_tool_call_id: _builtins.str | None = ...,
         sender_time_zone: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_best_of_n_group_id", b"_best_of_n_group_id", "_completed_at_ms", b"_completed_at_ms", "_during_voice_call", b"_during_voice_call", "_forked_context", b"_forked_context", "_inherits_voice_call", b"_inherits_voice_call", "_is_simulated_msg", b"_is_simulated_msg", "_prompt_reference_id", b"_prompt_reference_id", "_reply_audience", b"_reply_audience", "_reply_to", b"_reply_to", "_reply_to_tool_call_id", b"_reply_to_tool_call_id", "_rich_text", b"_rich_text", "_rich_text_blob_id", b"_rich_text_blob_id", "_sender_time_zone", b"_sender_time_zone", "_sent_by_agent_id", b"_sent_by_agent_id", "_sent_by_voice_call", b"_sent_by_voice_call", "_simulated_msg_reason", b"_simulated_msg_reason", "_started_at_ms", b"_started_at_ms", "_subagent_system_reminder", b"_subagent_system_reminder", "_summarized_tool_call_id", b"_summarized_tool_call_id", "_text_blob_id", b"_text_blob_id", "_thread_id", b"_thread_id", "_try_use_best_of_n_promotion", b"_try_use_best_of_n_promotion", "_turn_steer", b"_turn_steer", "_voice_calls_read_utterances", b"_voice_calls_read_utterances", "best_of_n_group_id", b"best_of_n_group_id", "completed_at_ms", b"completed_at_ms", "during_voice_call", b"during_voice_call", "forked_context", b"forked_context", "inherits_voice_call", b"inherits_voice_call", "is_simulated_msg", b"is_simulated_msg", "prompt_reference_id", b"prompt_reference_id", "reply_audience", b"reply_audience", "reply_to", b"reply_to", "reply_to_tool_call_id", b"reply_to_tool_call_id", "rich_text", b"rich_text", "rich_text_blob_id", b"rich_text_blob_id", "sender_time_zone", b"sender_time_zone", "sent_by_agent_id", b"sent_by_agent_id", "sent_by_voice_call", b"sent_by_voice_call", "simulated_msg_reason", b"simulated_msg_reason", "started_at_ms", b"started_at_ms", "subagent_system_reminder", b"subagent_system_reminder", "summarized_tool_call_id", b"summarized_tool_call_id", "text_blob_id", b"text_blob_id", "thread_id", b"thread_id", "try_use_best_of_n_promotion", b"try_use_best_of_n_promotion", "turn_steer", b"turn_steer", "voice_calls_read_utterances", b"voice_calls_read_utterances"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_best_of_n_group_id", b"_best_of_n_group_id", "_completed_at_ms", b"_completed_at_ms", "_during_voice_call", b"_during_voice_call", "_forked_context", b"_forked_context", "_inherits_voice_call", b"_inherits_voice_call", "_is_simulated_msg", b"_is_simulated_msg", "_prompt_reference_id", b"_prompt_reference_id", "_reply_audience", b"_reply_audience", "_reply_to", b"_reply_to", "_reply_to_tool_call_id", b"_reply_to_tool_call_id", "_rich_text", b"_rich_text", "_rich_text_blob_id", b"_rich_text_blob_id", "_selected_context", b"_selected_context", "_sender_time_zone", b"_sender_time_zone", "_sent_by_agent_id", b"_sent_by_agent_id", "_sent_by_voice_call", b"_sent_by_voice_call", "_simulated_msg_reason", b"_simulated_msg_reason", "_started_at_ms", b"_started_at_ms", "_subagent_system_reminder", b"_subagent_system_reminder", "_summarized_tool_call_id", b"_summarized_tool_call_id", "_text_blob_id", b"_text_blob_id", "_thread_id", b"_thread_id", "_try_use_best_of_n_promotion", b"_try_use_best_of_n_promotion", "_turn_steer", b"_turn_steer", "_voice_calls_read_utterances", b"_voice_calls_read_utterances", "best_of_n_group_id", b"best_of_n_group_id", "completed_at_ms", b"completed_at_ms", "during_voice_call", b"during_voice_call", "forked_context", b"forked_context", "inherits_voice_call", b"inherits_voice_call", "is_simulated_msg", b"is_simulated_msg", "prompt_reference_id", b"prompt_reference_id", "reply_audience", b"reply_audience", "reply_to", b"reply_to", "reply_to_tool_call_id", b"reply_to_tool_call_id", "rich_text", b"rich_text", "rich_text_blob_id", b"rich_text_blob_id", "selected_context", b"selected_context", "sender_time_zone", b"sender_time_zone", "sent_by_agent_id", b"sent_by_agent_id", "sent_by_voice_call", b"sent_by_voice_call", "simulated_msg_reason", b"simulated_msg_reason", "started_at_ms", b"started_at_ms", "subagent_system_reminder", b"subagent_system_reminder", "summarized_tool_call_id", b"summarized_tool_call_id", "text_blob_id", b"text_blob_id", "thread_id", b"thread_id", "try_use_best_of_n_promotion", b"try_use_best_of_n_promotion", "turn_steer", b"turn_steer", "voice_calls_read_utterances", b"voice_calls_read_utterances"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_best_of_n_group_id", b"_best_of_n_group_id", "_completed_at_ms", b"_completed_at_ms", "_during_voice_call", b"_during_voice_call", "_forked_context", b"_forked_context", "_inherits_voice_call", b"_inherits_voice_call", "_is_simulated_msg", b"_is_simulated_msg", "_prompt_reference_id", b"_prompt_reference_id", "_reply_audience", b"_reply_audience", "_reply_to", b"_reply_to", "_reply_to_tool_call_id", b"_reply_to_tool_call_id", "_rich_text", b"_rich_text", "_rich_text_blob_id", b"_rich_text_blob_id", "_sender_time_zone", b"_sender_time_zone", "_sent_by_agent_id", b"_sent_by_agent_id", "_sent_by_voice_call", b"_sent_by_voice_call", "_simulated_msg_reason", b"_simulated_msg_reason", "_started_at_ms", b"_started_at_ms", "_subagent_system_reminder", b"_subagent_system_reminder", "_summarized_tool_call_id", b"_summarized_tool_call_id", "_text_blob_id", b"_text_blob_id", "_thread_id", b"_thread_id", "_try_use_best_of_n_promotion", b"_try_use_best_of_n_promotion", "_turn_steer", b"_turn_steer", "_voice_calls_read_utterances", b"_voice_calls_read_utterances", "best_of_n_group_id", b"best_of_n_group_id", "completed_at_ms", b"completed_at_ms", "conversation_state_blob_id", b"conversation_state_blob_id", "during_voice_call", b"during_voice_call", "forked_context", b"forked_context", "hook_additional_contexts", b"hook_additional_contexts", "inherits_voice_call", b"inherits_voice_call", "is_simulated_msg", b"is_simulated_msg", "message_id", b"message_id", "mode", b"mode", "prompt_reference_id", b"prompt_reference_id", "reply_audience", b"reply_audience", "reply_to", b"reply_to", "reply_to_tool_call_id", b"reply_to_tool_call_id", "rich_text", b"rich_text", "rich_text_blob_id", b"rich_text_blob_id", "sender_time_zone", b"sender_time_zone", "sent_by_agent_id", b"sent_by_agent_id", "sent_by_voice_call", b"sent_by_voice_call", "simulated_msg_reason", b"simulated_msg_reason", "started_at_ms", b"started_at_ms", "subagent_system_reminder", b"subagent_system_reminder", "summarized_tool_call_id", b"summarized_tool_call_id", "text", b"text", "text_blob_id", b"text_blob_id", "thread_id", b"thread_id", "try_use_best_of_n_promotion", b"try_use_best_of_n_promotion", "turn_steer", b"turn_steer", "voice_calls_read_utterances", b"voice_calls_read_utterances"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_best_of_n_group_id", b"_best_of_n_group_id", "_completed_at_ms", b"_completed_at_ms", "_during_voice_call", b"_during_voice_call", "_forked_context", b"_forked_context", "_inherits_voice_call", b"_inherits_voice_call", "_is_simulated_msg", b"_is_simulated_msg", "_prompt_reference_id", b"_prompt_reference_id", "_reply_audience", b"_reply_audience", "_reply_to", b"_reply_to", "_reply_to_tool_call_id", b"_reply_to_tool_call_id", "_rich_text", b"_rich_text", "_rich_text_blob_id", b"_rich_text_blob_id", "_selected_context", b"_selected_context", "_sender_time_zone", b"_sender_time_zone", "_sent_by_agent_id", b"_sent_by_agent_id", "_sent_by_voice_call", b"_sent_by_voice_call", "_simulated_msg_reason", b"_simulated_msg_reason", "_started_at_ms", b"_started_at_ms", "_subagent_system_reminder", b"_subagent_system_reminder", "_summarized_tool_call_id", b"_summarized_tool_call_id", "_text_blob_id", b"_text_blob_id", "_thread_id", b"_thread_id", "_try_use_best_of_n_promotion", b"_try_use_best_of_n_promotion", "_turn_steer", b"_turn_steer", "_voice_calls_read_utterances", b"_voice_calls_read_utterances", "best_of_n_group_id", b"best_of_n_group_id", "completed_at_ms", b"completed_at_ms", "conversation_state_blob_id", b"conversation_state_blob_id", "during_voice_call", b"during_voice_call", "forked_context", b"forked_context", "hook_additional_contexts", b"hook_additional_contexts", "inherits_voice_call", b"inherits_voice_call", "is_simulated_msg", b"is_simulated_msg", "message_id", b"message_id", "mode", b"mode", "prompt_reference_id", b"prompt_reference_id", "reply_audience", b"reply_audience", "reply_to", b"reply_to", "reply_to_tool_call_id", b"reply_to_tool_call_id", "rich_text", b"rich_text", "rich_text_blob_id", b"rich_text_blob_id", "selected_context", b"selected_context", "sender_time_zone", b"sender_time_zone", "sent_by_agent_id", b"sent_by_agent_id", "sent_by_voice_call", b"sent_by_voice_call", "simulated_msg_reason", b"simulated_msg_reason", "started_at_ms", b"started_at_ms", "subagent_system_reminder", b"subagent_system_reminder", "summarized_tool_call_id", b"summarized_tool_call_id", "text", b"text", "text_blob_id", b"text_blob_id", "thread_id", b"thread_id", "try_use_best_of_n_promotion", b"try_use_best_of_n_promotion", "turn_steer", b"turn_steer", "voice_calls_read_utterances", b"voice_calls_read_utterances"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__best_of_n_group_id: _TypeAlias = _typing.Literal["best_of_n_group_id"]  # noqa: Y015
     _WhichOneofArgType__best_of_n_group_id: _TypeAlias = _typing.Literal["_best_of_n_group_id", b"_best_of_n_group_id"]  # noqa: Y015
@@ -5322,6 +6063,8 @@ class UserMessage(_message.Message):
     _WhichOneofArgType__rich_text: _TypeAlias = _typing.Literal["_rich_text", b"_rich_text"]  # noqa: Y015
     _WhichOneofReturnType__rich_text_blob_id: _TypeAlias = _typing.Literal["rich_text_blob_id"]  # noqa: Y015
     _WhichOneofArgType__rich_text_blob_id: _TypeAlias = _typing.Literal["_rich_text_blob_id", b"_rich_text_blob_id"]  # noqa: Y015
+    _WhichOneofReturnType__selected_context: _TypeAlias = _typing.Literal["selected_context"]  # noqa: Y015
+    _WhichOneofArgType__selected_context: _TypeAlias = _typing.Literal["_selected_context", b"_selected_context"]  # noqa: Y015
     _WhichOneofReturnType__sender_time_zone: _TypeAlias = _typing.Literal["sender_time_zone"]  # noqa: Y015
     _WhichOneofArgType__sender_time_zone: _TypeAlias = _typing.Literal["_sender_time_zone", b"_sender_time_zone"]  # noqa: Y015
     _WhichOneofReturnType__sent_by_agent_id: _TypeAlias = _typing.Literal["sent_by_agent_id"]  # noqa: Y015
@@ -5370,6 +6113,8 @@ class UserMessage(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__rich_text) -> _WhichOneofReturnType__rich_text | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__rich_text_blob_id) -> _WhichOneofReturnType__rich_text_blob_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__selected_context) -> _WhichOneofReturnType__selected_context | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__sender_time_zone) -> _WhichOneofReturnType__sender_time_zone | None: ...
     @_typing.overload
