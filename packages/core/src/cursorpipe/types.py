@@ -283,9 +283,11 @@ class TurnRequest:
 class Usage:
     """Token usage of one turn.
 
-    ``total_tokens`` is input + output (OpenAI's convention; cache tokens are reported separately
-    and reasoning tokens are a subset of output tokens, connect.md §7). ``estimated`` is True when
-    the transport reported no counts and these are character-based estimates.
+    ``input_tokens`` is every prompt token, as Cursor reports it: it already **includes**
+    ``cache_read_tokens`` and ``cache_write_tokens`` (live-dialect.md row 13), which are details of
+    it, never to be added on top. ``total_tokens`` is input + output (OpenAI's convention;
+    reasoning tokens are a subset of output tokens, connect.md §7). ``estimated`` is True when the
+    transport reported no counts and these are character-based estimates.
     """
 
     input_tokens: int = 0

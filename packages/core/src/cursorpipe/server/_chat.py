@@ -73,11 +73,12 @@ def finish_reason(stop_reason: str | None) -> str:
 def usage_json(usage: Usage) -> dict[str, Any]:
     """OpenAI's usage object.
 
-    connect.md §7 reports input, output, cache-read and cache-write tokens separately and leaves
-    the total convention open [G]; OpenAI's ``prompt_tokens`` includes cached tokens, so they are
-    added here and ``cached_tokens`` says how many of them were cache reads.
+    Cursor's ``input_tokens`` already includes cache reads and writes (live-dialect.md row 13), as
+    OpenAI's ``prompt_tokens`` includes cached tokens: it is reported once, and ``cached_tokens``
+    says how many of those prompt tokens were cache reads (adding the cache figures on top would
+    count them twice).
     """
-    prompt = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+    prompt = usage.input_tokens
     return {
         "prompt_tokens": prompt,
         "completion_tokens": usage.output_tokens,

@@ -76,7 +76,10 @@ class ReplyContext:
 
 @dataclass(frozen=True)
 class Usage:
-    """Token usage the emulator reports in ``turn_ended``; ``None`` fields are computed."""
+    """Token usage the emulator reports in ``turn_ended``; ``None`` fields are computed.
+
+    As on the live service, ``input_tokens`` includes ``cache_read_tokens`` and
+    ``cache_write_tokens`` (live-dialect.md row 13)."""
 
     input_tokens: int | None = None
     output_tokens: int | None = None

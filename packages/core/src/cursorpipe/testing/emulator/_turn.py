@@ -772,12 +772,20 @@ class _Turn:
         )
 
     def _usage(self, prompt: str, reply: str, thinking: str) -> dict[str, int]:
+        """Usage as the live service reports it: ``input_tokens`` already *includes* cache reads
+        and writes (live-dialect.md row 13), so a client that adds them on top double counts.
+
+        By default a quarter of the prompt is a cache write and half a cache read, so a faithful
+        client sees non-zero cache figures on every turn. Scripted numbers (``Behaviour.usage``)
+        win; a scripted ``input_tokens`` is never raised, and an unscripted one is at least the
+        scripted cache figures."""
         u = self.b.usage
+        prompt_tokens = estimate_tokens(prompt)
         out = {
-            "input_tokens": estimate_tokens(prompt),
+            "input_tokens": prompt_tokens,
             "output_tokens": estimate_tokens(reply) + estimate_tokens(thinking),
-            "cache_read_tokens": 0,
-            "cache_write_tokens": 0,
+            "cache_read_tokens": prompt_tokens // 2,
+            "cache_write_tokens": prompt_tokens // 4,
             "reasoning_tokens": estimate_tokens(thinking),
         }
         if u is not None:
@@ -785,6 +793,10 @@ class _Turn:
                 v = getattr(u, k)
                 if v is not None:
                     out[k] = int(v)
+            if u.input_tokens is None:
+                out["input_tokens"] = max(
+                    out["input_tokens"], out["cache_read_tokens"] + out["cache_write_tokens"]
+                )
         return out
 
     async def _turn_ended(self, usage: dict[str, int]) -> None:
