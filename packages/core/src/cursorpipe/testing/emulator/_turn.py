@@ -103,6 +103,12 @@ class RunRecord:
     tool_results: list[ToolResult] = field(default_factory=list)
 
 
+#: ``(requested_model) -> (error, end-stream metadata)`` when ``Run`` refuses that model, else ``None``.
+ModelRejection = Callable[
+    [agent_pb2.RequestedModel], "tuple[ConnectError, Mapping[str, Sequence[str]]] | None"
+]
+
+
 class _Cancelled(Exception):
     """The client sent cancel_action (or went away): end the turn now."""
 
@@ -147,8 +153,10 @@ class _Turn:
         fault: tuple[Fault, Mapping[str, Any]] | None,
         pending_texts: dict[str, str],
         known_models: Callable[[str], bool],
+        model_rejection: ModelRejection | None = None,
     ) -> None:
         self.io = io
+        self.model_rejection = model_rejection
         self.b = behaviour
         self.rec = record
         self.fault: Fault | None = fault[0] if fault else None
@@ -871,6 +879,12 @@ class _Turn:
         if f is Fault.UNAVAILABLE:
             await self.fail("unavailable", "emulated transient failure")
             return True
+        rejection = self.model_rejection(req.requested_model) if self.model_rejection else None
+        if f is None and rejection is not None:
+            await self.io.end(*rejection)
+            self.ended = True
+            self.rec.outcome = f"error:{rejection[0].code}"
+            return True
         if f is Fault.BAD_MODEL or (model and not self.known_models(model)):
             await self.fail(
                 "invalid_argument",
@@ -892,9 +906,10 @@ async def run_turn(
     fault: tuple[Fault, Mapping[str, Any]] | None,
     pending_texts: dict[str, str],
     known_models: Callable[[str], bool],
+    model_rejection: ModelRejection | None = None,
 ) -> None:
     """Run one turn over ``io``; always ends the stream unless the client is gone."""
-    turn = _Turn(io, behaviour, record, fault, pending_texts, known_models)
+    turn = _Turn(io, behaviour, record, fault, pending_texts, known_models, model_rejection)
     first = await _first_message(io)
     if first is None:
         record.outcome = "disconnected"
