@@ -68,7 +68,9 @@ if TYPE_CHECKING:
 
 __all__ = ["CursorLLM"]
 
-_CALL_KWARGS = frozenset({"model", "temperature", "max_tokens", "stop", "timeout", "tools", "tool_choice"})
+_CALL_KWARGS = frozenset(
+    {"model", "temperature", "max_tokens", "stop", "timeout", "tools", "tool_choice", "reasoning_effort"}
+)
 _CHARS_PER_TOKEN = 4.0  # the same rough rule cursorpipe uses for its own estimates
 _FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "content_filter": "content_filter"}
 _ROLES = {
@@ -96,6 +98,7 @@ class _CallOptions:
     timeout: float | None
     tools: Sequence[Mapping[str, Any]] | None
     tool_choice: str | Mapping[str, Any] | None
+    reasoning_effort: str | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -431,6 +434,11 @@ class CursorLLM(FunctionCallingLLM):
         default=None, description="Cut answers after about this many tokens (finish_reason 'length')."
     )
     timeout: float | None = Field(default=None, description="Deadline of one call in seconds.")
+    reasoning_effort: str | None = Field(
+        default=None,
+        description="OpenAI-style effort (minimal, low, medium, high, xhigh), mapped to the model's own "
+        "effort parameter (connect transport).",
+    )
     max_retries: int | None = Field(default=None, description="Retries of retryable failures.")
     api_key: SecretStr | None = Field(
         default=None, description="Cursor API key; read from CURSOR_API_KEY when not given."
@@ -528,6 +536,7 @@ class CursorLLM(FunctionCallingLLM):
             timeout=kwargs.get("timeout", self.timeout),
             tools=kwargs.get("tools"),
             tool_choice=kwargs.get("tool_choice"),
+            reasoning_effort=kwargs.get("reasoning_effort", self.reasoning_effort),
         )
 
     async def arefresh_model_info(self) -> ModelInfo | None:
@@ -563,6 +572,7 @@ class CursorLLM(FunctionCallingLLM):
                 timeout_s=options.timeout,
                 tools=options.tools,
                 tool_choice=options.tool_choice,
+                reasoning_effort=options.reasoning_effort,
             )
         async with aclosing(stream) as events:
             async for event in events:
@@ -592,7 +602,11 @@ class CursorLLM(FunctionCallingLLM):
                 binding.session = await self._client().create_session(options.model)
             reply: list[str] = []
             events = binding.session.events(
-                text, timeout_s=options.timeout, stop=options.stop, max_tokens=options.max_tokens
+                text,
+                timeout_s=options.timeout,
+                stop=options.stop,
+                max_tokens=options.max_tokens,
+                reasoning_effort=options.reasoning_effort,
             )
             async with aclosing(events) as stream:
                 async for event in stream:

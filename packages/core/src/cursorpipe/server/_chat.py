@@ -291,7 +291,13 @@ async def _prepare(request: Request, st: ServerState, params: ChatParams) -> Pre
             return [
                 st.sessions.track(
                     entry,
-                    entry.session.events(text, timeout_s=timeout_s, stop=stop, max_tokens=params.max_tokens),
+                    entry.session.events(
+                        text,
+                        timeout_s=timeout_s,
+                        stop=stop,
+                        max_tokens=params.max_tokens,
+                        reasoning_effort=params.reasoning_effort,
+                    ),
                 )
             ]
 
@@ -306,6 +312,7 @@ async def _prepare(request: Request, st: ServerState, params: ChatParams) -> Pre
         tools=params.tools,
         tool_choice=params.tool_choice,
         response_format=params.response_format,
+        reasoning_effort=params.reasoning_effort,
     )
 
     def streams() -> list[AsyncGenerator[Event, None]]:
@@ -329,6 +336,7 @@ async def _prepare(request: Request, st: ServerState, params: ChatParams) -> Pre
                 tools=params.tools,
                 tool_choice=params.tool_choice,
                 response_format=params.response_format,
+                reasoning_effort=params.reasoning_effort,
             )
             return from_completion(result)
 

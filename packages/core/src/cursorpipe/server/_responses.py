@@ -127,6 +127,7 @@ async def responses_create(request: Request, st: ServerState) -> Response:
         timeout_s=request_timeout(request),
         tools=params.tools,
         tool_choice=params.tool_choice,
+        reasoning_effort=params.reasoning_effort,
     )
     prompt_text = "".join(m.text for m in turn.messages)
     await st.gate.acquire()
