@@ -136,25 +136,28 @@ class EmulatorState:
             return [f for f, _ in self._faults]
 
     # -- tokens ------------------------------------------------------------------------------
-    def issue_token(self) -> str:
+    def issue_token(self, kind: str = "api_key_token", lifetime_s: float | None = None) -> str:
+        """A signed JWT: an access token, or with ``kind="refresh_token"`` a refresh token that only
+        the exchange accepts (connect.md §2.5; live-dialect.md row 19)."""
         now = time.time()
         header = {"alg": "HS256", "typ": "JWT"}
         payload = {
             "sub": "emulator|user_emulated",
-            "type": "api_key_token",
+            "type": kind,
             "iss": "cursorpipe-emulator",
             "iat": int(now),
             # rounded up: a token is valid for at least the configured lifetime
-            "exp": math.ceil(now + self.behaviour.token_lifetime_s),
+            "exp": math.ceil(now + (self.behaviour.token_lifetime_s if lifetime_s is None else lifetime_s)),
             "jti": uuid.uuid4().hex,
         }
         signing = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(payload).encode())}"
         sig = hmac.new(self._secret, signing.encode(), hashlib.sha256).digest()
-        self.tokens_issued += 1
+        if kind != "refresh_token":
+            self.tokens_issued += 1
         return f"{signing}.{_b64url(sig)}"
 
-    def check_token(self, token: str) -> str | None:
-        """``None`` if the token is one we issued and still valid, else the reason."""
+    def check_token(self, token: str, kind: str = "api_key_token") -> str | None:
+        """``None`` if the token is one we issued, of ``kind``, and still valid, else the reason."""
         parts = token.split(".")
         if len(parts) != 3:
             return "not an access token issued by this server"
@@ -166,8 +169,12 @@ class EmulatorState:
             payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
         except (ValueError, binascii.Error):
             return "malformed access token"
+        if (payload.get("type") == "refresh_token") != (kind == "refresh_token"):
+            return (
+                "a refresh token is not an access token" if kind != "refresh_token" else "not a refresh token"
+            )
         if float(payload.get("exp", 0)) <= time.time():
-            return "access token expired"
+            return "access token expired" if kind != "refresh_token" else "refresh token expired"
         return None
 
     def known_model(self, model_id: str) -> bool:
@@ -334,14 +341,18 @@ async def _exchange(
     if body is None:
         return
     rec.body = body
-    if state.take_fault({Fault.UNAUTHENTICATED_EXCHANGE}) is not None or _bearer(headers) != state.api_key:
+    bearer = _bearer(headers) or ""
+    # live-dialect.md row 19: a browser login's refresh token is redeemed here too.
+    valid = bearer == state.api_key or state.check_token(bearer, "refresh_token") is None
+    if state.take_fault({Fault.UNAUTHENTICATED_EXCHANGE}) is not None or not valid:
         rec.status = 401
         await _json(send, 401, {"code": "unauthenticated", "message": "Invalid API key"})
         return
     token = state.issue_token()
     rec.status = 200
-    # connect.md §2.2: {"accessToken", "refreshToken"}; the refresh token has the same exp (§2.3).
-    await _json(send, 200, {"accessToken": token, "refreshToken": token})
+    # connect.md §2.2: {"accessToken", "refreshToken"}; the refresh token lives as long as the
+    # access token (§2.3) and is accepted only by this endpoint.
+    await _json(send, 200, {"accessToken": token, "refreshToken": state.issue_token("refresh_token")})
 
 
 async def _rest_models(
