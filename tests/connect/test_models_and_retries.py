@@ -10,7 +10,7 @@ import pytest
 from cursorpipe import CursorClient, CursorPipeConfig
 from cursorpipe._proto.agent.v1 import agent_pb2 as pb
 from cursorpipe.errors import ConfigurationError, ModelNotFoundError, ProtocolError, RateLimitError
-from cursorpipe.testing.emulator import Behaviour, Emulator, Fault, expected_reply
+from cursorpipe.testing.emulator import Behaviour, Emulator, Fault, ModelSpec, expected_reply
 from cursorpipe.testing.emulator.raw import exchange_token, raw_turn_sse
 from cursorpipe.transports.connect._codec import (
     ConnectError,
@@ -274,3 +274,19 @@ async def test_client_reads_enveloped_unary_responses() -> None:
             assert await client.generate("gpt-5.2-high", "hi") == expected_reply("hi")
         # GetServerConfig was enveloped too, and its FORCE_ALL_ENABLED was understood: h2c Run.
         assert emu.runs[-1].transport == "run"
+
+
+async def test_refused_slug_surfaces_as_model_not_found_through_the_client() -> None:
+    """A lone per-effort slug cannot be folded into a family (its family is not listed), so it is
+    sent as is; Run's bare resource_exhausted then reaches the caller as ModelNotFoundError naming
+    the valid ids, not as a rate limit that a retry loop would wait out."""
+    models = (ModelSpec("composer-2", "Composer 2"), ModelSpec("other", "Other", siblings=("solo-high",)))
+    async with Emulator(Behaviour(models=models)) as emu:
+        async with httpx.AsyncClient() as http:
+            token = await exchange_token(http, emu.url, emu.api_key)
+        config = CursorPipeConfig(strategy="connect", backend_url=emu.url, auth_token=token, max_retries=2)
+        async with CursorClient(config) as client:
+            with pytest.raises(ModelNotFoundError) as info:
+                await client.complete("solo-high", prompt="x")
+        assert "composer-2" in info.value.available
+        assert len([r for r in emu.requests if r.path.endswith("/RunSSE")]) == 1  # not retried
