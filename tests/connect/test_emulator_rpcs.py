@@ -50,7 +50,11 @@ async def test_get_usable_models_proto_and_json(emu: Emulator, service: str) -> 
         r = await client.post(url, content=b"", headers={**auth, "content-type": "application/proto"})
         assert r.status_code == 200 and r.headers["content-type"] == "application/proto"
         resp = agent_pb2.GetUsableModelsResponse.FromString(r.content)
-        assert [m.model_id for m in resp.models] == emu.models
+        # live-dialect.md row 14: each family, then its per-effort sibling slugs
+        families = [m.model_id for m in resp.models if m.model_id in emu.models]
+        assert families == emu.models
+        siblings = [m.model_id for m in resp.models if m.model_id not in emu.models]
+        assert siblings == ["gpt-5.2-low", "gpt-5.2-high"]
         assert resp.models[0].aliases == ["default"]
         r = await client.post(url, json={}, headers=auth)
         assert r.status_code == 200

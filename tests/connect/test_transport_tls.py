@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 from cursorpipe import CursorClient, CursorPipeConfig
-from cursorpipe.testing.emulator import Emulator, expected_reply
+from cursorpipe.errors import NetworkError
+from cursorpipe.testing.emulator import Behaviour, Emulator, expected_reply
 from cursorpipe.transports.connect import ConnectTransport
 
 
@@ -96,18 +97,25 @@ def trust(certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> tu
 
 
 @pytest.mark.parametrize(
-    ("alpn", "mode", "channel", "http_version"),
+    ("alpn", "mode", "channel", "http_version", "http2_disabled"),
     [
-        (["h2", "http/1.1"], "auto", "run", "2"),  # https default: full-duplex Run over TLS
-        (["h2", "http/1.1"], "never", "runsse", "2"),  # RunSSE + appends multiplexed on HTTP/2
-        (["http/1.1"], "auto", "runsse", "1.1"),  # no h2 offered: fall back to HTTP/1.1
+        (["h2", "http/1.1"], "auto", "run", "2", False),  # https default: full-duplex Run over TLS
+        (["h2", "http/1.1"], "never", "runsse", "2", False),  # RunSSE + appends multiplexed on HTTP/2
+        # no h2 offered, and the server config disables HTTP/2: the HTTP/1.1 pair (row 21)
+        (["http/1.1"], "auto", "runsse", "1.1", True),
     ],
 )
 async def test_https_paths(
-    trust: tuple[Path, Path], alpn: list[str], mode: str, channel: str, http_version: str
+    trust: tuple[Path, Path],
+    alpn: list[str],
+    mode: str,
+    channel: str,
+    http_version: str,
+    http2_disabled: bool,
 ) -> None:
     cert, key = trust
-    async with Emulator() as emu, tls_proxy(emu.port, cert, key, alpn) as port:
+    behaviour = Behaviour(http2_disabled=http2_disabled)
+    async with Emulator(behaviour) as emu, tls_proxy(emu.port, cert, key, alpn) as port:
         config = CursorPipeConfig(
             strategy="connect", backend_url=f"https://localhost:{port}", api_key=emu.api_key, use_http2=mode
         )
@@ -120,3 +128,39 @@ async def test_https_paths(
         assert transport.last_channel == channel
         runs = [r for r in emu.requests if r.path.endswith(("/Run", "/RunSSE", "/BidiAppend"))]
         assert runs and {r.http_version for r in runs} == {http_version}
+
+
+async def test_https_without_h2_does_not_fall_back_to_http1(trust: tuple[Path, Path]) -> None:
+    """live-dialect.md row 21: Cursor's agent path serves Run only over HTTP/2. Against an https
+    backend whose ALPN offers no h2 (and whose server config does not disable HTTP/2) the client
+    says so at once instead of trying RunSSE over HTTP/1.1 (which the live service answers 464)."""
+    cert, key = trust
+    async with Emulator() as emu, tls_proxy(emu.port, cert, key, ["http/1.1"]) as port:
+        config = CursorPipeConfig(
+            strategy="connect", backend_url=f"https://localhost:{port}", api_key=emu.api_key, max_retries=3
+        )
+        async with CursorClient(config) as client:
+            with pytest.raises(NetworkError, match="did not negotiate HTTP/2") as info:
+                await client.generate("composer-2", "over tls")
+        assert info.value.code == "no_http2" and not info.value.retryable
+        assert not [r for r in emu.requests if r.path.endswith(("/Run", "/RunSSE", "/BidiAppend"))]
+
+
+async def test_http1_refused_with_464_is_a_clear_error() -> None:
+    """The emulator refuses HTTP/1.1 on the Run path with a bare 464 when told to (row 21); the
+    client names the cause instead of calling the backend unreachable."""
+    async with Emulator(Behaviour(refuse_http1_run=True)) as emu:
+        config = CursorPipeConfig(
+            strategy="connect", backend_url=emu.url, api_key=emu.api_key, use_http2="never", max_retries=2
+        )
+        async with CursorClient(config) as client:
+            with pytest.raises(NetworkError, match="HTTP 464") as info:
+                await client.generate("composer-2", "hi")
+        assert info.value.code == "http1_refused"
+        assert [r.status for r in emu.requests if r.path.endswith("/RunSSE")] == [464]
+        # The same emulator still serves the full-duplex Run over h2c.
+        config = CursorPipeConfig(
+            strategy="connect", backend_url=emu.url, api_key=emu.api_key, use_http2="always", max_retries=0
+        )
+        async with CursorClient(config) as client:
+            assert await client.generate("composer-2", "hi") == expected_reply("hi")

@@ -208,9 +208,9 @@ async def test_real_usage_and_finish_reason_from_transport(served) -> None:
     body = r.json()
     assert body["choices"][0]["finish_reason"] == "content_filter"
     assert body["usage"] == {
-        "prompt_tokens": 14,
+        "prompt_tokens": 11,
         "completion_tokens": 7,
-        "total_tokens": 21,
+        "total_tokens": 18,
         "prompt_tokens_details": {"cached_tokens": 3},
         "completion_tokens_details": {"reasoning_tokens": 2},
     }

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import random
 import time
+import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import replace
@@ -169,8 +170,12 @@ class CursorClient:
         tool_choice: str | Mapping[str, Any] | None = None,
         response_format: Mapping[str, Any] | None = None,
         tool_handler: ToolHandler | None = None,
+        reasoning_effort: str | None = None,
     ) -> TurnRequest:
-        """Validate arguments and build the transport-neutral request."""
+        """Validate arguments and build the transport-neutral request.
+
+        ``reasoning_effort`` (OpenAI's names: ``minimal``, ``low``, ``medium``, ``high``,
+        ``xhigh``) is mapped to the model's effort parameter by the transport."""
         msgs: list[ChatMessage] = []
         if system:
             msgs.append(ChatMessage.of("system", system))
@@ -189,6 +194,7 @@ class CursorClient:
             raise ConfigurationError("max_tokens must be at least 1", code="invalid_request")
         if timeout_s is not None and timeout_s <= 0:
             raise ConfigurationError("timeout_s must be positive", code="invalid_request")
+        effort = _effort(reasoning_effort)
         return TurnRequest(
             model=self._model(model),
             messages=tuple(msgs),
@@ -200,6 +206,7 @@ class CursorClient:
             tool_choice=tool_choice,
             tool_handler=tool_handler,
             tool_result_timeout_s=self._config.tool_result_timeout_s,
+            reasoning_effort=effort,
         )
 
     async def events(
@@ -217,6 +224,7 @@ class CursorClient:
         tool_choice: str | Mapping[str, Any] | None = None,
         response_format: Mapping[str, Any] | None = None,
         tool_handler: ToolHandler | None = None,
+        reasoning_effort: str | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Stream the typed, transport-neutral events of one stateless turn.
 
@@ -246,6 +254,7 @@ class CursorClient:
             tool_choice=tool_choice,
             response_format=response_format,
             tool_handler=tool_handler,
+            reasoning_effort=reasoning_effort,
         )
         async with aclosing(self.run_request(request, stop=stop)) as stream:
             async for event in stream:
@@ -423,8 +432,12 @@ class CursorClient:
         attempt = 0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (request.timeout_s or self._config.request_timeout_s)
+        # live-dialect.md row 17: every retry of this turn keeps its run id (and with it
+        # x-original-request-id); only x-request-id changes, which `attempt` tells the transport.
+        run_id = request.run_id or str(uuid.uuid4())
         while True:
             produced = False
+            request = replace(request, run_id=run_id, attempt=attempt)
             try:
                 async with aclosing(transport.run(request, session=session)) as stream:
                     while True:
@@ -527,6 +540,7 @@ class CursorClient:
         tool_choice: str | Mapping[str, Any] | None = None,
         response_format: Mapping[str, Any] | None = None,
         tool_handler: ToolHandler | None = None,
+        reasoning_effort: str | None = None,
     ) -> CompletionResult:
         """Run one stateless turn and return the full :class:`CompletionResult`.
 
@@ -559,6 +573,7 @@ class CursorClient:
             tool_choice=tool_choice,
             response_format=response_format,
             tool_handler=tool_handler,
+            reasoning_effort=reasoning_effort,
         )
         result = await collect_result(self.run_request(request, stop=stop), request)
         result = await self._tool_choice_repair(request, result, stop)
@@ -657,9 +672,13 @@ class CursorClient:
         *,
         system: str | None = None,
         timeout_s: float | None = None,
+        reasoning_effort: str | None = None,
     ) -> AsyncGenerator[str, None]:
         """Stream the answer to one prompt as text chunks (a thin view over :meth:`events`)."""
-        async with aclosing(self.events(model, prompt=prompt, system=system, timeout_s=timeout_s)) as events:
+        source = self.events(
+            model, prompt=prompt, system=system, timeout_s=timeout_s, reasoning_effort=reasoning_effort
+        )
+        async with aclosing(source) as events:
             async for event in events:
                 if isinstance(event, TextDelta) and not event.notice and event.text:
                     yield event.text
@@ -692,6 +711,22 @@ class CursorClient:
         """The models the account can use (id, display name, aliases where known)."""
         transport = await self.transport()
         return await transport.list_models()
+
+
+#: OpenAI's ``reasoning_effort`` values (plus ``none``/``xhigh`` that newer models take).
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+
+
+def _effort(value: str | None) -> str | None:
+    """Normalise ``reasoning_effort``; a value outside OpenAI's names is a typed error."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.strip().lower() not in REASONING_EFFORTS:
+        raise ConfigurationError(
+            f"reasoning_effort must be one of {', '.join(REASONING_EFFORTS)} (got {value!r}).",
+            code="invalid_request",
+        )
+    return value.strip().lower()
 
 
 def _needs_tool_emulation(request: TurnRequest) -> bool:

@@ -72,15 +72,17 @@ class CursorSession:
         tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
         tool_handler: ToolHandler | None = None,
+        reasoning_effort: str | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Send ``text`` as the next user message and stream the typed events of the answer.
 
-        ``system`` is a system prompt for this turn: connect sends it as the run's system-prompt
-        field, the agent transports as instructions at the head of the turn's text. Whether Cursor
-        carries it over to later turns is not documented (connect.md §5.3), so pass it with every
-        turn it should govern.
+        ``system`` is a system prompt for this turn: connect sends it the way the wire dialect says
+        (a rule in the request context, live-dialect.md row 2), the agent transports as instructions
+        at the head of the turn's text. Whether Cursor carries it over to later turns is not
+        documented (connect.md §5.3), so pass it with every turn it should govern.
 
-        ``tools``/``tool_choice``/``tool_handler`` as in :meth:`CursorClient.events`. In a session
+        ``tools``/``tool_choice``/``tool_handler``/``reasoning_effort`` as in
+        :meth:`CursorClient.events`. In a session
         pass a ``tool_handler``: the next turn carries only a user text, so calls left for the caller
         (``stop_reason == "tool_calls"``) cannot be answered there."""
         if self._discarded:
@@ -94,6 +96,7 @@ class CursorSession:
             tools=tools,
             tool_choice=tool_choice,
             tool_handler=tool_handler,
+            reasoning_effort=reasoning_effort,
         )
         async with self._lock:
             if self._discarded:
@@ -115,15 +118,21 @@ class CursorSession:
         tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
         tool_handler: ToolHandler | None = None,
+        reasoning_effort: str | None = None,
     ) -> CompletionResult:
-        """Send ``text`` and return the complete answer (history is kept by Cursor); tools as in
-        :meth:`events`."""
+        """Send ``text`` and return the complete answer (history is kept by Cursor); tools and
+        ``reasoning_effort`` as in :meth:`events`."""
         from .client import collect_result
 
         request = self._client.build_request(self._model, [ChatMessage.of("user", text)], timeout_s=timeout_s)
         return await collect_result(
             self.events(
-                text, timeout_s=timeout_s, tools=tools, tool_choice=tool_choice, tool_handler=tool_handler
+                text,
+                timeout_s=timeout_s,
+                tools=tools,
+                tool_choice=tool_choice,
+                tool_handler=tool_handler,
+                reasoning_effort=reasoning_effort,
             ),
             request,
             session_id=self.session_id,

@@ -266,6 +266,15 @@ class TurnRequest:
     ends at the model's tool calls (``TurnEnd.stop_reason == "tool_calls"``, OpenAI style)."""
     tool_result_timeout_s: float | None = None
     """Bound on one ``tool_handler`` call (``None`` = the transport's default)."""
+    reasoning_effort: str | None = None
+    """OpenAI-style effort (``minimal``/``low``/``medium``/``high``/...), mapped by the transport to
+    the model's own effort parameter (connect: ``RequestedModel.parameters``); ``None`` = the
+    model's default."""
+    run_id: str | None = None
+    """The id of this logical turn, kept by every retry of it (connect: ``run_id`` and
+    ``x-original-request-id``, live-dialect.md row 17); ``None`` = the transport makes one."""
+    attempt: int = 0
+    """0 for the first try of ``run_id``, then 1, 2...: a retry sends a new ``x-request-id`` only."""
 
     @property
     def system(self) -> str:
@@ -284,9 +293,11 @@ class TurnRequest:
 class Usage:
     """Token usage of one turn.
 
-    ``total_tokens`` is input + output (OpenAI's convention; cache tokens are reported separately
-    and reasoning tokens are a subset of output tokens, connect.md §7). ``estimated`` is True when
-    the transport reported no counts and these are character-based estimates.
+    ``input_tokens`` is every prompt token, as Cursor reports it: it already **includes**
+    ``cache_read_tokens`` and ``cache_write_tokens`` (live-dialect.md row 13), which are details of
+    it, never to be added on top. ``total_tokens`` is input + output (OpenAI's convention;
+    reasoning tokens are a subset of output tokens, connect.md §7). ``estimated`` is True when the
+    transport reported no counts and these are character-based estimates.
     """
 
     input_tokens: int = 0

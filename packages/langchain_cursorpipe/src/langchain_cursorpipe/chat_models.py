@@ -89,6 +89,7 @@ _CALL_KWARGS = frozenset(
         "tool_choice",
         "parallel_tool_calls",
         "response_format",
+        "reasoning_effort",
         "stream",
         "top_p",
         "seed",
@@ -110,6 +111,7 @@ class _CallOptions:
     tool_choice: str | Mapping[str, Any] | None
     response_format: Mapping[str, Any] | None
     parallel_tool_calls: bool = True
+    reasoning_effort: str | None = None
 
 
 def _message_key(message: BaseMessage) -> tuple[str, str]:
@@ -300,6 +302,9 @@ class ChatCursor(BaseChatModel):
     """Retries of retryable failures before any output (default: cursorpipe's ``max_retries``)."""
     stop: list[str] | None = Field(default=None, alias="stop_sequences")
     """Default stop sequences (a call's ``stop`` replaces them); enforced on the stream."""
+    reasoning_effort: str | None = None
+    """OpenAI-style effort (``minimal``, ``low``, ``medium``, ``high``, ``xhigh``) mapped to the
+    model's own effort parameter (connect transport); a call's ``reasoning_effort`` replaces it."""
     api_key: SecretStr | None = Field(
         default_factory=secret_from_env("CURSOR_API_KEY", default=None), alias="cursor_api_key"
     )
@@ -393,6 +398,7 @@ class ChatCursor(BaseChatModel):
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
             "stop": self.stop,
+            "reasoning_effort": self.reasoning_effort,
             "strategy": self.strategy,
             "backend_url": self.backend_url,
         }
@@ -609,6 +615,7 @@ class ChatCursor(BaseChatModel):
             tool_choice=kwargs.get("tool_choice"),
             response_format=kwargs.get("response_format"),
             parallel_tool_calls=kwargs.get("parallel_tool_calls") is not False,
+            reasoning_effort=kwargs.get("reasoning_effort", self.reasoning_effort),
         )
 
     # ------------------------------------------------------------------------------------------
@@ -635,6 +642,7 @@ class ChatCursor(BaseChatModel):
                 timeout_s=options.timeout,
                 tools=options.tools,
                 tool_choice=options.tool_choice,
+                reasoning_effort=options.reasoning_effort,
             )
         if not options.parallel_tool_calls and options.tools:
             stream = _first_tool_call_only(stream)
@@ -681,6 +689,7 @@ class ChatCursor(BaseChatModel):
                 tools=options.tools,
                 tool_choice=options.tool_choice,
                 response_format=options.response_format,
+                reasoning_effort=options.reasoning_effort,
             )
         except StructuredOutputError as exc:
             builder.extra_kwargs["structured_output_error"] = exc.message
@@ -725,7 +734,11 @@ class ChatCursor(BaseChatModel):
                 binding.session = await self._client().create_session(options.model)
             reply: list[str] = []
             events = binding.session.events(
-                text, timeout_s=options.timeout, stop=options.stop, max_tokens=options.max_tokens
+                text,
+                timeout_s=options.timeout,
+                stop=options.stop,
+                max_tokens=options.max_tokens,
+                reasoning_effort=options.reasoning_effort,
             )
             async with aclosing(events) as stream:
                 async for event in stream:

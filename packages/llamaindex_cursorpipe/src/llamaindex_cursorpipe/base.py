@@ -70,7 +70,7 @@ if TYPE_CHECKING:
 __all__ = ["CursorLLM"]
 
 _CALL_KWARGS = frozenset(
-    {"model", "temperature", "top_p", "seed", "max_tokens", "stop", "timeout", "tools", "tool_choice"}
+    {"model", "temperature", "top_p", "seed", "max_tokens", "stop", "timeout", "tools", "tool_choice", "reasoning_effort"}
 )
 #: Sampling parameters LlamaIndex callers set that no Cursor transport has.
 _IGNORED_SAMPLING = ("temperature", "top_p", "seed")
@@ -103,6 +103,7 @@ class _CallOptions:
     timeout: float | None
     tools: Sequence[Mapping[str, Any]] | None
     tool_choice: str | Mapping[str, Any] | None
+    reasoning_effort: str | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -445,6 +446,11 @@ class CursorLLM(FunctionCallingLLM):
         "which is then stopped; finish_reason 'length'). None: no limit.",
     )
     timeout: float | None = Field(default=None, description="Deadline of one call in seconds.")
+    reasoning_effort: str | None = Field(
+        default=None,
+        description="OpenAI-style effort (minimal, low, medium, high, xhigh), mapped to the model's own "
+        "effort parameter (connect transport).",
+    )
     max_retries: int | None = Field(default=None, description="Retries of retryable failures.")
     api_key: SecretStr | None = Field(
         default=None, description="Cursor API key; read from CURSOR_API_KEY when not given."
@@ -557,6 +563,7 @@ class CursorLLM(FunctionCallingLLM):
             timeout=kwargs.get("timeout", self.timeout),
             tools=kwargs.get("tools"),
             tool_choice=kwargs.get("tool_choice"),
+            reasoning_effort=kwargs.get("reasoning_effort", self.reasoning_effort),
         )
 
     async def arefresh_model_info(self) -> ModelInfo | None:
@@ -592,6 +599,7 @@ class CursorLLM(FunctionCallingLLM):
                 timeout_s=options.timeout,
                 tools=options.tools,
                 tool_choice=options.tool_choice,
+                reasoning_effort=options.reasoning_effort,
             )
         async with aclosing(stream) as events:
             async for event in events:
@@ -621,7 +629,11 @@ class CursorLLM(FunctionCallingLLM):
                 binding.session = await self._client().create_session(options.model)
             reply: list[str] = []
             events = binding.session.events(
-                text, timeout_s=options.timeout, stop=options.stop, max_tokens=options.max_tokens
+                text,
+                timeout_s=options.timeout,
+                stop=options.stop,
+                max_tokens=options.max_tokens,
+                reasoning_effort=options.reasoning_effort,
             )
             async with aclosing(events) as stream:
                 async for event in stream:

@@ -3,9 +3,19 @@
 connect.md §2.3: refresh when ``now >= max(exp - 5 min, iat + lifetime / 2)``; a token without a
 readable ``exp`` gets a 30-minute lifetime from when we obtained it. Concurrent callers share one
 in-flight exchange (single flight, design.md lesson 5). A retryable refresh failure while the old
-token is still valid keeps the old token and retries 30 s later; a non-retryable exchange failure
-is remembered and re-raised. connect.md §2.4: on ``unauthenticated`` the caller invalidates the
-token and retries once with a forced re-exchange.
+token is still valid keeps the old token and retries 30 s later. A non-retryable failure is
+remembered and re-raised without new exchanges, but only for a while (5 s, doubling to 5 min):
+one transient 401 at start-up must not leave every later request failing for good (issue 12
+item 7); a success forgets it. connect.md §2.4: on ``unauthenticated`` the caller invalidates the
+token and retries once with a forced renewal.
+
+Browser logins (the Cursor CLI's ``auth.json`` or keychain: an access token with a refresh token,
+live-dialect.md row 19) are refreshed by the same rule and after a 401: the store is re-read
+first (the CLI may already have refreshed it), then the refresh token is redeemed (see
+:func:`~cursorpipe.auth._exchange.refresh_login`). The new tokens are kept in memory only and
+never written back: connect.md §2.5 reports that the CLI itself never redeems a browser-login
+refresh token, so the store's format and rotation rules for refreshed tokens are the CLI's
+business, and overwriting its file could break the CLI's own login.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 
@@ -22,15 +32,19 @@ from .._constants import TOKEN_DEFAULT_LIFETIME_S, TOKEN_REFRESH_MARGIN_S, TOKEN
 from .._redact import register_secret
 from ..config import CursorPipeConfig
 from ..errors import AuthenticationError, CursorPipeError
-from ._exchange import exchange_api_key
+from ._exchange import exchange_for_tokens, refresh_login
 from ._jwt import jwt_claims, numeric_claim
-from ._sources import Credential, discover_credential
+from ._sources import Credential, discover_credential, reload_credential
 
 __all__ = ["AccessToken", "TokenProvider", "missing_credentials_error", "refresh_at"]
 
 log = logging.getLogger("cursorpipe.auth")
 
 Clock = Callable[[], float]
+
+#: How long a non-retryable auth failure is re-raised without asking again: first, and at most.
+AUTH_FAILURE_BACKOFF_S = 5.0
+AUTH_FAILURE_BACKOFF_MAX_S = 300.0
 
 
 def missing_credentials_error() -> AuthenticationError:
@@ -103,6 +117,10 @@ class TokenProvider:
         self._lock = asyncio.Lock()
         self._retry_not_before = 0.0
         self._fatal: CursorPipeError | None = None
+        self._fatal_until = 0.0
+        self._fatal_backoff = 0.0
+        self._rejected: str | None = None
+        self._on_disk: Credential | None = None  # the stored login as last read from its store
         self.exchanges = 0
         """How many exchanges were made (for tests and diagnostics)."""
 
@@ -145,44 +163,109 @@ class TokenProvider:
 
     async def invalidate(self, token: str | None = None) -> None:
         """Drop the cached token (after ``unauthenticated``, connect.md §2.4). With ``token`` only
-        when it is still the cached one, so N callers failing together cause one re-exchange."""
+        when it is still the cached one, so N callers failing together cause one renewal."""
         async with self._lock:
             if self._token is not None and (token is None or self._token.value == token):
+                self._rejected = self._token.value
                 self._token = None
                 self._retry_not_before = 0.0
 
     async def _renew(self, current: AccessToken | None) -> AccessToken:
-        if self._fatal is not None:
-            raise self._fatal
-        cred = self.credential
         now = self._clock()
-        if cred.kind == "access_token":
-            return self._renew_static(cred, current, now)
+        if self._fatal is not None:
+            if now < self._fatal_until:
+                raise self._fatal
+            log.info("cursorpipe: retrying authentication after an earlier failure (%s)", self._fatal.code)
+        try:
+            token = await self._obtain(current, now)
+        except CursorPipeError as exc:
+            if exc.retryable:
+                raise
+            # Remembered, not forever: a transient refusal must heal (issue 12 item 7).
+            self._fatal = exc
+            self._fatal_backoff = min(
+                AUTH_FAILURE_BACKOFF_MAX_S,
+                self._fatal_backoff * 2 if self._fatal_backoff else AUTH_FAILURE_BACKOFF_S,
+            )
+            self._fatal_until = self._clock() + self._fatal_backoff
+            raise
+        self._fatal = None
+        self._fatal_backoff = 0.0
+        self._rejected = None
+        return token
+
+    async def _obtain(self, current: AccessToken | None, now: float) -> AccessToken:
+        cred = self.credential
+        if cred.path is not None or cred.refresh_token is not None:
+            # A stored login: the CLI may have refreshed (or replaced) it since we read it.
+            reread = reload_credential(cred)
+            seen = self._on_disk or cred
+            if reread is not None and (reread.secret, reread.kind) != (seen.secret, seen.kind):
+                # Compared with what the store held last time, not with our refreshed copy: only
+                # a change made by the CLI replaces the tokens we refreshed ourselves.
+                log.info("cursorpipe: the Cursor CLI login changed on disk; using the new one")
+                self._on_disk = reread
+                self._credential = cred = reread
+                if cred.kind == "access_token":
+                    token = AccessToken.parse(cred.secret, now)
+                    if token.value != self._rejected and now < refresh_at(token):
+                        return self._keep(token)
+        if cred.kind == "api_key":
+            return await self._exchange(cred.secret, current, now)
+        if cred.refresh_token:
+            if current is None and cred.secret != self._rejected:
+                # The stored (or last refreshed) access token, while the refresh rule allows it.
+                stored = AccessToken.parse(cred.secret, now)
+                if now < refresh_at(stored):
+                    return self._keep(stored)
+            return await self._refresh_login(cred, current, now)
+        return self._renew_static(cred, current, now)
+
+    def _keep(self, token: AccessToken) -> AccessToken:
+        self._token = token
+        self._retry_not_before = 0.0
+        return token
+
+    async def _exchange(self, secret: str, current: AccessToken | None, now: float) -> AccessToken:
         try:
             self.exchanges += 1
-            value = await exchange_api_key(
-                self._http, self._config.backend_url, cred.secret, headers=self._headers
+            value, _refresh = await exchange_for_tokens(
+                self._http, self._config.backend_url, secret, headers=self._headers
             )
         except CursorPipeError as exc:
-            if not exc.retryable:
-                self._fatal = exc
-                raise
-            if current is not None and now < current.expires_at:
-                # connect.md §2.3: keep the still-valid token, try again in about 30 s.
-                log.warning(
-                    "cursorpipe: access-token refresh failed (%s); keeping the current token", exc.code
-                )
-                self._retry_not_before = now + TOKEN_RETRY_AFTER_FAILURE_S
-                return current
-            raise
-        self._token = AccessToken.parse(value, self._clock(), fresh=True)
-        self._retry_not_before = 0.0
-        return self._token
+            return self._keep_on_retryable(exc, current, now)
+        return self._keep(AccessToken.parse(value, self._clock(), fresh=True))
+
+    async def _refresh_login(self, cred: Credential, current: AccessToken | None, now: float) -> AccessToken:
+        assert cred.refresh_token is not None
+        try:
+            self.exchanges += 1
+            value, refresh = await refresh_login(
+                self._http, self._config.backend_url, cred.refresh_token, headers=self._headers
+            )
+        except CursorPipeError as exc:
+            return self._keep_on_retryable(exc, current, now)
+        # In memory only (see the module docstring for why the CLI's store is not rewritten).
+        if self._on_disk is None:
+            self._on_disk = cred
+        self._credential = replace(cred, secret=value, refresh_token=refresh or cred.refresh_token)
+        log.info("cursorpipe: refreshed the Cursor CLI login from %s", cred.source)
+        return self._keep(AccessToken.parse(value, self._clock(), fresh=True))
+
+    def _keep_on_retryable(
+        self, exc: CursorPipeError, current: AccessToken | None, now: float
+    ) -> AccessToken:
+        if exc.retryable and current is not None and now < current.expires_at:
+            # connect.md §2.3: keep the still-valid token, try again in about 30 s.
+            log.warning("cursorpipe: access-token refresh failed (%s); keeping the current token", exc.code)
+            self._retry_not_before = now + TOKEN_RETRY_AFTER_FAILURE_S
+            return current
+        raise exc
 
     def _renew_static(self, cred: Credential, current: AccessToken | None, now: float) -> AccessToken:
-        # A token given as is (CURSOR_AUTH_TOKEN, or a stored login without an API key) is not
-        # refreshed: the CLI never refreshes CURSOR_AUTH_TOKEN (connect.md §2.1), and which endpoint
-        # redeems a browser-login refresh token is disputed (§2.5 [X]). Use it until it expires.
+        # A token given as is (CURSOR_AUTH_TOKEN, or a stored login without a refresh token) is not
+        # refreshed: the CLI never refreshes CURSOR_AUTH_TOKEN (connect.md §2.1). Use it until it
+        # expires.
         token = current or AccessToken.parse(cred.secret, now)
         if token.expires_at <= now:
             raise AuthenticationError(

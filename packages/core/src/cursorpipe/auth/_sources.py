@@ -24,7 +24,7 @@ from typing import Literal
 from .._redact import register_secret
 from ..config import CursorPipeConfig
 
-__all__ = ["Credential", "cli_auth_paths", "discover_credential"]
+__all__ = ["Credential", "cli_auth_paths", "discover_credential", "reload_credential"]
 
 log = logging.getLogger("cursorpipe.auth")
 
@@ -39,6 +39,9 @@ class Credential:
     secret: str = field(repr=False)
     source: str
     refresh_token: str | None = field(default=None, repr=False)
+    #: The Cursor CLI login file it was read from (re-read before a refresh: the CLI may have
+    #: refreshed it), or ``None``.
+    path: Path | None = None
 
     def __post_init__(self) -> None:
         register_secret(self.secret)
@@ -86,13 +89,14 @@ def _from_auth_json(path: Path) -> Credential | None:
     access = data.get("accessToken")
     refresh = data.get("refreshToken")
     if isinstance(api_key, str) and api_key:
-        return Credential("api_key", api_key, f"Cursor CLI login ({path})")
+        return Credential("api_key", api_key, f"Cursor CLI login ({path})", path=path)
     if isinstance(access, str) and access:
         return Credential(
             "access_token",
             access,
             f"Cursor CLI login ({path})",
             refresh_token=refresh if isinstance(refresh, str) and refresh else None,
+            path=path,
         )
     return None
 
@@ -125,6 +129,19 @@ def _from_keychain() -> Credential | None:
         return Credential(
             "access_token", access, "macOS keychain (cursor-access-token)", _keychain("cursor-refresh-token")
         )
+    return None
+
+
+_KEYCHAIN_SOURCE = "macOS keychain"
+
+
+def reload_credential(cred: Credential) -> Credential | None:
+    """``cred`` as its store holds it now (the CLI may have refreshed or replaced the login), or
+    ``None`` when it comes from a setting or the store no longer has a login."""
+    if cred.path is not None:
+        return _from_auth_json(cred.path)
+    if cred.source.startswith(_KEYCHAIN_SOURCE):
+        return _from_keychain()
     return None
 
 

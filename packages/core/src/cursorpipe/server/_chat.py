@@ -73,11 +73,12 @@ def finish_reason(stop_reason: str | None) -> str:
 def usage_json(usage: Usage) -> dict[str, Any]:
     """OpenAI's usage object.
 
-    connect.md §7 reports input, output, cache-read and cache-write tokens separately and leaves
-    the total convention open [G]; OpenAI's ``prompt_tokens`` includes cached tokens, so they are
-    added here and ``cached_tokens`` says how many of them were cache reads.
+    Cursor's ``input_tokens`` already includes cache reads and writes (live-dialect.md row 13), as
+    OpenAI's ``prompt_tokens`` includes cached tokens: it is reported once, and ``cached_tokens``
+    says how many of those prompt tokens were cache reads (adding the cache figures on top would
+    count them twice).
     """
-    prompt = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+    prompt = usage.input_tokens
     return {
         "prompt_tokens": prompt,
         "completion_tokens": usage.output_tokens,
@@ -290,7 +291,13 @@ async def _prepare(request: Request, st: ServerState, params: ChatParams) -> Pre
             return [
                 st.sessions.track(
                     entry,
-                    entry.session.events(text, timeout_s=timeout_s, stop=stop, max_tokens=params.max_tokens),
+                    entry.session.events(
+                        text,
+                        timeout_s=timeout_s,
+                        stop=stop,
+                        max_tokens=params.max_tokens,
+                        reasoning_effort=params.reasoning_effort,
+                    ),
                 )
             ]
 
@@ -305,6 +312,7 @@ async def _prepare(request: Request, st: ServerState, params: ChatParams) -> Pre
         tools=params.tools,
         tool_choice=params.tool_choice,
         response_format=params.response_format,
+        reasoning_effort=params.reasoning_effort,
     )
 
     def streams() -> list[AsyncGenerator[Event, None]]:
@@ -328,6 +336,7 @@ async def _prepare(request: Request, st: ServerState, params: ChatParams) -> Pre
                 tools=params.tools,
                 tool_choice=params.tool_choice,
                 response_format=params.response_format,
+                reasoning_effort=params.reasoning_effort,
             )
             return from_completion(result)
 

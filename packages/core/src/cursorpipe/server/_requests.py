@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -110,6 +110,11 @@ class _StreamOptions(BaseModel):
     include_usage: bool | None = None
 
 
+#: OpenAI's ``reasoning_effort`` values; the transport maps them to the model's own effort
+#: parameter (live-dialect.md row 14).
+Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
+
+
 class _ChatBody(BaseModel):
     # strict: "1" is not a number and true is not an int (wrong types are 400s, not coercions).
     model_config = ConfigDict(extra="allow", strict=True)
@@ -130,6 +135,7 @@ class _ChatBody(BaseModel):
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
     response_format: Any = None
+    reasoning_effort: Effort | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +156,7 @@ class ChatParams:
     tool_choice: str | Mapping[str, Any] | None = None
     parallel_tool_calls: bool = True
     response_format: Mapping[str, Any] | None = None
+    reasoning_effort: str | None = None
 
 
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
@@ -281,12 +288,19 @@ def parse_chat(body: dict[str, Any], *, strict: bool) -> ChatParams:
         tool_choice=_tool_choice(parsed.tool_choice, tools),
         parallel_tool_calls=parsed.parallel_tool_calls is not False,
         response_format=_response_format(parsed.response_format),
+        reasoning_effort=parsed.reasoning_effort,
     )
 
 
 # ----------------------------------------------------------------------------------------------
 # /v1/responses (the basic text case)
 # ----------------------------------------------------------------------------------------------
+class _Reasoning(BaseModel):
+    # Responses API `reasoning: {effort, summary}`; only the effort can be honoured.
+    model_config = ConfigDict(extra="allow", strict=True)
+    effort: Effort | None = None
+
+
 class _ResponsesBody(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
@@ -302,6 +316,7 @@ class _ResponsesBody(BaseModel):
     tools: list[Any] | None = None
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
+    reasoning: _Reasoning | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +336,7 @@ class ResponsesParams:
     tools: tuple[Mapping[str, Any], ...] = ()
     tool_choice: str | Mapping[str, Any] | None = None
     parallel_tool_calls: bool = True
+    reasoning_effort: str | None = None
 
 
 def _input_items(raw: list[Any]) -> list[Any]:
@@ -402,6 +418,8 @@ def parse_responses(body: dict[str, Any], *, strict: bool) -> ResponsesParams:
     tools = _responses_tools(parsed.tools)
     # `store` only says whether OpenAI would keep the response; nothing to honour here.
     ignored = _policy(parsed.model_extra, strict)
+    if parsed.reasoning is not None:
+        ignored += _policy(parsed.reasoning.model_extra, strict, "reasoning.")
     raw_input: Any = parsed.input
     if isinstance(raw_input, str):
         items: list[Any] = [{"role": "user", "content": raw_input}]
@@ -424,4 +442,5 @@ def parse_responses(body: dict[str, Any], *, strict: bool) -> ResponsesParams:
         tools=tools,
         tool_choice=_responses_tool_choice(parsed.tool_choice, tools),
         parallel_tool_calls=parsed.parallel_tool_calls is not False,
+        reasoning_effort=parsed.reasoning.effort if parsed.reasoning is not None else None,
     )

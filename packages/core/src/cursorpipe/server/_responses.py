@@ -28,7 +28,9 @@ log = logging.getLogger("cursorpipe.server")
 
 
 def _usage(usage: Usage) -> dict[str, Any]:
-    prompt = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens  # as usage_json()
+    # As usage_json(): Cursor's input_tokens already includes cache reads and writes
+    # (live-dialect.md row 13); cached_tokens is a detail of it, not an addition.
+    prompt = usage.input_tokens
     return {
         "input_tokens": prompt,
         "input_tokens_details": {"cached_tokens": usage.cache_read_tokens},
@@ -125,6 +127,7 @@ async def responses_create(request: Request, st: ServerState) -> Response:
         timeout_s=request_timeout(request),
         tools=params.tools,
         tool_choice=params.tool_choice,
+        reasoning_effort=params.reasoning_effort,
     )
     prompt_text = "".join(m.text for m in turn.messages)
     await st.gate.acquire()

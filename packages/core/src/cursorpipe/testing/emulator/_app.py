@@ -49,6 +49,8 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 MAX_BODY = 32 * 1024 * 1024
+#: The errorId OMP saw with the bare resource_exhausted for a sibling slug (live-dialect.md row 14).
+SIBLING_SLUG_ERROR_ID = "528384"
 _RUN_FAULTS: set[Fault] = {f for f in Fault if f not in (Fault.UNAUTHENTICATED_EXCHANGE, Fault.HTTP_ERROR)}
 
 
@@ -136,25 +138,28 @@ class EmulatorState:
             return [f for f, _ in self._faults]
 
     # -- tokens ------------------------------------------------------------------------------
-    def issue_token(self) -> str:
+    def issue_token(self, kind: str = "api_key_token", lifetime_s: float | None = None) -> str:
+        """A signed JWT: an access token, or with ``kind="refresh_token"`` a refresh token that only
+        the exchange accepts (connect.md §2.5; live-dialect.md row 19)."""
         now = time.time()
         header = {"alg": "HS256", "typ": "JWT"}
         payload = {
             "sub": "emulator|user_emulated",
-            "type": "api_key_token",
+            "type": kind,
             "iss": "cursorpipe-emulator",
             "iat": int(now),
             # rounded up: a token is valid for at least the configured lifetime
-            "exp": math.ceil(now + self.behaviour.token_lifetime_s),
+            "exp": math.ceil(now + (self.behaviour.token_lifetime_s if lifetime_s is None else lifetime_s)),
             "jti": uuid.uuid4().hex,
         }
         signing = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(payload).encode())}"
         sig = hmac.new(self._secret, signing.encode(), hashlib.sha256).digest()
-        self.tokens_issued += 1
+        if kind != "refresh_token":
+            self.tokens_issued += 1
         return f"{signing}.{_b64url(sig)}"
 
-    def check_token(self, token: str) -> str | None:
-        """``None`` if the token is one we issued and still valid, else the reason."""
+    def check_token(self, token: str, kind: str = "api_key_token") -> str | None:
+        """``None`` if the token is one we issued, of ``kind``, and still valid, else the reason."""
         parts = token.split(".")
         if len(parts) != 3:
             return "not an access token issued by this server"
@@ -166,12 +171,31 @@ class EmulatorState:
             payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
         except (ValueError, binascii.Error):
             return "malformed access token"
+        if (payload.get("type") == "refresh_token") != (kind == "refresh_token"):
+            return (
+                "a refresh token is not an access token" if kind != "refresh_token" else "not a refresh token"
+            )
         if float(payload.get("exp", 0)) <= time.time():
-            return "access token expired"
+            return "access token expired" if kind != "refresh_token" else "refresh token expired"
         return None
 
     def known_model(self, model_id: str) -> bool:
-        return any(model_id == m.id or model_id in m.aliases for m in self.behaviour.models)
+        # Sibling slugs are listed by GetUsableModels, so the permissive variant runs them.
+        return any(
+            model_id == m.id or model_id in m.aliases or model_id in m.siblings for m in self.behaviour.models
+        )
+
+    def model_rejection(
+        self, requested: agent_pb2.RequestedModel
+    ) -> tuple[ConnectError, Mapping[str, Sequence[str]]] | None:
+        """How ``Run`` refuses a per-effort sibling slug (live-dialect.md row 14): a bare
+        ``resource_exhausted`` (no ``ErrorDetails``) with errorId 528384 in the end-stream metadata
+        [G: the peers report the code and the id, not where the id travels]."""
+        if not self.behaviour.reject_sibling_slugs:
+            return None
+        if any(requested.model_id in m.siblings for m in self.behaviour.models):
+            return ConnectError("resource_exhausted", "Error"), {"errorId": [SIBLING_SLUG_ERROR_ID]}
+        return None
 
     def session(self, request_id: str) -> _BidiSession:
         sess = self.sessions.get(request_id)
@@ -319,14 +343,18 @@ async def _exchange(
     if body is None:
         return
     rec.body = body
-    if state.take_fault({Fault.UNAUTHENTICATED_EXCHANGE}) is not None or _bearer(headers) != state.api_key:
+    bearer = _bearer(headers) or ""
+    # live-dialect.md row 19: a browser login's refresh token is redeemed here too.
+    valid = bearer == state.api_key or state.check_token(bearer, "refresh_token") is None
+    if state.take_fault({Fault.UNAUTHENTICATED_EXCHANGE}) is not None or not valid:
         rec.status = 401
         await _json(send, 401, {"code": "unauthenticated", "message": "Invalid API key"})
         return
     token = state.issue_token()
     rec.status = 200
-    # connect.md §2.2: {"accessToken", "refreshToken"}; the refresh token has the same exp (§2.3).
-    await _json(send, 200, {"accessToken": token, "refreshToken": token})
+    # connect.md §2.2: {"accessToken", "refreshToken"}; the refresh token lives as long as the
+    # access token (§2.3) and is accepted only by this endpoint.
+    await _json(send, 200, {"accessToken": token, "refreshToken": state.issue_token("refresh_token")})
 
 
 async def _rest_models(
@@ -396,6 +424,9 @@ async def _unary(
     if is_json:
         out = json_format.MessageToJson(resp, indent=None).encode()
         await _respond(send, 200, out, "application/json")
+    elif state.behaviour.envelope_unary:
+        # live-dialect.md row 23: the live service may wrap a unary answer in an envelope.
+        await _respond(send, 200, encode_envelope(resp.SerializeToString()), "application/proto")
     else:
         await _respond(send, 200, resp.SerializeToString(), "application/proto")
 
@@ -406,18 +437,24 @@ class _UnaryFailure(Exception):
         self.error = error
 
 
-def _model_details(spec: Any) -> agent_pb2.ModelDetails:
+def _model_details(spec: Any, model_id: str | None = None) -> agent_pb2.ModelDetails:
+    slug = model_id or spec.id
     return agent_pb2.ModelDetails(
-        model_id=spec.id,
-        display_model_id=spec.id,
-        display_name=spec.display_name,
+        model_id=slug,
+        display_model_id=slug,
+        display_name=spec.display_name if slug == spec.id else f"{spec.display_name} ({slug})",
         display_name_short=spec.display_name,
-        aliases=list(spec.aliases),
+        aliases=list(spec.aliases) if slug == spec.id else [],
     )
 
 
 def _usable_models(state: EmulatorState, msg: Any, rec: RecordedRequest, headers: dict[str, str]) -> Message:
-    return agent_pb2.GetUsableModelsResponse(models=[_model_details(m) for m in state.behaviour.models])
+    # live-dialect.md row 14: the RPC lists each family *and* its per-effort sibling slugs.
+    out = agent_pb2.GetUsableModelsResponse()
+    for m in state.behaviour.models:
+        out.models.append(_model_details(m))
+        out.models.extend(_model_details(m, slug) for slug in m.siblings)
+    return out
 
 
 def _default_model(state: EmulatorState, msg: Any, rec: RecordedRequest, headers: dict[str, str]) -> Message:
@@ -430,7 +467,9 @@ def _default_model(state: EmulatorState, msg: Any, rec: RecordedRequest, headers
 
 def _server_config(state: EmulatorState, msg: Any, rec: RecordedRequest, headers: dict[str, str]) -> Message:
     resp = server_config_pb2.GetServerConfigResponse()
-    if state.behaviour.advertise_http2:
+    if state.behaviour.http2_disabled:
+        resp.http2_config = server_config_pb2.HTTP2_CONFIG_FORCE_ALL_DISABLED
+    elif state.behaviour.advertise_http2:
         # connect.md §3.4: FORCE_ALL_ENABLED makes the SDK use h2c Run (official-sdk-as-peer.md §6).
         resp.http2_config = server_config_pb2.HTTP2_CONFIG_FORCE_ALL_ENABLED
     return resp
@@ -550,6 +589,7 @@ async def _serve_turn(
             pending_texts=state.pending_texts,
             known_models=state.known_model,
             lost_checkpoints=state.lost_checkpoints,
+            model_rejection=state.model_rejection,
         )
         if not stream.ended and not io.disconnected.is_set():
             await stream.end(None, None)
@@ -559,6 +599,14 @@ async def _serve_turn(
 
 
 async def _http_fault(state: EmulatorState, send: Send, rec: RecordedRequest) -> bool:
+    b = state.behaviour
+    refuse = b.advertise_http2 and not b.http2_disabled if b.refuse_http1_run is None else b.refuse_http1_run
+    if refuse and rec.http_version.startswith("1"):
+        # live-dialect.md row 21: the agent path only serves HTTP/2; the load balancer answers an
+        # HTTP/1.1 request with a bare 464 (no Connect body).
+        rec.status = 464
+        await _respond(send, 464, b"", "text/plain")
+        return True
     taken = state.take_fault({Fault.HTTP_ERROR})
     if taken is None:
         return False

@@ -149,7 +149,10 @@ class ReplyContext:
 
 @dataclass(frozen=True)
 class Usage:
-    """Token usage the emulator reports in ``turn_ended``; ``None`` fields are computed."""
+    """Token usage the emulator reports in ``turn_ended``; ``None`` fields are computed.
+
+    As on the live service, ``input_tokens`` includes ``cache_read_tokens`` and
+    ``cache_write_tokens`` (live-dialect.md row 13)."""
 
     input_tokens: int | None = None
     output_tokens: int | None = None
@@ -168,6 +171,9 @@ class ModelSpec:
     aliases: tuple[str, ...] = ()
     parameters: tuple[Mapping[str, Any], ...] = ()
     variants: tuple[Mapping[str, Any], ...] = ()
+    #: Per-effort sibling slugs (``gpt-5.2-high``) that ``GetUsableModels`` lists next to the
+    #: family but ``Run`` rejects with a bare ``resource_exhausted`` (live-dialect.md row 14).
+    siblings: tuple[str, ...] = ()
 
     def rest(self) -> dict[str, Any]:
         """The ``/v1/models`` item (connect.md §9.1)."""
@@ -183,7 +189,17 @@ class ModelSpec:
 
 DEFAULT_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("auto", "Auto", aliases=("default",)),
-    ModelSpec("composer-2", "Composer 2"),
+    ModelSpec(
+        "composer-2",
+        "Composer 2",
+        parameters=(
+            {
+                "id": "fast",
+                "displayName": "Fast",
+                "values": [{"value": "true", "displayName": "On"}, {"value": "false", "displayName": "Off"}],
+            },
+        ),
+    ),
     ModelSpec(
         "claude-4.5-sonnet",
         "Claude 4.5 Sonnet",
@@ -205,6 +221,22 @@ DEFAULT_MODELS: tuple[ModelSpec, ...] = (
         ),
     ),
     ModelSpec("gpt-5", "GPT-5", aliases=("gpt5",)),
+    ModelSpec(
+        "gpt-5.2",
+        "GPT-5.2",
+        parameters=(
+            {
+                "id": "reasoning",
+                "displayName": "Reasoning",
+                "values": [
+                    {"value": "low", "displayName": "Low"},
+                    {"value": "medium", "displayName": "Medium"},
+                    {"value": "high", "displayName": "High"},
+                ],
+            },
+        ),
+        siblings=("gpt-5.2-low", "gpt-5.2-high"),
+    ),
 )
 
 
@@ -273,6 +305,15 @@ class Behaviour:
             ``text/event-stream`` while the body stays Connect envelopes (connect.md §3.2).
         advertise_http2: answer ``GetServerConfig`` with ``http2_config = FORCE_ALL_ENABLED`` so
             clients that obey it (the official SDK) use the h2c ``Run`` RPC.
+        http2_disabled: answer ``GetServerConfig`` with ``http2_config = FORCE_ALL_DISABLED`` (the
+            server's HTTP/2 kill switch, connect.md §3.4); wins over ``advertise_http2``.
+        refuse_http1_run: answer ``Run``/``RunSSE`` over HTTP/1.1 with a bare HTTP 464, as the
+            live load balancer does on the agent path (live-dialect.md row 21); ``None`` = do so
+            whenever ``advertise_http2`` is set.
+        envelope_unary: wrap binary unary responses in a Connect envelope, as the live service
+            may (live-dialect.md row 23); the default serves them raw, as connect.md §3.2 says.
+        reject_sibling_slugs: refuse a run whose ``requested_model`` is a per-effort sibling slug
+            (``ModelSpec.siblings``) with a bare ``resource_exhausted`` (live-dialect.md row 14).
         token_lifetime_s: lifetime of the access tokens the exchange issues.
         models: the model catalogue.
         default_model: the model ``GetDefaultModelForCli`` returns.
@@ -355,6 +396,10 @@ class Behaviour:
     gzip_frames: bool = False
     runsse_content_type: str = "application/connect+proto"
     advertise_http2: bool = False
+    http2_disabled: bool = False
+    refuse_http1_run: bool | None = None
+    envelope_unary: bool = False
+    reject_sibling_slugs: bool = True
     token_lifetime_s: float = 3600.0
     models: Sequence[ModelSpec] = field(default_factory=lambda: DEFAULT_MODELS)
     default_model: str = "composer-2"

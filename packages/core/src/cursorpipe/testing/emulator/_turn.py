@@ -141,6 +141,12 @@ class RunRecord:
     cancel_after_turn_ended: bool = False
 
 
+#: ``(requested_model) -> (error, end-stream metadata)`` when ``Run`` refuses that model, else ``None``.
+ModelRejection = Callable[
+    [agent_pb2.RequestedModel], "tuple[ConnectError, Mapping[str, Sequence[str]]] | None"
+]
+
+
 class _Cancelled(Exception):
     """The client sent cancel_action (or went away): end the turn now."""
 
@@ -281,8 +287,10 @@ class _Turn:
         pending_texts: dict[str, str],
         known_models: Callable[[str], bool],
         lost_checkpoints: set[str] | None = None,
+        model_rejection: ModelRejection | None = None,
     ) -> None:
         self.io = io
+        self.model_rejection = model_rejection
         self.b = behaviour
         self.rec = record
         self.fault: Fault | None = fault[0] if fault else None
@@ -1118,12 +1126,20 @@ class _Turn:
         )
 
     def _usage(self, prompt: str, reply: str, thinking: str) -> dict[str, int]:
+        """Usage as the live service reports it: ``input_tokens`` already *includes* cache reads
+        and writes (live-dialect.md row 13), so a client that adds them on top double counts.
+
+        By default a quarter of the prompt is a cache write and half a cache read, so a faithful
+        client sees non-zero cache figures on every turn. Scripted numbers (``Behaviour.usage``)
+        win; a scripted ``input_tokens`` is never raised, and an unscripted one is at least the
+        scripted cache figures."""
         u = self.b.usage
+        prompt_tokens = estimate_tokens(prompt)
         out = {
-            "input_tokens": estimate_tokens(prompt),
+            "input_tokens": prompt_tokens,
             "output_tokens": estimate_tokens(reply) + estimate_tokens(thinking),
-            "cache_read_tokens": 0,
-            "cache_write_tokens": 0,
+            "cache_read_tokens": prompt_tokens // 2,
+            "cache_write_tokens": prompt_tokens // 4,
             "reasoning_tokens": estimate_tokens(thinking),
         }
         if u is not None:
@@ -1131,6 +1147,10 @@ class _Turn:
                 v = getattr(u, k)
                 if v is not None:
                     out[k] = int(v)
+            if u.input_tokens is None:
+                out["input_tokens"] = max(
+                    out["input_tokens"], out["cache_read_tokens"] + out["cache_write_tokens"]
+                )
         return out
 
     async def _turn_ended(self, usage: dict[str, int]) -> None:
@@ -1205,6 +1225,12 @@ class _Turn:
         if f is Fault.UNAVAILABLE:
             await self.fail("unavailable", "emulated transient failure")
             return True
+        rejection = self.model_rejection(req.requested_model) if self.model_rejection else None
+        if f is None and rejection is not None:
+            await self.io.end(*rejection)
+            self.ended = True
+            self.rec.outcome = f"error:{rejection[0].code}"
+            return True
         if f is Fault.BAD_MODEL or (model and not self.known_models(model)):
             await self.fail(
                 "invalid_argument",
@@ -1227,11 +1253,21 @@ async def run_turn(
     pending_texts: dict[str, str],
     known_models: Callable[[str], bool],
     lost_checkpoints: set[str] | None = None,
+    model_rejection: ModelRejection | None = None,
 ) -> None:
     """Run one turn over ``io``; always ends the stream unless the client is gone.
     ``lost_checkpoints``: conversation ids whose last run lost its final checkpoint (shared by the
-    runs of one emulator)."""
-    turn = _Turn(io, behaviour, record, fault, pending_texts, known_models, lost_checkpoints)
+    runs of one emulator); ``model_rejection``: how ``Run`` refuses a model it does not accept."""
+    turn = _Turn(
+        io,
+        behaviour,
+        record,
+        fault,
+        pending_texts,
+        known_models,
+        lost_checkpoints=lost_checkpoints,
+        model_rejection=model_rejection,
+    )
     first = await _first_message(io)
     if first is None:
         record.outcome = "disconnected"

@@ -40,6 +40,7 @@ __all__ = [
     "ErrorDetailsInfo",
     "Frame",
     "decode_error_details",
+    "decode_unary_body",
     "encode_end_stream",
     "encode_envelope",
     "encode_error_details",
@@ -99,11 +100,16 @@ class ConnectErrorDetail:
 
 @dataclass(frozen=True)
 class ConnectError:
-    """A Connect error: ``code`` (snake_case Connect code), ``message`` and ``details``."""
+    """A Connect error: ``code`` (snake_case Connect code), ``message`` and ``details``.
+
+    ``http_status`` is set only when the code was *inferred* from a bare HTTP status because the
+    response carried no Connect error body (a proxy, an edge rate limiter): the mapping needs it to
+    tell an HTTP 429 (rate limited) from a real ``unavailable`` (live-dialect.md row 18)."""
 
     code: str
     message: str = ""
     details: tuple[ConnectErrorDetail, ...] = ()
+    http_status: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -311,10 +317,10 @@ def parse_unary_error(status: int, body: bytes, content_type: str = "") -> Conne
                 return _parse_error(doc)
             if isinstance(doc, dict) and isinstance(doc.get("message"), str):
                 code = HTTP_STATUS_TO_CODE.get(status, "unknown")
-                return ConnectError(code, doc["message"])
+                return ConnectError(code, doc["message"], http_status=status)
         except (UnicodeDecodeError, ValueError, RecursionError, ProtocolError):
             pass
-    return ConnectError(HTTP_STATUS_TO_CODE.get(status, "unknown"), f"HTTP {status}")
+    return ConnectError(HTTP_STATUS_TO_CODE.get(status, "unknown"), f"HTTP {status}", http_status=status)
 
 
 def decode_error_details(details: Sequence[ConnectErrorDetail]) -> ErrorDetailsInfo | None:
@@ -380,6 +386,33 @@ def encode_error_details(
     if is_expected is not None:
         debug["isExpected"] = is_expected
     return ConnectErrorDetail(ERROR_DETAILS_TYPE, msg.SerializeToString(), debug)
+
+
+def decode_unary_body(body: bytes, *, max_frame_bytes: int = MAX_FRAME_BYTES) -> bytes:
+    """The protobuf bytes of a unary ``application/proto`` response, raw or enveloped.
+
+    connect.md §3.2 says unary answers are bare messages; live-dialect.md row 23 (confidence B)
+    says the live service may wrap them in one Connect envelope, optionally gzip'd or followed by
+    an end-stream frame. The two cannot be confused: a protobuf message never starts with byte
+    0x00..0x03 (that would be field number 0), so such a first byte plus a length that fits the
+    body exactly means an envelope. An end-stream frame that carries an error raises it as
+    :class:`ProtocolError`, naming the code."""
+    if len(body) < _HEADER or body[0] & ~_KNOWN_FLAGS:
+        return body
+    length = int.from_bytes(body[1:_HEADER], "big")
+    if _HEADER + length > len(body):
+        return body
+    decoder = EnvelopeDecoder(max_frame_bytes=max_frame_bytes)
+    frames = decoder.feed(body)
+    decoder.close()
+    messages = [f for f in frames if not f.is_end_stream]
+    for frame in frames:
+        if frame.end_stream is not None and frame.end_stream.error is not None:
+            err = frame.end_stream.error
+            raise ProtocolError(f"The unary response ended with Connect error {err.code}: {err.message}")
+    if len(messages) != 1:
+        raise ProtocolError(f"An enveloped unary response carried {len(messages)} messages instead of one")
+    return messages[0].payload
 
 
 class EnvelopeDecoder:

@@ -93,6 +93,21 @@ def _first(meta: Mapping[str, Sequence[str]] | Mapping[str, str] | None, key: st
     return None
 
 
+def _rejected_model(sent: str | None, available: Iterable[str] | None) -> str | None:
+    """``sent`` when it cannot be an id ``Run`` accepts: not in the catalogue's ids, or shaped
+    like a per-effort sibling slug (row 14; the catalogue folds those into their family)."""
+    if not sent or sent.lower() in ("auto", "default"):
+        return None
+    if available is not None:
+        ids = {a.lower() for a in available}
+        if ids and sent.lower() not in ids:
+            return sent
+    _base, sep, level = sent.rpartition("-")
+    if sep and level.lower() in {"minimal", "low", "medium", "high", "xhigh", "max"}:
+        return sent
+    return None
+
+
 def _message(error: ConnectError, info: ErrorDetailsInfo | None, hint: str) -> str:
     base = (info.text if info is not None else "") or error.message or error.code
     base = redact(base.strip())
@@ -108,6 +123,7 @@ def map_connect_error(
     retry_after: float | None = None,
     request_id: str | None = None,
     model: str | None = None,
+    sent_model: str | None = None,
     available_models: Iterable[str] | None = None,
     transport: str = "connect",
 ) -> CursorPipeError:
@@ -115,8 +131,11 @@ def map_connect_error(
 
     ``metadata`` (end-stream metadata or response headers) supplies ``retry-after`` when
     ``retry_after`` is not given; ``model``/``available_models`` make a bad-model error a
-    :class:`ModelNotFoundError` that lists valid ids. The returned exception's ``details`` hold the
-    Connect code and the decoded ``ErrorDetails`` fields.
+    :class:`ModelNotFoundError` that lists valid ids. ``sent_model`` is the id actually sent for
+    ``model`` (after resolution): a *bare* ``resource_exhausted`` (no ``ErrorDetails``, no
+    ``retry-after``) on an id the catalogue does not list, or on a per-effort sibling slug, is a
+    rejected model id, not a rate limit (live-dialect.md row 14). The returned exception's
+    ``details`` hold the Connect code and the decoded ``ErrorDetails`` fields.
     """
     info: ErrorDetailsInfo | None
     try:
@@ -178,6 +197,26 @@ def map_connect_error(
         if explicit is not None:
             return build(CursorPipeError, "", name, retryable=explicit)
 
+    if info is None and error.http_status == 429:
+        # live-dialect.md row 18: an HTTP 429 without a Connect body comes from an edge rate limiter
+        # (the SDK's status table calls it `unavailable`, connect.md §8.1). It is a rate limit, not
+        # an unreachable backend: say so and keep the Retry-After.
+        wait = f" Retry after {retry_after:g} s." if retry_after is not None else " Retry shortly."
+        return RateLimitError(
+            "Cursor rate-limited this request (HTTP 429 with no Connect error body)." + wait,
+            code="http_429",
+            **common,
+        )
+    if info is None and error.http_status == 464:
+        # live-dialect.md row 21: the agent path's load balancer refuses HTTP/1.1 with a bare 464.
+        return NetworkError(
+            "Cursor refused the HTTP/1.1 request on its agent endpoint (HTTP 464): the Run stream is "
+            "served only over HTTP/2. Use the https backend with CURSORPIPE_USE_HTTP2=auto (the "
+            "default) or always, and check that no proxy downgrades the connection.",
+            code="http1_refused",
+            retryable=False,
+            **common,
+        )
     code = error.code
     text = (info.text if info is not None else "") or error.message
     lowered = text.lower()
@@ -185,6 +224,23 @@ def map_connect_error(
         return build(AuthenticationError, _AUTH_HINT, info.name if info else code)
     if code == "permission_denied":
         return build(PermissionDeniedError, "", info.name if info else code)
+    if code == "resource_exhausted" and info is None and retry_after is None:
+        rejected = _rejected_model(sent_model or model, available_models)
+        if rejected is not None:
+            valid = sorted(available_models or [])
+            return ModelNotFoundError(
+                model or rejected,
+                valid,
+                message=(
+                    f"Cursor refused the model id {rejected!r} (a bare resource_exhausted, which is how "
+                    "Run rejects ids it does not accept, such as per-effort slugs like 'gpt-5.2-high'). "
+                    + (f"Valid ids: {', '.join(valid)}. " if valid else "")
+                    + "Name the model family and pass reasoning_effort instead; `cursorpipe models` "
+                    "lists the ids."
+                ),
+                code="model_rejected",
+                **common,
+            )
     if code == "resource_exhausted":
         # [G] connect.md §8.4: the version gate and quota also arrive as resource_exhausted; without
         # ErrorDetails only the text tells them apart.

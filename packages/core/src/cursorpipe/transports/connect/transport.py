@@ -62,7 +62,7 @@ from ...types import (
 )
 from ..base import TransportCapabilities, TransportSession
 from ._channel import Channel, ConnectCallError
-from ._codec import parse_unary_error
+from ._codec import decode_unary_body, parse_unary_error
 from ._errors import map_connect_error
 from ._h2 import H2Channel, H2Connection
 from ._http1 import Http1Channel
@@ -104,6 +104,7 @@ CLIENT_TYPE = "cli"
 CLIENT_VERSION = CLI_CLIENT_VERSION
 USER_AGENT = "connect-es/1.6.1"  # §4.1 [C]
 SERVER_CONFIG_PATH = "/aiserver.v1.ServerConfigService/GetServerConfig"
+_HTTP2_OFF = (sc.HTTP2_CONFIG_FORCE_ALL_DISABLED, sc.HTTP2_CONFIG_FORCE_BIDI_DISABLED)
 _MAX_RESUMES = 1
 #: Default bound on one tool_handler call when the request carries none (config default).
 _TOOL_RESULT_TIMEOUT_S = 120.0
@@ -220,6 +221,7 @@ class ConnectTransport:
         self.exec_heartbeat_s = exec_heartbeat_s
         self._workspace = workspace or self._config.workspace or ""
         self._models: list[ModelInfo] | None = None
+        self._sent_models: dict[str, str] = {}  # name asked for -> id sent (catalogue-validated)
         self._models_lock = asyncio.Lock()
         self._server_http2: int | None = None
         self._server_config_done = False
@@ -410,7 +412,7 @@ class ConnectTransport:
                     f"Could not reach Cursor at {self._base} ({type(exc).__name__}).", code="unavailable"
                 ) from exc
             if response.status_code == 200:
-                return response.content
+                return decode_unary_body(response.content)  # raw or enveloped (live-dialect.md row 23)
             error = parse_unary_error(
                 response.status_code, response.content, response.headers.get("content-type", "")
             )
@@ -507,12 +509,14 @@ class ConnectTransport:
         # The most informative failure: the RPC's (it used the token) unless it was "unimplemented".
         raise errors[-1]
 
-    async def _resolve_model(self, name: str) -> ModelChoice:
-        """The ``RequestedModel`` for ``name`` (id or alias, optionally ``id[param=value,...]``);
-        ``ModelNotFoundError`` when the account cannot use it.
+    async def _resolve_model(self, name: str, reasoning_effort: str | None = None) -> ModelChoice:
+        """The ``RequestedModel`` for ``name`` (family id, alias, sibling or legacy slug, ``auto``,
+        optionally ``id[param=value,...]``) with ``reasoning_effort`` mapped to the model's effort
+        parameter (live-dialect.md row 14); ``ModelNotFoundError`` when the account cannot use it.
 
         If the catalogue cannot be fetched at all the name is sent as is (the server's
-        ``ERROR_BAD_MODEL_NAME`` still maps to ``ModelNotFoundError``)."""
+        ``ERROR_BAD_MODEL_NAME``, or a bare ``resource_exhausted``, still maps to
+        ``ModelNotFoundError``)."""
         try:
             models = await self.list_models()
         except CursorPipeError as exc:
@@ -520,9 +524,10 @@ class ConnectTransport:
                 raise
             log.warning("cursorpipe: could not load the model list (%s); not validating %r", exc.code, name)
             return ModelChoice(name)
-        choice = choose_model(name, models)
+        choice = choose_model(name, models, reasoning_effort=reasoning_effort)
         if choice is None:
             raise ModelNotFoundError(name, [m.id for m in models], transport=self.name)
+        self._sent_models[name] = choice.id
         return choice
 
     # ------------------------------------------------------------------------------------------
@@ -546,7 +551,21 @@ class ConnectTransport:
             except NetworkError as exc:
                 if self._config.use_http2 == "always" or exc.code != "no_http2":
                     raise
-                # https server without HTTP/2: remember and use the HTTP/1.1 pair (§3.4).
+                if self._base.startswith("https://") and self._server_http2 not in _HTTP2_OFF:
+                    # live-dialect.md row 21: Cursor's agent path only serves HTTP/2 (its load
+                    # balancer answers HTTP/1.1 with error 464); live peers use HTTP/1.1 only when
+                    # GetServerConfig says HTTP/2 is disabled. Falling back here would trade a clear
+                    # error for a confusing one, so say what happened.
+                    raise NetworkError(
+                        f"{self._base} did not negotiate HTTP/2 (ALPN), and Cursor's agent endpoint "
+                        "serves the Run stream only over HTTP/2. A proxy that strips HTTP/2 is the "
+                        "usual cause; set CURSORPIPE_USE_HTTP2=never to force the HTTP/1.1 RunSSE "
+                        "path anyway.",
+                        code="no_http2",
+                        retryable=False,
+                        transport=self.name,
+                    ) from exc
+                # The server config disabled HTTP/2: remember and use the HTTP/1.1 pair (§3.4).
                 self._h2_unavailable = True
         headers = self._run_headers(token, state, run_id, attempt_id, http1=True, tools=tools)
         return Http1Channel(self._http, self._base, headers, attempt_id, token=self._auth.token)
@@ -566,6 +585,7 @@ class ConnectTransport:
             metadata=exc.headers,
             request_id=attempt_id,
             model=request.model,
+            sent_model=self._sent_models.get(request.model),
             available_models=available,
             transport=self.name,
         )
@@ -691,8 +711,9 @@ class ConnectTransport:
         state = session if session is not None else self._stateless_state(request)
         if state.closed:
             raise SessionError(f"Session {state.id} was discarded; open a new one.", transport=self.name)
-        model = await self._resolve_model(request.model)
-        run_id = str(uuid.uuid4())
+        model = await self._resolve_model(request.model, request.reasoning_effort)
+        # live-dialect.md row 17: a client-level retry of this turn brings the same run_id.
+        run_id = request.run_id or str(uuid.uuid4())
         handler = request.tool_handler
         tool_timeout = request.tool_result_timeout_s or _TOOL_RESULT_TIMEOUT_S
         tools = offered_tools(request)
@@ -714,7 +735,8 @@ class ConnectTransport:
         attempt = 0
         machine: TurnMachine | None = None
         while True:
-            attempt_id = run_id if attempt == 0 else str(uuid.uuid4())  # §4.2
+            # §4.2: the first request's id is the run id; every retry (ours or the client's) a new one.
+            attempt_id = run_id if attempt == 0 and request.attempt == 0 else str(uuid.uuid4())
             attempt += 1
             resume = resumes > 0
             if machine is None or not resume:
