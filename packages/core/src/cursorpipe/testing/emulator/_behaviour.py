@@ -437,6 +437,8 @@ class Behaviour:
             "mcp_state": False,
             "post_turn_blob": False,
             "placeholder_user_roots": False,
+            "reject_sibling_slugs": False,
+            "refuse_http1_run": False,
         }
         relaxed.update(changes)
         return cls(**relaxed)
