@@ -70,7 +70,18 @@ if TYPE_CHECKING:
 __all__ = ["CursorLLM"]
 
 _CALL_KWARGS = frozenset(
-    {"model", "temperature", "top_p", "seed", "max_tokens", "stop", "timeout", "tools", "tool_choice", "reasoning_effort"}
+    {
+        "model",
+        "temperature",
+        "top_p",
+        "seed",
+        "max_tokens",
+        "stop",
+        "timeout",
+        "tools",
+        "tool_choice",
+        "reasoning_effort",
+    }
 )
 #: Sampling parameters LlamaIndex callers set that no Cursor transport has.
 _IGNORED_SAMPLING = ("temperature", "top_p", "seed")
