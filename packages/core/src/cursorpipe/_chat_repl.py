@@ -39,7 +39,7 @@ HELP = """\
 Commands (everything else is sent to the model):
   /help             this help
   /model [ID]       show the model, or start a new conversation with model ID
-  /system [TEXT]    show the system prompt, or set it for the next turns (/system off clears it)
+  /system [TEXT]    show the system prompt, or start a new conversation with it (/system off: without)
   /reset            forget the conversation and start a new one
   /exit, /quit      leave (Ctrl-D or Ctrl-C at the prompt too)
 Ctrl-C while an answer streams stops that answer; the conversation is kept."""
@@ -339,12 +339,18 @@ class _Conversation:
         elif name == "/system":
             if not arg:
                 p.status(f"system prompt: {self.system!r}" if self.system else "no system prompt")
-            elif arg.lower() in ("off", "none", "-"):
-                self.system = None
-                p.status("[system prompt cleared]")
             else:
-                self.system = arg
-                p.status("[system prompt set for the next turns]")
+                # A conversation keeps the system prompt it started with: Cursor holds it in the
+                # conversation's history (live-dialect.md rows 2 and 5), so a change mid-conversation
+                # would leave the model reading both. Changing it starts a new conversation, as
+                # /model does.
+                self.reset()
+                self.system = None if arg.lower() in ("off", "none", "-") else arg
+                p.status(
+                    "[system prompt cleared; new conversation]"
+                    if self.system is None
+                    else "[system prompt set; new conversation]"
+                )
         else:
             p.status(f"unknown command {name}; /help lists the commands", "33")
         return True
