@@ -6,7 +6,9 @@
 
 Needs only Python 3.11+ and pip. On first use it creates ``.tools/`` (a venv holding uv, taken from
 PyPI) and then ``.venv/`` with every workspace package and the dev tools, from ``uv.lock``.
-Other verbs: ``sync`` (bootstrap only), ``lint``, ``typecheck``, ``protos`` (regenerate), ``bench``.
+Other verbs: ``sync`` (bootstrap only), ``lint``, ``typecheck``, ``protos`` (regenerate), and
+``bench [names...] [--baseline [REF]] [--quick]`` (benchmarks, optionally side by side with a git
+ref built in its own worktree and venv; see ``bench/run_all.py``).
 """
 
 from __future__ import annotations
