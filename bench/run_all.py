@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _util import ENV_JSON, ENV_QUICK, Metric, render_compare, render_single  # noqa: E402
+from _util import ENV_JSON, ENV_QUICK, Metric, medians, render_compare, render_single, table  # noqa: E402
 
 #: The default baseline: main's head before issue 16's speed work started ("Adapters: session_id
 #: reads SessionBinding.session_id ..."). Override with ``--baseline REF``.
@@ -42,6 +42,111 @@ DEFAULT_BASELINE = "233de5c"
 #: Where baseline worktrees live (one per commit, reused): override with ``--trees-dir`` or this.
 ENV_TREES = "CURSORPIPE_BENCH_TREES"
 BIN = "Scripts" if os.name == "nt" else "bin"
+
+
+#: Issue 16's targets, checked against the merged medians of a run with ``--baseline``:
+#: (what, metric key, "max" = new median at most the figure, "ratio_max"/"ratio_min" = new / baseline).
+TARGETS: list[tuple[str, str, str, float]] = [
+    (
+        "cold start to first token on connect (emulator) <= 400 ms",
+        "connect (emulator), cold: process start to first token",
+        "max",
+        400.0,
+    ),
+    (
+        "`import cursorpipe` <= 100 ms (importtime cumulative)",
+        "import cursorpipe: importtime cumulative",
+        "max",
+        100.0,
+    ),
+    (
+        "`import langchain_cursorpipe` adds <= 100 ms over langchain_core",
+        "import langchain_cursorpipe, over langchain_core: importtime cumulative",
+        "max",
+        100.0,
+    ),
+    (
+        "`import llama_index.llms.cursorpipe` adds <= 100 ms over llama_index.core",
+        "import llama_index.llms.cursorpipe, over llama_index.core: importtime cumulative",
+        "max",
+        100.0,
+    ),
+    (
+        "client RSS after one connect turn <= 50 MB (47.7 MiB)",
+        "connect (emulator), cold: RSS after the turn",
+        "max",
+        50e6 / 2**20,
+    ),
+    (
+        "connect overhead over the floor <= +1.0 ms on h2",
+        "overhead over the floor, h2 Run (paired turns)",
+        "max",
+        1.0,
+    ),
+    (
+        "connect overhead over the floor <= +2.0 ms on RunSSE",
+        "overhead over the floor, RunSSE (paired turns)",
+        "max",
+        2.0,
+    ),
+    *[
+        (
+            f"acp client CPU per request <= 0.5x baseline at {c} concurrent",
+            f"pool 32, {c} concurrent: client CPU per request",
+            "ratio_max",
+            0.5,
+        )
+        for c in (1, 8, 32)
+    ],
+    (
+        "acp throughput at 32 concurrent >= 1.6x baseline",
+        "pool 32, 32 concurrent: throughput",
+        "ratio_min",
+        1.6,
+    ),
+    (
+        "subprocess adds <= 5 ms over a bare `agent --print` at 1 concurrent",
+        "subprocess minus bare print, 1 concurrent, paired",
+        "max",
+        5.0,
+    ),
+    (
+        "server adds <= 1 ms time to first token at 1 stream",
+        "added by the server, streaming, 1 concurrent: time to first token",
+        "max",
+        1.0,
+    ),
+    *[
+        (
+            f"server CPU per request <= 0.5x baseline, {mode}, {c} concurrent",
+            f"server {mode}, {c} concurrent: server CPU per request",
+            "ratio_max",
+            0.5,
+        )
+        for mode in ("streaming", "non-streaming")
+        for c in (1, 16, 64)
+    ],
+    ("server memory per open stream <= 16 KiB", "server memory per open stream at 64", "max", 16.0),
+]
+
+
+def targets_table(base: dict[str, Metric], new: dict[str, Metric]) -> str:
+    """Each target with the measured figure and met / not met (or not measured in this run)."""
+    fb, fn = medians(list(base.values())), medians(list(new.values()))
+    rows = []
+    for what, key, kind, bound in TARGETS:
+        if key not in fn or (kind != "max" and key not in fb):
+            rows.append([what, "not measured in this run", "-"])
+            continue
+        value = fn[key][1]
+        if kind == "max":
+            figure, met = f"{value:.3g} {new[key].unit}", value <= bound
+        else:
+            ratio = value / fb[key][1] if fb[key][1] else float("nan")
+            figure = f"{ratio:.2f}x ({fb[key][1]:.3g} -> {value:.3g} {new[key].unit})"
+            met = ratio <= bound if kind == "ratio_max" else ratio >= bound
+        rows.append([what, figure, "met" if met else "**not met**"])
+    return table(["target (issue 16)", "measured (new median)", "status"], rows)
 
 
 def _git(*args: str, cwd: Path = ROOT) -> str:
@@ -59,7 +164,9 @@ def _describe(tree: Path) -> str:
         )
     except (OSError, subprocess.CalledProcessError):
         return f"{tree} (not a git checkout)"
-    return f"{rev} {subject[:70]}{dirty}"
+    if len(subject) > 72:
+        subject = subject[:72].rsplit(" ", 1)[0] + " ..."
+    return f"{rev} {subject}{dirty}"
 
 
 def _loadavg() -> str:
@@ -200,6 +307,9 @@ def main(argv: list[str]) -> int:
         type=Path,
         default=Path(os.environ.get(ENV_TREES, Path.home() / ".cache" / "cursorpipe-bench")),
     )
+    parser.add_argument(
+        "--note", default="", help="a sentence for RESULTS.md's header (what this run compares)"
+    )
     parser.add_argument("--cleanup", action="store_true", help="remove the baseline worktree afterwards")
     args = parser.parse_args(argv)
 
@@ -224,6 +334,7 @@ def main(argv: list[str]) -> int:
     else:
         header += [f"- commit: {_describe(new_tree)}"]
     out: list[str] = []
+    everything: dict[str, dict[str, Metric]] = {"baseline": {}, "new": {}}
     failed = 0
     started = time.perf_counter()
     try:
@@ -243,6 +354,8 @@ def main(argv: list[str]) -> int:
                         records[label].append(record)
                         print(f"   {label} round {r + 1}: {record['seconds']:.1f} s", flush=True)
             merged = {label: _merge(recs) for label, recs in records.items() if recs}
+            for label, (metrics, _) in merged.items():
+                everything[label].update({m.key: m for m in metrics})
             title = next((str(recs[0]["title"]) for recs in records.values() if recs), name)
             took = " + ".join(f"{label} {merged[label][1]:.1f} s" for label, _ in trees if label in merged)
             out += [f"## {name}", "", f"_`{script.name}`, {rounds} round(s): {took}_", "", title, ""]
@@ -266,6 +379,7 @@ def main(argv: list[str]) -> int:
             remove_baseline(base_tree)
     header += [
         f"- load average (1/5/15 min) before: {load_before}; after: {_loadavg()}",
+        *([f"- note: {args.note}"] if args.note else []),
         f"- rounds per checkout: {rounds}{' (quick)' if args.quick else ''}; "
         f"total {time.perf_counter() - started:.0f} s",
         "",
@@ -275,6 +389,10 @@ def main(argv: list[str]) -> int:
         "server/agent process; wall-clock figures on a shared 2-core machine are noisy.",
         "",
     ]
+    if base_tree and not args.quick:
+        summary = targets_table(everything["baseline"], everything["new"])
+        print(summary)
+        header += ["## Targets", "", summary, ""]
     if not args.no_write:
         (HERE / "RESULTS.md").write_text("\n".join(header + out).rstrip() + "\n")
         print(f"wrote {HERE / 'RESULTS.md'}")

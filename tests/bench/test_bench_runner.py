@@ -65,6 +65,26 @@ def test_compare_table_prints_ratios_and_marks_direction() -> None:
     assert rows["rss"].endswith("| 1.02 |")  # within 10 %: no verdict
 
 
+def test_targets_table_reports_met_unmet_and_missing() -> None:
+    util = _bench_util()
+    spec = importlib.util.spec_from_file_location("_cursorpipe_bench_run_all", ROOT / "bench" / "run_all.py")
+    assert spec and spec.loader
+    run_all = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_all)
+    cold = "connect (emulator), cold: process start to first token"
+    acp = "pool 32, 1 concurrent: client CPU per request"
+    base = {acp: util.Metric(acp, "ms", "lower", [1.0, 1.0])}
+    new = {
+        cold: util.Metric(cold, "ms", "lower", [350.0, 390.0]),
+        acp: util.Metric(acp, "ms", "lower", [0.6]),
+    }
+    rows = {line.split(" | ")[0].strip("| "): line for line in run_all.targets_table(base, new).splitlines()}
+    assert rows["cold start to first token on connect (emulator) <= 400 ms"].endswith("| 370 ms | met |")
+    assert "0.60x" in rows["acp client CPU per request <= 0.5x baseline at 1 concurrent"]
+    assert rows["acp client CPU per request <= 0.5x baseline at 1 concurrent"].endswith("| **not met** |")
+    assert "not measured in this run" in rows["server memory per open stream <= 16 KiB"]
+
+
 @pytest.mark.slow
 def test_baseline_run_measures_both_checkouts_and_prints_ratios(tmp_path: Path) -> None:
     env = dict(os.environ)
