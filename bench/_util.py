@@ -147,7 +147,7 @@ class Recorder:
                 json.dump(payload, fh)
 
 
-def _fmt(value: float) -> str:
+def fmt(value: float) -> str:
     if value != value:  # NaN
         return "-"
     if abs(value) >= 1000:
@@ -186,8 +186,8 @@ def render_single(metrics: Sequence[Metric]) -> str:
     rows = []
     for m in metrics:
         lo, med, hi, n = figures[m.key]
-        spread = "(derived)" if m.diff else f"{_fmt(lo)} / {_fmt(hi)}"
-        rows.append([m.key, m.unit, _fmt(med), spread, n])
+        spread = "(derived)" if m.diff else f"{fmt(lo)} / {fmt(hi)}"
+        rows.append([m.key, m.unit, fmt(med), spread, n])
     return table(["measure", "unit", "median", "min / max", "n"], rows)
 
 
@@ -212,8 +212,8 @@ def render_compare(base: Sequence[Metric], new: Sequence[Metric]) -> str:
             [
                 key,
                 m.unit + (" (lower is better)" if m.better == "lower" else " (higher is better)"),
-                f"{_fmt(b[1])} ({_fmt(b[0])}-{_fmt(b[2])})" if m.diff is None else _fmt(b[1]),
-                f"{_fmt(n[1])} ({_fmt(n[0])}-{_fmt(n[2])})" if m.diff is None else _fmt(n[1]),
+                f"{fmt(b[1])} ({fmt(b[0])}-{fmt(b[2])})" if m.diff is None else fmt(b[1]),
+                f"{fmt(n[1])} ({fmt(n[0])}-{fmt(n[2])})" if m.diff is None else fmt(n[1]),
                 f"{ratio:.2f}{mark}" if ratio == ratio else "-",
             ]
         )

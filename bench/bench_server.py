@@ -173,62 +173,71 @@ async def run(rec: Recorder, args: argparse.Namespace) -> None:
 
         with server_process(backend, key) as (url, proc):
             limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-            async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
-                stream_req = lambda h: one_server_request(h, True)  # noqa: E731
-                plain_req = lambda h: one_server_request(h, False)  # noqa: E731
+
+            def http_client() -> httpx.AsyncClient:
+                # A fresh pool per measured phase: a keep-alive connection left idle between phases
+                # (longer than uvicorn's keep-alive timeout on a loaded machine) would be closed by
+                # the server just as the client reuses it, failing the request with a ReadError.
+                return httpx.AsyncClient(base_url=url, timeout=120, limits=limits)
+
+            stream_req = lambda h: one_server_request(h, True)  # noqa: E731
+            plain_req = lambda h: one_server_request(h, False)  # noqa: E731
+            async with http_client() as http:
                 await load(stream_req, http, 8, 32)  # warm up both paths
                 await load(plain_req, http, 8, 32)
-                idle = rss_mib(proc.pid)
-                rec.add("server RSS idle", idle, "MiB")
-                peak = idle
-                for concurrency in CONCURRENCY:
-                    total = max(args.requests, concurrency * 4)
-                    for _ in range(args.repeats):
-                        for mode, fn in (("streaming", stream_req), ("non-streaming", plain_req)):
-                            stop = asyncio.Event()
+            idle = rss_mib(proc.pid)
+            rec.add("server RSS idle", idle, "MiB")
+            peak = idle
+            for concurrency in CONCURRENCY:
+                total = max(args.requests, concurrency * 4)
+                for _ in range(args.repeats):
+                    for mode, fn in (("streaming", stream_req), ("non-streaming", plain_req)):
+                        stop = asyncio.Event()
 
-                            async def sample(stop: asyncio.Event = stop) -> None:
-                                nonlocal peak
-                                while not stop.is_set():
-                                    peak = max(peak, rss_mib(proc.pid))
-                                    await asyncio.sleep(0.05)
+                        async def sample(stop: asyncio.Event = stop) -> None:
+                            nonlocal peak
+                            while not stop.is_set():
+                                peak = max(peak, rss_mib(proc.pid))
+                                await asyncio.sleep(0.05)
 
+                        async with http_client() as http:
+                            await load(fn, http, concurrency, concurrency)  # open the connections
                             sampler = asyncio.create_task(sample())
                             cpu0 = proc_cpu_s(proc.pid)
                             rps, ttfts, lat = await load(fn, http, concurrency, total)
                             cpu = proc_cpu_s(proc.pid) - cpu0
-                            stop.set()
-                            await sampler
-                            key_ = f"server {mode}, {concurrency} concurrent"
-                            rec.add(f"{key_}: requests/s", rps, "req/s", better="higher")
-                            if mode == "streaming":
-                                rec.add(f"{key_}: time to first token", [t * 1000 for t in ttfts], "ms")
-                            rec.add(f"{key_}: latency", [t * 1000 for t in lat], "ms")
-                            rec.add(f"{key_}: server CPU per request", cpu * 1000 / total, "ms")
-                        async with direct_client() as client:
-                            await load(one_direct_request, client, 4, 8)
-                            cpu0 = time.process_time()
-                            rps, ttfts, lat = await load(one_direct_request, client, concurrency, total)
-                            cpu = time.process_time() - cpu0
-                        key_ = f"direct, {concurrency} concurrent"
+                        stop.set()
+                        await sampler
+                        key_ = f"server {mode}, {concurrency} concurrent"
                         rec.add(f"{key_}: requests/s", rps, "req/s", better="higher")
-                        rec.add(f"{key_}: time to first token", [t * 1000 for t in ttfts], "ms")
+                        if mode == "streaming":
+                            rec.add(f"{key_}: time to first token", [t * 1000 for t in ttfts], "ms")
                         rec.add(f"{key_}: latency", [t * 1000 for t in lat], "ms")
-                        rec.add(f"{key_}: client CPU per request", cpu * 1000 / total, "ms")
-                    rec.add_diff(
-                        f"added by the server, streaming, {concurrency} concurrent: time to first token",
-                        f"server streaming, {concurrency} concurrent: time to first token",
-                        f"direct, {concurrency} concurrent: time to first token",
-                        "ms",
-                    )
-                    rec.add_diff(
-                        f"added by the server, non-streaming, {concurrency} concurrent: latency",
-                        f"server non-streaming, {concurrency} concurrent: latency",
-                        f"direct, {concurrency} concurrent: latency",
-                        "ms",
-                    )
-                rec.add("server RSS loaded (peak during the runs)", peak, "MiB")
-                rec.add("server memory per open stream at 64", max(0.0, peak - idle) * 1024 / 64, "KiB")
+                        rec.add(f"{key_}: server CPU per request", cpu * 1000 / total, "ms")
+                    async with direct_client() as client:
+                        await load(one_direct_request, client, 4, 8)
+                        cpu0 = time.process_time()
+                        rps, ttfts, lat = await load(one_direct_request, client, concurrency, total)
+                        cpu = time.process_time() - cpu0
+                    key_ = f"direct, {concurrency} concurrent"
+                    rec.add(f"{key_}: requests/s", rps, "req/s", better="higher")
+                    rec.add(f"{key_}: time to first token", [t * 1000 for t in ttfts], "ms")
+                    rec.add(f"{key_}: latency", [t * 1000 for t in lat], "ms")
+                    rec.add(f"{key_}: client CPU per request", cpu * 1000 / total, "ms")
+                rec.add_diff(
+                    f"added by the server, streaming, {concurrency} concurrent: time to first token",
+                    f"server streaming, {concurrency} concurrent: time to first token",
+                    f"direct, {concurrency} concurrent: time to first token",
+                    "ms",
+                )
+                rec.add_diff(
+                    f"added by the server, non-streaming, {concurrency} concurrent: latency",
+                    f"server non-streaming, {concurrency} concurrent: latency",
+                    f"direct, {concurrency} concurrent: latency",
+                    "ms",
+                )
+            rec.add("server RSS loaded (peak during the runs)", peak, "MiB")
+            rec.add("server memory per open stream at 64", max(0.0, peak - idle) * 1024 / 64, "KiB")
 
 
 def main() -> int:

@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _util import ENV_JSON, ENV_QUICK, Metric, medians, render_compare, render_single, table  # noqa: E402
+from _util import ENV_JSON, ENV_QUICK, Metric, fmt, medians, render_compare, render_single, table  # noqa: E402
 
 #: The default baseline: main's head before issue 16's speed work started ("Adapters: session_id
 #: reads SessionBinding.session_id ..."). Override with ``--baseline REF``.
@@ -140,10 +140,10 @@ def targets_table(base: dict[str, Metric], new: dict[str, Metric]) -> str:
             continue
         value = fn[key][1]
         if kind == "max":
-            figure, met = f"{value:.3g} {new[key].unit}", value <= bound
+            figure, met = f"{fmt(value)} {new[key].unit}", value <= bound
         else:
             ratio = value / fb[key][1] if fb[key][1] else float("nan")
-            figure = f"{ratio:.2f}x ({fb[key][1]:.3g} -> {value:.3g} {new[key].unit})"
+            figure = f"{ratio:.2f}x ({fmt(fb[key][1])} -> {fmt(value)} {new[key].unit})"
             met = ratio <= bound if kind == "ratio_max" else ratio >= bound
         rows.append([what, figure, "met" if met else "**not met**"])
     return table(["target (issue 16)", "measured (new median)", "status"], rows)
