@@ -11,9 +11,10 @@ Every ``bench_*.py`` measures the ``cursorpipe`` of the interpreter that runs it
 measured by running the same script with that checkout's ``.venv/bin/python``. With
 ``--baseline REF`` a git worktree of REF is created (under ``--trees-dir``, reused across runs)
 with its own ``.venv`` (``uv sync`` from its own ``uv.lock``, sharing uv's cache), and each
-benchmark runs ``--rounds`` times per checkout, interleaved (baseline, new, baseline, new, ...),
-so that drift in the machine's load hits both alike. The samples of all rounds are merged and the
-tables show both medians and the ratio new / baseline. Nothing here asserts on times.
+benchmark runs ``--rounds`` times per checkout, interleaved and alternating which goes first
+(baseline, new, new, baseline, ...), so that drift in the machine's load hits both alike. The
+samples of all rounds are merged and the tables show both medians and the ratio new / baseline.
+Nothing here asserts on times.
 """
 
 from __future__ import annotations
@@ -344,7 +345,9 @@ def main(argv: list[str]) -> int:
             records: dict[str, list[dict[str, object]]] = {label: [] for label, _ in trees}
             errors: list[str] = []
             for r in range(rounds):
-                for label, tree in trees:  # interleaved: baseline, new, baseline, new, ...
+                # Interleaved, alternating which goes first (baseline, new | new, baseline | ...):
+                # a fixed order lets a systematic first/second-run effect pass for a difference.
+                for label, tree in trees if r % 2 == 0 else trees[::-1]:
                     assert tree is not None
                     record, output = run_one(script, tree, args.quick)
                     if record is None:
