@@ -158,11 +158,11 @@ def _describe(tree: Path) -> str:
     try:
         rev = _git("rev-parse", "--short", "HEAD", cwd=tree)
         subject = _git("log", "-1", "--format=%s", cwd=tree)
-        dirty = (
-            " (with uncommitted changes)"
-            if _git("status", "--porcelain", "--untracked-files=no", cwd=tree)
-            else ""
+        # RESULTS.md is this run's output, not part of what is measured.
+        changed = _git(
+            "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/RESULTS.md", cwd=tree
         )
+        dirty = " (with uncommitted changes)" if changed else ""
     except (OSError, subprocess.CalledProcessError):
         return f"{tree} (not a git checkout)"
     if len(subject) > 72:
