@@ -8,7 +8,9 @@ Needs only Python 3.11+ and pip. On first use it creates ``.tools/`` (a venv hol
 PyPI) and then ``.venv/`` from ``uv.lock``: ``serve`` installs only what the server needs (the core
 with its ``server`` and ``metrics`` extras, plus ``cursorpipe-testing`` for ``--emulator``); ``test``
 and the other verbs install every workspace package and the dev tools.
-Other verbs: ``sync`` (bootstrap only), ``lint``, ``typecheck``, ``protos`` (regenerate), ``bench``.
+Other verbs: ``sync`` (bootstrap only), ``lint``, ``typecheck``, ``protos`` (regenerate), and
+``bench [names...] [--baseline [REF]] [--quick]`` (benchmarks, optionally side by side with a git
+ref built in its own worktree and venv; see ``bench/run_all.py``).
 """
 
 from __future__ import annotations

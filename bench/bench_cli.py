@@ -1,18 +1,17 @@
-"""CLI transports' overhead: subprocess (one ``agent --print`` per request) and acp (one persistent
-``agent acp``), against the fake agent with zero simulated latency, at 1, 8 and 32 concurrent
-requests.
+"""The subprocess transport's overhead (one ``agent --print`` per request) against the fake agent
+with zero simulated latency, at 1, 8 and 32 concurrent requests (acp: ``bench_acp.py``).
 
-Three rows per concurrency level, measured in one run so they compare fairly:
+Measured in one run so they compare fairly:
 
 * ``bare print``: the fake ``agent --print --output-format stream-json --stream-partial-output``
   spawned directly with asyncio and read to the end (no cursorpipe): the cost of the fake itself;
 * ``subprocess``: ``CursorClient(strategy="subprocess").generate`` — the difference to the bare row
   is cursorpipe's overhead (env, argv, parser, event plumbing, staged process shutdown);
-* ``acp``: ``CursorClient(strategy="acp").generate`` with a warm session pool (skipped, with a note,
-  if ``cursorpipe.transports.acp.AcpTransport`` is not importable — see :func:`acp_rows`).
+* ``paired``: at 1 concurrent, one bare run then one transport run, back to back, many times.
 
-Latency figures are min / median / max over every request of every round; throughput is requests
-per second of each round (min / median / max).
+Latency figures are over every request of every round; throughput is requests per second of each
+round; CPU per request is this process's ``time.process_time`` (the client) and the reaped
+``--print`` children's (the agents).
 
     .venv/bin/python bench/bench_cli.py
 """
@@ -25,36 +24,22 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 
-from _util import ms, stats, table
+from _util import Recorder, children_cpu_s, quick
 from cursorpipe import CursorClient, CursorPipeConfig
 from cursorpipe.testing.fake_agent import executable
 from cursorpipe.testing.fake_agent.catalog import ENV_LATENCY, ENV_STATE_DIR, expected_reply
 
 CONCURRENCY = (1, 8, 32)
-ROUNDS = {1: 20, 8: 5, 32: 3}
-HEADER = [
-    "path",
-    "concurrent",
-    "requests",
-    "min ms",
-    "median ms",
-    "max ms",
-    "req/s (min / median / max)",
-    "median - bare print ms",
-]
+ROUNDS = {1: 2, 8: 1, 32: 1} if quick() else {1: 8, 8: 2, 32: 1}
+PAIRS = 2 if quick() else 12
 
 One = Callable[[str], Awaitable[None]]
 
 
-async def _series(
-    label: str, one: One, bare_median: dict[int, float] | None
-) -> tuple[list[list[object]], dict[int, float]]:
-    rows: list[list[object]] = []
-    medians: dict[int, float] = {}
+async def _series(rec: Recorder, label: str, one: One) -> None:
     await one(f"{label} warm-up")
     for conc in CONCURRENCY:
-        latencies: list[float] = []
-        throughput: list[float] = []
+        key = f"{label}, {conc} concurrent"
         for r in range(ROUNDS[conc]):
             prompts = [f"{label} {conc} {r} {i}" for i in range(conc)]
 
@@ -63,29 +48,25 @@ async def _series(
                 await one(prompt)
                 return time.perf_counter() - start
 
+            cpu0, kids0 = time.process_time(), children_cpu_s()
             start = time.perf_counter()
-            latencies += await asyncio.gather(*(timed(p) for p in prompts))
-            throughput.append(conc / (time.perf_counter() - start))
-        lo, med, hi = stats(latencies)
-        tlo, tmed, thi = stats(throughput)
-        medians[conc] = med
-        extra = f"{(med - bare_median[conc]) * 1000:+.1f}" if bare_median else "-"
-        rows.append(
-            [
-                label,
-                conc,
-                len(latencies),
-                ms(lo),
-                ms(med),
-                ms(hi),
-                f"{tlo:.1f} / {tmed:.1f} / {thi:.1f}",
-                extra,
-            ]
-        )
-    return rows, medians
+            latencies = await asyncio.gather(*(timed(p) for p in prompts))
+            wall = time.perf_counter() - start
+            rec.add(f"{key}: latency", [t * 1000 for t in latencies], "ms")
+            rec.add(f"{key}: throughput", conc / wall, "req/s", better="higher")
+            rec.add(f"{key}: client CPU per request", (time.process_time() - cpu0) * 1000 / conc, "ms")
+            # One agent process per request, reaped by asyncio: counted as this process's children.
+            rec.add(f"{key}: agent CPU per request", (children_cpu_s() - kids0) * 1000 / conc, "ms")
+        if label != "bare print":
+            rec.add_diff(
+                f"{key}: median latency minus bare print",
+                f"{key}: latency",
+                f"bare print, {conc} concurrent: latency",
+                "ms",
+            )
 
 
-async def bare_rows(agent: str) -> tuple[list[list[object]], dict[int, float]]:
+def bare_print(agent: str) -> One:
     """The fake agent run directly: its own start-up and output cost, no cursorpipe."""
     env = dict(os.environ)
 
@@ -114,57 +95,47 @@ async def bare_rows(agent: str) -> tuple[list[list[object]], dict[int, float]]:
         out, _ = await proc.communicate()
         assert proc.returncode == 0 and b'"type":"result"' in out
 
-    return await _series("bare print", one, None)
+    return one
 
 
-async def subprocess_rows(agent: str, bare: dict[int, float]) -> list[list[object]]:
-    """The subprocess transport through CursorClient."""
-    config = CursorPipeConfig(strategy="subprocess", agent_bin=agent, max_retries=0)
-    async with CursorClient(config) as client:
-
-        async def one(prompt: str) -> None:
-            text = await client.generate("auto", prompt)
-            assert text == expected_reply(prompt), text
-
-        rows, _ = await _series("subprocess", one, bare)
-    return rows
-
-
-async def acp_rows(agent: str, bare: dict[int, float]) -> list[list[object]]:
-    """The acp transport through CursorClient (warm pool). Hook: returns a note row when
-    ``AcpTransport`` is not available in this checkout."""
-    try:
-        from cursorpipe.transports.acp import AcpTransport  # noqa: F401
-    except ImportError as exc:
-        return [["acp", "-", "-", "-", "-", "-", f"not available ({exc})", "-"]]
-    config = CursorPipeConfig(strategy="acp", agent_bin=agent, max_retries=0)
-    async with CursorClient(config) as client:
-        await client.warmup(max(CONCURRENCY))
-
-        async def one(prompt: str) -> None:
-            text = await client.generate("auto", prompt)
-            assert text == expected_reply(prompt), text
-
-        rows, _ = await _series("acp", one, bare)
-    return rows
+async def paired(rec: Recorder, bare: One, transport: One) -> None:
+    """At 1 concurrent, alternate a bare run and a transport run and record each pair's difference:
+    the overhead is a few ms on top of ~100 ms of agent start-up, which separate series (minutes
+    apart on a shared machine) cannot resolve."""
+    for i in range(PAIRS):
+        start = time.perf_counter()
+        await bare(f"pair {i}")
+        mid = time.perf_counter()
+        await transport(f"pair {i}")
+        end = time.perf_counter()
+        rec.add(
+            "subprocess minus bare print, 1 concurrent, paired", ((end - mid) - (mid - start)) * 1000, "ms"
+        )
 
 
 async def main() -> None:
+    rec = Recorder("cli", "CLI transports against the fake agent (zero simulated latency), per request.")
     os.environ[ENV_LATENCY] = "0"
     agent = executable()
     with tempfile.TemporaryDirectory(prefix="bench-cli-") as state:
         os.environ[ENV_STATE_DIR] = state
-        bare, bare_median = await bare_rows(agent)
-        rows = bare + await subprocess_rows(agent, bare_median) + await acp_rows(agent, bare_median)
-    print("CLI transports against the fake agent (zero simulated latency), per request:")
-    print()
-    print(table(HEADER, rows))
-    print()
-    print(
+        bare = bare_print(agent)
+        config = CursorPipeConfig(strategy="subprocess", agent_bin=agent, max_retries=0)
+        async with CursorClient(config) as client:
+
+            async def via_transport(prompt: str) -> None:
+                text = await client.generate("auto", prompt)
+                assert text == expected_reply(prompt), text
+
+            await _series(rec, "bare print", bare)
+            await _series(rec, "subprocess", via_transport)
+            await paired(rec, bare, via_transport)
+    rec.note(
         "`bare print` spawns the fake `agent --print` directly (its own start-up and output); "
-        "`median - bare` is what cursorpipe adds on top. `acp` keeps one process and a warm session "
-        f"pool, so it pays no start-up per request. Rounds per level: {ROUNDS}."
+        "`minus bare print` is what cursorpipe adds on top (a difference of medians; `paired` is the "
+        f"median of back-to-back pairs). Rounds per level: {ROUNDS}; pairs: {PAIRS}. acp: `bench_acp.py`."
     )
+    rec.finish()
 
 
 if __name__ == "__main__":

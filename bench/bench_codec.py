@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import time
 
-from _util import stats, table
+from _util import Recorder, import_first, quick
 from cursorpipe._proto.agent.v1 import agent_pb2 as pb
-from cursorpipe.transports.connect._codec import EnvelopeDecoder, encode_envelope
 
-REPEATS = 7
+# The codec may move into a shared private package (issue 13); measure whichever this checkout has.
+_codec = import_first("cursorpipe.transports.connect._codec", "cursorpipe._codecs.connect")
+EnvelopeDecoder, encode_envelope = _codec.EnvelopeDecoder, _codec.encode_envelope
+
+REPEATS = 1 if quick() else 5
+SMALL = 2_000 if quick() else 50_000
 
 
 def _text_delta(i: int) -> bytes:
@@ -30,8 +34,9 @@ def _chunks(data: bytes, size: int = 4096) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)]
 
 
-def _run(data: bytes, parse: bool = False) -> tuple[float, int]:
+def _run(data: bytes, parse: bool = False) -> tuple[float, float, int]:
     chunks = _chunks(data)
+    cpu = time.process_time()
     start = time.perf_counter()
     decoder = EnvelopeDecoder()
     n = 0
@@ -40,36 +45,30 @@ def _run(data: bytes, parse: bool = False) -> tuple[float, int]:
             n += 1
             if parse:
                 pb.AgentServerMessage.FromString(frame.payload)
-    return time.perf_counter() - start, n
+    return time.perf_counter() - start, time.process_time() - cpu, n
 
 
 def main() -> None:
-    small = [_text_delta(i) for i in range(50_000)]
-    big = [bytes(range(256)) * 256 for _ in range(400)]  # 64 KiB each
+    rec = Recorder(
+        "codec", "Connect envelope decoding (sans-IO, no sockets), fed in 4 KiB chunks; one sample per run."
+    )
+    small = [_text_delta(i) for i in range(SMALL)]
+    big = [bytes(range(256)) * 256 for _ in range(40 if quick() else 400)]  # 64 KiB each
+    n_small, n_big = f"{SMALL // 1000}k", len(big)
     cases = [
-        ("50k small text deltas", _stream(small), False),
-        ("50k small text deltas + protobuf parse", _stream(small), True),
-        ("400 x 64 KiB frames", _stream(big), False),
-        ("400 x 64 KiB gzip frames", _stream(big, flags=1), False),
+        (f"{n_small} small text deltas", _stream(small), False),
+        (f"{n_small} small text deltas + protobuf parse", _stream(small), True),
+        (f"{n_big} x 64 KiB frames", _stream(big), False),
+        (f"{n_big} x 64 KiB gzip frames", _stream(big, flags=1), False),
     ]
-    rows = []
     for name, data, parse in cases:
         _run(data, parse)  # warm-up
-        times, frames = [], 0
         for _ in range(REPEATS):
-            took, frames = _run(data, parse)
-            times.append(took)
-        lo, med, hi = stats(times)
-        rows.append(
-            [
-                name,
-                f"{len(data) / 1e6:.2f}",
-                f"{frames / hi:,.0f} / {frames / med:,.0f} / {frames / lo:,.0f}",
-                f"{len(data) / hi / 1e6:.1f} / {len(data) / med / 1e6:.1f} / {len(data) / lo / 1e6:.1f}",
-            ]
-        )
-    print(f"Connect envelope decoding, fed in 4 KiB chunks; {REPEATS} runs each (min / median / max).\n")
-    print(table(["stream", "wire MB", "frames/s", "MB/s (wire)"], rows))
+            wall, cpu, frames = _run(data, parse)
+            rec.add(f"{name}: frames/s", frames / wall, "frames/s", better="higher")
+            rec.add(f"{name}: wire MB/s", len(data) / wall / 1e6, "MB/s", better="higher")
+            rec.add(f"{name}: CPU per frame", cpu * 1e6 / frames, "µs")
+    rec.finish()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ A fresh Python process imports cursorpipe, builds a client and asks for one stre
 warmup it first calls ``client.warmup()`` (token, connection, model list; for acp the process and a
 session pool) and we report both how long start-up took and how fast the first request then was.
 Backends: the connect transport against the emulator (in its own process) and acp against the
-fake agent.
+fake agent. The child also reports its CPU time up to the first token (``time.process_time``,
+which counts from process start) and its resident memory once the turn has finished.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import tempfile
 import time
 from collections.abc import Iterator
 
-from _util import ms, stats, table
+from _util import Recorder, quick
 
-REPEATS = 5
+REPEATS = 1 if quick() else 2
 
 CHILD = r"""
 import asyncio, json, os, sys, time
@@ -35,10 +36,14 @@ async def main():
             await client.warmup(pool_size=1)
         ready = time.time()
         start = time.perf_counter()
+        first = first_at = cpu = 0.0
         async for _chunk in client.stream("auto", "cold start"):
-            first = time.perf_counter() - start
-            break
-        print(json.dumps({"ready": ready - T0, "first_after_ready": first, "first": time.time() - T0}))
+            if not first:
+                first, first_at, cpu = time.perf_counter() - start, time.time(), time.process_time()
+    with open("/proc/self/status") as fh:
+        rss = next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS:"))
+    print(json.dumps({"ready": ready - T0, "first_after_ready": first, "first": first_at - T0,
+                      "cpu": cpu, "rss": rss}))
 asyncio.run(main())
 """
 
@@ -82,7 +87,7 @@ def main() -> None:
     from cursorpipe.testing.emulator import Emulator
     from cursorpipe.testing.fake_agent import executable
 
-    rows = []
+    rec = Recorder("cold_start", f"Fresh process per sample, {REPEATS} samples per backend and mode.")
     with emulator() as url, tempfile.TemporaryDirectory() as state:
         env = {
             k: v for k, v in os.environ.items() if not k.startswith(("CURSORPIPE_", "CURSOR_", "FAKE_AGENT_"))
@@ -92,34 +97,19 @@ def main() -> None:
             "connect (emulator)": {"strategy": "connect", "backend_url": url, "api_key": Emulator().api_key},
             "acp (fake agent)": {"strategy": "acp", "agent_bin": executable()},
         }
-        for name, cfg in backends.items():
-            for warm in (False, True):
-                samples = [run(cfg, warm, env) for _ in range(REPEATS)]
-                first = stats([s["first"] for s in samples])
-                after = stats([s["first_after_ready"] for s in samples])
-                ready = stats([s["ready"] for s in samples])
-                rows.append(
-                    [
-                        name,
-                        "warmup" if warm else "cold",
-                        " / ".join(ms(v) for v in ready),
-                        " / ".join(ms(v) for v in after),
-                        " / ".join(ms(v) for v in first),
-                    ]
-                )
-    print(f"Fresh process per sample, {REPEATS} samples; times in ms, min / median / max.\n")
-    print(
-        table(
-            [
-                "backend",
-                "mode",
-                "process start -> ready",
-                "first token after ready",
-                "process start -> first token",
-            ],
-            rows,
-        )
-    )
+        run(backends["connect (emulator)"], False, env)  # warm-up: bytecode caches, emulator paths
+        # Samples interleaved across backends and modes, so drift in the machine's load hits all.
+        for _ in range(REPEATS):
+            for name, cfg in backends.items():
+                for warm in (False, True):
+                    label = f"{name}, {'warmup' if warm else 'cold'}"
+                    sample = run(cfg, warm, env)
+                    rec.add(f"{label}: process start to ready", sample["ready"] * 1000, "ms")
+                    rec.add(f"{label}: first token after ready", sample["first_after_ready"] * 1000, "ms")
+                    rec.add(f"{label}: process start to first token", sample["first"] * 1000, "ms")
+                    rec.add(f"{label}: CPU to first token", sample["cpu"] * 1000, "ms")
+                    rec.add(f"{label}: RSS after the turn", sample["rss"], "MiB")
+    rec.finish()
 
 
 if __name__ == "__main__":

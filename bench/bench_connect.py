@@ -8,7 +8,8 @@ The emulator runs in a separate process so it does not share our event loop. The
 least a correct client must do on the same wire (one pre-fetched token, a run request, answers to
 the KV and request-context requests, envelopes decoded) with no cursorpipe layers: no model
 validation, no CursorClient pipeline, no turn machine, no heartbeat task. Overhead = transport
-median minus floor median. Times are wall-clock on this machine; nothing here asserts on them.
+minus floor, both as the median of back-to-back pairs and as the difference of medians; CPU per
+turn is this process's ``time.process_time``. Nothing here asserts on times.
 """
 
 from __future__ import annotations
@@ -32,13 +33,16 @@ import h2.events
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import ms, stats, table
+from _util import Recorder, import_first, quick
 from cursorpipe import CursorClient, CursorPipeConfig
 from cursorpipe._proto.agent.v1 import agent_pb2 as pb
 from cursorpipe._proto.aiserver.v1 import aiserver_pb2 as ai
 from cursorpipe.testing.emulator import DEFAULT_API_KEY
 from cursorpipe.transports.connect import ConnectTransport
-from cursorpipe.transports.connect._codec import EnvelopeDecoder, encode_envelope
+
+# The codec may move into a shared private package (issue 13); use whichever this checkout has.
+_codec = import_first("cursorpipe.transports.connect._codec", "cursorpipe._codecs.connect")
+EnvelopeDecoder, encode_envelope = _codec.EnvelopeDecoder, _codec.encode_envelope
 
 MODEL = "composer-2"
 
@@ -277,10 +281,10 @@ async def transport_turn(client: CursorClient, text: str) -> tuple[float, float]
     return ttft, time.perf_counter() - start
 
 
-async def bench(url: str, turns: int) -> list[list[object]]:
-    rows: list[list[object]] = []
-    labels = ["floor RunSSE+BidiAppend", "floor h2 Run", "connect RunSSE+BidiAppend", "connect h2 Run"]
-    results: dict[str, list[tuple[float, float]]] = {label: [] for label in labels}
+LABELS = ("floor RunSSE+BidiAppend", "floor h2 Run", "connect RunSSE+BidiAppend", "connect h2 Run")
+
+
+async def bench(rec: Recorder, url: str, turns: int) -> None:
     configs = [
         CursorPipeConfig(strategy="connect", backend_url=url, api_key=DEFAULT_API_KEY, use_http2=mode)
         for mode in ("never", "always")
@@ -300,48 +304,68 @@ async def bench(url: str, turns: int) -> list[list[object]]:
         await raw.connect()
         await sse_client.warmup()
         await h2_client.warmup()
-        # Interleaved round robin, so load from other processes and warm-up drift hit every path
-        # alike; the first two rounds are warm-up and discarded.
-        for i in range(turns + 2):
-            round_ = [
-                await floor_runsse(http, url, token, f"floor {i}"),
-                await raw.turn(token, f"floor {i}"),
-                await transport_turn(sse_client, f"turn {i}"),
-                await transport_turn(h2_client, f"turn {i}"),
-            ]
-            if i >= 2:
-                for label, sample in zip(labels, round_, strict=True):
-                    results[label].append(sample)
-        await raw.close()
-
-    floors = {"RunSSE": results["floor RunSSE+BidiAppend"], "h2": results["floor h2 Run"]}
-    for label, samples in results.items():
-        t_min, t_med, t_max = stats([s[1] for s in samples])
-        f_min, f_med, f_max = stats([s[0] for s in samples])
-        floor = floors["h2" if "h2" in label else "RunSSE"]
-        overhead = t_med - stats([s[1] for s in floor])[1]
-        rows.append(
-            [
-                label,
-                f"{ms(f_min)} / {ms(f_med)} / {ms(f_max)}",
-                f"{ms(t_min)} / {ms(t_med)} / {ms(t_max)}",
-                "-" if label.startswith("floor") else ms(overhead),
-            ]
+        paths = (
+            lambda i: floor_runsse(http, url, token, f"floor {i}"),
+            lambda i: raw.turn(token, f"floor {i}"),
+            lambda i: transport_turn(sse_client, f"turn {i}"),
+            lambda i: transport_turn(h2_client, f"turn {i}"),
         )
-    return rows
+        # Interleaved round robin, so load from other processes and warm-up drift hit every path
+        # alike; the first two rounds are warm-up and discarded. Turns run one at a time, so the
+        # process CPU time around a turn is that turn's (client and floor alike).
+        for i in range(turns + 2):
+            totals: dict[str, float] = {}
+            for label, path in zip(LABELS, paths, strict=True):
+                cpu = time.process_time()
+                ttft, total = await path(i)
+                cpu = time.process_time() - cpu
+                if i >= 2:
+                    totals[label] = total
+                    rec.add(f"{label}: time to first token", ttft * 1000, "ms")
+                    rec.add(f"{label}: turn total", total * 1000, "ms")
+                    rec.add(f"{label}: client CPU per turn", cpu * 1000, "ms")
+            if totals:
+                for wire, floor, ours in (
+                    ("h2 Run", "floor h2 Run", "connect h2 Run"),
+                    ("RunSSE", "floor RunSSE+BidiAppend", "connect RunSSE+BidiAppend"),
+                ):
+                    rec.add(
+                        f"overhead over the floor, {wire} (paired turns)",
+                        (totals[ours] - totals[floor]) * 1000,
+                        "ms",
+                    )
+        await raw.close()
+    for wire, floor, ours in (
+        ("h2 Run", "floor h2 Run", "connect h2 Run"),
+        ("RunSSE", "floor RunSSE+BidiAppend", "connect RunSSE+BidiAppend"),
+    ):
+        rec.add_diff(
+            f"overhead over the floor, {wire} (difference of medians)",
+            f"{ours}: turn total",
+            f"{floor}: turn total",
+            "ms",
+        )
+        rec.add_diff(
+            f"CPU over the floor per turn, {wire} (difference of medians)",
+            f"{ours}: client CPU per turn",
+            f"{floor}: client CPU per turn",
+            "ms",
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--turns", type=int, default=int(os.environ.get("BENCH_TURNS", "30")))
+    default_turns = 3 if quick() else 15
+    parser.add_argument("--turns", type=int, default=int(os.environ.get("BENCH_TURNS", default_turns)))
     args = parser.parse_args(argv)
-    with emulator_process() as url:
-        rows = asyncio.run(bench(str(url), args.turns))
-    print(
+    rec = Recorder(
+        "connect",
         f"Connect transport vs raw floor, emulator in a separate process, {args.turns} turns each "
-        "(interleaved round robin after 2 warm-up rounds); times in ms, min / median / max.\n"
+        "(interleaved round robin after 2 warm-up rounds).",
     )
-    print(table(["path", "time to first token", "turn total", "overhead vs floor (median)"], rows))
+    with emulator_process() as url:
+        asyncio.run(bench(rec, str(url), args.turns))
+    rec.finish()
     return 0
 
 

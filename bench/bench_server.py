@@ -3,12 +3,14 @@
     python bench/bench_server.py                 # MockTransport with zero delay (server overhead only)
     python bench/bench_server.py --emulator      # connect transport against the Cursor API emulator
                                                  # (in its own process)
-    python bench/bench_server.py --requests 400 --repeats 5
+    python bench/bench_server.py --requests 400 --repeats 3
 
-Prints, at 1 and 64 concurrent streaming requests: requests/s (min/median/max over repeats),
-time to first token through the server and directly through ``CursorClient.events()``, the time
-the server adds (min/median/max), and the server's RSS when idle and under load. The server runs
-in its own process (as in production) so its RSS is its own; the load generator is httpx.
+Prints, at 1, 16 and 64 concurrent requests, streaming and not: requests/s, time to first token
+(streaming) or latency (not) through the server and directly through ``CursorClient.events()``,
+the time the server adds (difference of medians), CPU per request of the server process (from
+``/proc/<pid>/stat``) and of the direct client (``time.process_time``), and the server's RSS when
+idle and under load. The server runs in its own process (as in production) so its RSS and CPU are
+its own; the load generator is httpx, one connection per in-flight request.
 """
 
 from __future__ import annotations
@@ -16,10 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+from _util import Recorder, proc_cpu_s, quick
 
 PROMPT = "Benchmark prompt: say something short."
 #: Mid-stream error events seen (a benchmark that fails requests must say so, not look fast).
@@ -107,9 +108,19 @@ def server_process(backend: str, key: str) -> Iterator[tuple[str, subprocess.Pop
         proc.wait(30)
 
 
-async def one_server_request(http: httpx.AsyncClient) -> tuple[float, float]:
-    body = {"model": "auto", "messages": [{"role": "user", "content": PROMPT}], "stream": True}
+CONCURRENCY = (1, 16, 64)
+
+
+async def one_server_request(http: httpx.AsyncClient, stream: bool) -> tuple[float, float]:
+    body = {"model": "auto", "messages": [{"role": "user", "content": PROMPT}], "stream": stream}
     start = time.perf_counter()
+    if not stream:
+        r = await http.post("/v1/chat/completions", json=body)
+        r.raise_for_status()
+        if "error" in r.json():
+            ERRORS.append(r.text[:200])
+        took = time.perf_counter() - start
+        return took, took
     ttft = float("nan")
     async with http.stream("POST", "/v1/chat/completions", json=body) as r:
         r.raise_for_status()
@@ -149,10 +160,9 @@ async def load(fn: Any, arg: Any, concurrency: int, total: int) -> tuple[float, 
     return total / (time.perf_counter() - start), ttfts, lat
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+async def run(rec: Recorder, args: argparse.Namespace) -> None:
     from cursorpipe import CursorClient, CursorPipeConfig, MockTransport
 
-    results: dict[str, Any] = {}
     emu_cm: Any = emulator_process() if args.emulator else contextlib.nullcontext(("", ""))
     with emu_cm as (backend, key):
 
@@ -163,41 +173,71 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         with server_process(backend, key) as (url, proc):
             limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-            async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
-                await load(one_server_request, http, 8, 32)  # warm up both sides
-                idle = rss_mib(proc.pid)
-                results["rss_idle_mib"] = idle
-                peak = idle
-                for concurrency in (1, 64):
-                    total = max(args.requests, concurrency * 4)
-                    row: dict[str, list[float]] = {
-                        k: [] for k in ("srv_rps", "dir_rps", "srv_ttft", "dir_ttft")
-                    }
-                    for _ in range(args.repeats):
-                        sampler_stop = asyncio.Event()
 
-                        async def sample(stop: asyncio.Event = sampler_stop) -> None:
+            def http_client() -> httpx.AsyncClient:
+                # A fresh pool per measured phase: a keep-alive connection left idle between phases
+                # (longer than uvicorn's keep-alive timeout on a loaded machine) would be closed by
+                # the server just as the client reuses it, failing the request with a ReadError.
+                return httpx.AsyncClient(base_url=url, timeout=120, limits=limits)
+
+            stream_req = lambda h: one_server_request(h, True)  # noqa: E731
+            plain_req = lambda h: one_server_request(h, False)  # noqa: E731
+            async with http_client() as http:
+                await load(stream_req, http, 8, 32)  # warm up both paths
+                await load(plain_req, http, 8, 32)
+            idle = rss_mib(proc.pid)
+            rec.add("server RSS idle", idle, "MiB")
+            peak = idle
+            for concurrency in CONCURRENCY:
+                total = max(args.requests, concurrency * 4)
+                for _ in range(args.repeats):
+                    for mode, fn in (("streaming", stream_req), ("non-streaming", plain_req)):
+                        stop = asyncio.Event()
+
+                        async def sample(stop: asyncio.Event = stop) -> None:
                             nonlocal peak
                             while not stop.is_set():
                                 peak = max(peak, rss_mib(proc.pid))
                                 await asyncio.sleep(0.05)
 
-                        sampler = asyncio.create_task(sample())
-                        rps, ttfts, _ = await load(one_server_request, http, concurrency, total)
-                        sampler_stop.set()
+                        async with http_client() as http:
+                            await load(fn, http, concurrency, concurrency)  # open the connections
+                            sampler = asyncio.create_task(sample())
+                            cpu0 = proc_cpu_s(proc.pid)
+                            rps, ttfts, lat = await load(fn, http, concurrency, total)
+                            cpu = proc_cpu_s(proc.pid) - cpu0
+                        stop.set()
                         await sampler
-                        row["srv_rps"].append(rps)
-                        row["srv_ttft"].extend(ttfts)
-                        async with direct_client() as client:
-                            await load(one_direct_request, client, 4, 8)
-                            rps, ttfts, _ = await load(one_direct_request, client, concurrency, total)
-                        row["dir_rps"].append(rps)
-                        row["dir_ttft"].extend(ttfts)
-                    med_direct = statistics.median(row["dir_ttft"])
-                    row["added_ttft"] = [t - med_direct for t in row["srv_ttft"]]
-                    results[f"c{concurrency}"] = row
-                results["rss_loaded_mib"] = peak
-    return results
+                        key_ = f"server {mode}, {concurrency} concurrent"
+                        rec.add(f"{key_}: requests/s", rps, "req/s", better="higher")
+                        if mode == "streaming":
+                            rec.add(f"{key_}: time to first token", [t * 1000 for t in ttfts], "ms")
+                        rec.add(f"{key_}: latency", [t * 1000 for t in lat], "ms")
+                        rec.add(f"{key_}: server CPU per request", cpu * 1000 / total, "ms")
+                    async with direct_client() as client:
+                        await load(one_direct_request, client, 4, 8)
+                        cpu0 = time.process_time()
+                        rps, ttfts, lat = await load(one_direct_request, client, concurrency, total)
+                        cpu = time.process_time() - cpu0
+                    key_ = f"direct, {concurrency} concurrent"
+                    rec.add(f"{key_}: requests/s", rps, "req/s", better="higher")
+                    rec.add(f"{key_}: time to first token", [t * 1000 for t in ttfts], "ms")
+                    rec.add(f"{key_}: latency", [t * 1000 for t in lat], "ms")
+                    rec.add(f"{key_}: client CPU per request", cpu * 1000 / total, "ms")
+                rec.add_diff(
+                    f"added by the server, streaming, {concurrency} concurrent: time to first token",
+                    f"server streaming, {concurrency} concurrent: time to first token",
+                    f"direct, {concurrency} concurrent: time to first token",
+                    "ms",
+                )
+                rec.add_diff(
+                    f"added by the server, non-streaming, {concurrency} concurrent: latency",
+                    f"server non-streaming, {concurrency} concurrent: latency",
+                    f"direct, {concurrency} concurrent: latency",
+                    "ms",
+                )
+            rec.add("server RSS loaded (peak during the runs)", peak, "MiB")
+            rec.add("server memory per open stream at 64", max(0.0, peak - idle) * 1024 / 64, "KiB")
 
 
 def main() -> int:
@@ -205,37 +245,19 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--emulator", action="store_true", help="connect transport against the emulator")
-    parser.add_argument("--requests", type=int, default=200, help="requests per repeat (min 4x concurrency)")
-    parser.add_argument("--repeats", type=int, default=3, help="repeats per concurrency level")
-    parser.add_argument("--json", action="store_true", help="also print raw results as JSON")
-    args = parser.parse_args()
-    results = asyncio.run(run(args))
-    backend = "emulator (connect transport)" if args.emulator else "MockTransport, zero delay"
-    print(f"## cursorpipe-server vs the client directly ({backend})\n")
-    print("Streaming chat completions; min / median / max. Added time = server TTFT - median direct TTFT.\n")
-    print("| concurrency | measure | min | median | max |")
-    print("|---|---|---|---|---|")
-    for c in (1, 64):
-        row = results[f"c{c}"]
-        for label, key, unit, scale in (
-            ("server requests/s", "srv_rps", "", 1.0),
-            ("direct requests/s", "dir_rps", "", 1.0),
-            ("server time to first token (ms)", "srv_ttft", "", 1000.0),
-            ("direct time to first token (ms)", "dir_ttft", "", 1000.0),
-            ("added by the server (ms)", "added_ttft", "", 1000.0),
-        ):
-            v = [x * scale for x in row[key]]
-            print(f"| {c} | {label}{unit} | {min(v):.2f} | {statistics.median(v):.2f} | {max(v):.2f} |")
-    per_stream_kib = max(0.0, results["rss_loaded_mib"] - results["rss_idle_mib"]) * 1024 / 64
-    print(
-        f"\nServer RSS: idle {results['rss_idle_mib']:.1f} MiB, loaded {results['rss_loaded_mib']:.1f} MiB "
-        f"(peak while the runs were going): about {per_stream_kib:.0f} KiB per open stream at 64.\n"
+    default_requests = 8 if quick() else 100
+    parser.add_argument(
+        "--requests", type=int, default=default_requests, help="requests per repeat (min 4x concurrency)"
     )
+    parser.add_argument("--repeats", type=int, default=1, help="repeats per concurrency level")
+    args = parser.parse_args()
+    backend = "emulator (connect transport)" if args.emulator else "MockTransport, zero delay"
+    rec = Recorder("server", f"cursorpipe-server vs the client directly ({backend}), chat completions.")
+    asyncio.run(run(rec, args))
     if ERRORS:
-        print(f"**{len(ERRORS)} streamed requests ended with an error event**, e.g. {ERRORS[0]}\n")
-    if args.json:
-        print(json.dumps(results))
-    return 0
+        rec.note(f"**{len(ERRORS)} requests ended with an error**, e.g. {ERRORS[0]}")
+    rec.finish()
+    return 1 if ERRORS else 0
 
 
 if __name__ == "__main__":
