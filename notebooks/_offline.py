@@ -23,9 +23,10 @@ import contextlib
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cursorpipe.testing.emulator import Behaviour, ReplyContext, expected_tools_reply, reply_for
+if TYPE_CHECKING:  # the emulator (distribution cursorpipe-testing) is imported only when offline
+    from cursorpipe.testing.emulator import ReplyContext
 
 __all__ = ["Backend", "answer_from_context", "start_backend"]
 
@@ -43,19 +44,20 @@ class Backend:
         self._stack.close()
 
 
-def start_backend(behaviour: Behaviour | None = None) -> Backend:
-    """Use your Cursor account if ``CURSOR_API_KEY`` is set, else start the emulator with ``behaviour``.
+def start_backend(**behaviour: Any) -> Backend:
+    """Use your Cursor account if ``CURSOR_API_KEY`` is set, else start the emulator.
 
-    The emulator's URL is not printed: its port changes every run, and the notebooks' stored
-    outputs are compared with fresh ones in CI.
+    ``behaviour``: fields of the emulator's ``Behaviour`` (e.g. ``reply=answer_from_context``),
+    ignored with your account. The emulator's URL is not printed: its port changes every run, and
+    the notebooks' stored outputs are compared with fresh ones in CI.
     """
     if os.environ.get("CURSOR_API_KEY"):
         print("Using your Cursor account")
         return Backend(settings={}, live=True)
-    from cursorpipe.testing.emulator import Emulator
+    from cursorpipe.testing.emulator import Behaviour, Emulator
 
     backend = Backend(settings={}, live=False)
-    emu = backend._stack.enter_context(Emulator.start_in_thread(behaviour))
+    emu = backend._stack.enter_context(Emulator.start_in_thread(Behaviour(**behaviour)))
     backend.settings = {"strategy": "connect", "backend_url": emu.url, "api_key": emu.api_key}
     print("No CURSOR_API_KEY: using cursorpipe's offline Cursor API emulator")
     return backend
@@ -85,6 +87,8 @@ def answer_from_context(ctx: ReplyContext) -> str:
     replies (tool results, or a statement of what the model saw), so the other cells of a notebook
     behave as usual.
     """
+    from cursorpipe.testing.emulator import expected_tools_reply, reply_for
+
     if ctx.tool_results:
         return expected_tools_reply(ctx.tool_results)
     found = _CONTEXT.search(ctx.text) or _CONTEXT.search(ctx.system_prompt)

@@ -219,9 +219,8 @@ def llamaindex() -> list[nbformat.NotebookNode]:
             "the context that reached the model. Your account ignores it."
         ),
         new_code_cell(
-            "from _offline import answer_from_context, start_backend\n"
-            "from cursorpipe.testing.emulator import Behaviour\n\n"
-            "backend = start_backend(Behaviour(reply=answer_from_context))  # closed in the last cell\n"
+            "from _offline import answer_from_context, start_backend\n\n"
+            "backend = start_backend(reply=answer_from_context)  # closed in the last cell\n"
             "settings = backend.settings  # {} with your account; the emulator's URL and key offline"
         ),
         new_code_cell(
@@ -300,6 +299,7 @@ def llamaindex() -> list[nbformat.NotebookNode]:
 
 
 SERVER_START = """\
+import atexit
 import os
 import socket
 import subprocess
@@ -319,6 +319,7 @@ if not live:
     command.append("--emulator")  # the built-in Cursor API emulator: no account needed
 log = tempfile.NamedTemporaryFile("w+", prefix="cursorpipe-server-", suffix=".log")
 server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+atexit.register(server.terminate)  # stopped in the last cell; this covers a kernel that exits first
 
 base_url = f"http://127.0.0.1:{port}/v1"
 deadline = time.monotonic() + 30
@@ -546,6 +547,8 @@ def comparable(nb: nbformat.NotebookNode) -> list[tuple[str, list[str]]]:
 def build(name: str) -> nbformat.NotebookNode:
     """The notebook ``name`` as the builders above write it, without outputs."""
     nb = new_notebook(cells=NOTEBOOKS[name]())
+    for i, cell in enumerate(nb.cells):  # stable ids keep regenerated files' diffs to what changed
+        cell.id = f"cell-{i:02d}"
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     nbformat.validate(nb)
@@ -575,6 +578,12 @@ def execute(nb: nbformat.NotebookNode, timeout: int = 120) -> nbformat.NotebookN
     return nb
 
 
+def _same(stored: nbformat.NotebookNode, fresh: nbformat.NotebookNode) -> bool:
+    """Same cells and the same outputs once normalised."""
+    cells = [(c.cell_type, c.source) for c in stored.cells] == [(c.cell_type, c.source) for c in fresh.cells]
+    return cells and comparable(stored) == comparable(fresh)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -590,6 +599,10 @@ def main(argv: list[str]) -> int:
             execute(nb)
             print(f"executed {name} in {time.monotonic() - started:.1f} s")
         path = OUT / name
+        if args.execute and path.exists() and _same(nbformat.read(path, as_version=4), nb):
+            # Only ports and ids moved: keep the file, so a regeneration diffs to what changed.
+            print("unchanged", path.relative_to(ROOT))
+            continue
         nbformat.write(nb, path)
         print("wrote", path.relative_to(ROOT))
     if not args.execute:
