@@ -123,11 +123,8 @@ def main(argv: list[str]) -> int:
         sync()
         lint()
         typecheck()
-        # Notebooks are executed top to bottom (nbmake) after the test suite proper.
-        default = ["tests"]
-        if any((ROOT / "notebooks").glob("*.ipynb")):
-            default += ["--nbmake", "notebooks"]
-        return pytest(rest or default)
+        # tests/notebooks re-executes the notebooks and compares them with their stored outputs.
+        return pytest(rest or ["tests"])
     print(__doc__, file=sys.stderr)
     return 2
 

@@ -1,15 +1,23 @@
-"""Write the walkthrough notebooks in notebooks/ (without outputs) from the cells below.
+"""Write the walkthrough notebooks in notebooks/ from the cells below, with their outputs.
 
-    .venv/bin/python scripts/make_notebooks.py
+    .venv/bin/python scripts/make_notebooks.py --execute   # write and run them: the stored outputs
+    .venv/bin/python scripts/make_notebooks.py             # write them without outputs (quick edit)
 
-Every notebook runs top to bottom offline against cursorpipe's Cursor API emulator when
-CURSOR_API_KEY is not set, and against your Cursor account when it is. The test command executes
-them with nbmake (``pytest --nbmake notebooks``). Edit the cells here, not the .ipynb files.
+Edit the cells here, never the .ipynb files. Every notebook runs top to bottom offline against
+cursorpipe's Cursor API emulator when CURSOR_API_KEY is not set (``notebooks/_offline.py`` is the
+shared bootstrap), and against your Cursor account when it is. ``--execute`` always runs them offline
+and stores the outputs; ``tests/notebooks`` (part of ``python3 dev.py test``) runs them again and
+compares the fresh outputs with the stored ones, strictly except for what ``VOLATILE`` names
+(ports, ids, addresses, temporary paths), and checks the cells match this script.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import re
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -21,22 +29,13 @@ OUT = ROOT / "notebooks"
 SETUP_MD = """\
 **Offline or live.** With `CURSOR_API_KEY` set, this notebook talks to your Cursor account. Without
 it, it starts cursorpipe's Cursor API emulator on loopback (fake, deterministic answers, real
-protocol) so every cell runs anywhere."""
+protocol) so every cell runs anywhere. The bootstrap is `notebooks/_offline.py`."""
 
 SETUP = """\
-import contextlib
-import os
+from _offline import start_backend
 
-stack = contextlib.ExitStack()  # closed in the last cell
-if os.environ.get("CURSOR_API_KEY"):
-    settings = {}  # everything comes from the environment (CURSOR_API_KEY, CURSORPIPE_*)
-    print("Using your Cursor account")
-else:
-    from cursorpipe.testing.emulator import Emulator
-
-    emu = stack.enter_context(Emulator.start_in_thread())
-    settings = {"strategy": "connect", "backend_url": emu.url, "api_key": emu.api_key}
-    print("No CURSOR_API_KEY: using the offline Cursor API emulator at", emu.url)"""
+backend = start_backend()  # closed in the last cell
+settings = backend.settings  # {} with your account; the emulator's URL and key offline"""
 
 
 def quickstart() -> list[nbformat.NotebookNode]:
@@ -100,7 +99,7 @@ def quickstart() -> list[nbformat.NotebookNode]:
             'for model in await client.list_models():\n    print(f"{model.id:24} {model.display_name}")'
         ),
         new_markdown_cell("## Clean up"),
-        new_code_cell("await client.close()\nstack.close()"),
+        new_code_cell("await client.close()\nbackend.close()"),
     ]
 
 
@@ -198,7 +197,9 @@ def langchain() -> list[nbformat.NotebookNode]:
         ),
         new_markdown_cell("## Clean up"),
         new_code_cell(
-            "await llm.aclose()  # this loop's client\nllm.close()  # the sync bridge's client\nstack.close()"
+            "await llm.aclose()  # this loop's client\n"
+            "llm.close()  # the sync bridge's client\n"
+            "backend.close()"
         ),
     ]
 
@@ -209,9 +210,19 @@ def llamaindex() -> list[nbformat.NotebookNode]:
             "# LlamaIndex: `CursorLLM`\n\n"
             "`CursorLLM` as `Settings.llm` in a query engine and a chat engine over a few local "
             "documents. Embeddings come from LlamaIndex's `MockEmbedding` so the notebook needs no "
-            "embedding service; use a real embedding model for real retrieval.\n\n" + SETUP_MD
+            "embedding service; with mock embeddings retrieval ranks the passages arbitrarily, so "
+            "the engines here retrieve all three. Use a real embedding model for real retrieval.\n\n"
+            + SETUP_MD
+            + "\n\nOffline, the emulated model gets a scripted reply, `answer_from_context` from "
+            "`_offline.py`: it answers with the retrieved passage that best matches the question "
+            "(and with the emulator's usual replies otherwise), so the answers below come only from "
+            "the context that reached the model. Your account ignores it."
         ),
-        new_code_cell(SETUP),
+        new_code_cell(
+            "from _offline import answer_from_context, start_backend\n\n"
+            "backend = start_backend(reply=answer_from_context)  # closed in the last cell\n"
+            "settings = backend.settings  # {} with your account; the emulator's URL and key offline"
+        ),
         new_code_cell(
             "from llama_index.core import Document, Settings, VectorStoreIndex\n"
             "from llama_index.core.embeddings import MockEmbedding\n"
@@ -228,26 +239,32 @@ def llamaindex() -> list[nbformat.NotebookNode]:
             "]\n"
             "index = VectorStoreIndex.from_documents(documents)"
         ),
-        new_markdown_cell("## Query engine"),
+        new_markdown_cell(
+            "## Query engine\n\nThe answer names a year that appears only in the documents, never in "
+            "the question: the retrieved context reached the model."
+        ),
         new_code_cell(
-            "query_engine = index.as_query_engine(similarity_top_k=2)\n"
+            "query_engine = index.as_query_engine(similarity_top_k=3)\n"
             'response = await query_engine.aquery("When was the lamp automated?")\n'
             "print(response)\n"
-            "for node in response.source_nodes:\n"
-            '    print("source:", node.node.get_content())'
+            'assert "1989" in str(response), "the answer does not use the retrieved context"\n'
+            'print("retrieved:", len(response.source_nodes), "passages")'
         ),
         new_markdown_cell("Streaming:"),
         new_code_cell(
-            "streaming = index.as_query_engine(streaming=True)\n"
-            'response = await streaming.aquery("Who keeps the lighthouse?")\n'
+            "streaming = index.as_query_engine(similarity_top_k=3, streaming=True)\n"
+            'response = await streaming.aquery("When was the lighthouse built?")\n'
             "async for token in response.async_response_gen():\n"
             '    print(token, end="", flush=True)'
         ),
-        new_markdown_cell("## Chat engine"),
+        new_markdown_cell(
+            "## Chat engine\n\nThe `context` chat mode retrieves for every message and hands the "
+            "passages to the model in the system prompt."
+        ),
         new_code_cell(
-            'chat_engine = index.as_chat_engine(chat_mode="condense_plus_context")\n'
-            'print(await chat_engine.achat("Who keeps the lighthouse?"))\n'
-            'print(await chat_engine.achat("How often does she log the weather?"))'
+            'chat_engine = index.as_chat_engine(chat_mode="context", similarity_top_k=3)\n'
+            'print(await chat_engine.achat("What is the lighthouse built from?"))\n'
+            'print(await chat_engine.achat("How often does the keeper log the weather?"))'
         ),
         new_markdown_cell(
             "## Token counting\n\n`CursorLLM` reports Cursor's token counts in `raw['usage']`, which "
@@ -277,38 +294,59 @@ def llamaindex() -> list[nbformat.NotebookNode]:
             'print("tool calls:", [(c.tool_name, c.tool_kwargs) for c in result.tool_calls])'
         ),
         new_markdown_cell("## Clean up"),
-        new_code_cell("await Settings.llm.aclose()\nstack.close()"),
+        new_code_cell("await Settings.llm.aclose()\nbackend.close()"),
     ]
+
+
+SERVER_START = """\
+import atexit
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+live = bool(os.environ.get("CURSOR_API_KEY"))
+with socket.socket() as probe:  # a free loopback port
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+command = [str(Path(sys.executable).parent / "cursorpipe-server"), "--port", str(port), "--pool-size", "0"]
+if not live:
+    command.append("--emulator")  # the built-in Cursor API emulator: no account needed
+log = tempfile.NamedTemporaryFile("w+", prefix="cursorpipe-server-", suffix=".log")
+server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+atexit.register(server.terminate)  # stopped in the last cell; this covers a kernel that exits first
+
+base_url = f"http://127.0.0.1:{port}/v1"
+deadline = time.monotonic() + 30
+while True:  # ready once /health answers
+    try:
+        health = httpx.get(f"http://127.0.0.1:{port}/health").json()
+        break
+    except httpx.TransportError:
+        if server.poll() is not None or time.monotonic() > deadline:
+            log.seek(0)
+            raise RuntimeError("cursorpipe-server did not start:\\n" + log.read()) from None
+        time.sleep(0.1)
+print("cursorpipe-server is up:", {k: health[k] for k in ("status", "emulated", "transport")})"""
 
 
 def server() -> list[nbformat.NotebookNode]:
     return [
         new_markdown_cell(
-            "# The OpenAI-compatible server with the `openai` SDK\n\n"
+            "# The OpenAI-compatible server: `openai`, LangChain's `ChatOpenAI`, LiteLLM\n\n"
             "`cursorpipe-server` speaks the OpenAI API, so any OpenAI client can use your Cursor "
-            "models. From a shell: `cursorpipe-server` (or `cursorpipe-server --emulator` offline). "
-            "Here the app runs in a background thread of this notebook.\n\n" + SETUP_MD
+            "models. This notebook starts it as a separate process, exactly as you would from a "
+            "shell: `cursorpipe-server` with your account (`CURSOR_API_KEY` set), "
+            "`cursorpipe-server --emulator` offline (the built-in Cursor API emulator: fake, "
+            "deterministic answers, real protocol). It waits for `/health` and stops the server in "
+            "the last cell."
         ),
-        new_code_cell(SETUP),
-        new_code_cell(
-            "import socket\n"
-            "import threading\n"
-            "import time\n\n"
-            "import uvicorn\n"
-            "from cursorpipe import CursorPipeConfig\n"
-            "from cursorpipe.server import create_app\n\n"
-            "app = create_app(CursorPipeConfig(pool_size=0, **settings), emulated=bool(settings))\n"
-            "with socket.socket() as probe:  # pick a free loopback port\n"
-            '    probe.bind(("127.0.0.1", 0))\n'
-            "    port = probe.getsockname()[1]\n"
-            'server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))\n'
-            "thread = threading.Thread(target=server.run, daemon=True)\n"
-            "thread.start()\n"
-            "while not server.started:\n"
-            "    time.sleep(0.05)\n"
-            'base_url = f"http://127.0.0.1:{port}/v1"\n'
-            'print("serving on", base_url)'
-        ),
+        new_code_cell(SERVER_START),
         new_markdown_cell("## The `openai` SDK"),
         new_code_cell(
             "from openai import OpenAI\n\n"
@@ -340,6 +378,62 @@ def server() -> list[nbformat.NotebookNode]:
             "    if chunk.usage:\n"
             '        print("\\nusage:", chunk.usage)'
         ),
+        new_markdown_cell(
+            "## Tools\n\nOpenAI-style `tools`: the model answers with `tool_calls`, you run them and "
+            "send the results back as `tool` messages. (The emulated model calls a tool named in the "
+            "question, then answers with its result.)"
+        ),
+        new_code_cell(
+            "import json\n\n"
+            "tools = [\n"
+            "    {\n"
+            '        "type": "function",\n'
+            '        "function": {\n'
+            '            "name": "get_weather",\n'
+            '            "description": "Get the current weather in a city.",\n'
+            '            "parameters": {\n'
+            '                "type": "object",\n'
+            '                "properties": {"city": {"type": "string"}},\n'
+            '                "required": ["city"],\n'
+            "            },\n"
+            "        },\n"
+            "    }\n"
+            "]\n"
+            'question = "What is the weather in Lisbon? Use the get_weather tool."\n'
+            'messages = [{"role": "user", "content": question}]\n'
+            'first = client.chat.completions.create(model="auto", messages=messages, tools=tools)\n'
+            "call = first.choices[0].message.tool_calls[0]\n"
+            "print(first.choices[0].finish_reason, call.function.name, json.loads(call.function.arguments))\n"
+            "messages.append(first.choices[0].message.model_dump(exclude_none=True))\n"
+            'city = json.loads(call.function.arguments)["city"]\n'
+            'result = f"Sunny and 21 C in {city}"\n'
+            'messages.append({"role": "tool", "tool_call_id": call.id, "content": result})\n'
+            'final = client.chat.completions.create(model="auto", messages=messages, tools=tools)\n'
+            "print(final.choices[0].message.content)"
+        ),
+        new_markdown_cell(
+            "## `response_format`\n\n`chat.completions.parse` with a pydantic class sends a JSON "
+            "schema; the server validates the model's answer against it (one repair round) and "
+            "answers HTTP 502 `structured_output_invalid` rather than pass on something that does "
+            "not fit. Your Cursor models answer with JSON. The emulated model does not "
+            "write JSON for a schema yet, so offline this cell shows the server's typed error."
+        ),
+        new_code_cell(
+            "import openai\n"
+            "from pydantic import BaseModel\n\n\n"
+            "class Person(BaseModel):\n"
+            "    name: str\n"
+            "    age: int\n\n\n"
+            "try:\n"
+            "    parsed = client.chat.completions.parse(\n"
+            '        model="auto",\n'
+            '        messages=[{"role": "user", "content": "Ada Lovelace died at 36."}],\n'
+            "        response_format=Person,\n"
+            "    )\n"
+            "    print(repr(parsed.choices[0].message.parsed))\n"
+            "except openai.APIStatusError as exc:\n"
+            '    print("HTTP", exc.status_code, exc.body)'
+        ),
         new_markdown_cell("The async client works the same way:"),
         new_code_cell(
             "from openai import AsyncOpenAI\n\n"
@@ -350,8 +444,43 @@ def server() -> list[nbformat.NotebookNode]:
             "print(reply.choices[0].message.content)\n"
             "await async_client.close()"
         ),
-        new_markdown_cell("## Clean up"),
-        new_code_cell("client.close()\nserver.should_exit = True\nthread.join(10)\nstack.close()"),
+        new_markdown_cell(
+            "## LangChain's `ChatOpenAI`\n\nPoint `base_url` at the server; `stream_usage=True` "
+            "asks for the usage chunk when streaming. (For LangChain, `ChatCursor` from "
+            "`langchain-cursorpipe` skips the server altogether, see notebook 02.)"
+        ),
+        new_code_cell(
+            "from langchain_openai import ChatOpenAI\n\n"
+            "chat = ChatOpenAI(\n"
+            '    model="auto", base_url=base_url, api_key="not-needed-on-loopback", stream_usage=True\n'
+            ")\n"
+            'print(chat.invoke("Say hi in five words").content)\n'
+            "last = None\n"
+            'for piece in chat.stream("Count from one to five"):\n'
+            '    print(piece.content, end="", flush=True)\n'
+            "    last = piece if last is None else last + piece\n"
+            'print("\\nusage:", last.usage_metadata)'
+        ),
+        new_markdown_cell(
+            "## LiteLLM\n\nLiteLLM's `openai/` provider prefix with `api_base` pointing at the server. "
+            "`LITELLM_LOCAL_MODEL_COST_MAP` keeps LiteLLM from downloading its price list at import."
+        ),
+        new_code_cell(
+            'os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")\n'
+            "import litellm\n\n"
+            "answer = litellm.completion(\n"
+            '    model="openai/auto",\n'
+            "    api_base=base_url,\n"
+            '    api_key="not-needed-on-loopback",\n'
+            '    messages=[{"role": "user", "content": "Say hi in five words"}],\n'
+            ")\n"
+            "print(answer.choices[0].message.content)\n"
+            'print("usage:", answer.usage.prompt_tokens, "+", answer.usage.completion_tokens, "tokens")'
+        ),
+        new_markdown_cell("## Clean up\n\nStop the server (it drains in-flight requests on SIGTERM)."),
+        new_code_cell(
+            'client.close()\nserver.terminate()\nprint("server exit code:", server.wait(30))\nlog.close()'
+        ),
     ]
 
 
@@ -362,19 +491,124 @@ NOTEBOOKS = {
     "04_server_openai.ipynb": server,
 }
 
+# What varies from run to run and is no part of what a notebook shows: loopback ports, ids,
+# object addresses and temporary paths. Everything else must match the stored outputs exactly.
+VOLATILE = [
+    (re.compile(r"\b(127\.0\.0\.1|localhost):\d+"), r"\1:<port>"),
+    (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"), "<uuid>"),
+    (re.compile(r"\bcall_[0-9a-f]{6,}_\d+\b"), "<call-id>"),
+    (re.compile(r"\b(chatcmpl|req|run)[-_][0-9a-zA-Z]{8,}\b"), r"\1-<id>"),
+    (re.compile(r"\bat 0x[0-9a-f]+\b"), "at <address>"),
+    (re.compile(r"/tmp/[^\s'\"]+"), "<tmp>"),  # noqa: S108 (a pattern, not a file)
+]
 
-def main() -> int:
+
+def normalise(text: str) -> str:
+    """``text`` with the run-dependent parts (ports, ids, addresses, temp paths) replaced by tags."""
+    for pattern, tag in VOLATILE:
+        text = pattern.sub(tag, text)
+    return text
+
+
+def merge_streams(nb: nbformat.NotebookNode) -> None:
+    """Join consecutive stream outputs of one cell (how a stream is chunked depends on timing)."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        merged: list[nbformat.NotebookNode] = []
+        for out in cell.outputs:
+            last = merged[-1] if merged else None
+            if last is not None and out.output_type == last.output_type == "stream" and last.name == out.name:
+                last.text += out.text
+                continue
+            merged.append(out)
+        cell.outputs = merged
+
+
+def comparable(nb: nbformat.NotebookNode) -> list[tuple[str, list[str]]]:
+    """Each code cell as ``(source, [normalised output, ...])``, the form the comparison checks."""
+    cells = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        outs = []
+        for out in cell.outputs:
+            if out.output_type == "stream":
+                outs.append(f"[{out.name}]\n{normalise(out.text)}")
+            elif out.output_type == "error":
+                outs.append(f"[error] {out.ename}: {normalise(out.evalue)}")
+            else:
+                data = out.get("data", {})
+                outs.append(f"[{out.output_type}]\n{normalise(data.get('text/plain', repr(sorted(data))))}")
+        cells.append((cell.source, outs))
+    return cells
+
+
+def build(name: str) -> nbformat.NotebookNode:
+    """The notebook ``name`` as the builders above write it, without outputs."""
+    nb = new_notebook(cells=NOTEBOOKS[name]())
+    for i, cell in enumerate(nb.cells):  # stable ids keep regenerated files' diffs to what changed
+        cell.id = f"cell-{i:02d}"
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nbformat.validate(nb)
+    return nb
+
+
+def execute(nb: nbformat.NotebookNode, timeout: int = 120) -> nbformat.NotebookNode:
+    """Run ``nb`` top to bottom in a fresh kernel from ``notebooks/``, always offline.
+
+    ``CURSOR_API_KEY`` is removed from the kernel's environment: the stored outputs are the
+    emulator's, so they can be compared on any machine. Raises ``CellExecutionError`` on a failing cell.
+    """
+    from nbclient import NotebookClient
+
+    saved = os.environ.pop("CURSOR_API_KEY", None)
+    try:
+        NotebookClient(
+            nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(OUT)}}
+        ).execute()
+    finally:
+        if saved is not None:
+            os.environ["CURSOR_API_KEY"] = saved
+    merge_streams(nb)
+    for cell in nb.cells:  # keep the stored files free of timestamps
+        cell.metadata.pop("execution", None)
+    nb.metadata.get("language_info", {}).pop("version", None)
+    return nb
+
+
+def _same(stored: nbformat.NotebookNode, fresh: nbformat.NotebookNode) -> bool:
+    """Same cells and the same outputs once normalised."""
+    cells = [(c.cell_type, c.source) for c in stored.cells] == [(c.cell_type, c.source) for c in fresh.cells]
+    return cells and comparable(stored) == comparable(fresh)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--execute", action="store_true", help="run each notebook and store its outputs")
+    parser.add_argument("names", nargs="*", help="notebooks to write (default: all)")
+    args = parser.parse_args(argv)
     OUT.mkdir(exist_ok=True)
-    for name, build in NOTEBOOKS.items():
-        nb = new_notebook(cells=build())
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        nb.metadata["language_info"] = {"name": "python"}
-        nbformat.validate(nb)
+    for name in args.names or NOTEBOOKS:
+        nb = build(name)
+        if args.execute:
+            started = time.monotonic()
+            execute(nb)
+            print(f"executed {name} in {time.monotonic() - started:.1f} s")
         path = OUT / name
+        if args.execute and path.exists() and _same(nbformat.read(path, as_version=4), nb):
+            # Only ports and ids moved: keep the file, so a regeneration diffs to what changed.
+            print("unchanged", path.relative_to(ROOT))
+            continue
         nbformat.write(nb, path)
         print("wrote", path.relative_to(ROOT))
+    if not args.execute:
+        print("without outputs: tests/notebooks fails until you run this again with --execute")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
