@@ -158,7 +158,9 @@ async def test_unknown_fields_listed_in_header_by_default(served) -> None:
     r = await s.http.post("/v1/chat/completions", json=body)
     assert r.status_code == 200
     ignored = r.headers["x-cursorpipe-ignored-params"].split(", ")
-    assert ignored == ["frobnicate"]  # tools/tool_choice/response_format are honoured (issue 7)
+    # tools/tool_choice/response_format are honoured (issue 7); Cursor has no sampling knobs, so
+    # seed and temperature are listed (issue 15)
+    assert ignored == ["frobnicate", "seed", "temperature"]
     assert s.mock.requests[0].temperature == 0.2
     assert [t.name for t in s.mock.requests[0].tools] == ["f"]
 
@@ -170,9 +172,26 @@ async def test_strict_mode_rejects_unknown_field_naming_it(served) -> None:
     err = r.json()["error"]
     assert err["param"] == "logit_bias" and err["code"] == "unsupported_parameter"
     assert "logit_bias" in err["message"]
-    r = await s.http.post("/v1/chat/completions", json={"messages": USER, "user": "u", "seed": 1})
+    for name, value in (("temperature", 0.5), ("top_p", 0.9), ("seed", 1)):
+        r = await s.http.post("/v1/chat/completions", json={"messages": USER, name: value})
+        assert r.status_code == 400, name
+        assert r.json()["error"]["param"] == name and r.json()["error"]["code"] == "unsupported_parameter"
+        r = await s.http.post("/v1/responses", json={"input": "hi", name: value})
+        assert r.status_code == 400, name
+        assert r.json()["error"]["param"] == name
+    assert not s.mock.requests  # nothing refused reached the transport
+    r = await s.http.post("/v1/chat/completions", json={"messages": USER, "user": "u", "temperature": None})
     assert r.status_code == 200
     assert s.mock.requests  # the accepted request ran
+
+
+async def test_sampling_parameters_are_validated_and_listed_as_ignored(served) -> None:
+    s = await served()
+    r = await s.http.post("/v1/chat/completions", json={"messages": USER, "top_p": 3})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "top_p"
+    r = await s.http.post("/v1/responses", json={"input": "hi", "temperature": 0.3, "top_p": 0.5})
+    assert r.status_code == 200
+    assert r.headers["x-cursorpipe-ignored-params"] == "temperature, top_p"
 
 
 async def test_mid_stream_error_sends_error_event_then_done(served, parse_sse) -> None:

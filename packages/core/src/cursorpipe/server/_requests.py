@@ -102,6 +102,17 @@ def _policy(extra: Mapping[str, Any] | None, strict: bool, prefix: str = "") -> 
     return names
 
 
+#: Declared on the bodies (a wrong type or range is still a 400 naming the field) but honoured by no
+#: transport: Cursor has no sampling knobs (issue 15). A value that is set is listed as ignored, and
+#: strict mode refuses it, like an unknown field.
+_SAMPLING = ("temperature", "top_p", "seed")
+
+
+def _ignored(parsed: BaseModel, strict: bool) -> list[str]:
+    sampling = {name: True for name in _SAMPLING if getattr(parsed, name, None) is not None}
+    return _policy({**(parsed.model_extra or {}), **sampling}, strict)
+
+
 # ----------------------------------------------------------------------------------------------
 # /v1/chat/completions
 # ----------------------------------------------------------------------------------------------
@@ -124,6 +135,7 @@ class _ChatBody(BaseModel):
     stream: bool | None = None
     stream_options: _StreamOptions | None = None
     temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
+    top_p: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
@@ -266,10 +278,11 @@ def parse_chat(body: dict[str, Any], *, strict: bool) -> ChatParams:
     """Validate a chat completion body (see the module docstring for the field policy).
 
     ``tools``, ``tool_choice``, ``parallel_tool_calls`` and ``response_format`` are honoured
-    (issue 7), so they are never listed as ignored."""
+    (issue 7), so they are never listed as ignored; ``temperature``, ``top_p`` and ``seed`` are
+    validated but reach no transport, so they are."""
     parsed: _ChatBody = _validate(_ChatBody, body)
     tools = _tools(parsed.tools)
-    ignored = _policy(parsed.model_extra, strict)
+    ignored = _ignored(parsed, strict)
     if parsed.stream_options is not None:
         ignored += _policy(parsed.stream_options.model_extra, strict, "stream_options.")
     stop = (parsed.stop,) if isinstance(parsed.stop, str) else tuple(parsed.stop or ())
@@ -310,6 +323,7 @@ class _ResponsesBody(BaseModel):
     stream: bool | None = None
     max_output_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
+    top_p: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
     user: str | None = None
     metadata: dict[str, str] | None = None
     store: bool | None = None
@@ -417,7 +431,7 @@ def parse_responses(body: dict[str, Any], *, strict: bool) -> ResponsesParams:
     parsed: _ResponsesBody = _validate(_ResponsesBody, body)
     tools = _responses_tools(parsed.tools)
     # `store` only says whether OpenAI would keep the response; nothing to honour here.
-    ignored = _policy(parsed.model_extra, strict)
+    ignored = _ignored(parsed, strict)
     if parsed.reasoning is not None:
         ignored += _policy(parsed.reasoning.model_extra, strict, "reasoning.")
     raw_input: Any = parsed.input
