@@ -128,3 +128,14 @@ def test_unknown_failure_is_a_crash_with_redacted_tail() -> None:
     killed = classify_failure(exit_code=-9, stderr="")
     assert isinstance(killed, AgentCrashError) and "signal 9" in str(killed)
     assert classify_text("") is None and classify_text("all good") is None
+
+
+def test_redaction_keeps_hints_readable_and_still_masks_values() -> None:
+    from cursorpipe._redact import redact
+
+    hint = "Missing or wrong bearer token: send 'Authorization: Bearer <CURSORPIPE_BEARER_TOKEN>'."
+    assert redact(hint) == hint
+    assert redact("authorization: Bearer abcdefgh12345678") == "authorization: Bearer [REDACTED]"
+    assert redact("Authorization: sekrit-value-123") == "Authorization: [REDACTED]"
+    assert redact('{"api_key": "zzzzzzzz9"}') == '{"api_key": "[REDACTED]"}'
+    assert redact("access_token=abcdef123456&x=1") == "access_token=[REDACTED]"

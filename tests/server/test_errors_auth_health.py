@@ -157,6 +157,8 @@ async def test_bearer_auth_constant_time_health_exempt(served):
     err = assert_openai_error(r.json(), code="invalid_api_key")
     assert r.headers["www-authenticate"] == "Bearer"
     assert "s3cret" not in r.text
+    # the hint says what to send, unmangled by the redactor (issue 15)
+    assert "Authorization: Bearer <CURSORPIPE_BEARER_TOKEN>" in err["message"]
     r = await s.http.get("/v1/models", headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401
     r = await s.http.get("/nowhere")
@@ -328,3 +330,26 @@ async def test_metrics_without_the_extra_is_501_naming_it(served, monkeypatch):
     err = assert_openai_error(r.json(), code="metrics_unavailable")
     assert "pip install 'cursorpipe[metrics]'" in err["message"]
     assert (await s.http.post("/v1/chat/completions", json={"messages": USER})).status_code == 200
+
+
+def test_server_logging_keeps_httpx_request_lines_out_at_info() -> None:
+    import logging
+
+    from cursorpipe.server import cli as server_cli
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers), logging.getLogger("httpx").level)
+    try:
+        root.handlers.clear()
+        server_cli._setup_logging("info")
+        assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+        assert logging.getLogger("httpx").isEnabledFor(logging.WARNING)
+        assert logging.getLogger("cursorpipe.server").isEnabledFor(logging.INFO)
+        root.handlers.clear()
+        server_cli._setup_logging("debug")
+        assert logging.getLogger("httpx").isEnabledFor(logging.DEBUG)
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
+        logging.getLogger("httpx").setLevel(saved[2])
+        logging.getLogger("httpcore").setLevel(logging.NOTSET)

@@ -15,9 +15,12 @@ _PATTERNS = (
     re.compile(r"crsr_[A-Za-z0-9_\-]{4,}"),
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=\-]{8,}"),
     re.compile(r"eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"),
+    # `name: value` pairs. An auth scheme word (`Authorization: Bearer ...`) is not the secret (the
+    # bearer pattern above masks what follows it), nor is a `<placeholder>` in a hint telling the
+    # user what to send: masking those turned a helpful 401 hint into nonsense (issue 15).
     re.compile(
         r"(?i)((?:api[_-]?key|access[_-]?token|refresh[_-]?token|authorization)[\"']?\s*[:=]\s*[\"']?)"
-        r"[^\s\"',}]{6,}"
+        r"(?!(?:bearer|basic|token)\b)(?!<)[^\s\"',}]{6,}"
     ),
 )
 _lock = threading.Lock()

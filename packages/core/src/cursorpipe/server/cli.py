@@ -232,6 +232,10 @@ def serve(app: Any, config: CursorPipeConfig, *, drain_timeout_s: float = SERVER
 def _setup_logging(level: str) -> None:
     numeric = logging.DEBUG if level.lower() in ("debug", "trace") else getattr(logging, level.upper(), 20)
     logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    # httpx/httpcore log every upstream request at INFO: one line per Cursor call drowns the
+    # server's own lines at the default level (issue 15). They stay visible at DEBUG.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.NOTSET if numeric <= logging.DEBUG else logging.WARNING)
 
 
 @contextlib.contextmanager
