@@ -141,9 +141,10 @@ def _from_cursorpipe(exc: CursorPipeError) -> APIError:
         return APIError(502, msg, type="api_error", code=code, should_retry=False)
     if isinstance(exc, StructuredOutputError):
         # The model's answer failed response_format validation even after the core's repair
-        # round: an upstream (model) failure, not the caller's fault, so 502; retrying the same
-        # request rarely helps, hence x-should-retry: false.
-        return APIError(502, msg, type="api_error", code=code, should_retry=False)
+        # round. A 5xx would surface in the OpenAI SDK as an InternalServerError (and be retried):
+        # 422 is one a client can act on (UnprocessableEntityError: relax the schema, rephrase, or
+        # retry deliberately), and x-should-retry: false since the same request rarely helps.
+        return APIError(422, msg, type="structured_output_error", code=code, should_retry=False)
     if isinstance(exc, SessionError):
         if code == "client_closed":
             return APIError(503, msg, type="server_error", code=code, retry_after=1.0, should_retry=True)
