@@ -60,7 +60,7 @@ def test_request_methods_answer_like_the_async_client(client: SyncCursorClient) 
     assert client.generate("auto", "sync hello") == expected_reply("sync hello")
     assert client.chat("auto", [{"role": "user", "content": "sync chat"}]) == expected_reply("sync chat")
     result = client.complete("auto", prompt="sync complete", system="be brief")
-    assert result.text == expected_reply("sync complete", system_prompt=True)
+    assert result.text == expected_reply("sync complete", system="be brief")
     assert result.stop_reason == "stop" and result.transport == "connect"
     assert "".join(client.stream("auto", "sync stream")) == expected_reply("sync stream")
     events = list(client.events("auto", prompt="sync events"))
@@ -83,7 +83,7 @@ def test_session_keeps_the_conversation(client: SyncCursorClient) -> None:
         assert isinstance(session, SyncCursorSession)
         assert session.prompt("first").text == expected_reply("first")
         chunks = list(session.stream_prompt("second"))
-        assert "".join(chunks) == expected_reply("second", turn=2, history=1)
+        assert "".join(chunks) == expected_reply("second", earlier=2, first="first", turns=1)
         assert session.turn_count == 2 and session.session_id
     assert session.discarded
 
@@ -98,7 +98,8 @@ def test_stream_broken_off_early_cancels_the_run_and_the_client_goes_on(
         break
     assert client.active_requests == 0
     _wait_for(lambda: len(emu.runs) > runs_before and emu.runs[-1].finished)
-    assert emu.runs[-1].outcome == "cancelled"
+    # live-dialect.md row 11: an early stop drops the stream like the SDK (no cancel_action)
+    assert emu.runs[-1].outcome == "disconnected"
     emu.behaviour.token_delay_s = 0.0
     assert client.generate("auto", "after") == expected_reply("after")
 
@@ -123,7 +124,8 @@ def test_ctrl_c_during_a_stream_cancels_the_run(client: SyncCursorClient, emu: E
     assert got and len(got) < 20
     assert client.active_requests == 0
     _wait_for(lambda: len(emu.runs) > runs_before and emu.runs[-1].finished)
-    assert emu.runs[-1].outcome == "cancelled"
+    # live-dialect.md row 11: an early stop drops the stream like the SDK (no cancel_action)
+    assert emu.runs[-1].outcome == "disconnected"
 
 
 def test_ctrl_c_during_generate_cancels_before_returning(client: SyncCursorClient, emu: Emulator) -> None:
