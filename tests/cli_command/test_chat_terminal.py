@@ -2,7 +2,7 @@
 against the emulator, checking what the terminal shows.
 
 The emulator echoes the prompt and reports the conversation memory it saw
-(``expected_reply(text, turn, history)``), so the screen proves both the answer and the session.
+(``expected_reply(text, earlier=..., first=..., turns=...)``), so the screen proves both the answer and the session.
 """
 
 from __future__ import annotations
@@ -102,10 +102,10 @@ def test_conversation_ctrl_c_keeps_memory_and_ctrl_d_exits_0(slow_emu: Emulator,
     child.expect_exact(PROMPT)
     shown = _screen(child)
     # The interrupted answer stopped part-way: its full text never reached the screen.
-    assert expected_reply("tell me a long story", turn=2, history=1) not in shown
+    assert expected_reply("tell me a long story", earlier=2, first="remember the word apple", turns=1) not in shown
 
     # The conversation survived the interrupt: the model still sees the first turn.
-    _ask(child, "what was the word", expected_reply("what was the word", turn=2, history=1))
+    _ask(child, "what was the word", expected_reply("what was the word", earlier=2, first="remember the word apple", turns=1))
     child.sendeof()
     assert _finish(child) == 0
     # The prompt history persisted for the next run, privately.
@@ -128,8 +128,8 @@ def test_local_commands_and_a_real_system_prompt(tmp_path: Path) -> None:
     child.expect_exact("system prompt set")
     child.expect_exact(PROMPT)
     # -s is a system prompt on every turn (the emulator marks answers that carried one).
-    _ask(child, "one", expected_reply("one", system_prompt=True))
-    _ask(child, "two", expected_reply("two", turn=2, history=1, system_prompt=True))
+    _ask(child, "one", expected_reply("one", system="answer briefly"))
+    _ask(child, "two", expected_reply("two", earlier=2, first="one", turns=1, system="answer briefly"))
 
     child.sendline("/help")
     child.expect_exact("/reset")
@@ -140,7 +140,7 @@ def test_local_commands_and_a_real_system_prompt(tmp_path: Path) -> None:
     child.sendline("/system off")
     child.expect_exact("[system prompt cleared]")
     child.expect_exact(PROMPT)
-    _ask(child, "three", expected_reply("three", turn=3, history=2))
+    _ask(child, "three", expected_reply("three", earlier=4, first="one", turns=2))
 
     child.sendline("/reset")
     child.expect_exact("[new conversation]")
