@@ -2,7 +2,7 @@
 against the emulator, checking what the terminal shows.
 
 The emulator echoes the prompt and reports the conversation memory it saw
-(``expected_reply(text, earlier=..., first=..., turns=...)``), so the screen proves both the answer and the session.
+(``expected_reply(text, earlier=, first=, turns=)``), so the screen proves both the answer and the session.
 """
 
 from __future__ import annotations
@@ -102,10 +102,11 @@ def test_conversation_ctrl_c_keeps_memory_and_ctrl_d_exits_0(slow_emu: Emulator,
     child.expect_exact(PROMPT)
     shown = _screen(child)
     # The interrupted answer stopped part-way: its full text never reached the screen.
-    assert expected_reply("tell me a long story", earlier=2, first="remember the word apple", turns=1) not in shown
+    apple = "remember the word apple"
+    assert expected_reply("tell me a long story", earlier=2, first=apple, turns=1) not in shown
 
     # The conversation survived the interrupt: the model still sees the first turn.
-    _ask(child, "what was the word", expected_reply("what was the word", earlier=2, first="remember the word apple", turns=1))
+    _ask(child, "what was the word", expected_reply("what was the word", earlier=2, first=apple, turns=1))
     child.sendeof()
     assert _finish(child) == 0
     # The prompt history persisted for the next run, privately.
