@@ -181,9 +181,9 @@ def langchain() -> list[nbformat.NotebookNode]:
             "## Structured output\n\n`with_structured_output` returns instances of a pydantic class "
             '(or dicts for a TypedDict or JSON schema). The default `method="json_schema"` validates '
             "the answer against the schema, repairs once and otherwise raises "
-            '`cursorpipe.StructuredOutputError`; `method="function_calling"` (used here, since the '
-            'offline emulator answers JSON only through tool calls) forces a tool; `"json_mode"` asks '
-            "for any JSON object."
+            "`cursorpipe.StructuredOutputError` (offline, the emulator answers a schema request with "
+            "a valid instance filled from the message, as a real model would); "
+            '`method="function_calling"` forces a tool; `"json_mode"` asks for any JSON object.'
         ),
         new_code_cell(
             "from pydantic import BaseModel, Field\n\n\n"
@@ -191,7 +191,7 @@ def langchain() -> list[nbformat.NotebookNode]:
             '    """A person mentioned in the text."""\n\n'
             '    name: str = Field(description="the person\'s full name")\n'
             '    age: int = Field(description="age in years")\n\n\n'
-            'extract = llm.with_structured_output(Person, method="function_calling")\n'
+            "extract = llm.with_structured_output(Person)\n"
             'person = await extract.ainvoke("Ada Lovelace died at 36.")\n'
             "print(repr(person))"
         ),

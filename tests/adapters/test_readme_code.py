@@ -64,11 +64,6 @@ def _blocks() -> list[Block]:
 
 
 BLOCKS = _blocks()
-_STRUCTURED_GAP = "StructuredOutputError: the answer contains no JSON value"
-
-
-def _uses_structured_output(block: Block) -> bool:
-    return "response_format" in block.code or "with_structured_output" in block.code
 
 
 def test_the_readmes_have_python_blocks() -> None:
@@ -152,13 +147,6 @@ def test_block_runs_offline(block: Block, emulator: Emulator, server: str, tmp_p
         OPENAI_API_KEY="unused",
     )
     done = _run(block, env, tmp_path)
-    if done.returncode != 0 and _STRUCTURED_GAP in done.stderr and _uses_structured_output(block):
-        # Only this exact, known gap is excused; any other failure of the block fails the test,
-        # and once the emulator answers schema requests the block simply passes.
-        pytest.xfail(
-            "issue 15 'Structured output works offline' is open: the emulator answers a JSON-schema "
-            "request with plain text, so the README's structured-output lines cannot run offline yet"
-        )
     assert done.returncode == 0, f"{block.id} failed:\n{done.stdout}\n{done.stderr}"
     if "print(" in block.code:
         assert done.stdout.strip(), f"{block.id} printed nothing"

@@ -76,13 +76,21 @@ def test_doctor_live_against_the_strict_emulator(emu: Emulator, capsys: pytest.C
     hidden = results["allowed-tools header empty"]
     assert hidden["completed"] and hidden["verdict"] == "completes, tool never called"
     works("tools only in mcp_tools")
+    # the same tool turn in ASK mode: the strict emulator (live-dialect.md row 8) hides the tools
+    ask = results["ASK mode with tools"]
+    assert ask["completed"] and ask["honoured"] is False and ask["wire"] == {"mode": "ask"}
+    assert ask["verdict"] == "completes, tool never called"
+    assert "ASK mode with tools" in captured.out and "completes, tool never called" in captured.out
+    ask_runs = [r for r in emu.runs if r.mode == "ask" and r.tools_offered]
+    assert ask_runs and all(r.tools_visible == [] for r in ask_runs)
     # 5. a session survives only when the stream is read to its end
     works("read to the end-stream after turn_ended")
     dropped = results["drop the stream at turn_ended"]
     assert not dropped["completed"] and "Blob not found" in dropped["error"]
-    # 6. the emulator reports no cache figures: inconclusive, not a failure
+    # 6. the emulator reports cache figures inside input_tokens, as the live service does (row 13)
     (cache,) = [r for r in report["results"] if r["check"] == "6 cached usage"]
-    assert cache["completed"] and cache["honoured"] is True and "includes cache" in cache["verdict"]
+    assert cache["completed"] and cache["honoured"] is True, cache
+    assert "includes cache" in cache["verdict"] and cache["usage"]["cache_read_tokens"] > 0
     # the report is attachable: versions, backend, no credential
     assert report["backend_url"] == emu.url and report["cursorpipe"]
     text = report_path.read_text(encoding="utf-8")

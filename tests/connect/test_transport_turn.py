@@ -435,3 +435,38 @@ def test_choose_model_with_parameters_and_max_mode() -> None:
     )
     rm = msg.run_request.requested_model
     assert rm.max_mode and [(p.id, p.value) for p in rm.parameters] == [("effort", "max")]
+
+
+@pytest.mark.parametrize(
+    ("profile_mode", "with_tools", "request_mode", "expected"),
+    [
+        ("auto", False, "ask", pb.AGENT_MODE_ASK),
+        ("auto", False, "plan", pb.AGENT_MODE_PLAN),
+        ("auto", True, "ask", pb.AGENT_MODE_AGENT),
+        ("ask", True, "ask", pb.AGENT_MODE_ASK),
+        ("agent", False, "ask", pb.AGENT_MODE_AGENT),
+    ],
+)
+def test_wire_profile_mode_knob(
+    profile_mode: str, with_tools: bool, request_mode: str, expected: int
+) -> None:
+    """live-dialect.md row 8: the default (``auto``) is AGENT with tools, else the chat mode; the
+    probe's knob forces ASK (or AGENT) whatever is offered, and the tools still travel."""
+    from cursorpipe.types import ToolSpec
+
+    tools = (ToolSpec("t", "a tool", {"type": "object", "properties": {}}),) if with_tools else ()
+    request = TurnRequest(
+        model="composer-2",
+        messages=(ChatMessage.of("user", "hi"),),
+        mode=request_mode,  # type: ignore[arg-type]
+        tools=tools,
+    )
+    msg = build_run_request(
+        request,
+        ConversationState(conversation_id=CONV),
+        model_id="composer-2",
+        run_id=RUN,
+        profile=WireProfile(mode=profile_mode),  # type: ignore[arg-type]
+    )
+    assert msg.run_request.action.user_message_action.user_message.mode == expected
+    assert len(msg.run_request.mcp_tools.mcp_tools) == len(tools)

@@ -237,6 +237,9 @@ class _Probe:
             Variant("MCP family + tools in request context", {}, default=True),
             Variant("allowed-tools header empty", {"mcp_allowed_tools": False}),
             Variant("tools only in mcp_tools", {"tools_in_request_context": False}),
+            # live-dialect.md row 8: ASK is reported to take no tool definitions; this variant
+            # shows whether the service still hides the tools there (it should: "tool never called").
+            Variant("ASK mode with tools", {"mode": "ask"}),
         ):
             await self.run("4 tool call", v, 1, body)
 

@@ -551,6 +551,8 @@ async def _stream(
             continue
         result = results[index]
         result.feed(value)
+        if isinstance(value, TransportInfo) and value.model and index == 0:
+            model = value.model  # the routed model, if it came after the first chunk
         deltas: list[dict[str, Any]] = []
         if isinstance(value, TextDelta) and not value.notice and value.text:
             deltas.append({"content": value.text})

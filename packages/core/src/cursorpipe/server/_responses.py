@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .._redact import redact
-from ..types import TextDelta, Usage
+from ..types import TextDelta, TransportInfo, Usage
 from ._chat import ClientGone, RunResult, collect, primed_stream, total_usage
 from ._errors import describe
 from ._requests import IGNORED_HEADER, ResponsesParams, parse_json_object, parse_responses
@@ -261,6 +261,8 @@ async def _stream(
         if isinstance(value, End):
             break
         result.feed(value)
+        if isinstance(value, TransportInfo) and value.model:
+            model = value.model  # the routed model, if it came after the stream started
         if isinstance(value, TextDelta) and not value.notice and value.text:
             if first:
                 first = False

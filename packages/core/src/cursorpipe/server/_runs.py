@@ -98,11 +98,13 @@ class Fanout:
                 return
 
     def peek_info(self, index: int = 0) -> TransportInfo | None:
-        """The ``TransportInfo`` of run ``index`` if it was read already."""
+        """The latest ``TransportInfo`` of run ``index`` read so far (a later one names the model
+        Cursor routed the turn to)."""
+        found: TransportInfo | None = None
         for i, value in self._buffer:
             if i == index and isinstance(value, TransportInfo):
-                return value
-        return None
+                found = value
+        return found
 
     async def aclose(self) -> None:
         """Cancel every run still going and wait for them to finish cancelling."""

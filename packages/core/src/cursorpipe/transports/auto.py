@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from .._routing import create_transport
@@ -319,13 +319,17 @@ class AutoTransport:
                                 info = event
                                 continue
                             committed = True
-                            yield TransportInfo(
+                            info = TransportInfo(
                                 transport=transport.name,
                                 model=info.model if info is not None else request.model,
                                 session_id=info.session_id if info is not None else None,
                                 fallback_from=tuple(failed)
                                 + (info.fallback_from if info is not None else ()),
                             )
+                            yield info
+                        elif isinstance(event, TransportInfo) and info is not None:
+                            # A later update (the routed model): keep the fallback record.
+                            event = replace(info, model=event.model or info.model)
                         yield event
                 return
             except CursorPipeError as exc:

@@ -8,7 +8,9 @@ events ending with :class:`~cursorpipe.types.TurnEnd`. Contract for ``run``:
   killing the process) in its ``finally`` and never leaks tasks, sockets or processes;
 * it yields ``TransportInfo`` first, then deltas, then at most one ``UsageEvent``, then exactly
   one ``TurnEnd`` as the last event; a stream that stops without ``TurnEnd`` is an error the
-  transport raises itself (``StreamDroppedError``);
+  transport raises itself (``StreamDroppedError``); a later ``TransportInfo`` (same transport and
+  session) reports the model that actually answered once the service says so (connect's
+  ``routed_model``), and consumers keep the latest;
 * every failure is raised as a :mod:`cursorpipe.errors` class, cause chained; ``CancelledError``
   propagates untouched;
 * ``session`` is ``None`` for a stateless turn (``request.messages`` holds the whole conversation)

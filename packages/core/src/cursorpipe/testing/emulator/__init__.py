@@ -23,7 +23,10 @@ Blob not found``), the checkpoint's turns, the request-context reply's global ru
 and malformed tool-call ids; tools reach the model only through the allowed-tools header, a non-ASK
 mode and a connected MCP server. Each rule has a :class:`Behaviour` switch
 (``Behaviour.permissive()`` relaxes them all). The default reply states what the model saw, so tests
-compute it with :func:`expected_reply` (or :func:`reply_for` for a :class:`ReplyContext`)::
+compute it with :func:`expected_reply` (or :func:`reply_for` for a :class:`ReplyContext`). A
+request whose system text asks for JSON (cursorpipe's ``response_format`` instruction) is answered
+with JSON instead: a valid instance of the JSON Schema (:func:`schema_instance`, filled from the
+user message where it names a property), or ``{"answer": <the default reply>}`` in plain JSON mode::
 
     expected_reply("three", earlier=4, first="one", system="Be brief.")
 
@@ -86,6 +89,7 @@ from ._behaviour import (
     expected_reply,
     reply_for,
 )
+from ._schema import schema_instance
 from ._server import DEFAULT_API_KEY, Emulator
 from ._tools import (
     CUSTOM_TOOLS_PROVIDER,
@@ -140,5 +144,6 @@ __all__ = [
     "mcp_tool_definition",
     "parse_prompt_message",
     "reply_for",
+    "schema_instance",
     "tool_rounds",
 ]

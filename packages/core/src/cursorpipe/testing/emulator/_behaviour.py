@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._schema import structured_reply
 from ._tools import ToolCallsSpec, ToolResult
 from ._view import DEFAULT_MIN_CLI_VERSION
 
@@ -93,8 +94,12 @@ def _quote(text: str) -> str:
 
 
 def reply_for(ctx: ReplyContext) -> str:
-    """:func:`expected_reply` for what the model saw in ``ctx`` (the emulator's default reply)."""
-    return expected_reply(
+    """The emulator's default reply for what the model saw in ``ctx``: :func:`expected_reply`, or,
+    when a system text asks for JSON (cursorpipe's ``response_format`` instruction), a JSON answer
+    as a real model would give: a valid instance of the requested JSON Schema filled from the user
+    message where it can be (:func:`~cursorpipe.testing.emulator.schema_instance`), or
+    ``{"answer": <expected_reply>}`` for plain JSON mode."""
+    plain = expected_reply(
         ctx.text,
         earlier=len(ctx.history),
         first=ctx.first_user_message,
@@ -104,6 +109,8 @@ def reply_for(ctx: ReplyContext) -> str:
         mode=ctx.mode,
         queries=ctx.queries,
     )
+    structured = structured_reply(ctx.system_texts, ctx.text, plain)
+    return plain if structured is None else structured
 
 
 def estimate_tokens(text: str) -> int:

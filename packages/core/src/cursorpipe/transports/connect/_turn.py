@@ -107,6 +107,10 @@ class WireProfile:
             (row 6).
         mcp_allowed_tools: send the MCP family in ``x-cursor-agent-allowed-tools`` when tools exist
             (row 7); ``False`` sends ``""`` always.
+        mode: the ``UserMessage.mode`` of each turn (row 8). ``"auto"``: AGENT when tools are
+            offered, else the request's chat mode (ASK, or PLAN); ``"ask"`` / ``"agent"`` force that
+            mode whatever is offered, so ``cursorpipe doctor --live`` can compare ASK against AGENT
+            on a tool turn (live-dialect.md "Live checks", check 4).
     """
 
     dialect: Dialect = "cli"
@@ -115,6 +119,7 @@ class WireProfile:
     history: Literal["roots", "conversation_history"] = "roots"
     tools_in_request_context: bool = True
     mcp_allowed_tools: bool = True
+    mode: Literal["auto", "ask", "agent"] = "auto"
 
     @property
     def client_type(self) -> str:
@@ -542,8 +547,14 @@ def build_run_request(
         # keep them as history so nothing is lost silently.
         earlier = earlier + trailing
         trailing = []
-    # live-dialect.md row 8 (see _MODES): AGENT with tools (ASK takes none), else ASK or PLAN.
-    mode = pb.AGENT_MODE_AGENT if tools else _MODES.get(request.mode, pb.AGENT_MODE_ASK)
+    # live-dialect.md row 8 (see _MODES): AGENT with tools (ASK takes none), else ASK or PLAN,
+    # unless the profile forces one mode (the live probe's ASK-with-tools variant).
+    if profile.mode == "ask":
+        mode = pb.AGENT_MODE_ASK
+    elif profile.mode == "agent":
+        mode = pb.AGENT_MODE_AGENT
+    else:
+        mode = pb.AGENT_MODE_AGENT if tools else _MODES.get(request.mode, pb.AGENT_MODE_ASK)
     action = run.action.user_message_action
     names = {c.id: c.name for m in convo for c in m.tool_calls}
     if profile.history == "roots":

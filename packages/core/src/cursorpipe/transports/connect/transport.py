@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -509,6 +510,18 @@ class ConnectTransport:
         # The most informative failure: the RPC's (it used the token) unless it was "unimplemented".
         raise errors[-1]
 
+    def _routed_id(self, display_name: str | None) -> str | None:
+        """The catalogue id for a ``routed_model`` display name (``"Composer 2"`` ->
+        ``composer-2``), so callers see an id they could request; the display name itself when no
+        listed model carries it (the update has only a display name, connect.md §7)."""
+        if not display_name:
+            return None
+        low = display_name.lower()
+        for m in self._models or ():
+            if low in (m.id.lower(), m.display_name.lower()):
+                return m.id
+        return display_name
+
     async def _resolve_model(self, name: str, reasoning_effort: str | None = None) -> ModelChoice:
         """The ``RequestedModel`` for ``name`` (family id, alias, sibling or legacy slug, ``auto``,
         optionally ``id[param=value,...]``) with ``reasoning_effort`` mapped to the model's effort
@@ -726,9 +739,10 @@ class ConnectTransport:
         }
         system = system_text(request)
         base_checkpoint = state.checkpoint
-        yield TransportInfo(
+        info = TransportInfo(
             transport=self.name, model=request.model, session_id=state.id if session is not None else None
         )
+        yield info
         reauthed = False
         switched = False
         resumes = 0
@@ -826,6 +840,13 @@ class ConnectTransport:
                                 self._answer_tool(channel, handler, exec_id, call, tool_timeout, inbox),
                                 name="cursorpipe-tool",
                             )
+                    routed = self._routed_id(machine.routed_model)
+                    if routed and routed != info.model:
+                        # connect.md §7 routed_model: the model Cursor actually routed this turn
+                        # to (e.g. for ``auto``). A second TransportInfo updates what answered;
+                        # consumers keep the latest (base.py contract).
+                        info = replace(info, model=routed)
+                        yield info
                     for event in step.events:
                         if isinstance(event, TurnEnd):
                             held.append(event)  # after the post-turn work, see below
