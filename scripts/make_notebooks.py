@@ -414,9 +414,9 @@ def server() -> list[nbformat.NotebookNode]:
         new_markdown_cell(
             "## `response_format`\n\n`chat.completions.parse` with a pydantic class sends a JSON "
             "schema; the server validates the model's answer against it (one repair round) and "
-            "answers HTTP 502 `structured_output_invalid` rather than pass on something that does "
-            "not fit. Your Cursor models answer with JSON. The emulated model does not "
-            "write JSON for a schema yet, so offline this cell shows the server's typed error."
+            "answers HTTP 422 `structured_output_invalid` (`openai.UnprocessableEntityError`) "
+            "rather than pass on something that does not fit. Offline, the emulated model answers "
+            "a schema with a valid instance filled from the message, as a real model would."
         ),
         new_code_cell(
             "import openai\n"
@@ -431,7 +431,7 @@ def server() -> list[nbformat.NotebookNode]:
             "        response_format=Person,\n"
             "    )\n"
             "    print(repr(parsed.choices[0].message.parsed))\n"
-            "except openai.APIStatusError as exc:\n"
+            "except openai.UnprocessableEntityError as exc:\n"
             '    print("HTTP", exc.status_code, exc.body)'
         ),
         new_markdown_cell("The async client works the same way:"),
