@@ -58,7 +58,7 @@ def test_arbitrary_json_bodies_never_cause_a_500() -> None:
     client = CursorClient(CursorPipeConfig(max_retries=0), transport=MockTransport())
     app = create_app(client=client)
     seen: set[int] = set()
-    with TestClient(app) as http:
+    with TestClient(app, base_url="http://localhost") as http:
 
         @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         # Guaranteed valid and invalid bodies, so the final check never depends on what hypothesis drew.

@@ -30,8 +30,9 @@ from ..types import (
     UsageEvent,
     estimate_tokens,
 )
+from ._body import parse_body, read_body
 from ._errors import APIError, describe, error_body
-from ._requests import IGNORED_HEADER, ChatParams, parse_chat, parse_json_object
+from ._requests import IGNORED_HEADER, ChatParams, parse_chat
 from ._runs import End, EventStreamResponse, Fanout, keepalive, run_until_disconnect, sse
 from ._sessions import SESSION_HEADER
 from ._state import ServerState, request_timeout
@@ -340,13 +341,21 @@ async def _prepare(request: Request, st: ServerState, params: ChatParams) -> Pre
 
 async def chat_completions(request: Request, st: ServerState) -> Response:
     """Handle one chat completion request."""
-    body = parse_json_object(await request.body())
-    params = parse_chat(body, strict=st.config.strict_params)
-    if params.user:
-        log.debug("chat request for user %s", redact(params.user))
+    # The body is read inside the gate (issue 12): a flood of huge or slow bodies queues for a
+    # slot instead of all being held in memory at once.
     await st.gate.acquire()
+    held = 1
     handed_off = False
     try:
+        raw = await read_body(request, limit=st.config.max_body_bytes, timeout_s=st.config.body_timeout_s)
+        params = await parse_body(raw, lambda body: parse_chat(body, strict=st.config.strict_params))
+        if params.user:
+            log.debug("chat request for user %s", redact(params.user))
+        if params.n > 1:  # n runs upstream take n slots
+            st.gate.release(held)
+            held = 0
+            await st.gate.acquire(params.n)
+            held = params.n
         prepared = await _prepare(request, st, params)
         cid = "chatcmpl-" + secrets.token_hex(12)
         created = int(time.time())
@@ -380,7 +389,7 @@ async def chat_completions(request: Request, st: ServerState) -> Response:
 
             async def on_close() -> None:
                 await fanout.aclose()
-                st.gate.release()
+                st.gate.release(held)
 
             handed_off = True
             return EventStreamResponse(body_gen, headers=prepared.headers, on_close=on_close)
@@ -396,7 +405,7 @@ async def chat_completions(request: Request, st: ServerState) -> Response:
         return _completion(st, results, params, prepared, cid=cid, created=created)
     finally:
         if not handed_off:
-            st.gate.release()
+            st.gate.release(held)
 
 
 def _completion(

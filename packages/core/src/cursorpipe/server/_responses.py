@@ -16,9 +16,10 @@ from starlette.responses import JSONResponse, Response
 
 from .._redact import redact
 from ..types import TextDelta, Usage
+from ._body import parse_body, read_body
 from ._chat import ClientGone, RunResult, collect, primed_stream, total_usage
 from ._errors import describe
-from ._requests import IGNORED_HEADER, ResponsesParams, parse_json_object, parse_responses
+from ._requests import IGNORED_HEADER, ResponsesParams, parse_responses
 from ._runs import End, EventStreamResponse, Fanout, keepalive, run_until_disconnect
 from ._state import ServerState, request_timeout
 
@@ -113,23 +114,24 @@ def _response(
 
 async def responses_create(request: Request, st: ServerState) -> Response:
     """Handle one Responses API request."""
-    params = parse_responses(parse_json_object(await request.body()), strict=st.config.strict_params)
-    headers: dict[str, str] = {}
-    if params.ignored:
-        headers[IGNORED_HEADER] = ", ".join(params.ignored)
-    turn = st.client.build_request(
-        params.model or None,
-        params.messages,
-        temperature=params.temperature,
-        max_tokens=params.max_output_tokens,
-        timeout_s=request_timeout(request),
-        tools=params.tools,
-        tool_choice=params.tool_choice,
-    )
-    prompt_text = "".join(m.text for m in turn.messages)
-    await st.gate.acquire()
+    await st.gate.acquire()  # the body is read inside the gate, as on chat completions
     handed_off = False
     try:
+        raw = await read_body(request, limit=st.config.max_body_bytes, timeout_s=st.config.body_timeout_s)
+        params = await parse_body(raw, lambda body: parse_responses(body, strict=st.config.strict_params))
+        headers: dict[str, str] = {}
+        if params.ignored:
+            headers[IGNORED_HEADER] = ", ".join(params.ignored)
+        turn = st.client.build_request(
+            params.model or None,
+            params.messages,
+            temperature=params.temperature,
+            max_tokens=params.max_output_tokens,
+            timeout_s=request_timeout(request),
+            tools=params.tools,
+            tool_choice=params.tool_choice,
+        )
+        prompt_text = "".join(m.text for m in turn.messages)
         rid = "resp_" + secrets.token_hex(12)
         msg_id = "msg_" + secrets.token_hex(12)
         created = int(time.time())

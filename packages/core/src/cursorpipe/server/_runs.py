@@ -207,45 +207,80 @@ def keepalive() -> bytes:
 
 
 class Gate:
-    """At most ``limit`` requests run at once; others wait up to ``queue_timeout_s`` and then get
-    429 with Retry-After. While draining every new request gets 503 with Retry-After."""
+    """At most ``limit`` upstream runs at once (a request with ``n`` choices takes ``n`` slots);
+    others wait, first come first served, up to ``queue_timeout_s`` and then get 429 with
+    Retry-After. While draining every new request gets 503 with Retry-After."""
 
     def __init__(self, limit: int, queue_timeout_s: float) -> None:
         self.limit = limit
         self.queue_timeout_s = queue_timeout_s
-        self._sem = asyncio.Semaphore(limit)
         self.in_use = 0
         self.draining = False
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
 
-    async def acquire(self) -> None:
-        """Take a slot or raise the 429/503 :class:`APIError`."""
+    def _busy(self) -> APIError:
+        return APIError(
+            429,
+            f"cursorpipe-server is busy: {self.limit} runs are already going "
+            f"(CURSORPIPE_MAX_CONCURRENCY) and no slot freed up within {self.queue_timeout_s:g} s. "
+            "Retry shortly.",
+            type="rate_limit_error",
+            code="server_busy",
+            retry_after=SERVER_BUSY_RETRY_AFTER_S,
+            should_retry=True,
+        )
+
+    async def acquire(self, weight: int = 1) -> None:
+        """Take ``weight`` slots or raise the 400/429/503 :class:`APIError`."""
         if self.draining:
             raise draining_error()
-        try:
-            if self.queue_timeout_s <= 0:
-                if self._sem.locked():
-                    raise TimeoutError
-                await self._sem.acquire()
-            else:
-                async with asyncio.timeout(self.queue_timeout_s):
-                    await self._sem.acquire()
-        except TimeoutError:
+        if weight > self.limit:
             raise APIError(
-                429,
-                f"cursorpipe-server is busy: {self.limit} requests are already running "
-                f"(CURSORPIPE_MAX_CONCURRENCY) and no slot freed up within {self.queue_timeout_s:g} s. "
-                "Retry shortly.",
-                type="rate_limit_error",
-                code="server_busy",
-                retry_after=SERVER_BUSY_RETRY_AFTER_S,
-                should_retry=True,
-            ) from None
-        self.in_use += 1
+                400,
+                f"n={weight} needs {weight} parallel runs but this server runs at most {self.limit} "
+                "(CURSORPIPE_MAX_CONCURRENCY).",
+                param="n",
+                code="invalid_value",
+                should_retry=False,
+            )
+        if not self._waiters and self.in_use + weight <= self.limit:
+            self.in_use += weight
+            return
+        if self.queue_timeout_s <= 0:
+            raise self._busy()
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (weight, granted)
+        self._waiters.append(entry)
+        try:
+            async with asyncio.timeout(self.queue_timeout_s):
+                await granted
+        except BaseException as exc:
+            if granted.done() and not granted.cancelled():
+                self.release(weight)  # granted in the same instant the wait ended: give it back
+            if isinstance(exc, TimeoutError):
+                raise self._busy() from None
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(entry)
+            self._grant()
 
-    def release(self) -> None:
-        """Give a slot back."""
-        self.in_use -= 1
-        self._sem.release()
+    def release(self, weight: int = 1) -> None:
+        """Give ``weight`` slots back."""
+        self.in_use -= weight
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiters:
+            weight, granted = self._waiters[0]
+            if granted.done():
+                self._waiters.popleft()
+                continue
+            if self.in_use + weight > self.limit:
+                return  # strict order: a big request is not starved by small ones behind it
+            self._waiters.popleft()
+            self.in_use += weight
+            granted.set_result(None)
 
 
 def draining_error() -> APIError:

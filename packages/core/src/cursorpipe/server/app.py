@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import re
 import secrets
@@ -19,6 +20,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -32,10 +34,11 @@ from ..client import CursorClient
 from ..config import CursorPipeConfig
 from ..errors import CursorPipeError
 from ..types import ModelInfo
+from ._body import read_body
 from ._chat import ClientGone, chat_completions
 from ._errors import APIError, error_response
 from ._metrics import Metrics
-from ._requests import parse_json_object
+from ._requests import _ChatBody, _ResponsesBody, parse_json_object
 from ._responses import responses_create
 from ._runs import Gate, draining_error
 from ._sessions import SessionRegistry
@@ -76,6 +79,28 @@ class GuardMiddleware:
         self.state = state
         token = state.config.bearer_token.get_secret_value()
         self._token = token.encode() if token else None
+        extra = {h.strip().lower() for h in state.config.allowed_hosts.split(",") if h.strip()}
+        bind = state.config.host.strip().lower()
+        if bind and bind not in ("0.0.0.0", "::", "[::]"):  # noqa: S104 - compared, not bound
+            extra.add(bind)
+        self._allowed_hosts = frozenset(extra)
+
+    def _host_allowed(self, scope: Scope) -> bool:
+        """Without a bearer token anything that can make the browser send a request can spend the
+        account; DNS rebinding does it under a foreign name, so only loopback names (and the
+        configured ones) are served (issue 12 item 6)."""
+        if self._token is not None:
+            return True
+        host = ""
+        for name, value in scope.get("headers", ()):
+            if name == b"host":
+                host = value.decode("latin-1").strip().lower()
+                break
+        if host.startswith("["):
+            name = host[1 : host.find("]")] if "]" in host else host
+        else:
+            name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        return name in self._allowed_hosts or f"[{name}]" in self._allowed_hosts or _loopback_name(name)
 
     def _authorized(self, scope: Scope) -> bool:
         if self._token is None:
@@ -117,7 +142,17 @@ class GuardMiddleware:
         method: str = scope.get("method", "GET")
         exempt = method == "OPTIONS" or path in HEALTH_PATHS
         try:
-            if not exempt and not self._authorized(scope):
+            if not exempt and not self._host_allowed(scope):
+                err = APIError(
+                    403,
+                    "This server (no bearer token set) only answers requests addressed to a loopback "
+                    "host name; add this Host to CURSORPIPE_ALLOWED_HOSTS or set CURSORPIPE_BEARER_TOKEN.",
+                    type="permission_error",
+                    code="host_not_allowed",
+                    should_retry=False,
+                )
+                await error_response(err, request_id=request_id)(scope, receive, send_with_id)
+            elif not exempt and not self._authorized(scope):
                 err = APIError(
                     401,
                     "Missing or wrong bearer token: send 'Authorization: Bearer <CURSORPIPE_BEARER_TOKEN>'.",
@@ -125,6 +160,16 @@ class GuardMiddleware:
                     code="invalid_api_key",
                     should_retry=False,
                     headers={"WWW-Authenticate": "Bearer"},
+                )
+                await error_response(err, request_id=request_id)(scope, receive, send_with_id)
+            elif method == "POST" and not _json_or_empty(scope):
+                # A browser sends text/plain or form bodies cross-origin without a preflight (CSRF);
+                # application/json always needs one, which CORS then refuses.
+                err = APIError(
+                    415,
+                    "POST bodies must be sent with 'Content-Type: application/json'.",
+                    code="unsupported_media_type",
+                    should_retry=False,
                 )
                 await error_response(err, request_id=request_id)(scope, receive, send_with_id)
             elif not exempt and self.state.phase == "draining":
@@ -139,6 +184,33 @@ class GuardMiddleware:
             self.state.metrics.observe_request(
                 _metric_path(path), method, status, time.perf_counter() - started
             )
+
+
+def _loopback_name(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _json_or_empty(scope: Scope) -> bool:
+    """The request declares a JSON body, or has no body at all."""
+    content_type = b""
+    length: bytes | None = None
+    chunked = False
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            content_type = value
+        elif name == b"content-length":
+            length = value.strip()
+        elif name == b"transfer-encoding":
+            chunked = True
+    media = content_type.split(b";", 1)[0].strip().lower()
+    if media == b"application/json":
+        return True
+    return not chunked and (length is None or length == b"0")
 
 
 def _model_json(info: ModelInfo, st: ServerState) -> dict[str, Any]:
@@ -213,7 +285,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # A lifespan may run again on the same app (test clients do): each start is a fresh one.
         state.phase = "starting"
+        state.gate.draining = False
         if emulated:
             log.warning(
                 "cursorpipe-server: EMULATED backend (built-in Cursor API emulator); answers are fake"
@@ -316,6 +390,47 @@ def _health(state: ServerState) -> dict[str, Any]:
     }
 
 
+_MESSAGE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
+        "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+    },
+    "required": ["role"],
+}
+
+
+def _json_body(model: type[BaseModel], **items: dict[str, Any]) -> dict[str, Any]:
+    """``openapi_extra`` declaring ``model`` (a real request model of ``_requests``) as the JSON
+    request body, so property-based testing of the OpenAPI schema reaches the bodies. The routes
+    read the body themselves (inside the concurrency gate, under the size limit), so FastAPI does
+    not validate it; ``items`` gives array properties a useful item schema."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    schema = inline(schema)
+    for name, item in items.items():
+        schema["properties"][name]["items"] = item
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+class _SessionBody(BaseModel):
+    """``POST /v1/sessions`` body (documentation only; the route checks it by hand)."""
+
+    model: str = ""
+    id: str | None = None
+
+
 def _routes(app: FastAPI) -> None:
     @app.get("/health")
     async def health(request: Request) -> JSONResponse:
@@ -375,21 +490,21 @@ def _routes(app: FastAPI) -> None:
             should_retry=False,
         )
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=_json_body(_ChatBody, messages=_MESSAGE_SCHEMA))
     async def chat(request: Request) -> Response:
         """OpenAI chat completions (streaming and not)."""
         return await chat_completions(request, get_state(request))
 
-    @app.post("/v1/responses")
+    @app.post("/v1/responses", openapi_extra=_json_body(_ResponsesBody))
     async def responses(request: Request) -> Response:
         """OpenAI Responses API: text and function tools."""
         return await responses_create(request, get_state(request))
 
-    @app.post("/v1/sessions")
+    @app.post("/v1/sessions", status_code=201, openapi_extra=_json_body(_SessionBody))
     async def create_session(request: Request) -> JSONResponse:
         """Open a session: body ``{"model": ..., "id": optional}``."""
         st = get_state(request)
-        raw = await request.body()
+        raw = await read_body(request, limit=st.config.max_body_bytes, timeout_s=st.config.body_timeout_s)
         body = parse_json_object(raw) if raw.strip() else {}
         model = body.get("model", "")
         sid = body.get("id")
