@@ -68,7 +68,7 @@ async def test_connect_and_server_paths_leak_nothing(caplog: pytest.LogCaptureFi
             app = create_app(config, client=client)
             async with app.router.lifespan_context(app):
                 transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+                async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
                     emu.inject(Fault.UNAUTHENTICATED, times=2)
                     r = await http.post(
                         "/v1/chat/completions",

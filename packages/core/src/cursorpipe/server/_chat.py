@@ -392,7 +392,13 @@ async def chat_completions(request: Request, st: ServerState) -> Response:
                 st.gate.release(held)
 
             handed_off = True
-            return EventStreamResponse(body_gen, headers=prepared.headers, on_close=on_close)
+            return EventStreamResponse(
+                body_gen,
+                headers=prepared.headers,
+                on_close=on_close,
+                ending=st.streams_ending,
+                farewell=lambda err: sse(_dumps(err.body())) + sse("[DONE]"),
+            )
         try:
             results = await run_until_disconnect(request, collect(fanout))
         except Exception as exc:
@@ -538,6 +544,7 @@ async def _stream(
         if isinstance(value, Exception):
             err = describe(value)
             st.metrics.observe_error(err.code)
+            st.note_failure(value)
             log.warning("stream %s failed mid-way: %s", cid, redact(err.message))
             # vLLM's convention (§4.2): an error event, then [DONE]; the OpenAI SDK raises on it.
             yield sse(_dumps(error_body(value)))

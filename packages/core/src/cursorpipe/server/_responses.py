@@ -18,7 +18,7 @@ from .._redact import redact
 from ..types import TextDelta, Usage
 from ._body import parse_body, read_body
 from ._chat import ClientGone, RunResult, collect, primed_stream, total_usage
-from ._errors import describe
+from ._errors import APIError, describe
 from ._requests import IGNORED_HEADER, ResponsesParams, parse_responses
 from ._runs import End, EventStreamResponse, Fanout, keepalive, run_until_disconnect
 from ._state import ServerState, request_timeout
@@ -165,7 +165,9 @@ async def responses_create(request: Request, st: ServerState) -> Response:
                 started=started,
             )
             handed_off = True
-            return EventStreamResponse(body, headers=headers, on_close=on_close)
+            return EventStreamResponse(
+                body, headers=headers, on_close=on_close, ending=st.streams_ending, farewell=_farewell
+            )
         try:
             results = await run_until_disconnect(request, collect(fanout))
         finally:
@@ -193,6 +195,13 @@ async def responses_create(request: Request, st: ServerState) -> Response:
     finally:
         if not handed_off:
             st.gate.release()
+
+
+def _farewell(err: APIError) -> bytes:
+    """The error event ending a stream the server has to close (drain timeout)."""
+    body = err.body()["error"]
+    data = {"type": "error", "code": body["code"], "message": body["message"], "param": None}
+    return f"event: error\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
 async def _stream(
@@ -250,6 +259,7 @@ async def _stream(
         if isinstance(value, Exception):
             err = describe(value)
             st.metrics.observe_error(err.code)
+            st.note_failure(value)
             log.warning("response %s failed mid-way: %s", rid, redact(err.message))
             body = err.body()["error"]
             yield event("error", code=body["code"], message=body["message"], param=body["param"])

@@ -158,9 +158,13 @@ class EventStreamResponse(Response):
         *,
         headers: Mapping[str, str] | None = None,
         on_close: Callable[[], Awaitable[None]] | None = None,
+        ending: asyncio.Event | None = None,
+        farewell: Callable[[APIError], bytes] | None = None,
     ) -> None:
         self._body = body
         self._on_close = on_close
+        self._ending = ending
+        self._farewell = farewell
         self.status_code = 200
         self.background = None
         base = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -168,27 +172,41 @@ class EventStreamResponse(Response):
         self.init_headers(base)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
         async def stream() -> None:
+            nonlocal started
             await send(
                 {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
             )
+            started = True
             async for chunk in self._body:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
         writer = asyncio.ensure_future(stream())
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        ending = asyncio.ensure_future(self._ending.wait()) if self._ending is not None else None
+        tasks = [t for t in (writer, watcher, ending) if t is not None]
         try:
-            await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            cut_short = ending is not None and ending.done() and not writer.done() and not watcher.done()
             if watcher.done() and not writer.done():
                 log.info("client disconnected mid-stream; cancelling the run")
-            for task in (writer, watcher):
+            for task in tasks:
                 task.cancel()
-            for task in (writer, watcher):
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if cut_short and started and self._farewell is not None:
+                # The server is shutting down with this stream still open: say so in the
+                # stream's own format and end it properly rather than cutting the connection.
+                log.warning("drain timeout: ending an open stream with an error event")
+                farewell = self._farewell(stream_shutdown_error())
+                await send({"type": "http.response.body", "body": farewell, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            for task in (writer, watcher):
+            for task in tasks:
                 if not task.done():
                     task.cancel()
             await self._body.aclose()
@@ -281,6 +299,17 @@ class Gate:
             self._waiters.popleft()
             self.in_use += weight
             granted.set_result(None)
+
+
+def stream_shutdown_error() -> APIError:
+    """Ends a stream still open when the drain time is up."""
+    return APIError(
+        503,
+        "cursorpipe-server shut down before this answer was complete; retry the request.",
+        type="server_error",
+        code="shutting_down",
+        should_retry=True,
+    )
 
 
 def draining_error() -> APIError:

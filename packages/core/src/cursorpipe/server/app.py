@@ -50,6 +50,7 @@ log = logging.getLogger("cursorpipe.server")
 
 HEALTH_PATHS = frozenset({"/health", "/health/live", "/health/ready"})
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+_RUN_PATHS = frozenset({"/v1/chat/completions", "/v1/responses"})
 _KNOWN_PATHS = (
     "/v1/chat/completions",
     "/v1/responses",
@@ -133,6 +134,8 @@ class GuardMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
+                if status == 200 and path in _RUN_PATHS:
+                    self.state.note_success()
                 headers = list(message.get("headers", ()))
                 headers.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": headers}
@@ -288,6 +291,8 @@ def create_app(
         # A lifespan may run again on the same app (test clients do): each start is a fresh one.
         state.phase = "starting"
         state.gate.draining = False
+        state.loop = asyncio.get_running_loop()
+        state.streams_ending = asyncio.Event()
         if emulated:
             log.warning(
                 "cursorpipe-server: EMULATED backend (built-in Cursor API emulator); answers are fake"
@@ -319,6 +324,7 @@ def create_app(
     async def handle(request: Request, exc: Exception) -> Response:
         if isinstance(exc, ClientGone):
             return Response(status_code=499)
+        get_state(request).note_failure(exc)
         return error_response(exc, request_id=request.scope.get("state", {}).get("request_id"))
 
     for exc_type in (APIError, CursorPipeError, StarletteHTTPException, RequestValidationError, ClientGone):
@@ -375,8 +381,11 @@ async def _sweep(state: ServerState) -> None:
 
 
 def _health(state: ServerState) -> dict[str, Any]:
+    problem = state.problem()
+    status = "draining" if state.phase == "draining" else "degraded" if problem else "ok"
     return {
-        "status": "ok" if state.phase != "draining" else "draining",
+        "status": status,
+        "degraded": problem,
         "phase": state.phase,
         "emulated": state.emulated,
         "backend": "emulator" if state.emulated else state.config.backend_url,
@@ -434,7 +443,8 @@ class _SessionBody(BaseModel):
 def _routes(app: FastAPI) -> None:
     @app.get("/health")
     async def health(request: Request) -> JSONResponse:
-        """Liveness plus a summary; 503 only while draining."""
+        """Liveness plus a summary (``status`` ``degraded`` with the reason when requests keep
+        failing the same way); 503 only while draining."""
         st = get_state(request)
         return JSONResponse(_health(st), status_code=503 if st.phase == "draining" else 200)
 
@@ -445,11 +455,14 @@ def _routes(app: FastAPI) -> None:
 
     @app.get("/health/ready")
     async def ready(request: Request) -> JSONResponse:
-        """200 once warm-up finished; 503 while starting or draining."""
+        """200 once warm-up finished; 503 while starting, draining or degraded (with the reason)."""
         st = get_state(request)
-        ok = st.phase == "ready"
+        problem = st.problem() if st.phase == "ready" else None
+        ok = st.phase == "ready" and problem is None
         headers = {} if ok else {"Retry-After": "1"}
-        body = {"status": "ready" if ok else st.phase, "emulated": st.emulated}
+        body: dict[str, Any] = {"status": "ready" if ok else st.phase, "emulated": st.emulated}
+        if problem is not None:
+            body.update(status="degraded", degraded=problem)
         return JSONResponse(body, status_code=200 if ok else 503, headers=headers)
 
     @app.get("/metrics")
