@@ -206,9 +206,13 @@ class EventStreamResponse(Response):
                 await send({"type": "http.response.body", "body": farewell, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            for task in tasks:
-                if not task.done():
-                    task.cancel()
+            pending = [t for t in tasks if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                # This task itself was cancelled: the writer must stop before its body generator
+                # can be closed (closing a running generator raises).
+                await asyncio.gather(*pending, return_exceptions=True)
             await self._body.aclose()
             if self._on_close is not None:
                 await self._on_close()

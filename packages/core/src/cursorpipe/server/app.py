@@ -101,7 +101,9 @@ class GuardMiddleware:
             name = host[1 : host.find("]")] if "]" in host else host
         else:
             name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-        return name in self._allowed_hosts or f"[{name}]" in self._allowed_hosts or _loopback_name(name)
+        # An entry with a port allows that port only; one without allows the name on any port.
+        allowed = self._allowed_hosts
+        return host in allowed or name in allowed or f"[{name}]" in allowed or _loopback_name(name)
 
     def _authorized(self, scope: Scope) -> bool:
         if self._token is None:
