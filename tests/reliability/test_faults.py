@@ -23,6 +23,7 @@ from cursorpipe import (
 )
 from cursorpipe.testing.emulator import Emulator, Fault, expected_reply
 from cursorpipe.testing.fake_agent import catalog, executable
+from cursorpipe.testing.fake_agent.catalog import ENV_CRASH_AFTER
 from cursorpipe.transports.connect import ConnectTransport
 
 CONNECT_FAULTS: list[tuple[Fault, dict[str, float], type[CursorPipeError] | None]] = [
@@ -138,3 +139,73 @@ async def test_client_disconnect_mid_stream_cancels_upstream(emu: Emulator) -> N
         run = emu.runs[-1]
         assert run.outcome in ("cancelled", "client_closed", "aborted"), run.outcome
         assert await client.generate("auto", "still fine") == expected_reply("still fine")
+
+
+async def test_repeated_agent_crashes_degrade_health_then_recover(
+    agent_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12 item 7: after the acp restart budget is spent, /health says degraded (with the
+    reason) and readiness is 503 instead of "ok"; once the cool-down passes and the agent works,
+    requests succeed and both are healthy again."""
+    import httpx
+    from cursorpipe.server import create_app
+
+    monkeypatch.setenv(ENV_CRASH_AFTER, "0")
+    config = CursorPipeConfig(strategy="acp", agent_bin=executable(), max_retries=0, acp_max_restarts=1)
+    client = CursorClient(config)
+    transport = await client.transport()
+    transport.restart_cooldown_s = 1.0  # type: ignore[attr-defined]
+    app = create_app(config, client=client)
+    body = {"model": "auto", "messages": [{"role": "user", "content": "crash"}]}
+    asgi = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=asgi, base_url="http://localhost", timeout=30) as http,
+    ):
+        codes = []
+        for _ in range(4):
+            r = await http.post("/v1/chat/completions", json=body)
+            codes.append(r.json()["error"]["code"])
+        assert codes[-1] == "agent_restarts_exhausted", codes
+        health = (await http.get("/health")).json()
+        assert health["status"] == "degraded", health
+        assert "CURSORPIPE_ACP_MAX_RESTARTS" in health["degraded"]["reason"]
+        ready = await http.get("/health/ready")
+        assert ready.status_code == 503 and ready.json()["degraded"]["code"] == "agent_restarts_exhausted"
+
+        monkeypatch.delenv(ENV_CRASH_AFTER)  # the agent is fixed
+        await asyncio.sleep(1.1)  # the cool-down
+        r = await http.post(
+            "/v1/chat/completions", json={**body, "messages": [{"role": "user", "content": "ok"}]}
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"] == catalog.expected_reply("ok")
+        assert (await http.get("/health")).json()["status"] == "ok"
+        assert (await http.get("/health/ready")).status_code == 200
+    await client.close()
+
+
+async def test_rejected_key_at_the_exchange_is_reported_by_health(emu: Emulator) -> None:
+    """The exchange's 401 shows on /health and /health/ready with its reason (the client's
+    recovery of a remembered exchange failure is the auth layer's)."""
+    import httpx
+    from cursorpipe.server import create_app
+
+    config = CursorPipeConfig(
+        strategy="connect", backend_url=emu.url, api_key=emu.api_key, max_retries=0, pool_size=0
+    )
+    async with CursorClient(config) as client:
+        app = create_app(config, client=client)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://localhost", timeout=30
+            ) as http,
+        ):
+            emu.inject(Fault.UNAUTHENTICATED_EXCHANGE)
+            body = {"model": "auto", "messages": [{"role": "user", "content": "x"}]}
+            r = await http.post("/v1/chat/completions", json=body)
+            assert r.status_code == 401
+            ready = await http.get("/health/ready")
+            assert ready.status_code == 503
+            assert ready.json()["status"] == "degraded" and ready.json()["degraded"]["reason"]
