@@ -13,12 +13,14 @@ from starlette.requests import ClientDisconnect, Request
 from ._errors import APIError
 from ._requests import parse_json_object
 
-__all__ = ["OFFLOAD_BYTES", "BodyTooLarge", "parse_body", "read_body"]
+__all__ = ["OFFLOAD_BYTES", "OFFLOAD_MESSAGES", "BodyTooLarge", "offload_if", "parse_body", "read_body"]
 
 T = TypeVar("T")
 
 #: Bodies at least this large are parsed and validated off the event loop.
 OFFLOAD_BYTES = 256 * 1024
+#: Conversations at least this long are turned into a turn request off the event loop.
+OFFLOAD_MESSAGES = 2_000
 
 
 class BodyTooLarge(APIError):
@@ -74,3 +76,8 @@ async def parse_body(raw: bytes, parse: Callable[[dict[str, Any]], T]) -> T:
     if len(raw) < OFFLOAD_BYTES:
         return work()
     return await asyncio.to_thread(work)
+
+
+async def offload_if(heavy: bool, work: Callable[[], T]) -> T:
+    """``work()``, in a worker thread when ``heavy`` (pure CPU work on request data only)."""
+    return await asyncio.to_thread(work) if heavy else work()

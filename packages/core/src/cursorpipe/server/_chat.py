@@ -26,11 +26,12 @@ from ..types import (
     ToolCallEvent,
     TransportInfo,
     TurnEnd,
+    TurnRequest,
     Usage,
     UsageEvent,
     estimate_tokens,
 )
-from ._body import parse_body, read_body
+from ._body import OFFLOAD_MESSAGES, offload_if, parse_body, read_body
 from ._errors import APIError, describe, error_body
 from ._requests import IGNORED_HEADER, ChatParams, parse_chat
 from ._runs import End, EventStreamResponse, Fanout, keepalive, run_until_disconnect, sse
@@ -297,21 +298,25 @@ async def _prepare(request: Request, st: ServerState, params: ChatParams) -> Pre
 
         return Prepared(session_streams, entry.session.model, text, headers)
 
-    turn = st.client.build_request(
-        params.model or None,
-        params.messages,
-        temperature=params.temperature,
-        max_tokens=params.max_tokens,
-        timeout_s=timeout_s,
-        tools=params.tools,
-        tool_choice=params.tool_choice,
-        response_format=params.response_format,
-    )
+    def build() -> tuple[TurnRequest, str]:
+        turn = st.client.build_request(
+            params.model or None,
+            params.messages,
+            temperature=params.temperature,
+            max_tokens=params.max_tokens,
+            timeout_s=timeout_s,
+            tools=params.tools,
+            tool_choice=params.tool_choice,
+            response_format=params.response_format,
+        )
+        return turn, "".join(m.text for m in turn.messages)
+
+    turn, prompt_text = await offload_if(len(params.messages) >= OFFLOAD_MESSAGES, build)
 
     def streams() -> list[AsyncGenerator[Event, None]]:
         return [st.client.run_request(turn, stop=stop) for _ in range(params.n)]
 
-    prepared = Prepared(streams, turn.model, "".join(m.text for m in turn.messages), headers)
+    prepared = Prepared(streams, turn.model, prompt_text, headers)
     forced = params.tools and (params.tool_choice == "required" or isinstance(params.tool_choice, Mapping))
     if not params.stream and (params.response_format is not None or forced):
         # The core's complete() validates response_format (one repair round, then

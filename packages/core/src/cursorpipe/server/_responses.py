@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .._redact import redact
-from ..types import TextDelta, Usage
-from ._body import parse_body, read_body
+from ..types import TextDelta, TurnRequest, Usage
+from ._body import OFFLOAD_MESSAGES, offload_if, parse_body, read_body
 from ._chat import ClientGone, RunResult, collect, primed_stream, total_usage
 from ._errors import APIError, describe
 from ._requests import IGNORED_HEADER, ResponsesParams, parse_responses
@@ -122,16 +122,21 @@ async def responses_create(request: Request, st: ServerState) -> Response:
         headers: dict[str, str] = {}
         if params.ignored:
             headers[IGNORED_HEADER] = ", ".join(params.ignored)
-        turn = st.client.build_request(
-            params.model or None,
-            params.messages,
-            temperature=params.temperature,
-            max_tokens=params.max_output_tokens,
-            timeout_s=request_timeout(request),
-            tools=params.tools,
-            tool_choice=params.tool_choice,
-        )
-        prompt_text = "".join(m.text for m in turn.messages)
+        timeout_s = request_timeout(request)
+
+        def build() -> tuple[TurnRequest, str]:
+            turn = st.client.build_request(
+                params.model or None,
+                params.messages,
+                temperature=params.temperature,
+                max_tokens=params.max_output_tokens,
+                timeout_s=timeout_s,
+                tools=params.tools,
+                tool_choice=params.tool_choice,
+            )
+            return turn, "".join(m.text for m in turn.messages)
+
+        turn, prompt_text = await offload_if(len(params.messages) >= OFFLOAD_MESSAGES, build)
         rid = "resp_" + secrets.token_hex(12)
         msg_id = "msg_" + secrets.token_hex(12)
         created = int(time.time())
