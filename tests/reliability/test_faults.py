@@ -23,7 +23,8 @@ from cursorpipe import (
 )
 from cursorpipe.testing.emulator import Emulator, Fault, expected_reply
 from cursorpipe.testing.fake_agent import catalog, executable
-from cursorpipe.testing.fake_agent.catalog import ENV_CRASH_AFTER
+from cursorpipe.testing.fake_agent.acp import HANG_MARKER
+from cursorpipe.testing.fake_agent.catalog import ENV_CRASH_AFTER, ENV_HANG_AFTER
 from cursorpipe.transports.connect import ConnectTransport
 
 CONNECT_FAULTS: list[tuple[Fault, dict[str, float], type[CursorPipeError] | None]] = [
@@ -209,3 +210,32 @@ async def test_rejected_key_at_the_exchange_is_reported_by_health(emu: Emulator)
             ready = await http.get("/health/ready")
             assert ready.status_code == 503
             assert ready.json()["status"] == "degraded" and ready.json()["degraded"]["reason"]
+
+
+@pytest.mark.parametrize("strategy", ["acp", "subprocess"])
+async def test_live_but_silent_agent_is_a_stall_not_a_held_slot(
+    strategy: str, agent_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12 item 8: an agent that stops making progress (alive, silent) fails the turn with
+    StreamStalledError after the transport's stall timeout instead of holding it for the request
+    deadline; the next request works."""
+    # print mode: the process hangs after a chunk; acp: the prompt hangs until session/cancel
+    # (the agent process itself stays healthy for the next prompt).
+    prompt = "a long answer that hangs"
+    if strategy == "subprocess":
+        monkeypatch.setenv(ENV_HANG_AFTER, "1")
+    else:
+        prompt += " " + HANG_MARKER
+    config = CursorPipeConfig(strategy=strategy, agent_bin=executable(), max_retries=0, request_timeout_s=300)
+    async with CursorClient(config) as client:
+        transport = await client.transport()
+        transport.stall_timeout_s = 1.0  # type: ignore[attr-defined]
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(StreamStalledError):
+            await asyncio.wait_for(client.generate("auto", prompt), 30)
+        assert asyncio.get_running_loop().time() - started < 15
+        assert client.active_requests == 0
+        monkeypatch.delenv(ENV_HANG_AFTER, raising=False)
+        assert await asyncio.wait_for(client.generate("auto", "fine now"), 30) == catalog.expected_reply(
+            "fine now"
+        )

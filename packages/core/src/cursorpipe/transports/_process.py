@@ -24,7 +24,10 @@ from .._constants import (
 from .._redact import redact
 from ..errors import AgentNotFoundError
 
-__all__ = ["ManagedProcess", "resolve_executable"]
+__all__ = ["CLI_STALL_TIMEOUT_S", "ManagedProcess", "resolve_executable"]
+
+#: Silence after which an agent turn (acp or print mode) is declared stalled (issue 12 item 8).
+CLI_STALL_TIMEOUT_S = 120.0
 
 
 def resolve_executable(name: str) -> str:

@@ -38,6 +38,7 @@ from ...errors import (
     CursorPipeError,
     ProtocolError,
     SessionError,
+    StreamStalledError,
 )
 from ...types import (
     ChatMessage,
@@ -54,6 +55,7 @@ from ...types import (
     UsageEvent,
     estimate_tokens,
 )
+from .._process import CLI_STALL_TIMEOUT_S
 from ..base import TransportCapabilities, TransportSession
 from ._connection import AcpConnection, RpcCallError, TurnItem, child_environment
 from ._dispenser import SessionDispenser, SessionHandle
@@ -164,6 +166,10 @@ class AcpTransport:
     name = NAME
     #: After giving up on a crashing agent, wait this long before trying to start it again.
     restart_cooldown_s: float = 30.0
+    #: Silence (no update at all) after which a turn fails with StreamStalledError. Generous: ACP
+    #: has no heartbeat and whether a thinking model always streams thought chunks is not
+    #: established (acp.md §4 lists them, observed on Auto only), unlike connect's 30 s.
+    stall_timeout_s: float = CLI_STALL_TIMEOUT_S
 
     def __init__(self, config: CursorPipeConfig | None = None) -> None:
         self._config = config if config is not None else CursorPipeConfig()
@@ -554,7 +560,15 @@ class AcpTransport:
         stop: Any = None
         try:
             while True:
-                item = await queue.get()
+                try:
+                    async with asyncio.timeout(self.stall_timeout_s):
+                        item = await queue.get()
+                except TimeoutError:
+                    raise StreamStalledError(
+                        f"agent acp sent nothing for {self.stall_timeout_s:g} s; the turn was cancelled "
+                        "(a live but silent agent would hold the request until its deadline).",
+                        transport=NAME,
+                    ) from None
                 if item.kind == "result":
                     answered = True
                     stop = item.payload.get("stopReason") if isinstance(item.payload, dict) else None
