@@ -239,3 +239,31 @@ async def test_live_but_silent_agent_is_a_stall_not_a_held_slot(
         assert await asyncio.wait_for(client.generate("auto", "fine now"), 30) == catalog.expected_reply(
             "fine now"
         )
+
+
+def test_client_used_on_a_second_event_loop_fails_fast() -> None:
+    """Issue 12 item 8: a client whose connections belong to a (closed) first loop used from a
+    second one raises a clear SessionError at once instead of hanging 20-31 s in retries."""
+    import time
+
+    from cursorpipe import SessionError
+
+    with Emulator.start_in_thread() as emulator:
+        config = CursorPipeConfig(strategy="connect", backend_url=emulator.url, api_key=emulator.api_key)
+        client = CursorClient(config)
+        first = asyncio.new_event_loop()
+        try:
+            assert first.run_until_complete(client.generate("auto", "first loop")) == expected_reply(
+                "first loop"
+            )
+            started = time.monotonic()
+            with pytest.raises(SessionError) as info:
+                asyncio.run(client.generate("auto", "second loop"))
+            assert info.value.code == "client_loop_mismatch"
+            assert "one client per event loop" in info.value.message
+            assert time.monotonic() - started < 2
+            # still fine on its own loop
+            assert first.run_until_complete(client.generate("auto", "again")) == expected_reply("again")
+        finally:
+            first.run_until_complete(client.close())
+            first.close()

@@ -86,6 +86,9 @@ class _HardenedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
+            # Refused connections must not count against the admitted ones (uvicorn's own
+            # limit_concurrency check would then answer those in plain text).
+            self.connections.discard(self)
             log.warning("connection cap reached (%d open); refusing new connections", self.max_connections)
             transport.write(
                 raw_error(
