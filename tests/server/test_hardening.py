@@ -385,3 +385,22 @@ async def test_big_valid_body_does_not_stall_the_loop(socket_server: Factory) ->
         await asyncio.sleep(0.02)
     assert (await big).status_code == 200
     assert worst < 0.75, worst  # about 0.25 s remain: the mock transport flattening 200k messages
+
+
+async def test_tool_schema_deeper_than_protobuf_allows_is_a_400_saying_so(served: Factory) -> None:
+    s = await served()
+    deep = '{"type": "object", "properties": {"a": ' * 120 + "{}" + "}}" * 120
+    raw = (
+        '{"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", '
+        '"function": {"name": "f", "parameters": ' + deep + "}}]}"
+    )
+    r = await s.http.post("/v1/chat/completions", content=raw, headers={"content-type": "application/json"})
+    err = _assert_openai_error(r, 400, "invalid_value")
+    assert err["param"] == "tools[0].function.parameters" and "levels deep" in err["message"]
+    shallow = '{"type": "object", "properties": {"a": ' * 10 + "{}" + "}}" * 10
+    r = await s.http.post(
+        "/v1/chat/completions",
+        content=raw.replace(deep, shallow),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 200, r.text

@@ -195,6 +195,24 @@ def _bad(param: str, message: str) -> APIError:
     return APIError(400, message, param=param, code="invalid_value", should_retry=False)
 
 
+#: protobuf's parse recursion limit: a tool schema travels to Cursor as a ``google.protobuf.Value``.
+MAX_TOOL_SCHEMA_DEPTH = 100
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value, iteratively (deep values are exactly the ones to measure)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(node, dict):
+            stack.extend((v, level + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, level + 1) for v in node)
+    return deepest
+
+
 def _tools(raw: list[Any] | None) -> tuple[Mapping[str, Any], ...]:
     """OpenAI function tools: ``{"type": "function", "function": {"name", "description"?,
     "parameters"?, "strict"?}}``; anything else is a 400 naming the exact field."""
@@ -224,6 +242,12 @@ def _tools(raw: list[Any] | None) -> tuple[Mapping[str, Any], ...]:
         if params is not None and not isinstance(params, dict):
             raise _bad(
                 f"{where}.function.parameters", f"{where}.function.parameters must be a JSON Schema object."
+            )
+        if params is not None and _depth(params) > MAX_TOOL_SCHEMA_DEPTH:
+            raise _bad(
+                f"{where}.function.parameters",
+                f"{where}.function.parameters is nested more than {MAX_TOOL_SCHEMA_DEPTH} levels deep, "
+                "the limit of Cursor's protocol (tool schemas travel as protobuf values).",
             )
         if not isinstance(fn.get("strict", False), (bool, type(None))):
             raise _bad(f"{where}.function.strict", f"{where}.function.strict must be a boolean.")
