@@ -244,3 +244,24 @@ async def test_idle_socket_flood_at_a_low_fd_limit_keeps_health_answering() -> N
     # Rate-limited: a handful of lines, not one (with a traceback) per refused accept.
     assert len(log) < 20_000, log[-3000:]
     assert log.count("Traceback") <= 3, log[-3000:]
+
+
+async def test_websocket_upgrade_is_answered_as_http_in_openai_shape() -> None:
+    async with hardened() as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /v1/models/ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert not head.startswith(b"HTTP/1.1 101"), head
+        length = int(
+            next(
+                line.split(b":")[1]
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            )
+        )
+        body = json.loads(await reader.readexactly(length))
+        assert set(body["error"]) == {"message", "type", "param", "code"}
+        writer.close()

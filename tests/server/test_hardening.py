@@ -404,3 +404,13 @@ async def test_tool_schema_deeper_than_protobuf_allows_is_a_400_saying_so(served
         headers={"content-type": "application/json"},
     )
     assert r.status_code == 200, r.text
+
+
+async def test_cors_refusal_is_openai_shaped(served: Factory) -> None:
+    s = await served(cors_origins="https://app.example")
+    headers = {"origin": "https://evil.example", "access-control-request-method": "POST"}
+    r = await s.http.options("/v1/chat/completions", headers=headers)
+    err = _assert_openai_error(r, 400, "cors_refused")
+    assert "Disallowed CORS origin" in err["message"]
+    ok = await s.http.options("/v1/chat/completions", headers={**headers, "origin": "https://app.example"})
+    assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "https://app.example"

@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -191,6 +192,27 @@ class GuardMiddleware:
             )
 
 
+class _OpenAICORSMiddleware(CORSMiddleware):
+    """Starlette's CORS handling, with its refusal of a preflight in OpenAI's error shape
+    instead of plain text (issue 12 item 8)."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        reason = bytes(response.body).decode("utf-8", "replace")
+        err = APIError(
+            response.status_code,
+            f"{reason}: this origin, method or header is not allowed (CURSORPIPE_CORS_ORIGINS).",
+            type="invalid_request_error",
+            code="cors_refused",
+            should_retry=False,
+        )
+        keep = {k: v for k, v in response.headers.items() if k.lower().startswith("access-control-")}
+        keep.update(err.response_headers())
+        return JSONResponse(err.body(), status_code=err.status, headers=keep)
+
+
 def _loopback_name(host: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return True
@@ -337,7 +359,7 @@ def create_app(
     origins = [o.strip() for o in config.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(
-            CORSMiddleware,
+            _OpenAICORSMiddleware,
             allow_origins=origins,
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["*"],

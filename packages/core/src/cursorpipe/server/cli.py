@@ -284,6 +284,9 @@ def uvicorn_config(
         http=hardened_protocol(header_timeout_s=config.header_timeout_s, max_connections=max_connections),
         timeout_keep_alive=max(1, math.ceil(config.keepalive_timeout_s)),
         h11_max_incomplete_event_size=H11_MAX_HEAD_BYTES,
+        # No WebSocket route exists: upgrade requests are answered as plain HTTP requests (a 404
+        # in OpenAI's shape) instead of a handshake refused in plain text.
+        ws="none",
         # a backstop: the protocol refuses connections over the cap before uvicorn counts them
         limit_concurrency=max_connections + 1,
     )
