@@ -267,3 +267,56 @@ def test_client_used_on_a_second_event_loop_fails_fast() -> None:
         finally:
             first.run_until_complete(client.close())
             first.close()
+
+
+TRUNCATING_AGENT = """#!{python}
+import sys
+args = sys.argv[1:]
+if args and args[0] in ("--version", "-v", "about", "status", "models", "--list-models"):
+    print("fake 1.0")
+    sys.exit(0)
+mode = {mode!r}
+if mode == "acp" and "acp" in args:
+    import json
+    line = sys.stdin.readline()  # initialize
+    req = json.loads(line)
+    sys.stdout.write('{{"jsonrpc": "2.0", "id": ' + str(req["id"]) + ', "result": {{"protocolVersion"')
+    sys.stdout.flush()
+    sys.exit(0)
+sys.stdout.write('not json at all\\n')
+sys.stdout.write('{{"type": "assistant", "message": {{"content": [{{"type": "text", "text": "hel')
+sys.stdout.flush()
+sys.exit(0)
+"""
+
+
+@pytest.mark.parametrize("strategy", ["subprocess", "acp"])
+async def test_malformed_and_truncated_agent_output_is_a_typed_error(
+    strategy: str, agent_env: None, tmp_path: Path
+) -> None:
+    """A CLI that prints garbage and a truncated frame, then exits: a typed CursorPipeError (never
+    a bare exception or a hang), and the server answers it in OpenAI's shape."""
+    import sys
+
+    import httpx
+    from cursorpipe.server import create_app
+
+    agent = tmp_path / "truncating-agent"
+    agent.write_text(TRUNCATING_AGENT.format(python=sys.executable, mode=strategy))
+    agent.chmod(0o755)
+    config = CursorPipeConfig(
+        strategy=strategy, agent_bin=str(agent), max_retries=0, acp_startup_timeout_s=5, pool_size=0
+    )
+    async with CursorClient(config) as client:
+        with pytest.raises(CursorPipeError) as info:
+            await asyncio.wait_for(client.generate("auto", "x"), 20)
+        assert info.value.code
+        app = create_app(config, client=client)
+        asgi = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=asgi, base_url="http://localhost", timeout=30) as http,
+        ):
+            r = await http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
+            assert 500 < r.status_code < 600 and r.status_code != 500, r.text
+            assert set(r.json()["error"]) == {"message", "type", "param", "code"}

@@ -265,3 +265,25 @@ async def test_websocket_upgrade_is_answered_as_http_in_openai_shape() -> None:
         body = json.loads(await reader.readexactly(length))
         assert set(body["error"]) == {"message", "type", "param", "code"}
         writer.close()
+
+
+async def test_a_200_mb_prompt_is_refused_before_it_is_read() -> None:
+    """The red team's 200 MB prompt took the server to 2.1 GB and a retryable 502: now a 413 with
+    x-should-retry: false as soon as the headers arrive, with the server's memory unchanged."""
+    from ._probes import rss_mib
+
+    async with hardened() as (_, port):
+        before = rss_mib()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 209715200\r\n\r\n"
+            + b'{"messages": [{"role": "user", "content": "'
+            + b"x" * 65536
+        )
+        started = time.monotonic()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 413") and b"x-should-retry: false" in head.lower(), head
+        assert time.monotonic() - started < 2
+        writer.close()
+        assert rss_mib() - before < 50
