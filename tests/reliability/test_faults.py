@@ -229,11 +229,11 @@ async def test_live_but_silent_agent_is_a_stall_not_a_held_slot(
     config = CursorPipeConfig(strategy=strategy, agent_bin=executable(), max_retries=0, request_timeout_s=300)
     async with CursorClient(config) as client:
         transport = await client.transport()
-        transport.stall_timeout_s = 1.0  # type: ignore[attr-defined]
+        transport.stall_timeout_s = 4.0  # type: ignore[attr-defined]  # > a cold start under load
         started = asyncio.get_running_loop().time()
         with pytest.raises(StreamStalledError):
             await asyncio.wait_for(client.generate("auto", prompt), 30)
-        assert asyncio.get_running_loop().time() - started < 15
+        assert asyncio.get_running_loop().time() - started < 25
         assert client.active_requests == 0
         monkeypatch.delenv(ENV_HANG_AFTER, raising=False)
         assert await asyncio.wait_for(client.generate("auto", "fine now"), 30) == catalog.expected_reply(

@@ -190,3 +190,8 @@ class ManagedProcess:
             await asyncio.wait_for(self._stderr_task, 1.0)
         if not self._stderr_task.done():
             self._stderr_task.cancel()
+        # The child is reaped: close its pipes now, even if a grandchild still holds one open or
+        # nobody read stdout to its end (a stalled run), instead of leaving them to the GC.
+        transport = getattr(proc, "_transport", None)
+        if transport is not None:
+            transport.close()
