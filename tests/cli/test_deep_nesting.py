@@ -45,7 +45,7 @@ def test_deep_tool_block_from_the_model_is_an_invalid_call() -> None:
 async def test_deep_history_through_the_agent(
     strategy: str, make_client: Callable[..., CursorClient]
 ) -> None:
-    client = make_client(strategy=strategy, max_retries=0)
-    result = await client.complete("auto", _history(), tools=[TOOL])
-    assert result.text or result.tool_calls or result.invalid_tool_calls
-    assert await client.generate("auto", "after") == expected_reply("after")
+    async with make_client(strategy=strategy, max_retries=0) as client:  # closed: no agent left
+        result = await client.complete("auto", _history(), tools=[TOOL])
+        assert result.text or result.tool_calls or result.invalid_tool_calls
+        assert await client.generate("auto", "after") == expected_reply("after")
