@@ -395,7 +395,9 @@ async def test_big_valid_body_does_not_stall_the_loop(socket_server: Factory) ->
     finally:
         watcher.cancel()
     assert r.status_code == 200, r.text
-    assert len(lags) > 5 and max(lags) < 0.4, max(lags)
+    # json.loads and pydantic still hold the GIL for stretches in the worker thread: under the
+    # suite's load that was up to 0.5 s; the old code stopped the loop for about 2 s unloaded.
+    assert len(lags) > 5 and max(lags) < 1.0, max(lags)
 
 
 async def test_tool_schema_deeper_than_protobuf_allows_is_a_400_saying_so(served: Factory) -> None:
