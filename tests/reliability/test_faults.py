@@ -23,6 +23,8 @@ from cursorpipe import (
 )
 from cursorpipe.testing.emulator import Emulator, Fault, expected_reply
 from cursorpipe.testing.fake_agent import catalog, executable
+from cursorpipe.testing.fake_agent.acp import HANG_MARKER
+from cursorpipe.testing.fake_agent.catalog import ENV_CRASH_AFTER, ENV_HANG_AFTER
 from cursorpipe.transports.connect import ConnectTransport
 
 CONNECT_FAULTS: list[tuple[Fault, dict[str, float], type[CursorPipeError] | None]] = [
@@ -139,3 +141,183 @@ async def test_client_disconnect_mid_stream_cancels_upstream(emu: Emulator) -> N
         # Dropped at once like the SDK's run.cancel() (live-dialect.md row 11): no cancel_action.
         assert run.outcome == "disconnected", run.outcome
         assert await client.generate("auto", "still fine") == expected_reply("still fine")
+
+
+async def test_repeated_agent_crashes_degrade_health_then_recover(
+    agent_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12 item 7: after the acp restart budget is spent, /health says degraded (with the
+    reason) and readiness is 503 instead of "ok"; once the cool-down passes and the agent works,
+    requests succeed and both are healthy again."""
+    import httpx
+    from cursorpipe.server import create_app
+
+    monkeypatch.setenv(ENV_CRASH_AFTER, "0")
+    config = CursorPipeConfig(strategy="acp", agent_bin=executable(), max_retries=0, acp_max_restarts=1)
+    client = CursorClient(config)
+    transport = await client.transport()
+    transport.restart_cooldown_s = 1.0  # type: ignore[attr-defined]
+    app = create_app(config, client=client)
+    body = {"model": "auto", "messages": [{"role": "user", "content": "crash"}]}
+    asgi = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=asgi, base_url="http://localhost", timeout=30) as http,
+    ):
+        codes = []
+        for _ in range(4):
+            r = await http.post("/v1/chat/completions", json=body)
+            codes.append(r.json()["error"]["code"])
+        assert codes[-1] == "agent_restarts_exhausted", codes
+        health = (await http.get("/health")).json()
+        assert health["status"] == "degraded", health
+        assert "CURSORPIPE_ACP_MAX_RESTARTS" in health["degraded"]["reason"]
+        ready = await http.get("/health/ready")
+        assert ready.status_code == 503 and ready.json()["degraded"]["code"] == "agent_restarts_exhausted"
+
+        monkeypatch.delenv(ENV_CRASH_AFTER)  # the agent is fixed
+        await asyncio.sleep(1.1)  # the cool-down
+        r = await http.post(
+            "/v1/chat/completions", json={**body, "messages": [{"role": "user", "content": "ok"}]}
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"] == catalog.expected_reply("ok")
+        assert (await http.get("/health")).json()["status"] == "ok"
+        assert (await http.get("/health/ready")).status_code == 200
+    await client.close()
+
+
+async def test_rejected_key_at_the_exchange_is_reported_by_health(emu: Emulator) -> None:
+    """The exchange's 401 shows on /health and /health/ready with its reason (the client's
+    recovery of a remembered exchange failure is the auth layer's)."""
+    import httpx
+    from cursorpipe.server import create_app
+
+    config = CursorPipeConfig(
+        strategy="connect", backend_url=emu.url, api_key=emu.api_key, max_retries=0, pool_size=0
+    )
+    async with CursorClient(config) as client:
+        app = create_app(config, client=client)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://localhost", timeout=30
+            ) as http,
+        ):
+            emu.inject(Fault.UNAUTHENTICATED_EXCHANGE)
+            body = {"model": "auto", "messages": [{"role": "user", "content": "x"}]}
+            r = await http.post("/v1/chat/completions", json=body)
+            assert r.status_code == 401
+            ready = await http.get("/health/ready")
+            assert ready.status_code == 503
+            assert ready.json()["status"] == "degraded" and ready.json()["degraded"]["reason"]
+
+
+@pytest.mark.parametrize("strategy", ["acp", "subprocess"])
+async def test_live_but_silent_agent_is_a_stall_not_a_held_slot(
+    strategy: str, agent_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12 item 8: an agent that stops making progress (alive, silent) fails the turn with
+    StreamStalledError after the transport's stall timeout instead of holding it for the request
+    deadline; the next request works."""
+    # print mode: the process hangs after a chunk; acp: the prompt hangs until session/cancel
+    # (the agent process itself stays healthy for the next prompt).
+    prompt = "a long answer that hangs"
+    if strategy == "subprocess":
+        monkeypatch.setenv(ENV_HANG_AFTER, "1")
+    else:
+        prompt += " " + HANG_MARKER
+    config = CursorPipeConfig(strategy=strategy, agent_bin=executable(), max_retries=0, request_timeout_s=300)
+    async with CursorClient(config) as client:
+        transport = await client.transport()
+        transport.stall_timeout_s = 4.0  # type: ignore[attr-defined]  # > a cold start under load
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(StreamStalledError):
+            await asyncio.wait_for(client.generate("auto", prompt), 30)
+        assert asyncio.get_running_loop().time() - started < 25
+        assert client.active_requests == 0
+        monkeypatch.delenv(ENV_HANG_AFTER, raising=False)
+        assert await asyncio.wait_for(client.generate("auto", "fine now"), 30) == catalog.expected_reply(
+            "fine now"
+        )
+
+
+def test_client_used_on_a_second_event_loop_fails_fast() -> None:
+    """Issue 12 item 8: a client whose connections belong to a (closed) first loop used from a
+    second one raises a clear SessionError at once instead of hanging 20-31 s in retries."""
+    import time
+
+    from cursorpipe import SessionError
+
+    with Emulator.start_in_thread() as emulator:
+        config = CursorPipeConfig(strategy="connect", backend_url=emulator.url, api_key=emulator.api_key)
+        client = CursorClient(config)
+        first = asyncio.new_event_loop()
+        try:
+            assert first.run_until_complete(client.generate("auto", "first loop")) == expected_reply(
+                "first loop"
+            )
+            started = time.monotonic()
+            with pytest.raises(SessionError) as info:
+                asyncio.run(client.generate("auto", "second loop"))
+            assert info.value.code == "client_loop_mismatch"
+            assert "one client per event loop" in info.value.message
+            assert time.monotonic() - started < 2
+            # still fine on its own loop
+            assert first.run_until_complete(client.generate("auto", "again")) == expected_reply("again")
+        finally:
+            first.run_until_complete(client.close())
+            first.close()
+
+
+TRUNCATING_AGENT = """#!{python}
+import sys
+args = sys.argv[1:]
+if args and args[0] in ("--version", "-v", "about", "status", "models", "--list-models"):
+    print("fake 1.0")
+    sys.exit(0)
+mode = {mode!r}
+if mode == "acp" and "acp" in args:
+    import json
+    line = sys.stdin.readline()  # initialize
+    req = json.loads(line)
+    sys.stdout.write('{{"jsonrpc": "2.0", "id": ' + str(req["id"]) + ', "result": {{"protocolVersion"')
+    sys.stdout.flush()
+    sys.exit(0)
+sys.stdout.write('not json at all\\n')
+sys.stdout.write('{{"type": "assistant", "message": {{"content": [{{"type": "text", "text": "hel')
+sys.stdout.flush()
+sys.exit(0)
+"""
+
+
+@pytest.mark.parametrize("strategy", ["subprocess", "acp"])
+async def test_malformed_and_truncated_agent_output_is_a_typed_error(
+    strategy: str, agent_env: None, tmp_path: Path
+) -> None:
+    """A CLI that prints garbage and a truncated frame, then exits: a typed CursorPipeError (never
+    a bare exception or a hang), and the server answers it in OpenAI's shape."""
+    import sys
+
+    import httpx
+    from cursorpipe.server import create_app
+
+    agent = tmp_path / "truncating-agent"
+    agent.write_text(TRUNCATING_AGENT.format(python=sys.executable, mode=strategy))
+    agent.chmod(0o755)
+    config = CursorPipeConfig(
+        strategy=strategy, agent_bin=str(agent), max_retries=0, acp_startup_timeout_s=5, pool_size=0
+    )
+    async with CursorClient(config) as client:
+        with pytest.raises(CursorPipeError) as info:
+            await asyncio.wait_for(client.generate("auto", "x"), 20)
+        assert info.value.code
+        app = create_app(config, client=client)
+        asgi = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=asgi, base_url="http://localhost", timeout=30) as http,
+        ):
+            r = await http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
+            assert 500 < r.status_code < 600 and r.status_code != 500, r.text
+            assert set(r.json()["error"]) == {"message", "type", "param", "code"}

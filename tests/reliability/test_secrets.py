@@ -7,14 +7,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 import secrets
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from cursorpipe import CursorClient, CursorPipeConfig, CursorPipeError
 from cursorpipe.server import create_app
 from cursorpipe.testing.emulator import Emulator, Fault
+from cursorpipe.testing.emulator._server import DEFAULT_API_KEY
 from cursorpipe.testing.fake_agent import executable
 from cursorpipe.testing.fake_agent.catalog import ENV_CRASH_AFTER, ENV_FIRST_DELAY, ENV_STATE_DIR
 
@@ -71,7 +74,7 @@ async def test_connect_and_server_paths_leak_nothing(caplog: pytest.LogCaptureFi
             app = create_app(config, client=client)
             async with app.router.lifespan_context(app):
                 transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+                async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
                     emu.inject(Fault.UNAUTHENTICATED, times=2)
                     r = await http.post(
                         "/v1/chat/completions",
@@ -120,14 +123,47 @@ async def test_cli_transports_keep_the_key_off_argv_and_out_of_crash_reports(
     _assert_clean(_messages(info.value), key)
 
 
+def cassette_problems(text: str) -> list[str]:
+    """Every credential-shaped thing in a cassette's text (empty when it is clean). Each check is
+    on its own (issue 12: the old ``A not in t or B not in t`` passed when either half held)."""
+    problems = []
+    if "crsr_" in text:
+        problems.append("a Cursor API key (crsr_...)")
+    if DEFAULT_API_KEY[len("crsr_") :] in text:
+        problems.append("the emulator's API key without its prefix")
+    if TOKEN_PREFIX in text or re.search(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.", text):
+        problems.append("an access token (JWT)")
+    for interaction in yaml.safe_load(text).get("interactions", []):
+        headers = {k.lower(): v for k, v in interaction["request"].get("headers", {}).items()}
+        for value in headers.get("authorization", []):
+            if value != "[SCRUBBED]":
+                problems.append(f"an unscrubbed authorization header: {value[:12]}...")
+    return problems
+
+
 def test_cassettes_hold_no_credentials() -> None:
     files = sorted(CASSETTES.glob("*.yaml"))
     assert files, "no cassettes found"
     for path in files:
         text = path.read_text("utf-8")
-        assert "[SCRUBBED]" in text  # authorization was there and was scrubbed
-        assert TOKEN_PREFIX not in text, path
-        assert "crsr_" not in text or "crsr_emulator_test_key" not in text, path
-        for line in text.splitlines():
-            low = line.lower()
-            assert not low.strip().startswith("- bearer"), (path, line)
+        assert "[SCRUBBED]" in text, path  # authorization was there and was scrubbed
+        assert cassette_problems(text) == [], path
+
+
+@pytest.mark.parametrize(
+    ("planted", "expected"),
+    [
+        ("crsr_" + "ab12" * 8, "a Cursor API key"),
+        (DEFAULT_API_KEY, "a Cursor API key"),
+        (DEFAULT_API_KEY[len("crsr_") :], "without its prefix"),
+        (TOKEN_PREFIX + ".eyJzdWIiOiJ1c2VyIn0.c2ln", "JWT"),
+        ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.sig", "JWT"),
+    ],
+)
+def test_the_cassette_check_catches_each_kind_of_leak(planted: str, expected: str) -> None:
+    clean = (CASSETTES / "list_models.yaml").read_text("utf-8")
+    assert cassette_problems(clean) == []
+    leaked = clean.replace("x-ghost-mode:", f"x-leak:\n      - '{planted}'\n      x-ghost-mode:", 1)
+    assert any(expected in p for p in cassette_problems(leaked)), cassette_problems(leaked)
+    bearer = clean.replace("'[SCRUBBED]'", "Bearer abc.def.ghi", 1)
+    assert any("unscrubbed authorization" in p for p in cassette_problems(bearer))

@@ -1,5 +1,6 @@
 """Load: 200 concurrent streaming requests through cursorpipe-server over a real socket, the
-connect transport behind it talking to the Cursor API emulator. Every answer is checked against
+connect transport behind it talking to the Cursor API emulator, once with the limit raised to 200
+and once at the default limit (where the overflow must be clean 429s). Every answer is checked against
 its own prompt (no cross-talk); afterwards no tasks, sockets, file descriptors or child processes
 are left and memory is back near where it started."""
 
@@ -20,7 +21,7 @@ import pytest
 import uvicorn
 from cursorpipe import CursorClient, CursorPipeConfig
 from cursorpipe.server import create_app
-from cursorpipe.testing.emulator import Emulator, expected_reply
+from cursorpipe.testing.emulator import Emulator, Fault, expected_reply
 from fastapi import FastAPI
 
 from ._probes import children, open_fds, rss_mib
@@ -127,3 +128,51 @@ async def test_200_concurrent_streams_no_crosstalk_no_leaks() -> None:
         assert children() == [emu_pid]
         # Python keeps freed memory in its arenas; "near its start" means no per-request growth.
         assert rss_mib() - rss0 < 64, (rss0, rss_mib())
+
+
+@pytest.mark.slow
+async def test_load_at_the_default_concurrency_limit_answers_429_cleanly() -> None:
+    """The same load at the DEFAULT limits (32 runs, 5 s queue): slow runs make the queue overflow,
+    and every request gets either its own correct answer or a well-formed 429 (Retry-After,
+    x-should-retry: true); the gate and the client end empty and the next request is served."""
+    defaults = CursorPipeConfig()
+    with Emulator.start_in_thread() as emu:
+        config = CursorPipeConfig(strategy="connect", backend_url=emu.url, api_key=emu.api_key, pool_size=0)
+        assert (config.max_concurrency, config.queue_timeout_s) == (
+            defaults.max_concurrency,
+            defaults.queue_timeout_s,
+        )
+        emu.inject(Fault.SLOW_FIRST_TOKEN, times=N, seconds=2.0)
+        client = CursorClient(config)
+        app = create_app(config, client=client)
+        async with serve(app) as base:
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+            async with httpx.AsyncClient(base_url=base, timeout=90, limits=limits) as http:
+
+                async def attempt(i: int) -> tuple[str, str] | httpx.Response:
+                    body = {"model": "auto", "messages": [{"role": "user", "content": f"busy prompt {i}"}]}
+                    r = await http.post("/v1/chat/completions", json=body)
+                    if r.status_code == 200:
+                        return f"busy prompt {i}", r.json()["choices"][0]["message"]["content"]
+                    return r
+
+                started = time.monotonic()
+                outcomes = await asyncio.wait_for(asyncio.gather(*(attempt(i) for i in range(N))), 120)
+                elapsed = time.monotonic() - started
+                served = [o for o in outcomes if isinstance(o, tuple)]
+                refused = [o for o in outcomes if not isinstance(o, tuple)]
+                for prompt, answer in served:
+                    assert answer == expected_reply(prompt)
+                for r in refused:
+                    assert r.status_code == 429, r.text
+                    assert r.json()["error"]["code"] == "server_busy"
+                    assert r.headers["retry-after"] and r.headers["x-should-retry"] == "true"
+                assert len(served) >= defaults.max_concurrency, (len(served), elapsed)
+                assert refused, f"no 429 in {elapsed:.1f} s: the queue never overflowed"
+                state = app.state.cursorpipe
+                assert state.gate.in_use == 0 and client.active_requests == 0
+                after = {"model": "auto", "messages": [{"role": "user", "content": "after"}]}
+                r = await http.post("/v1/chat/completions", json=after)
+                assert r.status_code == 200
+                assert r.json()["choices"][0]["message"]["content"] == expected_reply("after")
+        await client.close()

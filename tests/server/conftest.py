@@ -45,7 +45,7 @@ async def in_process(app: FastAPI, **headers: str) -> AsyncIterator[httpx.AsyncC
     async with app.router.lifespan_context(app):
         await asyncio.sleep(0)  # let warm-up finish (the mock warms instantly)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", headers=headers) as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1", headers=headers) as c:
             yield c
 
 
@@ -96,7 +96,7 @@ async def served() -> AsyncIterator[Callable[..., Awaitable[Served]]]:
         app, m, client = build(mock, keepalive_s=keepalive_s, emulated=emulated, **cfg)
         http = await stack.enter_async_context(in_process(app, **(headers or {})))
         stack.push_async_callback(client.close)
-        return Served(app, m, client, http, "http://testserver")
+        return Served(app, m, client, http, "http://127.0.0.1")
 
     async with stack:
         yield factory

@@ -189,7 +189,7 @@ async def test_health_liveness_readiness_and_drain(make_app):
 
     app, _mock, client = make_app()
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
         r = await http.get("/health/ready")  # lifespan not run yet: still starting
         assert r.status_code == 503 and r.json()["status"] == "starting" and r.headers["retry-after"]
         async with app.router.lifespan_context(app):
@@ -263,7 +263,7 @@ async def test_no_credentials_server_starts_and_chat_says_how_to_log_in():
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://t") as http,
+        httpx.AsyncClient(transport=transport, base_url="http://localhost") as http,
     ):
         for _ in range(100):  # warm-up fails (no credentials) without failing startup
             if app.state.cursorpipe.phase == "ready":
@@ -296,7 +296,7 @@ async def test_client_closed_outside_is_503(make_app):
     import httpx
 
     await client.close()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http:
         r = await http.post("/v1/chat/completions", json={"messages": USER})
     assert r.status_code == 503
     assert_openai_error(r.json(), code="client_closed")

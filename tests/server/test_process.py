@@ -125,3 +125,62 @@ def test_emulator_mode_process_is_labelled_and_serves_openai(tmp_path: Path) -> 
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_sigterm_readiness_503_before_close_and_drain_timeout_ends_streams(tmp_path: Path) -> None:
+    """Issue 12 item 8: after SIGTERM readiness answers 503 while the listener is still open, and a
+    stream still open at the drain timeout ends with an error event and [DONE], not a cut."""
+    import threading
+
+    script = tmp_path / "serve.py"
+    script.write_text(
+        textwrap.dedent("""
+        import sys
+        from cursorpipe import CursorClient, CursorPipeConfig, MockTransport
+        from cursorpipe.server import create_app
+        from cursorpipe.server.cli import serve
+        config = CursorPipeConfig(port=int(sys.argv[1]), log_level="warning")
+        client = CursorClient(config, transport=MockTransport(delay_s=60))  # silent for a minute
+        serve(create_app(client=client, keepalive_s=0.2), config, drain_timeout_s=2)
+        print("exited cleanly", flush=True)
+    """)
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    events: list[str] = []
+    opened = threading.Event()
+
+    def read_stream() -> None:
+        body = {"messages": [{"role": "user", "content": "one two three"}], "stream": True}
+        with (
+            httpx.Client(base_url=url, timeout=30) as http,
+            http.stream("POST", "/v1/chat/completions", json=body) as r,
+        ):
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    events.append(line[6:])
+                    opened.set()
+
+    try:
+        wait_ready(url, proc)
+        reader = threading.Thread(target=read_stream)
+        reader.start()
+        assert opened.wait(20)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        ready = httpx.get(url + "/health/ready", timeout=2)  # the listener is still open
+        assert ready.status_code == 503 and ready.json()["status"] == "draining"
+        reader.join(30)
+        assert not reader.is_alive()
+        assert events[-1] == "[DONE]"
+        assert json.loads(events[-2])["error"]["code"] == "shutting_down"
+        out, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0, err
+        assert b"exited cleanly" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -499,7 +499,7 @@ def test_arbitrary_tool_fields_never_cause_a_500() -> None:
     )
     client = CursorClient(CursorPipeConfig(max_retries=0), transport=MockTransport())
     seen: set[int] = set()
-    with TestClient(create_app(client=client)) as http:
+    with TestClient(create_app(client=client), base_url="http://localhost") as http:
 
         @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(

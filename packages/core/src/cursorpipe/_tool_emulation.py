@@ -92,9 +92,13 @@ def render_history(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
 
 def _loads_or_raw(text: str) -> Any:
     try:
-        return json.loads(text or "{}")
-    except ValueError:
+        value = json.loads(text or "{}")
+        # A caller's history may hold arguments nested past what json.dumps can re-encode
+        # (issue 12): such text is shown to the model as it came.
+        json.dumps(value)
+    except (ValueError, RecursionError):
         return text
+    return value
 
 
 class EmulatedToolParser:
@@ -136,6 +140,13 @@ class EmulatedToolParser:
         return rest, self.calls
 
     def _parse(self, raw: str) -> list[ToolCallEvent]:
+        try:
+            return self._parse_block(raw)
+        except RecursionError:
+            # The model's block nests deeper than the JSON codec goes: an invalid call, not a crash.
+            return [self._invalid(0, "", raw, "tool call block is nested too deeply")]
+
+    def _parse_block(self, raw: str) -> list[ToolCallEvent]:
         try:
             data = json.loads(raw)
         except ValueError as exc:

@@ -85,6 +85,7 @@ class CursorClient:
         self._config = config if config is not None else CursorPipeConfig()
         self._transport: Transport | None = transport
         self._transport_lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._active = 0
         self._closed = False
         self._sessions: set[CursorSession] = set()
@@ -123,6 +124,7 @@ class CursorClient:
         if self._closed:
             raise SessionError("This CursorClient is closed; create a new one.", code="client_closed")
         if self._transport is not None:
+            self._check_loop(self._transport)
             return self._transport
         if self._transport_lock is None:
             self._transport_lock = asyncio.Lock()
@@ -130,7 +132,25 @@ class CursorClient:
             if self._transport is None:
                 self._transport = create_transport(self._config)
                 log.info("cursorpipe: using the %s transport", self._transport.name)
+            self._check_loop(self._transport)
             return self._transport
+
+    def _check_loop(self, transport: Transport) -> None:
+        """A transport's connections and pipes belong to the loop it first ran on: on another loop
+        they would hang until timeouts and retries gave up (20-31 s, issue 12), so refuse at once.
+        Transports without loop-bound resources say so with ``loop_bound = False``."""
+        if not getattr(transport, "loop_bound", True):
+            return
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise SessionError(
+                "This CursorClient was first used on another event loop, which owns its connections "
+                "and agent processes; create one client per event loop (or use the sync methods, "
+                "which always run on the client's own loop).",
+                code="client_loop_mismatch",
+            )
 
     async def warmup(self, pool_size: int = 5) -> None:
         """Pre-start what the transport needs (process, token, connection, ``pool_size`` sessions)

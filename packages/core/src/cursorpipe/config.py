@@ -123,6 +123,22 @@ class CursorPipeConfig(BaseSettings):
     strict_params: bool = Field(False, description="Server: reject unknown request fields with 400.")
     session_idle_s: float = Field(1800.0, gt=0, description="Server: idle expiry of sessions.")
     cors_origins: str = Field("", description="Server: comma-separated CORS origins ('' = CORS off).")
+    allowed_hosts: str = Field(
+        "",
+        description="Server without a bearer token: Host values accepted besides loopback ones "
+        "(comma-separated; anti DNS rebinding).",
+    )
+    max_body_bytes: int = Field(
+        20 * 1024 * 1024, ge=1024, description="Server: largest request body accepted (413 beyond)."
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Server: time a connection has to send a complete request head."
+    )
+    body_timeout_s: float = Field(30.0, gt=0, description="Server: time a request has to send its body.")
+    keepalive_timeout_s: float = Field(5.0, gt=0, description="Server: idle keep-alive timeout.")
+    max_connections: int = Field(
+        0, ge=0, description="Server: open connections at most (0 = from the open-file limit)."
+    )
     log_level: str = Field("info", description="Log level of the server and CLI.")
 
     def __init__(self, **values: Any) -> None:

@@ -26,12 +26,14 @@ from ..types import (
     ToolCallEvent,
     TransportInfo,
     TurnEnd,
+    TurnRequest,
     Usage,
     UsageEvent,
     estimate_tokens,
 )
+from ._body import OFFLOAD_MESSAGES, offload_if, parse_body, read_body
 from ._errors import APIError, describe, error_body
-from ._requests import IGNORED_HEADER, ChatParams, parse_chat, parse_json_object
+from ._requests import IGNORED_HEADER, ChatParams, parse_chat
 from ._runs import End, EventStreamResponse, Fanout, keepalive, run_until_disconnect, sse
 from ._sessions import SESSION_HEADER
 from ._state import ServerState, request_timeout
@@ -303,22 +305,26 @@ async def _prepare(request: Request, st: ServerState, params: ChatParams) -> Pre
 
         return Prepared(session_streams, entry.session.model, text, headers)
 
-    turn = st.client.build_request(
-        params.model or None,
-        params.messages,
-        temperature=params.temperature,
-        max_tokens=params.max_tokens,
-        timeout_s=timeout_s,
-        tools=params.tools,
-        tool_choice=params.tool_choice,
-        response_format=params.response_format,
-        reasoning_effort=params.reasoning_effort,
-    )
+    def build() -> tuple[TurnRequest, str]:
+        turn = st.client.build_request(
+            params.model or None,
+            params.messages,
+            temperature=params.temperature,
+            max_tokens=params.max_tokens,
+            timeout_s=timeout_s,
+            tools=params.tools,
+            tool_choice=params.tool_choice,
+            response_format=params.response_format,
+            reasoning_effort=params.reasoning_effort,
+        )
+        return turn, "".join(m.text for m in turn.messages)
+
+    turn, prompt_text = await offload_if(len(params.messages) >= OFFLOAD_MESSAGES, build)
 
     def streams() -> list[AsyncGenerator[Event, None]]:
         return [st.client.run_request(turn, stop=stop) for _ in range(params.n)]
 
-    prepared = Prepared(streams, turn.model, "".join(m.text for m in turn.messages), headers)
+    prepared = Prepared(streams, turn.model, prompt_text, headers)
     forced = params.tools and (params.tool_choice == "required" or isinstance(params.tool_choice, Mapping))
     if not params.stream and (params.response_format is not None or forced):
         # The core's complete() validates response_format (one repair round, then
@@ -349,13 +355,21 @@ async def _prepare(request: Request, st: ServerState, params: ChatParams) -> Pre
 
 async def chat_completions(request: Request, st: ServerState) -> Response:
     """Handle one chat completion request."""
-    body = parse_json_object(await request.body())
-    params = parse_chat(body, strict=st.config.strict_params)
-    if params.user:
-        log.debug("chat request for user %s", redact(params.user))
+    # The body is read inside the gate (issue 12): a flood of huge or slow bodies queues for a
+    # slot instead of all being held in memory at once.
     await st.gate.acquire()
+    held = 1
     handed_off = False
     try:
+        raw = await read_body(request, limit=st.config.max_body_bytes, timeout_s=st.config.body_timeout_s)
+        params = await parse_body(raw, lambda body: parse_chat(body, strict=st.config.strict_params))
+        if params.user:
+            log.debug("chat request for user %s", redact(params.user))
+        if params.n > 1:  # n runs upstream take n slots
+            st.gate.release(held)
+            held = 0
+            await st.gate.acquire(params.n)
+            held = params.n
         prepared = await _prepare(request, st, params)
         cid = "chatcmpl-" + secrets.token_hex(12)
         created = int(time.time())
@@ -389,10 +403,16 @@ async def chat_completions(request: Request, st: ServerState) -> Response:
 
             async def on_close() -> None:
                 await fanout.aclose()
-                st.gate.release()
+                st.gate.release(held)
 
             handed_off = True
-            return EventStreamResponse(body_gen, headers=prepared.headers, on_close=on_close)
+            return EventStreamResponse(
+                body_gen,
+                headers=prepared.headers,
+                on_close=on_close,
+                ending=st.streams_ending,
+                farewell=lambda err: sse(_dumps(err.body())) + sse("[DONE]"),
+            )
         try:
             results = await run_until_disconnect(request, collect(fanout))
         except Exception as exc:
@@ -405,7 +425,7 @@ async def chat_completions(request: Request, st: ServerState) -> Response:
         return _completion(st, results, params, prepared, cid=cid, created=created)
     finally:
         if not handed_off:
-            st.gate.release()
+            st.gate.release(held)
 
 
 def _completion(
@@ -538,6 +558,7 @@ async def _stream(
         if isinstance(value, Exception):
             err = describe(value)
             st.metrics.observe_error(err.code)
+            st.note_failure(value)
             log.warning("stream %s failed mid-way: %s", cid, redact(err.message))
             # vLLM's convention (§4.2): an error event, then [DONE]; the OpenAI SDK raises on it.
             yield sse(_dumps(error_body(value)))

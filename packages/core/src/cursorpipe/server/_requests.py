@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -30,7 +31,9 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
             400, "The request body must be a JSON object.", code="invalid_json", should_retry=False
         )
     try:
-        value = json.loads(raw)
+        # UTF-8 only (RFC 8259 §8.1): json.loads would also guess UTF-16/32 from bytes, which
+        # would slip escapes past the surrogate check below.
+        value = json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise APIError(
             400, f"The request body is not valid JSON: {exc}", code="invalid_json", should_retry=False
@@ -39,7 +42,38 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise APIError(
             400, "The request body must be a JSON object.", code="invalid_json", should_retry=False
         )
+    if _ESCAPED_SURROGATE.search(raw):
+        _refuse_lone_surrogates(value)
     return value
+
+
+# UTF-8 bytes cannot encode a surrogate, so a lone one can only come from a \uD800-\uDFFF escape:
+# the full walk runs only for bodies that have such an escape (a valid pair decodes to one char).
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    """400 for a string holding a lone UTF-16 surrogate (valid JSON, but no UTF-8 exists for it,
+    so it would fail later, deep in a transport or in the response)."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                raise APIError(
+                    400,
+                    "The request body holds a lone UTF-16 surrogate escape (\\ud800-\\udfff without "
+                    "its pair); such text cannot be encoded as UTF-8.",
+                    code="invalid_json",
+                    should_retry=False,
+                ) from None
 
 
 _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
@@ -99,7 +133,9 @@ def _policy(extra: Mapping[str, Any] | None, strict: bool, prefix: str = "") -> 
             code="unsupported_parameter",
             should_retry=False,
         )
-    return names
+    # The names go into a response header: percent-encode anything but printable ASCII so an odd
+    # field name (non-Latin-1, CR/LF) can neither break the response nor inject a header.
+    return [quote(n, safe="!#$%&'*+-.^_`|~:/[]@()<>?={}") for n in names]
 
 
 #: Declared on the bodies (a wrong type or range is still a 400 naming the field) but honoured by no
@@ -178,6 +214,24 @@ def _bad(param: str, message: str) -> APIError:
     return APIError(400, message, param=param, code="invalid_value", should_retry=False)
 
 
+#: protobuf's parse recursion limit: a tool schema travels to Cursor as a ``google.protobuf.Value``.
+MAX_TOOL_SCHEMA_DEPTH = 100
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value, iteratively (deep values are exactly the ones to measure)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(node, dict):
+            stack.extend((v, level + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, level + 1) for v in node)
+    return deepest
+
+
 def _tools(raw: list[Any] | None) -> tuple[Mapping[str, Any], ...]:
     """OpenAI function tools: ``{"type": "function", "function": {"name", "description"?,
     "parameters"?, "strict"?}}``; anything else is a 400 naming the exact field."""
@@ -207,6 +261,12 @@ def _tools(raw: list[Any] | None) -> tuple[Mapping[str, Any], ...]:
         if params is not None and not isinstance(params, dict):
             raise _bad(
                 f"{where}.function.parameters", f"{where}.function.parameters must be a JSON Schema object."
+            )
+        if params is not None and _depth(params) > MAX_TOOL_SCHEMA_DEPTH:
+            raise _bad(
+                f"{where}.function.parameters",
+                f"{where}.function.parameters is nested more than {MAX_TOOL_SCHEMA_DEPTH} levels deep, "
+                "the limit of Cursor's protocol (tool schemas travel as protobuf values).",
             )
         if not isinstance(fn.get("strict", False), (bool, type(None))):
             raise _bad(f"{where}.function.strict", f"{where}.function.strict must be a boolean.")

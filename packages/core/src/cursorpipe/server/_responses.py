@@ -15,10 +15,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .._redact import redact
-from ..types import TextDelta, TransportInfo, Usage
+from ..types import TextDelta, TransportInfo, TurnRequest, Usage
+from ._body import OFFLOAD_MESSAGES, offload_if, parse_body, read_body
 from ._chat import ClientGone, RunResult, collect, primed_stream, total_usage
-from ._errors import describe
-from ._requests import IGNORED_HEADER, ResponsesParams, parse_json_object, parse_responses
+from ._errors import APIError, describe
+from ._requests import IGNORED_HEADER, ResponsesParams, parse_responses
 from ._runs import End, EventStreamResponse, Fanout, keepalive, run_until_disconnect
 from ._state import ServerState, request_timeout
 
@@ -115,24 +116,30 @@ def _response(
 
 async def responses_create(request: Request, st: ServerState) -> Response:
     """Handle one Responses API request."""
-    params = parse_responses(parse_json_object(await request.body()), strict=st.config.strict_params)
-    headers: dict[str, str] = {}
-    if params.ignored:
-        headers[IGNORED_HEADER] = ", ".join(params.ignored)
-    turn = st.client.build_request(
-        params.model or None,
-        params.messages,
-        temperature=params.temperature,
-        max_tokens=params.max_output_tokens,
-        timeout_s=request_timeout(request),
-        tools=params.tools,
-        tool_choice=params.tool_choice,
-        reasoning_effort=params.reasoning_effort,
-    )
-    prompt_text = "".join(m.text for m in turn.messages)
-    await st.gate.acquire()
+    await st.gate.acquire()  # the body is read inside the gate, as on chat completions
     handed_off = False
     try:
+        raw = await read_body(request, limit=st.config.max_body_bytes, timeout_s=st.config.body_timeout_s)
+        params = await parse_body(raw, lambda body: parse_responses(body, strict=st.config.strict_params))
+        headers: dict[str, str] = {}
+        if params.ignored:
+            headers[IGNORED_HEADER] = ", ".join(params.ignored)
+        timeout_s = request_timeout(request)
+
+        def build() -> tuple[TurnRequest, str]:
+            turn = st.client.build_request(
+                params.model or None,
+                params.messages,
+                temperature=params.temperature,
+                max_tokens=params.max_output_tokens,
+                timeout_s=timeout_s,
+                tools=params.tools,
+                tool_choice=params.tool_choice,
+                reasoning_effort=params.reasoning_effort,
+            )
+            return turn, "".join(m.text for m in turn.messages)
+
+        turn, prompt_text = await offload_if(len(params.messages) >= OFFLOAD_MESSAGES, build)
         rid = "resp_" + secrets.token_hex(12)
         msg_id = "msg_" + secrets.token_hex(12)
         created = int(time.time())
@@ -166,7 +173,9 @@ async def responses_create(request: Request, st: ServerState) -> Response:
                 started=started,
             )
             handed_off = True
-            return EventStreamResponse(body, headers=headers, on_close=on_close)
+            return EventStreamResponse(
+                body, headers=headers, on_close=on_close, ending=st.streams_ending, farewell=_farewell
+            )
         try:
             results = await run_until_disconnect(request, collect(fanout))
         finally:
@@ -194,6 +203,13 @@ async def responses_create(request: Request, st: ServerState) -> Response:
     finally:
         if not handed_off:
             st.gate.release()
+
+
+def _farewell(err: APIError) -> bytes:
+    """The error event ending a stream the server has to close (drain timeout)."""
+    body = err.body()["error"]
+    data = {"type": "error", "code": body["code"], "message": body["message"], "param": None}
+    return f"event: error\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
 async def _stream(
@@ -251,6 +267,7 @@ async def _stream(
         if isinstance(value, Exception):
             err = describe(value)
             st.metrics.observe_error(err.code)
+            st.note_failure(value)
             log.warning("response %s failed mid-way: %s", rid, redact(err.message))
             body = err.body()["error"]
             yield event("error", code=body["code"], message=body["message"], param=body["param"])

@@ -160,9 +160,13 @@ class EventStreamResponse(Response):
         *,
         headers: Mapping[str, str] | None = None,
         on_close: Callable[[], Awaitable[None]] | None = None,
+        ending: asyncio.Event | None = None,
+        farewell: Callable[[APIError], bytes] | None = None,
     ) -> None:
         self._body = body
         self._on_close = on_close
+        self._ending = ending
+        self._farewell = farewell
         self.status_code = 200
         self.background = None
         base = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -170,29 +174,47 @@ class EventStreamResponse(Response):
         self.init_headers(base)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
         async def stream() -> None:
+            nonlocal started
             await send(
                 {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
             )
+            started = True
             async for chunk in self._body:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
         writer = asyncio.ensure_future(stream())
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        ending = asyncio.ensure_future(self._ending.wait()) if self._ending is not None else None
+        tasks = [t for t in (writer, watcher, ending) if t is not None]
         try:
-            await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            cut_short = ending is not None and ending.done() and not writer.done() and not watcher.done()
             if watcher.done() and not writer.done():
                 log.info("client disconnected mid-stream; cancelling the run")
-            for task in (writer, watcher):
+            for task in tasks:
                 task.cancel()
-            for task in (writer, watcher):
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if cut_short and started and self._farewell is not None:
+                # The server is shutting down with this stream still open: say so in the
+                # stream's own format and end it properly rather than cutting the connection.
+                log.warning("drain timeout: ending an open stream with an error event")
+                farewell = self._farewell(stream_shutdown_error())
+                await send({"type": "http.response.body", "body": farewell, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            for task in (writer, watcher):
-                if not task.done():
-                    task.cancel()
+            pending = [t for t in tasks if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                # This task itself was cancelled: the writer must stop before its body generator
+                # can be closed (closing a running generator raises).
+                await asyncio.gather(*pending, return_exceptions=True)
             await self._body.aclose()
             if self._on_close is not None:
                 await self._on_close()
@@ -209,45 +231,91 @@ def keepalive() -> bytes:
 
 
 class Gate:
-    """At most ``limit`` requests run at once; others wait up to ``queue_timeout_s`` and then get
-    429 with Retry-After. While draining every new request gets 503 with Retry-After."""
+    """At most ``limit`` upstream runs at once (a request with ``n`` choices takes ``n`` slots);
+    others wait, first come first served, up to ``queue_timeout_s`` and then get 429 with
+    Retry-After. While draining every new request gets 503 with Retry-After."""
 
     def __init__(self, limit: int, queue_timeout_s: float) -> None:
         self.limit = limit
         self.queue_timeout_s = queue_timeout_s
-        self._sem = asyncio.Semaphore(limit)
         self.in_use = 0
         self.draining = False
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
 
-    async def acquire(self) -> None:
-        """Take a slot or raise the 429/503 :class:`APIError`."""
+    def _busy(self) -> APIError:
+        return APIError(
+            429,
+            f"cursorpipe-server is busy: {self.limit} runs are already going "
+            f"(CURSORPIPE_MAX_CONCURRENCY) and no slot freed up within {self.queue_timeout_s:g} s. "
+            "Retry shortly.",
+            type="rate_limit_error",
+            code="server_busy",
+            retry_after=SERVER_BUSY_RETRY_AFTER_S,
+            should_retry=True,
+        )
+
+    async def acquire(self, weight: int = 1) -> None:
+        """Take ``weight`` slots or raise the 400/429/503 :class:`APIError`."""
         if self.draining:
             raise draining_error()
-        try:
-            if self.queue_timeout_s <= 0:
-                if self._sem.locked():
-                    raise TimeoutError
-                await self._sem.acquire()
-            else:
-                async with asyncio.timeout(self.queue_timeout_s):
-                    await self._sem.acquire()
-        except TimeoutError:
+        if weight > self.limit:
             raise APIError(
-                429,
-                f"cursorpipe-server is busy: {self.limit} requests are already running "
-                f"(CURSORPIPE_MAX_CONCURRENCY) and no slot freed up within {self.queue_timeout_s:g} s. "
-                "Retry shortly.",
-                type="rate_limit_error",
-                code="server_busy",
-                retry_after=SERVER_BUSY_RETRY_AFTER_S,
-                should_retry=True,
-            ) from None
-        self.in_use += 1
+                400,
+                f"n={weight} needs {weight} parallel runs but this server runs at most {self.limit} "
+                "(CURSORPIPE_MAX_CONCURRENCY).",
+                param="n",
+                code="invalid_value",
+                should_retry=False,
+            )
+        if not self._waiters and self.in_use + weight <= self.limit:
+            self.in_use += weight
+            return
+        if self.queue_timeout_s <= 0:
+            raise self._busy()
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (weight, granted)
+        self._waiters.append(entry)
+        try:
+            async with asyncio.timeout(self.queue_timeout_s):
+                await granted
+        except BaseException as exc:
+            if granted.done() and not granted.cancelled():
+                self.release(weight)  # granted in the same instant the wait ended: give it back
+            if isinstance(exc, TimeoutError):
+                raise self._busy() from None
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(entry)
+            self._grant()
 
-    def release(self) -> None:
-        """Give a slot back."""
-        self.in_use -= 1
-        self._sem.release()
+    def release(self, weight: int = 1) -> None:
+        """Give ``weight`` slots back."""
+        self.in_use -= weight
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiters:
+            weight, granted = self._waiters[0]
+            if granted.done():
+                self._waiters.popleft()
+                continue
+            if self.in_use + weight > self.limit:
+                return  # strict order: a big request is not starved by small ones behind it
+            self._waiters.popleft()
+            self.in_use += weight
+            granted.set_result(None)
+
+
+def stream_shutdown_error() -> APIError:
+    """Ends a stream still open when the drain time is up."""
+    return APIError(
+        503,
+        "cursorpipe-server shut down before this answer was complete; retry the request.",
+        type="server_error",
+        code="shutting_down",
+        should_retry=True,
+    )
 
 
 def draining_error() -> APIError:

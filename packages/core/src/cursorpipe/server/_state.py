@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Literal
 
 from starlette.requests import Request
 
+from .._redact import redact
 from ..client import CursorClient
 from ..config import CursorPipeConfig
+from ..errors import (
+    AgentCrashError,
+    AgentNotFoundError,
+    AgentStartupError,
+    AuthenticationError,
+    OutdatedClientError,
+    PermissionDeniedError,
+)
 from ..types import ModelInfo
 from ._errors import APIError
 from ._metrics import Metrics
@@ -19,6 +29,17 @@ from ._sessions import SessionRegistry
 __all__ = ["ServerState", "get_state", "request_timeout"]
 
 Phase = Literal["starting", "ready", "draining"]
+
+#: A degraded state with no new failure for this long is forgotten (readiness turns 200 again so
+#: traffic can show whether the cause is gone).
+DEGRADED_TTL_S = 60.0
+_DEGRADING = (
+    AuthenticationError,
+    AgentCrashError,
+    AgentStartupError,
+    AgentNotFoundError,
+    OutdatedClientError,
+)
 
 TIMEOUT_HEADER = "x-cursorpipe-timeout"
 
@@ -41,11 +62,51 @@ class ServerState:
     warmup_error: str | None = None
     models: list[ModelInfo] | None = None
     models_at: float = 0.0
+    #: The loop serving the app (set by the lifespan): signal handlers schedule work on it.
+    loop: asyncio.AbstractEventLoop | None = None
+    streams_ending: asyncio.Event = field(default_factory=asyncio.Event)
+    #: (code, reason, monotonic time) of the last degrading failure; see note_failure
+    degraded: tuple[str, str, float] | None = None
 
     def begin_drain(self) -> None:
         """Stop taking new requests (SIGTERM); in-flight ones finish."""
         self.phase = "draining"
         self.gate.draining = True
+
+    def note_failure(self, exc: BaseException) -> None:
+        """Remember a failure that means "every request will fail like this" (credentials
+        refused, the agent gone, cannot start): health and readiness report it until a request
+        succeeds or ``DEGRADED_TTL_S`` passes without another one."""
+        if isinstance(exc, PermissionDeniedError):
+            return  # one model or feature refused, not the whole server
+        if isinstance(exc, _DEGRADING) and (
+            not isinstance(exc, AgentCrashError) or exc.code == "agent_restarts_exhausted"
+        ):
+            self.degraded = (exc.code or type(exc).__name__, redact(exc.message), time.monotonic())
+
+    def note_success(self) -> None:
+        """A request succeeded: whatever was wrong is fixed."""
+        self.degraded = None
+
+    def problem(self) -> dict[str, object] | None:
+        """The degraded state with its reason, from request outcomes and from the transport."""
+        # The client creates its transport lazily; an uncreated one has nothing to report.
+        transport = getattr(self.client, "_transport", None)
+        live = getattr(transport, "health_problem", None)
+        if isinstance(live, str) and live:
+            return {"code": "agent_restarts_exhausted", "reason": redact(live)}
+        if self.degraded is None:
+            return None
+        code, reason, since = self.degraded
+        age = time.monotonic() - since
+        if age > DEGRADED_TTL_S:
+            self.degraded = None  # retry: the cause may be gone (a fixed key, a restarted agent)
+            return None
+        return {"code": code, "reason": reason, "since_s": round(age, 1)}
+
+    def end_streams(self) -> None:
+        """The drain time is up: open streams end with an error event and ``[DONE]``."""
+        self.streams_ending.set()
 
     @property
     def owned_by(self) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import re
 import secrets
@@ -19,6 +20,8 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -32,10 +35,11 @@ from ..client import CursorClient
 from ..config import CursorPipeConfig
 from ..errors import CursorPipeError
 from ..types import ModelInfo
+from ._body import read_body
 from ._chat import ClientGone, chat_completions
 from ._errors import APIError, error_response
 from ._metrics import Metrics
-from ._requests import parse_json_object
+from ._requests import _ChatBody, _ResponsesBody, parse_json_object
 from ._responses import responses_create
 from ._runs import Gate, draining_error
 from ._sessions import SessionRegistry
@@ -47,6 +51,7 @@ log = logging.getLogger("cursorpipe.server")
 
 HEALTH_PATHS = frozenset({"/health", "/health/live", "/health/ready"})
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+_RUN_PATHS = frozenset({"/v1/chat/completions", "/v1/responses"})
 _KNOWN_PATHS = (
     "/v1/chat/completions",
     "/v1/responses",
@@ -76,6 +81,30 @@ class GuardMiddleware:
         self.state = state
         token = state.config.bearer_token.get_secret_value()
         self._token = token.encode() if token else None
+        extra = {h.strip().lower() for h in state.config.allowed_hosts.split(",") if h.strip()}
+        bind = state.config.host.strip().lower()
+        if bind and bind not in ("0.0.0.0", "::", "[::]"):  # noqa: S104 - compared, not bound
+            extra.add(bind)
+        self._allowed_hosts = frozenset(extra)
+
+    def _host_allowed(self, scope: Scope) -> bool:
+        """Without a bearer token anything that can make the browser send a request can spend the
+        account; DNS rebinding does it under a foreign name, so only loopback names (and the
+        configured ones) are served (issue 12 item 6)."""
+        if self._token is not None:
+            return True
+        host = ""
+        for name, value in scope.get("headers", ()):
+            if name == b"host":
+                host = value.decode("latin-1").strip().lower()
+                break
+        if host.startswith("["):
+            name = host[1 : host.find("]")] if "]" in host else host
+        else:
+            name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        # An entry with a port allows that port only; one without allows the name on any port.
+        allowed = self._allowed_hosts
+        return host in allowed or name in allowed or f"[{name}]" in allowed or _loopback_name(name)
 
     def _authorized(self, scope: Scope) -> bool:
         if self._token is None:
@@ -108,6 +137,8 @@ class GuardMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
+                if status == 200 and path in _RUN_PATHS:
+                    self.state.note_success()
                 headers = list(message.get("headers", ()))
                 headers.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": headers}
@@ -117,7 +148,17 @@ class GuardMiddleware:
         method: str = scope.get("method", "GET")
         exempt = method == "OPTIONS" or path in HEALTH_PATHS
         try:
-            if not exempt and not self._authorized(scope):
+            if not exempt and not self._host_allowed(scope):
+                err = APIError(
+                    403,
+                    "This server (no bearer token set) only answers requests addressed to a loopback "
+                    "host name; add this Host to CURSORPIPE_ALLOWED_HOSTS or set CURSORPIPE_BEARER_TOKEN.",
+                    type="permission_error",
+                    code="host_not_allowed",
+                    should_retry=False,
+                )
+                await error_response(err, request_id=request_id)(scope, receive, send_with_id)
+            elif not exempt and not self._authorized(scope):
                 err = APIError(
                     401,
                     "Missing or wrong bearer token: send 'Authorization: Bearer <CURSORPIPE_BEARER_TOKEN>'.",
@@ -125,6 +166,16 @@ class GuardMiddleware:
                     code="invalid_api_key",
                     should_retry=False,
                     headers={"WWW-Authenticate": "Bearer"},
+                )
+                await error_response(err, request_id=request_id)(scope, receive, send_with_id)
+            elif method == "POST" and not _json_or_empty(scope):
+                # A browser sends text/plain or form bodies cross-origin without a preflight (CSRF);
+                # application/json always needs one, which CORS then refuses.
+                err = APIError(
+                    415,
+                    "POST bodies must be sent with 'Content-Type: application/json'.",
+                    code="unsupported_media_type",
+                    should_retry=False,
                 )
                 await error_response(err, request_id=request_id)(scope, receive, send_with_id)
             elif not exempt and self.state.phase == "draining":
@@ -139,6 +190,54 @@ class GuardMiddleware:
             self.state.metrics.observe_request(
                 _metric_path(path), method, status, time.perf_counter() - started
             )
+
+
+class _OpenAICORSMiddleware(CORSMiddleware):
+    """Starlette's CORS handling, with its refusal of a preflight in OpenAI's error shape
+    instead of plain text (issue 12 item 8)."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        reason = bytes(response.body).decode("utf-8", "replace")
+        err = APIError(
+            response.status_code,
+            f"{reason}: this origin, method or header is not allowed (CURSORPIPE_CORS_ORIGINS).",
+            type="invalid_request_error",
+            code="cors_refused",
+            should_retry=False,
+        )
+        keep = {k: v for k, v in response.headers.items() if k.lower().startswith("access-control-")}
+        keep.update(err.response_headers())
+        return JSONResponse(err.body(), status_code=err.status, headers=keep)
+
+
+def _loopback_name(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _json_or_empty(scope: Scope) -> bool:
+    """The request declares a JSON body, or has no body at all."""
+    content_type = b""
+    length: bytes | None = None
+    chunked = False
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            content_type = value
+        elif name == b"content-length":
+            length = value.strip()
+        elif name == b"transfer-encoding":
+            chunked = True
+    media = content_type.split(b";", 1)[0].strip().lower()
+    if media == b"application/json":
+        return True
+    return not chunked and (length is None or length == b"0")
 
 
 def _model_json(info: ModelInfo, st: ServerState) -> dict[str, Any]:
@@ -213,7 +312,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # A lifespan may run again on the same app (test clients do): each start is a fresh one.
         state.phase = "starting"
+        state.gate.draining = False
+        state.loop = asyncio.get_running_loop()
+        state.streams_ending = asyncio.Event()
         if emulated:
             log.warning(
                 "cursorpipe-server: EMULATED backend (built-in Cursor API emulator); answers are fake"
@@ -245,6 +348,7 @@ def create_app(
     async def handle(request: Request, exc: Exception) -> Response:
         if isinstance(exc, ClientGone):
             return Response(status_code=499)
+        get_state(request).note_failure(exc)
         return error_response(exc, request_id=request.scope.get("state", {}).get("request_id"))
 
     for exc_type in (APIError, CursorPipeError, StarletteHTTPException, RequestValidationError, ClientGone):
@@ -255,7 +359,7 @@ def create_app(
     origins = [o.strip() for o in config.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(
-            CORSMiddleware,
+            _OpenAICORSMiddleware,
             allow_origins=origins,
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["*"],
@@ -301,8 +405,11 @@ async def _sweep(state: ServerState) -> None:
 
 
 def _health(state: ServerState) -> dict[str, Any]:
+    problem = state.problem()
+    status = "draining" if state.phase == "draining" else "degraded" if problem else "ok"
     return {
-        "status": "ok" if state.phase != "draining" else "draining",
+        "status": status,
+        "degraded": problem,
         "phase": state.phase,
         "emulated": state.emulated,
         "backend": "emulator" if state.emulated else state.config.backend_url,
@@ -316,10 +423,52 @@ def _health(state: ServerState) -> dict[str, Any]:
     }
 
 
+_MESSAGE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
+        "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+    },
+    "required": ["role"],
+}
+
+
+def _json_body(model: type[BaseModel], **items: dict[str, Any]) -> dict[str, Any]:
+    """``openapi_extra`` declaring ``model`` (a real request model of ``_requests``) as the JSON
+    request body, so property-based testing of the OpenAPI schema reaches the bodies. The routes
+    read the body themselves (inside the concurrency gate, under the size limit), so FastAPI does
+    not validate it; ``items`` gives array properties a useful item schema."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    schema = inline(schema)
+    for name, item in items.items():
+        schema["properties"][name]["items"] = item
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+class _SessionBody(BaseModel):
+    """``POST /v1/sessions`` body (documentation only; the route checks it by hand)."""
+
+    model: str = ""
+    id: str | None = None
+
+
 def _routes(app: FastAPI) -> None:
     @app.get("/health")
     async def health(request: Request) -> JSONResponse:
-        """Liveness plus a summary; 503 only while draining."""
+        """Liveness plus a summary (``status`` ``degraded`` with the reason when requests keep
+        failing the same way); 503 only while draining."""
         st = get_state(request)
         return JSONResponse(_health(st), status_code=503 if st.phase == "draining" else 200)
 
@@ -330,11 +479,14 @@ def _routes(app: FastAPI) -> None:
 
     @app.get("/health/ready")
     async def ready(request: Request) -> JSONResponse:
-        """200 once warm-up finished; 503 while starting or draining."""
+        """200 once warm-up finished; 503 while starting, draining or degraded (with the reason)."""
         st = get_state(request)
-        ok = st.phase == "ready"
+        problem = st.problem() if st.phase == "ready" else None
+        ok = st.phase == "ready" and problem is None
         headers = {} if ok else {"Retry-After": "1"}
-        body = {"status": "ready" if ok else st.phase, "emulated": st.emulated}
+        body: dict[str, Any] = {"status": "ready" if ok else st.phase, "emulated": st.emulated}
+        if problem is not None:
+            body.update(status="degraded", degraded=problem)
         return JSONResponse(body, status_code=200 if ok else 503, headers=headers)
 
     @app.get("/metrics")
@@ -375,21 +527,21 @@ def _routes(app: FastAPI) -> None:
             should_retry=False,
         )
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=_json_body(_ChatBody, messages=_MESSAGE_SCHEMA))
     async def chat(request: Request) -> Response:
         """OpenAI chat completions (streaming and not)."""
         return await chat_completions(request, get_state(request))
 
-    @app.post("/v1/responses")
+    @app.post("/v1/responses", openapi_extra=_json_body(_ResponsesBody))
     async def responses(request: Request) -> Response:
         """OpenAI Responses API: text and function tools."""
         return await responses_create(request, get_state(request))
 
-    @app.post("/v1/sessions")
+    @app.post("/v1/sessions", status_code=201, openapi_extra=_json_body(_SessionBody))
     async def create_session(request: Request) -> JSONResponse:
         """Open a session: body ``{"model": ..., "id": optional}``."""
         st = get_state(request)
-        raw = await request.body()
+        raw = await read_body(request, limit=st.config.max_body_bytes, timeout_s=st.config.body_timeout_s)
         body = parse_json_object(raw) if raw.strip() else {}
         model = body.get("model", "")
         sid = body.get("id")

@@ -16,6 +16,7 @@ import math
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import Any
@@ -25,10 +26,16 @@ import uvicorn
 from .._constants import SERVER_DRAIN_TIMEOUT_S, SERVER_KEEPALIVE_S
 from ..config import CursorPipeConfig, Strategy
 from ..errors import ConfigurationError
+from ._http import ThrottleFilter, auto_max_connections, hardened_protocol
 
-__all__ = ["build_parser", "check_bind", "config_from_args", "main", "serve"]
+__all__ = ["build_parser", "check_bind", "config_from_args", "main", "serve", "uvicorn_config"]
 
 log = logging.getLogger("cursorpipe.server")
+
+#: After SIGTERM, readiness is 503 this long before the listener closes.
+READY_GRACE_S = 1.0
+#: Largest request head (request line and headers) accepted.
+H11_MAX_HEAD_BYTES = 32 * 1024
 
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
@@ -158,6 +165,9 @@ def config_from_args(args: argparse.Namespace, **forced: Any) -> CursorPipeConfi
                 f"--bearer-token-env {args.bearer_token_env}: that environment variable is not set or empty."
             )
         overrides["bearer_token"] = token
+        # The variable would otherwise be inherited by every child (the agent of acp/subprocess):
+        # the token is the server's alone (issue 12 item 8).
+        os.environ.pop(args.bearer_token_env, None)
     overrides.update(forced)
     return CursorPipeConfig(**overrides)
 
@@ -171,10 +181,24 @@ def _is_loopback(host: str) -> bool:
         return False  # a host name could resolve anywhere: treat it as exposed
 
 
+#: Shortest bearer token accepted on a non-loopback bind (a short one is guessable over the network).
+MIN_TOKEN_CHARS = 16
+
+
 def check_bind(config: CursorPipeConfig) -> str | None:
     """Why this bind is refused, or ``None``. Unlike the original cursorpipe (0.0.0.0, no auth),
-    a non-loopback address needs a bearer token or an explicit opt-out."""
-    if _is_loopback(config.host) or config.bearer_token.get_secret_value() or config.allow_insecure_bind:
+    a non-loopback address needs a bearer token of at least ``MIN_TOKEN_CHARS`` characters or an
+    explicit opt-out."""
+    token = config.bearer_token.get_secret_value()
+    if _is_loopback(config.host) or config.allow_insecure_bind:
+        return None
+    if token and len(token) < MIN_TOKEN_CHARS:
+        return (
+            f"Refusing to listen on {config.host!r} with a bearer token of {len(token)} characters: "
+            f"use at least {MIN_TOKEN_CHARS} random characters (e.g. `python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'`)."
+        )
+    if token:
         return None
     return (
         f"Refusing to listen on {config.host!r} without authentication: anyone who can reach this "
@@ -191,9 +215,10 @@ class _DrainingServer(uvicorn.Server):
     moment SIGTERM/SIGINT arrives; uvicorn then waits for in-flight requests up to the drain
     timeout before the lifespan closes the client."""
 
-    def __init__(self, config: uvicorn.Config, app: Any) -> None:
+    def __init__(self, config: uvicorn.Config, app: Any, *, drain_timeout_s: float = 0.0) -> None:
         super().__init__(config)
         self._app = app
+        self._drain_timeout_s = drain_timeout_s
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -209,24 +234,62 @@ class _DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         state = getattr(getattr(self._app, "state", None), "cursorpipe", None)
-        if state is not None and state.phase != "draining":
-            state.begin_drain()
-            log.info("received %s: draining in-flight requests", signal.Signals(sig).name)
-        super().handle_exit(sig, frame)
+        if state is None or state.phase == "draining" or self.should_exit:
+            super().handle_exit(sig, frame)  # a second signal: uvicorn's own (forced) exit
+            return
+        state.begin_drain()
+        log.info("received %s: draining in-flight requests", signal.Signals(sig).name)
+        loop = state.loop
+        if loop is not None and self._drain_timeout_s > 0:
+            # Streams still open when the drain time is up end with an error event and [DONE]
+            # (not a cut connection), just before uvicorn would cancel them.
+            loop.call_soon_threadsafe(
+                loop.call_later, max(0.0, self._drain_timeout_s - 0.25), state.end_streams
+            )
+        # Readiness is 503 from now on, but the listener stays open for READY_GRACE_S so load
+        # balancers see the 503 and stop routing here before connections are refused.
+        timer = threading.Timer(READY_GRACE_S, super().handle_exit, args=(sig, frame))
+        timer.daemon = True
+        timer.start()
 
 
 def serve(app: Any, config: CursorPipeConfig, *, drain_timeout_s: float = SERVER_DRAIN_TIMEOUT_S) -> None:
     """Run ``app`` with uvicorn until SIGTERM/SIGINT, then drain gracefully."""
-    uv_config = uvicorn.Config(
+    _DrainingServer(
+        uvicorn_config(app, config, drain_timeout_s=drain_timeout_s), app, drain_timeout_s=drain_timeout_s
+    ).run()
+
+
+def uvicorn_config(
+    app: Any, config: CursorPipeConfig, *, drain_timeout_s: float = SERVER_DRAIN_TIMEOUT_S
+) -> uvicorn.Config:
+    """uvicorn's settings for ``app`` with the connection limits of issue 12 item 5: idle
+    keep-alive and request-head deadlines, a header size cap, a connection cap below the
+    open-file limit, and throttled logging of floods (accept errors, bad requests)."""
+    max_connections = config.max_connections or auto_max_connections()
+    throttle = ThrottleFilter()
+    for name in ("asyncio", "uvicorn.error", "cursorpipe.server.http"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, ThrottleFilter) for f in logger.filters):
+            logger.addFilter(throttle)
+    return uvicorn.Config(
         app,
         host=config.host,
         port=config.port,
         log_level=config.log_level.lower(),
         lifespan="on",
-        timeout_graceful_shutdown=math.ceil(drain_timeout_s),
+        # uvicorn waits this long for in-flight requests; streams are ended gracefully just before
+        timeout_graceful_shutdown=math.ceil(drain_timeout_s + READY_GRACE_S),
         server_header=False,
+        http=hardened_protocol(header_timeout_s=config.header_timeout_s, max_connections=max_connections),
+        timeout_keep_alive=max(1, math.ceil(config.keepalive_timeout_s)),
+        h11_max_incomplete_event_size=H11_MAX_HEAD_BYTES,
+        # No WebSocket route exists: upgrade requests are answered as plain HTTP requests (a 404
+        # in OpenAI's shape) instead of a handshake refused in plain text.
+        ws="none",
+        # a backstop: the protocol refuses connections over the cap before uvicorn counts them
+        limit_concurrency=max_connections + 1,
     )
-    _DrainingServer(uv_config, app).run()
 
 
 def _setup_logging(level: str) -> None:

@@ -24,7 +24,10 @@ from .._constants import (
 from .._redact import redact
 from ..errors import AgentNotFoundError
 
-__all__ = ["ManagedProcess", "resolve_executable"]
+__all__ = ["CLI_STALL_TIMEOUT_S", "ManagedProcess", "resolve_executable"]
+
+#: Silence after which an agent turn (acp or print mode) is declared stalled (issue 12 item 8).
+CLI_STALL_TIMEOUT_S = 120.0
 
 
 def resolve_executable(name: str) -> str:
@@ -187,3 +190,8 @@ class ManagedProcess:
             await asyncio.wait_for(self._stderr_task, 1.0)
         if not self._stderr_task.done():
             self._stderr_task.cancel()
+        # The child is reaped: close its pipes now, even if a grandchild still holds one open or
+        # nobody read stdout to its end (a stalled run), instead of leaving them to the GC.
+        transport = getattr(proc, "_transport", None)
+        if transport is not None:
+            transport.close()

@@ -64,6 +64,8 @@ class MockTransport:
     """A transport that needs nothing and does exactly what the test scripts."""
 
     name = "mock"
+    #: Holds nothing tied to an event loop: usable from any loop (see CursorClient._check_loop).
+    loop_bound = False
 
     def __init__(
         self,

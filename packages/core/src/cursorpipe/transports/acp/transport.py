@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -37,6 +38,7 @@ from ...errors import (
     CursorPipeError,
     ProtocolError,
     SessionError,
+    StreamStalledError,
 )
 from ...types import (
     ChatMessage,
@@ -53,6 +55,7 @@ from ...types import (
     UsageEvent,
     estimate_tokens,
 )
+from .._process import CLI_STALL_TIMEOUT_S
 from ..base import TransportCapabilities, TransportSession
 from ._connection import AcpConnection, RpcCallError, TurnItem, child_environment
 from ._dispenser import SessionDispenser, SessionHandle
@@ -161,6 +164,12 @@ class AcpTransport:
     """
 
     name = NAME
+    #: After giving up on a crashing agent, wait this long before trying to start it again.
+    restart_cooldown_s: float = 30.0
+    #: Silence (no update at all) after which a turn fails with StreamStalledError. Generous: ACP
+    #: has no heartbeat and whether a thinking model always streams thought chunks is not
+    #: established (acp.md §4 lists them, observed on Auto only), unlike connect's 30 s.
+    stall_timeout_s: float = CLI_STALL_TIMEOUT_S
 
     def __init__(self, config: CursorPipeConfig | None = None) -> None:
         self._config = config if config is not None else CursorPipeConfig()
@@ -171,6 +180,7 @@ class AcpTransport:
         self._restarts = 0
         self._total_restarts = 0
         self._gave_up: AgentCrashError | None = None
+        self._gave_up_at = 0.0
         self._catalog: ModelCatalog | None = None
         self._dispenser = SessionDispenser(self._new_session)
         self._tmp_cwd: str | None = None
@@ -203,6 +213,14 @@ class AcpTransport:
         return self._total_restarts
 
     @property
+    def health_problem(self) -> str | None:
+        """Why the transport cannot serve right now (it gave up restarting a crashing agent and
+        is cooling down), or ``None``; the server reports it on ``/health``."""
+        if self._gave_up is not None and time.monotonic() - self._gave_up_at < self.restart_cooldown_s:
+            return self._gave_up.message
+        return None
+
+    @property
     def pool_ready(self) -> int:
         """Fresh sessions waiting in the pool."""
         return self._dispenser.ready
@@ -227,7 +245,13 @@ class AcpTransport:
             if conn is not None and conn.alive:
                 return conn
             if self._gave_up is not None:
-                raise self._gave_up
+                if time.monotonic() - self._gave_up_at < self.restart_cooldown_s:
+                    raise self._gave_up
+                # The budget recovers over time (issue 12 item 7): after the cool-down one more
+                # start is tried; another crash before a completed turn gives up again.
+                log.warning("acp: retrying agent acp after a %.0f s cool-down", self.restart_cooldown_s)
+                self._gave_up = None
+                self._restarts = max(0, self._config.acp_max_restarts - 1)
             if conn is not None:
                 await conn.close()  # reap the dead child and its pipes before starting another
                 self._restarts += 1
@@ -242,6 +266,7 @@ class AcpTransport:
                         stderr=getattr(conn.death, "stderr", ""),
                         transport=NAME,
                     )
+                    self._gave_up_at = time.monotonic()
                     raise self._gave_up
                 delay = min(ACP_RESTART_BACKOFF_MAX_S, ACP_RESTART_BACKOFF_BASE_S * 2 ** (self._restarts - 1))
                 log.warning("acp: restarting agent acp (restart %d) in %.2f s", self._restarts, delay)
@@ -535,7 +560,15 @@ class AcpTransport:
         stop: Any = None
         try:
             while True:
-                item = await queue.get()
+                try:
+                    async with asyncio.timeout(self.stall_timeout_s):
+                        item = await queue.get()
+                except TimeoutError:
+                    raise StreamStalledError(
+                        f"agent acp sent nothing for {self.stall_timeout_s:g} s; the turn was cancelled "
+                        "(a live but silent agent would hold the request until its deadline).",
+                        transport=NAME,
+                    ) from None
                 if item.kind == "result":
                     answered = True
                     stop = item.payload.get("stopReason") if isinstance(item.payload, dict) else None

@@ -31,6 +31,7 @@ from ...errors import (
     ProtocolError,
     SessionError,
     StreamDroppedError,
+    StreamStalledError,
 )
 from ...types import (
     Event,
@@ -44,7 +45,7 @@ from ...types import (
     UsageEvent,
     estimate_tokens,
 )
-from .._process import ManagedProcess, resolve_executable
+from .._process import CLI_STALL_TIMEOUT_S, ManagedProcess, resolve_executable
 from ..base import TransportCapabilities, TransportSession
 from ._errors import NAME, classify_failure, classify_text, last_line
 from ._models import parse_models_output
@@ -100,6 +101,9 @@ class SubprocessTransport:
     """Runs each turn as one ``agent --print`` process. See the module docstring."""
 
     name = NAME
+    #: Silence after which a run fails with StreamStalledError (print mode has no heartbeat;
+    #: generous for the same reason as the acp transport's).
+    stall_timeout_s: float = CLI_STALL_TIMEOUT_S
 
     def __init__(self, config: CursorPipeConfig | None = None) -> None:
         self._config = config if config is not None else CursorPipeConfig()
@@ -331,7 +335,15 @@ class SubprocessTransport:
             parser = StreamJsonParser()
             inband: InbandError | None = None
             while parser.finished is None and inband is None:
-                chunk = await proc.read(_READ_SIZE)
+                try:
+                    async with asyncio.timeout(self.stall_timeout_s):
+                        chunk = await proc.read(_READ_SIZE)
+                except TimeoutError:
+                    raise StreamStalledError(
+                        f"agent --print wrote nothing for {self.stall_timeout_s:g} s; the run was stopped "
+                        "(a live but silent agent would hold the request until its deadline).",
+                        transport=self.name,
+                    ) from None
                 events = parser.feed(chunk) if chunk else parser.close()
                 for ev in events:
                     if isinstance(ev, TextChunk):

@@ -1,0 +1,83 @@
+"""Reading request bodies under limits (issue 12 item 4): the size is enforced while reading (413
+before the whole body is in memory), a body that trickles in is cut off (408), and a large body is
+parsed in a worker thread so ``/health`` and running streams keep being served meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from starlette.requests import ClientDisconnect, Request
+
+from ._errors import APIError
+from ._requests import parse_json_object
+
+__all__ = ["OFFLOAD_BYTES", "OFFLOAD_MESSAGES", "BodyTooLarge", "offload_if", "parse_body", "read_body"]
+
+T = TypeVar("T")
+
+#: Bodies at least this large are parsed and validated off the event loop.
+OFFLOAD_BYTES = 256 * 1024
+#: Conversations at least this long are turned into a turn request off the event loop.
+OFFLOAD_MESSAGES = 2_000
+
+
+class BodyTooLarge(APIError):
+    """413 in OpenAI's shape; repeating the same request cannot help."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            413,
+            f"The request body is larger than this server accepts ({limit} bytes, "
+            "CURSORPIPE_MAX_BODY_BYTES).",
+            code="request_too_large",
+            should_retry=False,
+        )
+
+
+async def read_body(request: Request, *, limit: int, timeout_s: float) -> bytes:
+    """The body, read chunk by chunk: over ``limit`` bytes gives :class:`BodyTooLarge` as soon as
+    it is known (from ``Content-Length`` or while reading), slower than ``timeout_s`` a 408."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise APIError(
+            408,
+            f"The request body did not arrive within {timeout_s:g} s (CURSORPIPE_BODY_TIMEOUT_S).",
+            code="request_timeout",
+            should_retry=False,
+        ) from None
+    except ClientDisconnect:
+        from ._chat import ClientGone
+
+        raise ClientGone from None
+    return b"".join(chunks)
+
+
+async def parse_body(raw: bytes, parse: Callable[[dict[str, Any]], T]) -> T:
+    """``parse(parse_json_object(raw))``, in a worker thread when ``raw`` is large: the thread
+    still shares the GIL, but the interpreter switches every few milliseconds, so the loop keeps
+    serving instead of stalling for the whole parse."""
+
+    def work() -> T:
+        return parse(parse_json_object(raw))
+
+    if len(raw) < OFFLOAD_BYTES:
+        return work()
+    return await asyncio.to_thread(work)
+
+
+async def offload_if(heavy: bool, work: Callable[[], T]) -> T:
+    """``work()``, in a worker thread when ``heavy`` (pure CPU work on request data only)."""
+    return await asyncio.to_thread(work) if heavy else work()

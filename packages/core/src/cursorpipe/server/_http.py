@@ -1,0 +1,162 @@
+"""The HTTP layer's defences (issue 12 item 5), as a thin subclass of uvicorn's h11 protocol:
+uvicorn itself times out idle keep-alive connections (``timeout_keep_alive``) and caps header size
+(``h11_max_incomplete_event_size``), but never times out a connection that sends no (or a slow)
+request head, and its refusals are plain text. This class adds the header deadline, a connection cap
+checked at accept time (refused at once with an OpenAI-shaped 503 instead of holding a descriptor),
+OpenAI-shaped 400s for malformed requests, and a log filter that collapses floods of identical
+warnings (one line per condition per interval, with the count of the ones suppressed)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import resource
+import threading
+import time
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+__all__ = ["LOG_INTERVAL_S", "ThrottleFilter", "auto_max_connections", "hardened_protocol", "raw_error"]
+
+log = logging.getLogger("cursorpipe.server.http")
+
+#: One log line per condition per this many seconds.
+LOG_INTERVAL_S = 10.0
+
+
+def raw_error(status: int, reason: str, message: str, code: str, *, error_type: str) -> bytes:
+    """A complete HTTP/1.1 error response in OpenAI's shape that closes the connection (written
+    straight to the socket where no request cycle exists to answer through)."""
+    body = json.dumps(
+        {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nx-should-retry: {'true' if status >= 500 else 'false'}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def auto_max_connections() -> int:
+    """A connection cap that leaves room under the open-file limit for everything else the server
+    opens (upstream sockets, agent pipes, logs): a quarter of it, at least 128, kept back."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        soft = 65536
+    return max(16, soft - max(128, soft // 4))
+
+
+class ThrottleFilter(logging.Filter):
+    """Lets one record per (logger, message template) through per ``interval_s``; the next one
+    that passes says how many were suppressed. Meant for the ``asyncio`` and ``uvicorn.error``
+    loggers, which otherwise write a line (with traceback) per refused accept or bad request."""
+
+    def __init__(self, interval_s: float = LOG_INTERVAL_S) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg))
+        now = time.monotonic()
+        with self._lock:
+            last, suppressed = self._seen.get(key, (-float("inf"), 0))
+            if now - last < self.interval_s:
+                self._seen[key] = (last, suppressed + 1)
+                return False
+            self._seen[key] = (now, 0)
+        if suppressed:
+            record.msg = f"{record.msg} [{suppressed} similar messages suppressed in the last interval]"
+        return True
+
+
+class _HardenedH11Protocol(H11Protocol):
+    header_timeout_s: float = 10.0
+    max_connections: int = 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            # Refused connections must not count against the admitted ones (uvicorn's own
+            # limit_concurrency check would then answer those in plain text).
+            self.connections.discard(self)
+            log.warning("connection cap reached (%d open); refusing new connections", self.max_connections)
+            transport.write(
+                raw_error(
+                    503,
+                    "Service Unavailable",
+                    "cursorpipe-server has too many open connections; retry shortly.",
+                    "too_many_connections",
+                    error_type="server_error",
+                )
+            )
+            transport.close()
+            return
+        self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self._arm_header_timer()  # (part of) a request head: it must complete in time
+        else:
+            self._cancel_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        self._cancel_header_timer()  # idle time from here on is the keep-alive timer's business
+        super().on_response_complete()
+
+    def _arm_header_timer(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        if self.timeout_keep_alive_task is not None:
+            return  # an idle keep-alive connection: uvicorn's own timer closes it
+        log.warning("closed a connection that sent no complete request head within the header timeout")
+        self.transport.write(
+            raw_error(
+                408,
+                "Request Timeout",
+                f"No complete request head within {self.header_timeout_s:g} s.",
+                "request_timeout",
+                error_type="invalid_request_error",
+            )
+        )
+        self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """Malformed HTTP gets OpenAI's error shape too (uvicorn answers plain text)."""
+        self.transport.write(
+            raw_error(400, "Bad Request", msg, "invalid_http_request", error_type="invalid_request_error")
+        )
+        self.transport.close()
+
+
+def hardened_protocol(*, header_timeout_s: float, max_connections: int) -> type[H11Protocol]:
+    """The protocol class for ``uvicorn.Config(http=...)`` with these limits."""
+    return type(
+        "CursorPipeH11Protocol",
+        (_HardenedH11Protocol,),
+        {"header_timeout_s": header_timeout_s, "max_connections": max_connections},
+    )
