@@ -33,7 +33,7 @@ async def test_server_maps_reasoning_effort(emu: Emulator) -> None:
     app = create_app(config, emulated=True)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=30) as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=30) as http:
             user = [{"role": "user", "content": "effort please"}]
             r = await http.post(
                 "/v1/chat/completions",

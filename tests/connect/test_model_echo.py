@@ -78,7 +78,7 @@ async def test_server_model_field_on_chat_stream_and_responses(emu: Emulator) ->
     app = create_app(_config(emu), emulated=True)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=30) as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=30) as http:
             msgs = [{"role": "user", "content": "model echo"}]
             r = await http.post("/v1/chat/completions", json={"model": "auto", "messages": msgs})
             assert r.status_code == 200, r.text

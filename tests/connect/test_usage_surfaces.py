@@ -52,7 +52,7 @@ async def test_server_chat_and_responses_count_prompt_once(emu: Emulator) -> Non
     app = create_app(_config(emu), emulated=True)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=30) as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=30) as http:
             r = await http.post(
                 "/v1/chat/completions",
                 json={"model": "auto", "messages": [{"role": "user", "content": "usage via chat please"}]},

@@ -114,7 +114,7 @@ async def test_catastrophic_pattern_is_validated_in_linear_time(served: Factory)
     r = await s.http.post("/v1/chat/completions", json=_schema_body(schema))
     elapsed = time.perf_counter() - started
     assert (await health).status_code == 200
-    _assert_openai_error(r, 502, "structured_output_invalid")
+    _assert_openai_error(r, 422, "structured_output_invalid")
     assert "does not match" in r.json()["error"]["message"]
     assert elapsed < 2.0, elapsed
 
@@ -182,7 +182,7 @@ async def test_deeply_nested_schema_and_answer_are_typed_errors(served: Factory)
     _assert_openai_error(r, 400)
     s.mock.queue("[" * 200_000 + "]" * 200_000, "[" * 200_000)
     r = await s.http.post("/v1/chat/completions", json=_schema_body({"type": "array"}))
-    _assert_openai_error(r, 502, "structured_output_invalid")
+    _assert_openai_error(r, 422, "structured_output_invalid")
 
 
 # ---- item 4: body size ------------------------------------------------------------------------------
