@@ -190,6 +190,18 @@ def test_doctor_all_good_against_emulator_and_fake_agent(capsys, monkeypatch) ->
         assert "FAIL  token" in out and "crsr_wrong_key_123456" not in out
 
 
+def test_doctor_emulator_is_all_good_offline_whatever_the_environment(capsys, monkeypatch) -> None:
+    # A wrong key and an unreachable backend in the environment: --emulator ignores both.
+    monkeypatch.setenv("CURSOR_BACKEND_URL", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("CURSOR_API_KEY", "crsr_wrong_key_123456")
+    assert cli.main(["doctor", "--emulator", "--timeout", "5"]) == 0
+    captured = capsys.readouterr()
+    assert "ok    token: accepted" in captured.out and "all good" in captured.out
+    assert "EMULATED backend" in captured.err
+    assert cli.main(["doctor", "--emulator", "--live"]) == 2  # --live means real Cursor
+    assert "drop --emulator" in capsys.readouterr().err
+
+
 def test_server_import_without_the_extra_names_the_install_command() -> None:
     code = "import sys; sys.modules['fastapi'] = None\nimport cursorpipe.server"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

@@ -154,8 +154,12 @@ def test_chat_cursor_with_structured_output(emu: Emulator) -> None:
 async def test_server_response_format_and_openai_parse(emu: Emulator) -> None:
     app = create_app(_config(emu), emulated=True)
     async with app.router.lifespan_context(app):
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost/v1", timeout=30)
-        sdk = openai.AsyncOpenAI(api_key="unused", base_url="http://localhost/v1", http_client=http, max_retries=0)
+        http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost/v1", timeout=30
+        )
+        sdk = openai.AsyncOpenAI(
+            api_key="unused", base_url="http://localhost/v1", http_client=http, max_retries=0
+        )
         async with sdk:
             completion = await sdk.chat.completions.parse(
                 model="auto",

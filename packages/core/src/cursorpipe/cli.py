@@ -8,7 +8,8 @@
     cursorpipe serve --port 8080      # the OpenAI-compatible server (same as cursorpipe-server)
 
 Every command reads ``CURSORPIPE_*`` settings from the environment and ``.env``; ``--emulator``
-runs ``models`` and ``chat`` against the built-in Cursor API emulator (offline, fake answers).
+runs ``doctor``, ``models`` and ``chat`` against the built-in Cursor API emulator (offline, fake
+answers).
 Secrets are never taken on the command line.
 """
 
@@ -57,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor", help="check credentials, token, agent binary and backend; say what to fix"
     )
     doctor.add_argument("--timeout", type=float, default=10.0, help="seconds per network check (default 10)")
+    doctor.add_argument(
+        "--emulator",
+        action="store_true",
+        help="check against the built-in Cursor API emulator (offline; shows what a healthy setup prints)",
+    )
     doctor.add_argument(
         "--live",
         action="store_true",
@@ -192,13 +198,14 @@ class _Report:
         print(f"  --    {what}: {detail}", file=self.out)
 
 
-async def _doctor(out: TextIO, timeout_s: float) -> int:
+async def _doctor(out: TextIO, timeout_s: float, config: CursorPipeConfig | None = None) -> int:
+    """The checks; ``config`` is given for ``--emulator`` (else it is read from the environment)."""
     import httpx
 
     report = _Report(out)
     print(f"cursorpipe {__version__} doctor", file=out)
     try:
-        config = CursorPipeConfig()
+        config = config if config is not None else CursorPipeConfig()
     except ConfigurationError as exc:
         report.bad(
             "configuration", exc.message, "correct the CURSORPIPE_* variable named above (env or .env)"
@@ -346,6 +353,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_main(argv[1:], prog="cursorpipe serve")
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "doctor" and args.emulator:
+            if args.live:
+                print("cursorpipe doctor: --live talks to real Cursor; drop --emulator", file=sys.stderr)
+                return 2
+            with _config(args) as config:
+                return asyncio.run(_doctor(sys.stdout, args.timeout, config))
         if args.command == "doctor":
             code = asyncio.run(_doctor(sys.stdout, args.timeout))
             if not args.live:
