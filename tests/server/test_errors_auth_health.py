@@ -317,7 +317,13 @@ async def test_warmup_failure_does_not_block_startup(served):
     s = await served(FailingWarmup())
     health = (await s.http.get("/health")).json()
     assert health["phase"] == "ready" and "CURSOR_API_KEY" in health["warmup_error"]
+    # every request would fail for lack of credentials: health says degraded, with the reason
+    assert health["status"] == "degraded" and "CURSOR_API_KEY" in health["degraded"]["reason"]
+    assert (await s.http.get("/health/ready")).status_code == 503
     assert (await s.http.post("/v1/chat/completions", json={"messages": USER})).status_code == 200
+    # the request worked (credentials fixed meanwhile): health recovers at once
+    assert (await s.http.get("/health")).json()["status"] == "ok"
+    assert (await s.http.get("/health/ready")).status_code == 200
 
 
 async def test_metrics_without_the_extra_is_501_naming_it(served, monkeypatch):

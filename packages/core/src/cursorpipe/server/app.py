@@ -387,6 +387,9 @@ async def _warmup(state: ServerState) -> None:
         raise
     except CursorPipeError as exc:
         state.warmup_error = redact(exc.message)
+        # No credentials (or a refused key) means every request will fail: health says so from
+        # the start, not only after the first failed request (issue 15).
+        state.note_failure(exc)
         log.warning("warm-up failed, serving anyway (requests will fail until fixed): %s", state.warmup_error)
     except Exception as exc:
         state.warmup_error = redact(f"{type(exc).__name__}: {exc}")
