@@ -174,3 +174,17 @@ def test_unary_error_without_connect_body_infers_code_from_status(status: int, c
 def test_unary_error_flat_message_json() -> None:
     err = parse_unary_error(401, b'{"message":"stub says bad key"}', "application/json")
     assert err == ConnectError("unauthenticated", "stub says bad key")
+
+
+def test_feed_partial_keeps_good_frames_read_together_with_a_bad_one() -> None:
+    """One read holding two good frames and then a bad flag byte: ``feed`` raises (losing both),
+    ``feed_partial`` hands back both and the error, so a caller can deliver them first."""
+    good = encode_envelope(b"one") + encode_envelope(b"two")
+    bad = b"\x04" + (3).to_bytes(4, "big") + b"bad"
+    frames, error = EnvelopeDecoder().feed_partial(good + bad)
+    assert [f.payload for f in frames] == [b"one", b"two"]
+    assert isinstance(error, ProtocolError) and "0x04" in str(error)
+    with pytest.raises(ProtocolError, match="0x04"):
+        EnvelopeDecoder().feed(good + bad)
+    frames, error = EnvelopeDecoder().feed_partial(good)
+    assert len(frames) == 2 and error is None

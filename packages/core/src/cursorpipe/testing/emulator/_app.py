@@ -553,6 +553,15 @@ class _Stream:
             frame = encode_end_stream(error, metadata, compress=self._gzip)
             await self._send({"type": "http.response.body", "body": frame, "more_body": False})
 
+    async def raw(self, data: bytes, last: bool) -> None:
+        """Write ``data`` as is (the malformed-frame faults); ``last`` ends the response body."""
+        async with self._lock:
+            if self.ended:
+                return
+            self.ended = self.ended or last
+            await self._start()
+            await self._send({"type": "http.response.body", "body": data, "more_body": not last})
+
 
 def _stream_auth_error(state: EmulatorState, headers: dict[str, str]) -> ConnectError | None:
     token = _bearer(headers)
@@ -650,7 +659,7 @@ async def _run_sse(
         return
     session.attached = True
     await stream.start()
-    io = TurnIO(send=stream.message, end=stream.end, inbound=session.queue)
+    io = TurnIO(send=stream.message, end=stream.end, inbound=session.queue, raw=stream.raw)
     run = RunRecord(transport="runsse", request_id=rid, headers=dict(headers))
     reader = asyncio.create_task(_watch_disconnect(receive, io))
     try:
@@ -668,7 +677,7 @@ async def _run_bidi(
     rec.status = 200
     auth_error = _stream_auth_error(state, headers)
     queue: asyncio.Queue[agent_pb2.AgentClientMessage | None] = asyncio.Queue()
-    io = TurnIO(send=stream.message, end=stream.end, inbound=queue)
+    io = TurnIO(send=stream.message, end=stream.end, inbound=queue, raw=stream.raw)
     run = RunRecord(transport="run", request_id=headers.get("x-request-id", ""), headers=dict(headers))
     bad_input: list[str] = []
 

@@ -277,6 +277,17 @@ class Fault(enum.Enum):
     #: ``Retry-After`` header when ``retry_after`` is given (a proxy or overloaded edge;
     #: official-sdk-as-peer.md §4 saw the SDK map it to ``unavailable``).
     HTTP_ERROR = "http_error"
+    #: Mid-stream, after some text: an envelope whose length prefix promises more bytes than are
+    #: ever sent, then the response body ends (a connection cut inside a frame, connect.md §3.1).
+    TRUNCATED_FRAME = "truncated_frame"
+    #: Mid-stream, after some text: a well-framed envelope whose payload is not a valid
+    #: ``AgentServerMessage`` (garbage protobuf), then a clean end-stream ``{}``.
+    GARBAGE_FRAME = "garbage_frame"
+    #: Mid-stream, after some text: an envelope with a flag byte outside connect.md §3.1's set
+    #: (``0x04``), carrying a valid message, then a clean end-stream ``{}``.
+    BAD_FLAG_FRAME = "bad_flag_frame"
+    #: Mid-stream, after some text: the end-stream frame (flag ``0x02``) carries non-JSON bytes.
+    BAD_END_STREAM = "bad_end_stream"
 
 
 @dataclass

@@ -33,7 +33,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..._proto.agent.v1 import agent_pb2
-from ...transports.connect._codec import ConnectError, ConnectErrorDetail, encode_error_details
+from ...transports.connect._codec import (
+    FLAG_END_STREAM,
+    ConnectError,
+    ConnectErrorDetail,
+    encode_envelope,
+    encode_error_details,
+)
 from ._behaviour import (
     Behaviour,
     Fault,
@@ -75,18 +81,26 @@ POST_TURN_TIMEOUT_S = 10.0
 
 SendFn = Callable[[agent_pb2.AgentServerMessage], Awaitable[None]]
 EndFn = Callable[[ConnectError | None, Mapping[str, Sequence[str]] | None], Awaitable[None]]
+RawFn = Callable[[bytes, bool], Awaitable[None]]
+
+#: Faults that write hand-made (malformed) bytes onto the wire mid-stream instead of a message.
+FRAME_FAULTS = frozenset(
+    {Fault.TRUNCATED_FRAME, Fault.GARBAGE_FRAME, Fault.BAD_FLAG_FRAME, Fault.BAD_END_STREAM}
+)
 
 
 @dataclass(eq=False)
 class TurnIO:
     """The transport half a turn talks through: ``send`` one server message, ``end`` the stream
     (with an optional Connect error), and ``inbound``, the client's messages in order (``None`` when
-    the client closed its side or disconnected)."""
+    the client closed its side or disconnected). ``raw`` writes bytes as they are (``True``: and
+    ends the body), for the malformed-frame faults; ``None`` where the wire has no such hook."""
 
     send: SendFn
     end: EndFn
     inbound: asyncio.Queue[agent_pb2.AgentClientMessage | None]
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
+    raw: RawFn | None = None
 
 
 @dataclass
@@ -782,6 +796,9 @@ class _Turn:
                 self.ended = True
                 self.rec.outcome = "dropped"
                 return
+            if i == len(pieces) // 2 and self.fault in FRAME_FAULTS:
+                await self._malformed_frame()
+                return
         await self.update(
             step_completed={
                 "step_id": self.step,
@@ -1176,6 +1193,36 @@ class _Turn:
         cp.token_details.used_tokens = state_tokens
         cp.token_details.max_tokens = self.b.max_tokens
         await self.send(msg)
+
+    async def _malformed_frame(self) -> None:
+        """Write the scheduled malformed frame (after the text so far) and end the response."""
+        raw = self.io.raw
+        if raw is None:
+            raise RuntimeError(f"{self.fault} needs a wire that can write raw bytes")
+        f = self.fault
+        self.ended = True
+        self.rec.outcome = f"malformed:{f.value}" if f else "malformed"
+        if f is Fault.TRUNCATED_FRAME:
+            msg = agent_pb2.AgentServerMessage()
+            msg.interaction_update.text_delta.text = "never delivered"
+            payload = msg.SerializeToString()
+            # The prefix promises 64 bytes more than follow; then the body ends.
+            await raw(b"\x00" + (len(payload) + 64).to_bytes(4, "big") + payload, True)
+            return
+        if f is Fault.GARBAGE_FRAME:
+            # Field 1 (interaction_update), length-delimited, claims 100 bytes; 7 follow: protobuf
+            # refuses it as truncated, whatever the framing says.
+            await raw(encode_envelope(b"\x0a\x64garbage"), False)
+        elif f is Fault.BAD_FLAG_FRAME:
+            msg = agent_pb2.AgentServerMessage()
+            msg.interaction_update.text_delta.text = "flagged"
+            payload = msg.SerializeToString()
+            # Built by hand: encode_envelope rightly refuses unknown flag bits.
+            await raw(b"\x04" + len(payload).to_bytes(4, "big") + payload, False)
+        elif f is Fault.BAD_END_STREAM:
+            await raw(encode_envelope(b"<html>502 Bad Gateway</html>", flags=FLAG_END_STREAM), True)
+            return
+        await self.io.end(None, None)
 
     async def _fault_before_output(self, req: agent_pb2.AgentRunRequest) -> bool:
         f = self.fault

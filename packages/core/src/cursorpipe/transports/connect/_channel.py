@@ -10,7 +10,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Protocol
 
 from ..._proto.agent.v1 import agent_pb2 as pb
-from ...errors import ProtocolError
+from ...errors import ProtocolError, StreamDroppedError
 from ._codec import ConnectError, EnvelopeDecoder
 
 __all__ = ["Channel", "ConnectCallError", "decode_server_messages"]
@@ -69,11 +69,14 @@ def parse_server_message(payload: bytes) -> pb.AgentServerMessage:
 async def decode_server_messages(
     chunks: AsyncIterator[bytes], headers: Mapping[str, str]
 ) -> AsyncGenerator[pb.AgentServerMessage, None]:
-    """Envelopes → messages. Returns normally on a success end-stream or on EOF (the caller decides
-    whether EOF without ``turn_ended`` is a drop, connect.md §7); raises on an end-stream error."""
+    """Envelopes → messages. Returns normally on a success end-stream or on EOF between frames (the
+    caller decides whether EOF without ``turn_ended`` is a drop, connect.md §7); raises on an
+    end-stream error, ``ProtocolError`` on a malformed frame (after yielding the good frames that
+    came before it) and ``StreamDroppedError`` on EOF inside a frame."""
     decoder = EnvelopeDecoder()
     async for chunk in chunks:
-        for frame in decoder.feed(chunk):
+        frames, error = decoder.feed_partial(chunk)
+        for frame in frames:
             if frame.end_stream is not None:
                 if frame.end_stream.error is not None:
                     merged = dict(headers)
@@ -81,5 +84,15 @@ async def decode_server_messages(
                         if values:
                             merged.setdefault(key, values[0])
                     raise ConnectCallError(frame.end_stream.error, status=200, headers=merged)
+                if error is not None:
+                    raise error  # bytes after the end-stream frame
                 return
             yield parse_server_message(frame.payload)
+        if error is not None:
+            raise error
+    try:
+        decoder.close()
+    except ProtocolError as exc:
+        # The body ended inside a frame: the connection was cut mid-message (connect.md §7), so it
+        # is a drop (resumable from a checkpoint), not a peer speaking another protocol.
+        raise StreamDroppedError(f"Cursor's stream ended inside a frame: {exc}") from exc

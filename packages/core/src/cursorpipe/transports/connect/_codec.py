@@ -440,14 +440,29 @@ class EnvelopeDecoder:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         """Add bytes; return every frame they complete."""
+        frames, error = self.feed_partial(data)
+        if error is not None:
+            raise error
+        return frames
+
+    def feed_partial(self, data: bytes | bytearray | memoryview) -> tuple[list[Frame], ProtocolError | None]:
+        """Like :meth:`feed`, but a protocol error comes back with the good frames decoded before
+        it (a bad frame in the same read as good ones must not lose what came first)."""
+        frames: list[Frame] = []
+        try:
+            self._feed_into(data, frames)
+        except ProtocolError as exc:
+            return frames, exc
+        return frames, None
+
+    def _feed_into(self, data: bytes | bytearray | memoryview, frames: list[Frame]) -> None:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise ProtocolError(f"Connect decoder expects bytes, got {type(data).__name__}")
         if not data:
-            return []
+            return
         if self._ended:
             raise ProtocolError("Data after the Connect end-stream frame")
         self._buf += data
-        frames: list[Frame] = []
         while len(self._buf) >= _HEADER:
             flags = self._buf[0]
             length = int.from_bytes(self._buf[1:_HEADER], "big")
@@ -468,7 +483,6 @@ class EnvelopeDecoder:
                     raise ProtocolError("Data after the Connect end-stream frame")
                 break
             frames.append(Frame(flags, payload))
-        return frames
 
     def close(self) -> None:
         """Signal end of input; raise :class:`ProtocolError` if a partial frame is left."""
