@@ -48,8 +48,16 @@ class SessionHandle:
 class SessionDispenser:
     """Hands out fresh sessions, keeping ``target`` of them ready."""
 
-    def __init__(self, create: Callable[[], Awaitable[SessionHandle]]) -> None:
+    def __init__(
+        self,
+        create: Callable[[], Awaitable[SessionHandle]],
+        *,
+        prepare: Callable[[SessionHandle], Awaitable[None]] | None = None,
+    ) -> None:
         self._create = create
+        # Run on pooled sessions only (e.g. switch to the model requests use): an on-demand
+        # session is prepared by the request that takes it, which knows what it wants.
+        self._prepare = prepare
         self._ready: deque[SessionHandle] = deque()
         self._target = 0
         self._refill: asyncio.Task[None] | None = None
@@ -95,6 +103,8 @@ class SessionDispenser:
                 return
             try:
                 handle = await self._create()
+                if self._prepare is not None:
+                    await self._prepare(handle)
             except CursorPipeError as exc:
                 # Requests still work (on demand) and report the error themselves.
                 log.warning("acp: could not pre-create a session: %s", exc)

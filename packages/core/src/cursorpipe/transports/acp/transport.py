@@ -182,7 +182,8 @@ class AcpTransport:
         self._gave_up: AgentCrashError | None = None
         self._gave_up_at = 0.0
         self._catalog: ModelCatalog | None = None
-        self._dispenser = SessionDispenser(self._new_session)
+        self._preferred_model: str | None = None  # what new sessions are switched to ahead of time
+        self._dispenser = SessionDispenser(self._new_session, prepare=self._preset_model)
         self._tmp_cwd: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         register_secret(self._config.api_key.get_secret_value())
@@ -373,16 +374,23 @@ class AcpTransport:
             or not result["sessionId"]
         ):
             raise ProtocolError("agent acp answered session/new without a sessionId.", transport=NAME)
-        catalog = ModelCatalog.from_session(result)
-        if catalog.models:
-            self._catalog = catalog
+        # Cached across sessions and refreshed whenever a session lists other options (issue 16:
+        # rebuilding the id mapping for every pooled session was a measurable share of a request).
+        options, current = ModelCatalog.read_options(result)
+        catalog = self._catalog
+        if catalog is None or catalog.options != options:
+            catalog = ModelCatalog(options, current)
+            if catalog.models:
+                self._catalog = catalog
+            elif self._catalog is not None:
+                catalog = self._catalog
         modes = result.get("modes")
         mode = modes.get("currentModeId") if isinstance(modes, dict) else None
         return SessionHandle(
             id=result["sessionId"],
             conn=conn,
-            catalog=catalog if catalog.models else (self._catalog or catalog),
-            model_value=catalog.current,
+            catalog=catalog,
+            model_value=current,
             mode=mode if isinstance(mode, str) else None,
         )
 
@@ -433,6 +441,18 @@ class AcpTransport:
                     transport=NAME,
                 ) from exc2
         handle.mode = wanted
+
+    async def _preset_model(self, handle: SessionHandle) -> None:
+        """Switch a new session to the model the last request asked for, so a pooled session is
+        ready in the right mode *and* model and a request's path is one prompt (issue 16). A
+        failure here is not the caller's: the request switches (and reports) again itself."""
+        model = self._preferred_model
+        if model is None:
+            return
+        try:
+            await self._set_model(handle, model)
+        except CursorPipeError as exc:
+            log.debug("acp: could not pre-set model %r on a new session: %s", model, exc)
 
     async def _set_model(self, handle: SessionHandle, model: str) -> str:
         """Switch the session to ``model`` (a CLI id or an ACP id); return the CLI-style id."""
@@ -551,6 +571,7 @@ class AcpTransport:
     ) -> AsyncGenerator[Event, None]:
         conn = handle.conn
         model_id = await self._set_model(handle, request.model)
+        self._preferred_model = request.model
         yield TransportInfo(transport=NAME, model=model_id, session_id=handle.id)
         queue = await conn.start_prompt(handle.id, {"sessionId": handle.id, "prompt": _blocks(text, images)})
         available = [m.cli_id for m in handle.catalog.models]
@@ -560,15 +581,21 @@ class AcpTransport:
         stop: Any = None
         try:
             while True:
-                try:
-                    async with asyncio.timeout(self.stall_timeout_s):
-                        item = await queue.get()
-                except TimeoutError:
-                    raise StreamStalledError(
-                        f"agent acp sent nothing for {self.stall_timeout_s:g} s; the turn was cancelled "
-                        "(a live but silent agent would hold the request until its deadline).",
-                        transport=NAME,
-                    ) from None
+                # Most items are already queued when we look (the reader delivers a whole read at
+                # once): take them without arming a stall timer each time (issue 16 profile).
+                if queue.qsize():
+                    item = queue.get_nowait()
+                else:
+                    try:
+                        async with asyncio.timeout(self.stall_timeout_s):
+                            item = await queue.get()
+                    except TimeoutError:
+                        raise StreamStalledError(
+                            f"agent acp sent nothing for {self.stall_timeout_s:g} s; the turn was "
+                            "cancelled (a live but silent agent would hold the request until its "
+                            "deadline).",
+                            transport=NAME,
+                        ) from None
                 if item.kind == "result":
                     answered = True
                     stop = item.payload.get("stopReason") if isinstance(item.payload, dict) else None
