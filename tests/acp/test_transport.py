@@ -82,7 +82,11 @@ async def test_generate_returns_the_agents_answer(make_client: MakeClient, recor
     assert record.prompt_sessions() == [modes[0]["sessionId"]]
 
 
-async def test_stream_yields_typed_events_in_order(make_client: MakeClient) -> None:
+async def test_stream_yields_typed_events_in_order(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Chunks a few ms apart, as from a real model: each must reach the caller as it arrives.
+    monkeypatch.setenv(ENV_LATENCY, "0.005")
     client = make_client()
     events = [e async for e in client.events("auto", prompt="stream me")]
     assert isinstance(events[0], TransportInfo) and events[0].transport == "acp"

@@ -151,6 +151,8 @@ class ModelCatalog:
         #: The raw ``(acp id, name)`` options, so a later session's list can be compared cheaply.
         self.options = tuple((i, n) for i, n in options if i)
         self.models = _cli_ids(list(self.options))
+        #: The CLI ids, in order (error messages list them; computed once, not per request).
+        self.cli_ids = [m.cli_id for m in self.models]
         self.current = current
         # Every request resolves its model name (twice: fail-fast, then the switch); the answer
         # for a name never changes for one catalogue, so it is memoised (issue 16).

@@ -574,16 +574,19 @@ class AcpTransport:
         self._preferred_model = request.model
         yield TransportInfo(transport=NAME, model=model_id, session_id=handle.id)
         queue = await conn.start_prompt(handle.id, {"sessionId": handle.id, "prompt": _blocks(text, images)})
-        available = [m.cli_id for m in handle.catalog.models]
+        available = handle.catalog.cli_ids
         inband = InbandErrorFilter()
         answer: list[str] = []
         answered = False  # the agent ended the prompt (result or error): nothing left to cancel
         stop: Any = None
+        held: TurnItem | None = None  # an item read while merging chunks, handled next
         try:
             while True:
                 # Most items are already queued when we look (the reader delivers a whole read at
                 # once): take them without arming a stall timer each time (issue 16 profile).
-                if queue.qsize():
+                if held is not None:
+                    item, held = held, None
+                elif queue.qsize():
                     item = queue.get_nowait()
                 else:
                     try:
@@ -603,14 +606,32 @@ class AcpTransport:
                 if item.kind == "error":
                     answered = True
                     raise self._turn_error(item, request.model, available)
-                event = _event(item.payload)
-                if isinstance(event, TextDelta):
-                    out = inband.feed(event.text)
-                    if out:
-                        answer.append(out)
-                        yield TextDelta(out)
-                elif event is not None:
-                    yield event
+                kind, chunk = _chunk(item.payload)
+                if kind is None:
+                    continue
+                # Chunks of the same kind that are already waiting go out as one delta: the text
+                # is the same, nothing waits longer, and every layer above handles one event
+                # instead of several (issue 16: per-event cost dominated at 32 concurrent).
+                parts = [chunk]
+                while queue.qsize():
+                    nxt = queue.get_nowait()
+                    if nxt.kind != "update":
+                        held = nxt
+                        break
+                    next_kind, next_chunk = _chunk(nxt.payload)
+                    if next_kind == kind:
+                        parts.append(next_chunk)
+                    elif next_kind is not None:
+                        held = nxt
+                        break
+                merged = parts[0] if len(parts) == 1 else "".join(parts)
+                if kind == "thought":
+                    yield ThinkingDelta(merged)
+                    continue
+                out = inband.feed(merged)
+                if out:
+                    answer.append(out)
+                    yield TextDelta(out)
             tail, error = inband.finish(model=request.model, available=available)
             if error is not None:
                 raise error
@@ -666,21 +687,27 @@ class AcpTransport:
         handle.settling = task
 
 
-def _event(update: Any) -> Event | None:
-    """A ``session/update`` payload as an event (acp.md §4). Tool calls, plans, titles and mode
-    updates are Cursor's own business and stay inside the transport."""
+_CHUNK_KINDS = {"agent_message_chunk": "text", "agent_thought_chunk": "thought"}
+
+
+def _chunk(update: Any) -> tuple[str | None, str]:
+    """What a ``session/update`` payload carries for the caller (acp.md §4): ``("text", …)``,
+    ``("thought", …)`` or ``(None, "")``. Tool calls, plans, titles and mode updates are Cursor's
+    own business and stay inside the transport."""
     if not isinstance(update, dict):
-        return None
+        return None, ""
     kind = update.get("sessionUpdate")
-    content = update.get("content")
-    text = content.get("text") if isinstance(content, dict) and content.get("type") == "text" else None
-    if kind == "agent_message_chunk" and isinstance(text, str):
-        return TextDelta(text)
-    if kind == "agent_thought_chunk" and isinstance(text, str):
-        return ThinkingDelta(text)
+    chunk_kind = _CHUNK_KINDS.get(kind) if isinstance(kind, str) else None
+    if chunk_kind is not None:
+        content = update.get("content")
+        if isinstance(content, dict) and content.get("type") == "text":
+            text = content.get("text")
+            if isinstance(text, str):
+                return chunk_kind, text
+        return None, ""
     if kind in ("tool_call", "tool_call_update", "plan"):
         log.debug("acp: %s %s", kind, update.get("title") or update.get("status") or "")
-    return None
+    return None, ""
 
 
 def _version() -> str:
