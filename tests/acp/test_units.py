@@ -17,7 +17,7 @@ from cursorpipe.errors import (
 )
 from cursorpipe.testing.fake_agent.catalog import INBAND_ERRORS, MODELS, usage_limit_text
 from cursorpipe.transports.acp import AcpTransport, flatten_messages
-from cursorpipe.transports.acp._connection import TurnItem
+from cursorpipe.transports.acp._connection import TurnItem, TurnQueue
 from cursorpipe.transports.acp._dispenser import SessionHandle
 from cursorpipe.transports.acp._errors import InbandErrorFilter, classify_rpc_error, crash_error
 from cursorpipe.transports.acp._jsonrpc import RpcError
@@ -239,6 +239,23 @@ def test_inband_filter_is_split_invariant_and_lossless(words: list[str], cuts: l
         assert out == text  # nothing is ever lost when no error is recognised
 
 
+async def test_turn_queue_keeps_order_and_survives_a_cancelled_get() -> None:
+    queue = TurnQueue()
+    with pytest.raises(asyncio.QueueEmpty):
+        queue.get_nowait()
+    waiting = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    queue.put_nowait(TurnItem("update", 1))  # nobody waits: kept, not lost
+    getter = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    queue.put_nowait(TurnItem("result", 2))
+    assert (await getter).payload == 1
+    assert queue.qsize() == 1 and queue.get_nowait() == TurnItem("result", 2)
+
+
 # ---- the turn loop (issue 16: chunks already waiting go out merged) ---------------------------
 class _QueuedConn:
     """Just enough of AcpConnection for ``_turn``: the prompt's items are all queued up front."""
@@ -247,13 +264,13 @@ class _QueuedConn:
         self.items = items
         self.ended = False
 
-    async def start_prompt(self, session_id: str, params: dict[str, Any]) -> asyncio.Queue[Any]:
-        queue: asyncio.Queue[Any] = asyncio.Queue()
+    async def start_prompt(self, session_id: str, params: dict[str, Any]) -> TurnQueue:
+        queue = TurnQueue()
         for item in self.items:
             queue.put_nowait(item)
         return queue
 
-    def end_prompt(self, session_id: str, queue: asyncio.Queue[Any]) -> None:
+    def end_prompt(self, session_id: str, queue: TurnQueue) -> None:
         self.ended = True
 
 

@@ -94,7 +94,11 @@ class SessionDispenser:
             self._refill = asyncio.get_running_loop().create_task(self._run_refill(), name="acp-pool-refill")
 
     def _prune(self) -> None:
-        self._ready = deque(h for h in self._ready if h.usable)
+        # Pooled handles are never used (take() removes them) and were appended in creation
+        # order, so they only turn unusable when their process dies, oldest first: when the
+        # oldest is fine, all are, and the O(pool) rebuild per take() is skipped (issue 16).
+        if self._ready and not (self._ready[0].usable and self._ready[-1].usable):
+            self._ready = deque(h for h in self._ready if h.usable)
 
     async def _run_refill(self) -> None:
         while True:

@@ -57,7 +57,7 @@ from ...types import (
 )
 from .._process import CLI_STALL_TIMEOUT_S
 from ..base import TransportCapabilities, TransportSession
-from ._connection import AcpConnection, RpcCallError, TurnItem, child_environment
+from ._connection import AcpConnection, RpcCallError, TurnItem, TurnQueue, child_environment
 from ._dispenser import SessionDispenser, SessionHandle
 from ._errors import InbandErrorFilter, classify_rpc_error
 from ._jsonrpc import METHOD_NOT_FOUND
@@ -661,7 +661,7 @@ class AcpTransport:
             return payload
         return ProtocolError(f"agent acp turn failed: {payload!r}", transport=NAME)
 
-    async def _abandon(self, handle: SessionHandle, queue: asyncio.Queue[TurnItem]) -> None:
+    async def _abandon(self, handle: SessionHandle, queue: TurnQueue) -> None:
         """The turn stopped early (timeout, consumer gone, task cancelled, error): send
         ``session/cancel`` and keep reading the session until the prompt is answered (acp.md §4),
         in the background, so a dedicated session's next turn starts clean."""
