@@ -250,6 +250,23 @@ async def test_consumer_closing_the_stream_sends_session_cancel(
     assert await client.generate("auto", "after") == expected_reply("after")
 
 
+async def test_finished_and_abandoned_turns_leave_no_routing_state(make_client: MakeClient) -> None:
+    # Per-turn bookkeeping (pending prompt ids, routes) must not grow with the number of turns.
+    client = make_client()
+    assert await client.generate("auto", "one") == expected_reply("one")
+    async with aclosing(client.events("auto", prompt=f"wait {HANG_MARKER}")) as events:
+        async for event in events:
+            if isinstance(event, ThinkingDelta):
+                break
+    transport = await client.transport()
+    conn = transport._conn  # type: ignore[attr-defined]
+    for _ in range(200):  # the abandoned turn settles in the background once the cancel lands
+        if not (conn._pending or conn._routes or conn._prompt_ids):
+            break
+        await asyncio.sleep(0.01)
+    assert (conn._pending, conn._routes, conn._prompt_ids) == ({}, {}, {})
+
+
 async def test_task_cancellation_sends_session_cancel(make_client: MakeClient, record: Record) -> None:
     client = make_client()
     task = asyncio.create_task(client.generate("auto", HANG_MARKER))
