@@ -250,6 +250,35 @@ async def test_consumer_closing_the_stream_sends_session_cancel(
     assert await client.generate("auto", "after") == expected_reply("after")
 
 
+async def test_pooled_sessions_are_switched_to_the_requested_model_ahead_of_time(
+    make_client: MakeClient, record: Record
+) -> None:
+    sonnet = find_model("claude-4.5-sonnet")
+    assert sonnet is not None
+    client = make_client()
+    await client.warmup(1)
+    await client.complete("claude-4.5-sonnet", prompt="a")  # this one switches on its own path
+    transport = await client.transport()
+    for _ in range(500):
+        if transport.pool_ready >= 1:  # type: ignore[attr-defined]
+            break
+        await asyncio.sleep(0.01)
+
+    def switches() -> list[tuple[str, str]]:
+        return [
+            (p["sessionId"], p["value"])
+            for p in record.calls("session/set_config_option")
+            if p["configId"] == "model"
+        ]
+
+    before = switches()
+    await client.complete("claude-4.5-sonnet", prompt="b")
+    second = record.prompt_sessions()[1]
+    # The pool switched the session before the request took it; the request's path was one prompt.
+    assert (second, sonnet.acp_id) in before
+    assert switches() == before
+
+
 async def test_finished_and_abandoned_turns_leave_no_routing_state(make_client: MakeClient) -> None:
     # Per-turn bookkeeping (pending prompt ids, routes) must not grow with the number of turns.
     client = make_client()

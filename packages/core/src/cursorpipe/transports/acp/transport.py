@@ -542,6 +542,8 @@ class AcpTransport:
         if session is None:
             if self._catalog is not None:
                 self._catalog.resolve(request.model)
+                # Before take(): the refill it starts pre-switches the next pooled session.
+                self._preferred_model = request.model
             # A fresh session per stateless request, never reused (no cross-request history).
             handle = await self._dispenser.take()
             text = flatten_messages(request.messages)
