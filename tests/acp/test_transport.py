@@ -82,7 +82,11 @@ async def test_generate_returns_the_agents_answer(make_client: MakeClient, recor
     assert record.prompt_sessions() == [modes[0]["sessionId"]]
 
 
-async def test_stream_yields_typed_events_in_order(make_client: MakeClient) -> None:
+async def test_stream_yields_typed_events_in_order(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Chunks a few ms apart, as from a real model: each must reach the caller as it arrives.
+    monkeypatch.setenv(ENV_LATENCY, "0.005")
     client = make_client()
     events = [e async for e in client.events("auto", prompt="stream me")]
     assert isinstance(events[0], TransportInfo) and events[0].transport == "acp"
@@ -244,6 +248,52 @@ async def test_consumer_closing_the_stream_sends_session_cancel(
     assert cancels == [{"jsonrpc": "2.0", "method": "session/cancel", "params": {"sessionId": sid}}]
     # The process is still healthy afterwards.
     assert await client.generate("auto", "after") == expected_reply("after")
+
+
+async def test_pooled_sessions_are_switched_to_the_requested_model_ahead_of_time(
+    make_client: MakeClient, record: Record
+) -> None:
+    sonnet = find_model("claude-4.5-sonnet")
+    assert sonnet is not None
+    client = make_client()
+    await client.warmup(1)
+    await client.complete("claude-4.5-sonnet", prompt="a")  # this one switches on its own path
+    transport = await client.transport()
+    for _ in range(500):
+        if transport.pool_ready >= 1:  # type: ignore[attr-defined]
+            break
+        await asyncio.sleep(0.01)
+
+    def switches() -> list[tuple[str, str]]:
+        return [
+            (p["sessionId"], p["value"])
+            for p in record.calls("session/set_config_option")
+            if p["configId"] == "model"
+        ]
+
+    before = switches()
+    await client.complete("claude-4.5-sonnet", prompt="b")
+    second = record.prompt_sessions()[1]
+    # The pool switched the session before the request took it; the request's path was one prompt.
+    assert (second, sonnet.acp_id) in before
+    assert switches() == before
+
+
+async def test_finished_and_abandoned_turns_leave_no_routing_state(make_client: MakeClient) -> None:
+    # Per-turn bookkeeping (pending prompt ids, routes) must not grow with the number of turns.
+    client = make_client()
+    assert await client.generate("auto", "one") == expected_reply("one")
+    async with aclosing(client.events("auto", prompt=f"wait {HANG_MARKER}")) as events:
+        async for event in events:
+            if isinstance(event, ThinkingDelta):
+                break
+    transport = await client.transport()
+    conn = transport._conn  # type: ignore[attr-defined]
+    for _ in range(200):  # the abandoned turn settles in the background once the cancel lands
+        if not (conn._pending or conn._routes or conn._prompt_ids):
+            break
+        await asyncio.sleep(0.01)
+    assert (conn._pending, conn._routes, conn._prompt_ids) == ({}, {}, {})
 
 
 async def test_task_cancellation_sends_session_cancel(make_client: MakeClient, record: Record) -> None:

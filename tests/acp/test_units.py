@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
+from cursorpipe import CursorPipeConfig
 from cursorpipe.errors import (
     AuthenticationError,
     ModelNotFoundError,
@@ -12,11 +16,13 @@ from cursorpipe.errors import (
     UsageLimitError,
 )
 from cursorpipe.testing.fake_agent.catalog import INBAND_ERRORS, MODELS, usage_limit_text
-from cursorpipe.transports.acp import flatten_messages
+from cursorpipe.transports.acp import AcpTransport, flatten_messages
+from cursorpipe.transports.acp._connection import TurnItem, TurnQueue
+from cursorpipe.transports.acp._dispenser import SessionHandle
 from cursorpipe.transports.acp._errors import InbandErrorFilter, classify_rpc_error, crash_error
 from cursorpipe.transports.acp._jsonrpc import RpcError
 from cursorpipe.transports.acp._models import ModelCatalog, parse_acp_id
-from cursorpipe.types import ChatMessage
+from cursorpipe.types import ChatMessage, TextDelta, ThinkingDelta, TurnEnd, TurnRequest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -231,3 +237,117 @@ def test_inband_filter_is_split_invariant_and_lossless(words: list[str], cuts: l
     assert (out, type(err)) == (whole_out, type(whole_err)), pieces
     if err is None:
         assert out == text  # nothing is ever lost when no error is recognised
+
+
+async def test_turn_queue_keeps_order_and_survives_a_cancelled_get() -> None:
+    queue = TurnQueue()
+    with pytest.raises(asyncio.QueueEmpty):
+        queue.get_nowait()
+    waiting = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    queue.put_nowait(TurnItem("update", 1))  # nobody waits: kept, not lost
+    getter = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    queue.put_nowait(TurnItem("result", 2))
+    assert (await getter).payload == 1
+    assert queue.qsize() == 1 and queue.get_nowait() == TurnItem("result", 2)
+
+
+# ---- the turn loop (issue 16: chunks already waiting go out merged) ---------------------------
+class _QueuedConn:
+    """Just enough of AcpConnection for ``_turn``: the prompt's items are all queued up front."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+        self.ended = False
+
+    async def start_prompt(self, session_id: str, params: dict[str, Any]) -> TurnQueue:
+        queue = TurnQueue()
+        for item in self.items:
+            queue.put_nowait(item)
+        return queue
+
+    def end_prompt(self, session_id: str, queue: TurnQueue) -> None:
+        self.ended = True
+
+
+def _update(kind: str, text: str) -> TurnItem:
+    return TurnItem("update", {"sessionUpdate": kind, "content": {"type": "text", "text": text}})
+
+
+async def test_turn_merges_waiting_chunks_of_one_kind_in_order() -> None:
+    items = [
+        _update("agent_thought_chunk", "th"),
+        _update("agent_thought_chunk", "ink"),
+        TurnItem("update", {"sessionUpdate": "tool_call", "title": "x"}),  # stays inside
+        _update("agent_message_chunk", "Hel"),
+        TurnItem("update", {"sessionUpdate": "plan"}),
+        _update("agent_message_chunk", "lo"),
+        _update("agent_thought_chunk", "again"),
+        _update("agent_message_chunk", "!"),
+        TurnItem("result", {"stopReason": "end_turn"}),
+    ]
+    conn = _QueuedConn(items)
+    transport = AcpTransport(CursorPipeConfig(agent_bin="/nonexistent"))
+    handle = SessionHandle(id="s1", conn=conn, catalog=CATALOG, model_value="default[]", mode="ask")  # type: ignore[arg-type]
+    request = TurnRequest(model="auto", messages=(ChatMessage(role="user", content="hi"),))
+    events = [e async for e in transport._turn(handle, request, "hi", [])]
+    deltas = [(type(e).__name__, e.text) for e in events if isinstance(e, (TextDelta, ThinkingDelta))]
+    assert deltas == [
+        ("ThinkingDelta", "think"),
+        ("TextDelta", "Hello"),
+        ("ThinkingDelta", "again"),
+        ("TextDelta", "!"),
+    ]
+    assert isinstance(events[-1], TurnEnd) and events[-1].stop_reason == "stop"
+    assert conn.ended
+
+
+async def test_turn_merged_text_still_goes_through_the_inband_error_filter() -> None:
+    text = INBAND_ERRORS["resource_exhausted"]
+    half = len(text) // 2
+    conn = _QueuedConn(
+        [
+            _update("agent_message_chunk", text[:half]),
+            _update("agent_message_chunk", text[half:]),
+            TurnItem("result", {"stopReason": "end_turn"}),
+        ]
+    )
+    transport = AcpTransport(CursorPipeConfig(agent_bin="/nonexistent"))
+    handle = SessionHandle(id="s2", conn=conn, catalog=CATALOG, model_value="default[]", mode="ask")  # type: ignore[arg-type]
+    request = TurnRequest(model="auto", messages=(ChatMessage(role="user", content="hi"),))
+    seen: list[object] = []
+
+    async def consume() -> None:
+        async for event in transport._turn(handle, request, "hi", []):
+            seen.append(event)
+
+    with pytest.raises(RateLimitError):
+        await consume()
+    assert not [e for e in seen if isinstance(e, TextDelta)]  # the error text never reaches the caller
+
+
+def test_catalogue_resolution_is_memoised_and_reused_for_same_options() -> None:
+    catalog = ModelCatalog([(m.acp_id, m.label) for m in MODELS], current="default[]")
+    first = catalog.resolve("auto")
+    assert catalog.resolve("auto") is first and first.base in ("default", "auto")
+    result = {
+        "models": {
+            "currentModelId": "default[]",
+            "availableModels": [{"modelId": m.acp_id, "name": m.label} for m in MODELS],
+        }
+    }
+    assert ModelCatalog.from_session(result, previous=catalog) is catalog
+    changed = {
+        "models": {
+            "currentModelId": "default[]",
+            "availableModels": [{"modelId": "default[]", "name": "Auto"}],
+        }
+    }
+    fresh = ModelCatalog.from_session(changed, previous=catalog)
+    assert fresh is not catalog and [m.acp_id for m in fresh.models] == ["default[]"]
+    with pytest.raises(ModelNotFoundError):
+        catalog.resolve("no-such-model")

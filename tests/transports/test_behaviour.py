@@ -14,6 +14,7 @@ from cursorpipe import (
     TurnEnd,
     UsageEvent,
 )
+from cursorpipe.testing.fake_agent import catalog
 
 from .conftest import Backend
 
@@ -24,7 +25,13 @@ async def test_generate_returns_the_deterministic_reply(client: CursorClient, ba
     assert client.active_requests == 0
 
 
-async def test_stream_chunks_add_up_to_the_reply(client: CursorClient, backend: Backend) -> None:
+async def test_stream_chunks_add_up_to_the_reply(
+    client: CursorClient, backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Chunks a few ms apart, as from a real model (the fake agent starts on the first request):
+    # acp hands on chunks that are already waiting as one delta (issue 16), so with all of them
+    # written at once a single chunk would be right too.
+    monkeypatch.setenv(catalog.ENV_LATENCY, "0.005")
     chunks = [c async for c in client.stream(backend.model, "stream me a few words please")]
     assert len(chunks) > 1
     assert "".join(chunks) == backend.reply("stream me a few words please", [])

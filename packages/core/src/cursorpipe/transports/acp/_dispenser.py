@@ -48,8 +48,16 @@ class SessionHandle:
 class SessionDispenser:
     """Hands out fresh sessions, keeping ``target`` of them ready."""
 
-    def __init__(self, create: Callable[[], Awaitable[SessionHandle]]) -> None:
+    def __init__(
+        self,
+        create: Callable[[], Awaitable[SessionHandle]],
+        *,
+        prepare: Callable[[SessionHandle], Awaitable[None]] | None = None,
+    ) -> None:
         self._create = create
+        # Run on pooled sessions only (e.g. switch to the model requests use): an on-demand
+        # session is prepared by the request that takes it, which knows what it wants.
+        self._prepare = prepare
         self._ready: deque[SessionHandle] = deque()
         self._target = 0
         self._refill: asyncio.Task[None] | None = None
@@ -86,7 +94,11 @@ class SessionDispenser:
             self._refill = asyncio.get_running_loop().create_task(self._run_refill(), name="acp-pool-refill")
 
     def _prune(self) -> None:
-        self._ready = deque(h for h in self._ready if h.usable)
+        # Pooled handles are never used (take() removes them) and were appended in creation
+        # order, so they only turn unusable when their process dies, oldest first: when the
+        # oldest is fine, all are, and the O(pool) rebuild per take() is skipped (issue 16).
+        if self._ready and not (self._ready[0].usable and self._ready[-1].usable):
+            self._ready = deque(h for h in self._ready if h.usable)
 
     async def _run_refill(self) -> None:
         while True:
@@ -95,6 +107,8 @@ class SessionDispenser:
                 return
             try:
                 handle = await self._create()
+                if self._prepare is not None:
+                    await self._prepare(handle)
             except CursorPipeError as exc:
                 # Requests still work (on demand) and report the error themselves.
                 log.warning("acp: could not pre-create a session: %s", exc)

@@ -146,7 +146,9 @@ def parse_line(line: bytes) -> Message:
     Raises :class:`ProtocolError` for anything that is not a single JSON-RPC 2.0 object.
     """
     try:
-        obj = json.loads(line)
+        # Decoded here rather than by json.loads(bytes), which sniffs the encoding of every line
+        # (ACP is UTF-8, acp.md §2); a leading BOM stays accepted as before.
+        obj = json.loads(line.decode("utf-8-sig" if line.startswith(b"\xef\xbb\xbf") else "utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _bad("not JSON", line) from exc
     if not isinstance(obj, dict):

@@ -148,13 +148,34 @@ class ModelCatalog:
     """The model options of an ACP session and the mapping from the ids users type."""
 
     def __init__(self, options: Iterable[tuple[str, str]], current: str | None = None) -> None:
-        self.models = _cli_ids([(i, n) for i, n in options if i])
+        #: The raw ``(acp id, name)`` options, so a later session's list can be compared cheaply.
+        self.options = tuple((i, n) for i, n in options if i)
+        self.models = _cli_ids(list(self.options))
+        #: The CLI ids, in order (error messages list them; computed once, not per request).
+        self.cli_ids = [m.cli_id for m in self.models]
         self.current = current
+        # Every request resolves its model name (twice: fail-fast, then the switch); the answer
+        # for a name never changes for one catalogue, so it is memoised (issue 16).
+        self._resolved: dict[str, AcpModel] = {}
 
     @classmethod
-    def from_session(cls, result: Mapping[str, Any]) -> ModelCatalog:
+    def from_session(cls, result: Mapping[str, Any], *, previous: ModelCatalog | None = None) -> ModelCatalog:
         """Read the ``model`` config option (stable ACP) or, failing that, ``models`` (Cursor's
-        legacy field) of a ``session/new`` result (acp.md §3.1)."""
+        legacy field) of a ``session/new`` result (acp.md §3.1).
+
+        When ``previous`` lists the same options, it is returned instead of a rebuilt catalogue
+        (the id mapping is the costly part and every pooled session repeats the same list), with
+        ``current`` left to the caller: the catalogue refreshes itself whenever the agent's list
+        changes, at the price of one tuple comparison per session.
+        """
+        options, current = cls.read_options(result)
+        if previous is not None and previous.options == options:
+            return previous
+        return cls(options, current)
+
+    @staticmethod
+    def read_options(result: Mapping[str, Any]) -> tuple[tuple[tuple[str, str], ...], str | None]:
+        """The ``(acp id, name)`` options of a session result and its current model id."""
         options: list[tuple[str, str]] = []
         current: str | None = None
         for opt in result.get("configOptions") or ():
@@ -172,7 +193,7 @@ class ModelCatalog:
                 for item in models.get("availableModels") or ():
                     if isinstance(item, Mapping) and isinstance(item.get("modelId"), str):
                         options.append((item["modelId"], str(item.get("name") or item["modelId"])))
-        return cls(options, current)
+        return tuple((i, n) for i, n in options if i), current
 
     def infos(self) -> list[ModelInfo]:
         """Every option as :class:`ModelInfo`, in the agent's order."""
@@ -180,6 +201,15 @@ class ModelCatalog:
 
     def resolve(self, name: str) -> AcpModel:
         """The option a user's model name means; raises :class:`ModelNotFoundError`."""
+        hit = self._resolved.get(name)
+        if hit is not None:
+            return hit
+        hit = self._resolve(name)
+        if len(self._resolved) < 256:  # names come from callers: keep the memo bounded
+            self._resolved[name] = hit
+        return hit
+
+    def _resolve(self, name: str) -> AcpModel:
         wanted = name.strip()
         low = wanted.lower()
         for model in self.models:

@@ -57,7 +57,7 @@ from ...types import (
 )
 from .._process import CLI_STALL_TIMEOUT_S
 from ..base import TransportCapabilities, TransportSession
-from ._connection import AcpConnection, RpcCallError, TurnItem, child_environment
+from ._connection import AcpConnection, RpcCallError, TurnItem, TurnQueue, child_environment
 from ._dispenser import SessionDispenser, SessionHandle
 from ._errors import InbandErrorFilter, classify_rpc_error
 from ._jsonrpc import METHOD_NOT_FOUND
@@ -182,7 +182,8 @@ class AcpTransport:
         self._gave_up: AgentCrashError | None = None
         self._gave_up_at = 0.0
         self._catalog: ModelCatalog | None = None
-        self._dispenser = SessionDispenser(self._new_session)
+        self._preferred_model: str | None = None  # what new sessions are switched to ahead of time
+        self._dispenser = SessionDispenser(self._new_session, prepare=self._preset_model)
         self._tmp_cwd: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         register_secret(self._config.api_key.get_secret_value())
@@ -373,16 +374,23 @@ class AcpTransport:
             or not result["sessionId"]
         ):
             raise ProtocolError("agent acp answered session/new without a sessionId.", transport=NAME)
-        catalog = ModelCatalog.from_session(result)
-        if catalog.models:
-            self._catalog = catalog
+        # Cached across sessions and refreshed whenever a session lists other options (issue 16:
+        # rebuilding the id mapping for every pooled session was a measurable share of a request).
+        options, current = ModelCatalog.read_options(result)
+        catalog = self._catalog
+        if catalog is None or catalog.options != options:
+            catalog = ModelCatalog(options, current)
+            if catalog.models:
+                self._catalog = catalog
+            elif self._catalog is not None:
+                catalog = self._catalog
         modes = result.get("modes")
         mode = modes.get("currentModeId") if isinstance(modes, dict) else None
         return SessionHandle(
             id=result["sessionId"],
             conn=conn,
-            catalog=catalog if catalog.models else (self._catalog or catalog),
-            model_value=catalog.current,
+            catalog=catalog,
+            model_value=current,
             mode=mode if isinstance(mode, str) else None,
         )
 
@@ -433,6 +441,18 @@ class AcpTransport:
                     transport=NAME,
                 ) from exc2
         handle.mode = wanted
+
+    async def _preset_model(self, handle: SessionHandle) -> None:
+        """Switch a new session to the model the last request asked for, so a pooled session is
+        ready in the right mode *and* model and a request's path is one prompt (issue 16). A
+        failure here is not the caller's: the request switches (and reports) again itself."""
+        model = self._preferred_model
+        if model is None:
+            return
+        try:
+            await self._set_model(handle, model)
+        except CursorPipeError as exc:
+            log.debug("acp: could not pre-set model %r on a new session: %s", model, exc)
 
     async def _set_model(self, handle: SessionHandle, model: str) -> str:
         """Switch the session to ``model`` (a CLI id or an ACP id); return the CLI-style id."""
@@ -522,6 +542,8 @@ class AcpTransport:
         if session is None:
             if self._catalog is not None:
                 self._catalog.resolve(request.model)
+                # Before take(): the refill it starts pre-switches the next pooled session.
+                self._preferred_model = request.model
             # A fresh session per stateless request, never reused (no cross-request history).
             handle = await self._dispenser.take()
             text = flatten_messages(request.messages)
@@ -551,24 +573,34 @@ class AcpTransport:
     ) -> AsyncGenerator[Event, None]:
         conn = handle.conn
         model_id = await self._set_model(handle, request.model)
+        self._preferred_model = request.model
         yield TransportInfo(transport=NAME, model=model_id, session_id=handle.id)
         queue = await conn.start_prompt(handle.id, {"sessionId": handle.id, "prompt": _blocks(text, images)})
-        available = [m.cli_id for m in handle.catalog.models]
+        available = handle.catalog.cli_ids
         inband = InbandErrorFilter()
         answer: list[str] = []
         answered = False  # the agent ended the prompt (result or error): nothing left to cancel
         stop: Any = None
+        held: TurnItem | None = None  # an item read while merging chunks, handled next
         try:
             while True:
-                try:
-                    async with asyncio.timeout(self.stall_timeout_s):
-                        item = await queue.get()
-                except TimeoutError:
-                    raise StreamStalledError(
-                        f"agent acp sent nothing for {self.stall_timeout_s:g} s; the turn was cancelled "
-                        "(a live but silent agent would hold the request until its deadline).",
-                        transport=NAME,
-                    ) from None
+                # Most items are already queued when we look (the reader delivers a whole read at
+                # once): take them without arming a stall timer each time (issue 16 profile).
+                if held is not None:
+                    item, held = held, None
+                elif queue.qsize():
+                    item = queue.get_nowait()
+                else:
+                    try:
+                        async with asyncio.timeout(self.stall_timeout_s):
+                            item = await queue.get()
+                    except TimeoutError:
+                        raise StreamStalledError(
+                            f"agent acp sent nothing for {self.stall_timeout_s:g} s; the turn was "
+                            "cancelled (a live but silent agent would hold the request until its "
+                            "deadline).",
+                            transport=NAME,
+                        ) from None
                 if item.kind == "result":
                     answered = True
                     stop = item.payload.get("stopReason") if isinstance(item.payload, dict) else None
@@ -576,14 +608,32 @@ class AcpTransport:
                 if item.kind == "error":
                     answered = True
                     raise self._turn_error(item, request.model, available)
-                event = _event(item.payload)
-                if isinstance(event, TextDelta):
-                    out = inband.feed(event.text)
-                    if out:
-                        answer.append(out)
-                        yield TextDelta(out)
-                elif event is not None:
-                    yield event
+                kind, chunk = _chunk(item.payload)
+                if kind is None:
+                    continue
+                # Chunks of the same kind that are already waiting go out as one delta: the text
+                # is the same, nothing waits longer, and every layer above handles one event
+                # instead of several (issue 16: per-event cost dominated at 32 concurrent).
+                parts = [chunk]
+                while queue.qsize():
+                    nxt = queue.get_nowait()
+                    if nxt.kind != "update":
+                        held = nxt
+                        break
+                    next_kind, next_chunk = _chunk(nxt.payload)
+                    if next_kind == kind:
+                        parts.append(next_chunk)
+                    elif next_kind is not None:
+                        held = nxt
+                        break
+                merged = parts[0] if len(parts) == 1 else "".join(parts)
+                if kind == "thought":
+                    yield ThinkingDelta(merged)
+                    continue
+                out = inband.feed(merged)
+                if out:
+                    answer.append(out)
+                    yield TextDelta(out)
             tail, error = inband.finish(model=request.model, available=available)
             if error is not None:
                 raise error
@@ -613,7 +663,7 @@ class AcpTransport:
             return payload
         return ProtocolError(f"agent acp turn failed: {payload!r}", transport=NAME)
 
-    async def _abandon(self, handle: SessionHandle, queue: asyncio.Queue[TurnItem]) -> None:
+    async def _abandon(self, handle: SessionHandle, queue: TurnQueue) -> None:
         """The turn stopped early (timeout, consumer gone, task cancelled, error): send
         ``session/cancel`` and keep reading the session until the prompt is answered (acp.md §4),
         in the background, so a dedicated session's next turn starts clean."""
@@ -639,21 +689,27 @@ class AcpTransport:
         handle.settling = task
 
 
-def _event(update: Any) -> Event | None:
-    """A ``session/update`` payload as an event (acp.md §4). Tool calls, plans, titles and mode
-    updates are Cursor's own business and stay inside the transport."""
+_CHUNK_KINDS = {"agent_message_chunk": "text", "agent_thought_chunk": "thought"}
+
+
+def _chunk(update: Any) -> tuple[str | None, str]:
+    """What a ``session/update`` payload carries for the caller (acp.md §4): ``("text", …)``,
+    ``("thought", …)`` or ``(None, "")``. Tool calls, plans, titles and mode updates are Cursor's
+    own business and stay inside the transport."""
     if not isinstance(update, dict):
-        return None
+        return None, ""
     kind = update.get("sessionUpdate")
-    content = update.get("content")
-    text = content.get("text") if isinstance(content, dict) and content.get("type") == "text" else None
-    if kind == "agent_message_chunk" and isinstance(text, str):
-        return TextDelta(text)
-    if kind == "agent_thought_chunk" and isinstance(text, str):
-        return ThinkingDelta(text)
+    chunk_kind = _CHUNK_KINDS.get(kind) if isinstance(kind, str) else None
+    if chunk_kind is not None:
+        content = update.get("content")
+        if isinstance(content, dict) and content.get("type") == "text":
+            text = content.get("text")
+            if isinstance(text, str):
+                return chunk_kind, text
+        return None, ""
     if kind in ("tool_call", "tool_call_update", "plan"):
         log.debug("acp: %s %s", kind, update.get("title") or update.get("status") or "")
-    return None
+    return None, ""
 
 
 def _version() -> str:
