@@ -21,7 +21,7 @@ import httpx
 import openai
 import pytest
 import uvicorn
-from cursorpipe import CursorClient, CursorPipeConfig
+from cursorpipe import CursorClient, CursorPipeConfig, ProtocolError
 from cursorpipe.errors import ConfigurationError, CursorPipeError, OutdatedClientError
 from cursorpipe.server import create_app
 from cursorpipe.testing.emulator import Behaviour, Emulator, expected_reply
@@ -315,8 +315,12 @@ async def test_resetting_at_turn_ended_loses_the_checkpoint(mode: str) -> None:
     async with Emulator() as emu, client_for(emu, mode, post_turn_guard_s=0.0) as client:
         async with client.session("composer-2") as s:
             assert (await s.prompt("first")).text == expected_reply("first")
-            with pytest.raises(CursorPipeError, match="Blob not found"):
+            runs_before = len(run_records(emu))
+            with pytest.raises(ProtocolError, match="Blob not found") as info:
                 await s.prompt("second")
+        assert info.value.code == "blob_not_found" and not info.value.retryable
+        # not retried: the same state fails the same way (one run, not the client's retry budget)
+        assert len(run_records(emu)) == runs_before + 1
         assert any(r.checkpoint_lost for r in run_records(emu))
 
 

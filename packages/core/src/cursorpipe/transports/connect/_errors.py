@@ -251,6 +251,16 @@ def map_connect_error(
         return build(RateLimitError, _RATE_HINT, code)
     if code in ("invalid_argument", "not_found", "failed_precondition", "out_of_range", "unimplemented"):
         return build(ConfigurationError, "", code)
+    if code == "internal" and "blob not found" in lowered:
+        # live-dialect.md rows 4 and 10: the conversation's state names a blob the service does not
+        # have (a checkpoint lost when a stream was reset before its end, or data inlined where a blob
+        # id belongs). The same request fails the same way, so retrying only adds seconds.
+        return build(
+            ProtocolError,
+            "The conversation's saved state refers to data Cursor does not have; start a new session.",
+            "blob_not_found",
+            retryable=False,
+        )
     if code in ("unavailable", "deadline_exceeded", "internal", "unknown", "aborted", "data_loss"):
         return build(NetworkError, _NET_HINT, code)
     if code == "canceled":
