@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ._bridge import SyncBridge
     from ._client_cache import client_for_loop, close_clients
     from ._default import chat, close, default_client, generate, stream, warmup
+    from ._fold import TurnAccumulator
     from ._model_facts import ModelFacts, model_facts
     from ._session_binding import SessionBinding
     from ._sync_client import SyncCursorClient, SyncCursorSession
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
         Event,
         ImagePart,
         ModelInfo,
+        ParsedOutput,
         TextDelta,
         TextPart,
         ThinkingDelta,
@@ -92,6 +94,7 @@ _EXPORTS: dict[str, str] = {
     "ModelFacts": "._model_facts",
     "model_facts": "._model_facts",
     "SessionBinding": "._session_binding",
+    "TurnAccumulator": "._fold",
     "SyncCursorClient": "._sync_client",
     "SyncCursorSession": "._sync_client",
     "CursorClient": ".client",
@@ -127,6 +130,7 @@ _EXPORTS: dict[str, str] = {
     "Event": ".types",
     "ImagePart": ".types",
     "ModelInfo": ".types",
+    "ParsedOutput": ".types",
     "TextDelta": ".types",
     "TextPart": ".types",
     "ThinkingDelta": ".types",
@@ -164,6 +168,7 @@ __all__ = [
     "ModelNotFoundError",
     "NetworkError",
     "OutdatedClientError",
+    "ParsedOutput",
     "PermissionDeniedError",
     "ProtocolError",
     "RateLimitError",
@@ -189,6 +194,7 @@ __all__ = [
     "TransportCapabilities",
     "TransportInfo",
     "TransportSession",
+    "TurnAccumulator",
     "TurnEnd",
     "TurnRequest",
     "Usage",

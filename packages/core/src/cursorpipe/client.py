@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from ._constants import RETRY_AFTER_MAX_WAIT_S, RETRY_BACKOFF_BASE_S, RETRY_BACKOFF_MAX_S, RETRY_JITTER
+from ._fold import collect
 from ._limits import DEFAULT_MAX_TOKENS, OutputLimiter, is_default_max_tokens
 from ._redact import redact
 from ._routing import create_transport
@@ -823,54 +824,5 @@ def _tool_spec(tool: ToolSpec | Mapping[str, Any]) -> ToolSpec:
 async def collect_result(
     stream: AsyncGenerator[Event, None], request: TurnRequest, *, session_id: str | None = None
 ) -> CompletionResult:
-    """Consume an event stream into a :class:`CompletionResult`."""
-    start = time.perf_counter()
-    text: list[str] = []
-    thinking: list[str] = []
-    notices: list[str] = []
-    calls: list[ToolCall] = []
-    invalid: list[ToolCallEvent] = []
-    usage: Usage | None = None
-    info: TransportInfo | None = None
-    stop_reason: Any = "stop"
-    async with aclosing(stream) as events:
-        async for event in events:
-            if isinstance(event, TextDelta):
-                (notices if event.notice else text).append(event.text)
-            elif isinstance(event, ThinkingDelta):
-                thinking.append(event.text)
-            elif isinstance(event, ToolCallEvent):
-                if event.handled:
-                    continue  # answered by the tool_handler inside the turn
-                if event.error is None:
-                    calls.append(event.call)
-                else:
-                    invalid.append(event)
-            elif isinstance(event, UsageEvent):
-                usage = event.usage
-            elif isinstance(event, TransportInfo):
-                info = event
-            elif isinstance(event, TurnEnd):
-                stop_reason = event.stop_reason
-                usage = event.usage or usage
-    answer = "".join(text)
-    if usage is None:
-        usage = Usage(
-            input_tokens=estimate_tokens("".join(m.text for m in request.messages)),
-            output_tokens=estimate_tokens(answer),
-            estimated=True,
-        )
-    return CompletionResult(
-        text=answer,
-        model=(info.model if info and info.model else request.model),
-        session_id=session_id or (info.session_id if info else None),
-        stop_reason=stop_reason,
-        duration_ms=(time.perf_counter() - start) * 1000,
-        usage=usage,
-        thinking="".join(thinking),
-        tool_calls=tuple(calls),
-        invalid_tool_calls=tuple(invalid),
-        transport=info.transport if info else "",
-        fallback_from=info.fallback_from if info else (),
-        notices=tuple(notices),
-    )
+    """Consume an event stream into a :class:`CompletionResult` (the shared fold, ``_fold.py``)."""
+    return await collect(stream, request, session_id=session_id)

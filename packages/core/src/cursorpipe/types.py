@@ -21,6 +21,7 @@ __all__ = [
     "Event",
     "ImagePart",
     "ModelInfo",
+    "ParsedOutput",
     "Role",
     "StopReason",
     "TextDelta",
@@ -437,6 +438,17 @@ class TurnEnd:
     type: Literal["end"] = "end"
 
 
+@dataclass(frozen=True, slots=True)
+class ParsedOutput:
+    """The validated JSON value of a turn that asked for a ``response_format``: sent once, before
+    ``TurnEnd``, by the structured-output stage after the answer text (which it repaired once if it
+    was invalid). Consumers that render the answer as JSON use ``value``, not the text, since the
+    model may have wrapped the JSON in prose or code fences."""
+
+    value: Any
+    type: Literal["parsed"] = "parsed"
+
+
 Event: TypeAlias = (
     TextDelta
     | ThinkingDelta
@@ -446,6 +458,7 @@ Event: TypeAlias = (
     | TransportInfo
     | TurnEnd
     | TokenCountDelta
+    | ParsedOutput
 )
 
 
