@@ -17,30 +17,19 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ._tool_choice import forced_tool
 from .types import ChatMessage, TextPart, ToolCall, ToolCallEvent, ToolSpec
 
 __all__ = [
     "CLOSE_TAG",
     "OPEN_TAG",
     "EmulatedToolParser",
-    "forced_tool",
     "render_history",
     "tool_instructions",
 ]
 
 OPEN_TAG = "<tool_calls>"
 CLOSE_TAG = "</tool_calls>"
-
-
-def forced_tool(tool_choice: str | Mapping[str, Any] | None) -> str | None:
-    """The tool name a ``tool_choice`` forces, if it names one."""
-    if isinstance(tool_choice, Mapping):
-        fn = tool_choice.get("function")
-        name = fn.get("name") if isinstance(fn, Mapping) else tool_choice.get("name")
-        return name if isinstance(name, str) and name else None
-    if isinstance(tool_choice, str) and tool_choice not in ("auto", "none", "required", "any"):
-        return tool_choice
-    return None
 
 
 def tool_instructions(tools: Sequence[ToolSpec], tool_choice: str | Mapping[str, Any] | None) -> str:

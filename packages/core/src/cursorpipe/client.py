@@ -25,7 +25,8 @@ from ._limits import DEFAULT_MAX_TOKENS, OutputLimiter, is_default_max_tokens
 from ._redact import redact
 from ._routing import create_transport
 from ._structured import parse_response_format
-from ._tool_emulation import EmulatedToolParser, forced_tool, render_history, tool_instructions
+from ._tool_choice import forced_tool
+from ._tool_emulation import EmulatedToolParser, render_history, tool_instructions
 from .config import CursorPipeConfig
 from .errors import (
     AgentTimeoutError,

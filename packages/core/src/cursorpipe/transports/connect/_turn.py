@@ -21,7 +21,7 @@ from typing import Any, Literal
 from google.protobuf import json_format, struct_pb2, unknown_fields
 
 from ..._proto.agent.v1 import agent_pb2 as pb
-from ..._tool_emulation import forced_tool
+from ..._tool_choice import forced_tool
 from ...errors import ConfigurationError
 from ...types import (
     ChatMessage,
