@@ -22,11 +22,11 @@ from typing import Any
 from ._constants import RETRY_AFTER_MAX_WAIT_S, RETRY_BACKOFF_BASE_S, RETRY_BACKOFF_MAX_S, RETRY_JITTER
 from ._fold import collect
 from ._limits import DEFAULT_MAX_TOKENS, OutputLimiter, is_default_max_tokens
-from ._redact import redact
 from ._routing import create_transport
 from ._structured import parse_response_format
 from ._tool_choice import forced_tool
 from ._tool_emulation import EmulatedToolParser, render_history, tool_instructions
+from ._tool_runner import run_tool_handler
 from .config import CursorPipeConfig
 from .errors import (
     AgentTimeoutError,
@@ -35,7 +35,6 @@ from .errors import (
     SessionError,
     StructuredOutputError,
     ToolLoopError,
-    ToolResultTimeoutError,
 )
 from .session import CursorSession
 from .transports.base import Transport, TransportSession
@@ -794,22 +793,9 @@ async def _parse_emulated_tools(
 
 
 async def _call_handler(handler: ToolHandler, call: ToolCall, timeout_s: float) -> str:
-    """One tool result for the client-side loop: the handler's text, an error text when it raised
-    (redacted), :class:`ToolResultTimeoutError` when it took longer than ``timeout_s``."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            result = await handler(call)
-    except TimeoutError as exc:
-        raise ToolResultTimeoutError(
-            f"The tool_handler gave no result for tool {call.name!r} (call {call.id}) within "
-            f"{timeout_s:g} s. Raise tool_result_timeout_s (CURSORPIPE_TOOL_RESULT_TIMEOUT_S) or "
-            "make the tool faster.",
-            details={"tool_name": call.name, "tool_call_id": call.id},
-        ) from exc
-    except Exception as exc:  # the caller's tool failed: the model reads the error
-        log.info("cursorpipe: tool %r raised %s; sent as an error result", call.name, type(exc).__name__)
-        return "Error: " + redact(f"{type(exc).__name__}: {exc}")
-    return result if isinstance(result, str) else str(result)
+    """One tool result for the client-side loop (a raised handler reads as ``Error: ...``)."""
+    answer = await run_tool_handler(handler, call, timeout_s)
+    return "Error: " + answer.text if answer.is_error else answer.text
 
 
 def _tool_spec(tool: ToolSpec | Mapping[str, Any]) -> ToolSpec:

@@ -33,7 +33,7 @@ from ..._constants import (
 )
 from ..._proto.agent.v1 import agent_pb2 as pb
 from ..._proto.aiserver.v1 import server_config_pb2 as sc
-from ..._redact import redact
+from ..._tool_runner import run_tool_handler
 from ...auth import TokenProvider
 from ...config import CursorPipeConfig
 from ...errors import (
@@ -639,30 +639,15 @@ class ConnectTransport:
 
         beats = asyncio.create_task(beat(), name="cursorpipe-exec-heartbeat")
         try:
-            try:
-                async with asyncio.timeout(timeout_s):
-                    text, is_error = await handler(call), False
-            except TimeoutError as exc:
-                err = ToolResultTimeoutError(
-                    f"The tool_handler gave no result for tool {call.name!r} (call {call.id}) within "
-                    f"{timeout_s:g} s; the run was cancelled. Raise tool_result_timeout_s "
-                    "(CURSORPIPE_TOOL_RESULT_TIMEOUT_S) or make the tool faster.",
-                    transport=self.name,
-                    details={"tool_name": call.name, "tool_call_id": call.id},
-                )
-                err.__cause__ = exc
-                inbox.put_nowait(err)
-                return
-            except Exception as exc:  # the caller's tool failed: the model reads the error
-                log.info(
-                    "cursorpipe: tool %r raised %s; sent as an error result", call.name, type(exc).__name__
-                )
-                text, is_error = redact(f"{type(exc).__name__}: {exc}"), True
-            if not isinstance(text, str):
-                text = str(text)
+            answer = await run_tool_handler(handler, call, timeout_s, transport=self.name)
+        except ToolResultTimeoutError as err:
+            # The turn loop raises it from the inbox and the run is cancelled.
+            inbox.put_nowait(err)
+            return
         finally:
             beats.cancel()
             await asyncio.gather(beats, return_exceptions=True)
+        text, is_error = answer.text, answer.is_error
         with contextlib.suppress(CursorPipeError, OSError):
             for reply in mcp_result_messages(exec_id, text, is_error=is_error):
                 await channel.send(reply)
