@@ -20,7 +20,7 @@ def model_json(info: ModelInfo, created: float) -> dict[str, Any]:
         "type": "model",
         "id": info.id,
         "display_name": info.display_name or info.id,
-        "created_at": datetime.fromtimestamp(created, UTC).isoformat().replace("+00:00", "Z"),
+        "created_at": datetime.fromtimestamp(int(created), UTC).isoformat().replace("+00:00", "Z"),
         "lifecycle": "active",
     }
     if info.context_window is not None:

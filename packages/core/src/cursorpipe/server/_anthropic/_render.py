@@ -36,6 +36,7 @@ __all__ = [
     "message_id",
     "message_json",
     "stop_reason",
+    "turn_usage",
     "usage_json",
 ]
 
@@ -101,6 +102,15 @@ def stop_reason(reason: str | None, *, tool_use: bool, stop_sequence: str | None
         return "stop_sequence"
     found = _STOP.get(reason or "stop", "end_turn")
     return "end_turn" if found == "tool_use" else found  # the only calls were invalid or dropped
+
+
+def turn_usage(acc: TurnAccumulator, prompt_tokens: int) -> Usage:
+    """The turn's usage as reported, or an estimate (``estimated=True``) from the prompt's
+    estimated tokens and the answer."""
+    if acc.usage is not None:
+        return acc.usage
+    answer = acc.text + acc.thinking
+    return Usage(input_tokens=prompt_tokens, output_tokens=estimate_tokens(answer), estimated=True)
 
 
 def _call_input(event: ToolCallEvent) -> dict[str, Any]:
@@ -250,11 +260,8 @@ class MessageStream:
         return error_frame(exc, self._request_id)
 
     def usage(self) -> Usage:
-        """The turn's usage as reported, or an estimate from the prompt and the answer."""
-        if self.acc.usage is not None:
-            return self.acc.usage
-        answer = self.acc.text + self.acc.thinking
-        return Usage(input_tokens=self._prompt_tokens, output_tokens=estimate_tokens(answer), estimated=True)
+        """The turn's usage (see :func:`turn_usage`)."""
+        return turn_usage(self.acc, self._prompt_tokens)
 
     # -- blocks ------------------------------------------------------------------------------
     def _block_delta(self, delta: dict[str, Any]) -> bytes:
