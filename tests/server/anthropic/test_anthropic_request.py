@@ -65,7 +65,8 @@ def test_system_as_string_and_as_blocks_with_cache_control() -> None:
     p = parse_messages(body(system=blocks), strict=False)
     assert p.messages[0].role == "system" and p.messages[0].text == "One.\n\nTwo."
     assert p.ignored == []  # cache_control is accepted silently
-    assert refused(body(system=[{"type": "image"}])).param == "system[0]"
+    assert refused(body(system=[{"type": "image"}])).param == "system[0].type"
+    assert refused(body(system=["text"])).param == "system[0]"
 
 
 def test_images_base64_and_url() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -138,13 +138,22 @@ def count_tokens(body: dict[str, Any]) -> int:
 # ----------------------------------------------------------------------------------------------
 # system and messages
 # ----------------------------------------------------------------------------------------------
-def _text_blocks(raw: list[Any], where: str) -> str:
-    """The text of a list of ``text`` blocks (``system``, or a ``tool_result``'s content)."""
+def _objects(items: list[Any], prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each item with its param name (``prefix[i]``); an item that is no object is a 400 naming it."""
+    for i, item in enumerate(items):
+        where = f"{prefix}[{i}]"
+        if not isinstance(item, dict):
+            raise _bad(where, f"{where} must be an object.")
+        yield where, item
+
+
+def _text_blocks(raw: list[Any], prefix: str) -> str:
+    """The text of a list of ``text`` blocks (``system``)."""
     texts: list[str] = []
-    for i, block in enumerate(raw):
-        if not isinstance(block, dict) or block.get("type") != "text":
-            raise _bad(f"{where}[{i}]", f"{where}[{i}] must be a text block.")
-        texts.append(_string(block, "text", f"{where}[{i}]"))
+    for where, block in _objects(raw, prefix):
+        if block.get("type") != "text":
+            raise _bad(f"{where}.type", f"{where} must be a text block.")
+        texts.append(_string(block, "text", where))
     return "\n\n".join(texts)
 
 
@@ -244,10 +253,7 @@ def _blocks(role: _Role, content: list[Any], where: str) -> list[ChatMessage]:
     parts: list[TextPart | ImagePart] = []
     calls: list[ToolCall] = []
     tool_messages: list[ChatMessage] = []
-    for j, block in enumerate(content):
-        at = f"{where}.content[{j}]"
-        if not isinstance(block, dict):
-            raise _bad(at, f"{at} must be an object.")
+    for at, block in _objects(content, f"{where}.content"):
         kind = block.get("type")
         if kind in _DROPPED[role]:
             continue
@@ -272,10 +278,7 @@ def _blocks(role: _Role, content: list[Any], where: str) -> list[ChatMessage]:
 
 def _conversation(raw: list[Any]) -> list[ChatMessage]:
     out: list[ChatMessage] = []
-    for i, message in enumerate(raw):
-        where = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise _bad(where, f"{where} must be an object.")
+    for where, message in _objects(raw, "messages"):
         role = message.get("role")
         if role not in ("user", "assistant"):
             raise _bad(f"{where}.role", f"{where}.role must be 'user' or 'assistant' (got {role!r}).")
@@ -300,10 +303,7 @@ def _anthropic_tools(raw: list[Any] | None) -> tuple[Mapping[str, Any], ...]:
     (``web_search_...``, ``bash_...``, ``text_editor_...``...) run on Anthropic's side or have
     schemas only Anthropic knows: refused, naming the tool."""
     converted: list[Any] = []
-    for i, tool in enumerate(raw or ()):
-        where = f"tools[{i}]"
-        if not isinstance(tool, dict):
-            raise _bad(where, f"{where} must be an object.")
+    for where, tool in _objects(raw or [], "tools"):
         kind = tool.get("type", "custom")
         if kind != "custom":
             raise _bad(
