@@ -82,6 +82,11 @@ async def test_chat_anthropic_with_structured_output(live) -> None:
     assert isinstance(got, Weather) and got.city
     run = server.emu.runs[-1]
     assert run.tools_offered == ["Weather"] and [c.name for c in run.tool_calls] == ["Weather"]
+    # Anthropic's structured outputs (output_config.format): the core asks for the JSON.
+    native = chat(server.url).with_structured_output(Weather, method="json_schema")
+    got = await native.ainvoke("What is the weather in Oslo?")
+    assert isinstance(got, Weather) and got.city
+    assert server.emu.runs[-1].tools_offered == []
 
 
 async def test_litellm_anthropic_route(live, monkeypatch) -> None:

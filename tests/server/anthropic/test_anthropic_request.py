@@ -301,3 +301,18 @@ def test_count_tokens_estimates_everything_the_prompt_carries() -> None:
     with pytest.raises(APIError) as info:
         count_tokens({"model": "auto", "messages": []})
     assert info.value.param == "messages"
+
+
+def test_structured_output_format_becomes_a_json_schema_response_format() -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    expected = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+    raw = body(output_config={"format": {"type": "json_schema", "schema": schema}, "effort": "high", "x": 1})
+    p = parse_messages(raw, strict=False)
+    assert p.response_format == expected and p.reasoning_effort == "high"
+    assert p.ignored == ["output_config.x"]
+    beta = parse_messages(body(output_format={"type": "json_schema", "schema": schema}), strict=False)
+    assert beta.response_format == expected and beta.ignored == []
+    assert parse_messages(body(), strict=False).response_format is None
+    assert refused(body(output_config={"format": {"type": "text"}})).param == "output_config.format.type"
+    assert refused(body(output_format={"type": "json_schema", "schema": []})).param == "output_format.schema"
+    assert refused(body(output_config={"effort": "extreme"})).param == "output_config.effort"

@@ -31,7 +31,7 @@ _SAMPLING = ("temperature", "top_p", "top_k")
 _QUIET_BLOCK_KEYS = frozenset({"cache_control", "citations"})
 #: Anthropic's ``output_config.effort`` names -> OpenAI-style effort (``max`` is Cursor's top level,
 #: which the transport's mapping reaches through ``xhigh``).
-_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "max": "xhigh"}
+_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh"}
 
 
 class _Metadata(BaseModel):
@@ -58,6 +58,7 @@ class _MessagesBody(BaseModel):
     tool_choice: Any = None
     thinking: Any = None
     output_config: Any = None
+    output_format: Any = None  # the structured-outputs beta's name for output_config.format
 
 
 class _CountBody(BaseModel):
@@ -88,6 +89,8 @@ class MessagesParams:
     tool_choice: str | Mapping[str, Any] | None = None
     parallel_tool_calls: bool = True
     reasoning_effort: str | None = None
+    #: ``output_config.format`` in the chat shape the core takes (``json_schema``)
+    response_format: Mapping[str, Any] | None = None
     user_id: str | None = None
     ignored: list[str] = field(default_factory=list)
 
@@ -102,6 +105,9 @@ def parse_messages(body: dict[str, Any], *, strict: bool) -> MessagesParams:
     ignored = _policy({**(parsed.model_extra or {}), **sampling}, strict)
     if parsed.metadata is not None:
         ignored += _policy(parsed.metadata.model_extra, strict, "metadata.")
+    if isinstance(parsed.output_config, dict):
+        extra = {k: v for k, v in parsed.output_config.items() if k not in ("effort", "format")}
+        ignored += _policy(extra, strict, "output_config.")
     stops = tuple(parsed.stop_sequences or ())
     for i, stop in enumerate(stops):
         if not stop:
@@ -116,6 +122,7 @@ def parse_messages(body: dict[str, Any], *, strict: bool) -> MessagesParams:
         tool_choice=choice,
         parallel_tool_calls=parallel,
         reasoning_effort=effort,
+        response_format=_output_format(parsed.output_config, parsed.output_format),
         user_id=parsed.metadata.user_id if parsed.metadata is not None else None,
         ignored=ignored,
     )
@@ -371,8 +378,8 @@ def effort_for(thinking: Any, output_config: Any, *, max_tokens: int) -> str | N
     ``{"type": "enabled", "budget_tokens": N}``   ``low`` for N < 4096, ``medium`` for
                                                   N < 16384, ``high`` from 16384 on
     ``{"type": "adaptive"}``                      the model's default
-    ``output_config.effort``                      ``low`` / ``medium`` / ``high``; ``max`` ->
-                                                  ``xhigh``; wins over ``thinking``
+    ``output_config.effort``                      ``low`` / ``medium`` / ``high`` / ``xhigh``;
+                                                  ``max`` -> ``xhigh``; wins over ``thinking``
     ============================================  ==========================
 
     As at Anthropic, ``budget_tokens`` must be at least 1024 and below ``max_tokens``.
@@ -385,9 +392,28 @@ def effort_for(thinking: Any, output_config: Any, *, max_tokens: int) -> str | N
     if "effort" in output_config:
         value = output_config["effort"]
         if value not in _EFFORTS:
-            raise _bad("output_config.effort", "output_config.effort must be low, medium, high or max.")
+            raise _bad(
+                "output_config.effort", "output_config.effort must be low, medium, high, xhigh or max."
+            )
         return _EFFORTS[value]
     return effort
+
+
+def _output_format(output_config: Any, output_format: Any) -> Mapping[str, Any] | None:
+    """Anthropic's structured outputs (``output_config.format``, or the beta's top-level
+    ``output_format``): ``{"type": "json_schema", "schema": {...}}`` becomes the chat shape's
+    ``json_schema`` response format, so the core asks for, extracts and validates the JSON."""
+    where, raw = "output_format", output_format
+    if isinstance(output_config, dict) and "format" in output_config:
+        where, raw = "output_config.format", output_config["format"]
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or raw.get("type") != "json_schema":
+        raise _bad(f"{where}.type", f"{where} must be {{'type': 'json_schema', 'schema': {{...}}}}.")
+    schema = raw.get("schema")
+    if not isinstance(schema, dict):
+        raise _bad(f"{where}.schema", f"{where}.schema must be a JSON Schema object.")
+    return {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
 
 
 def _thinking_effort(thinking: Any, max_tokens: int) -> str | None:

@@ -82,11 +82,12 @@ async def _session_turn(
     """A turn of a server session: Cursor keeps the history, so only the new user message is
     sent (the system prompt goes with every turn, as Anthropic clients send it every time)."""
     session_id = request.headers[SESSION_HEADER]
-    if params.tools:
+    if params.tools or params.response_format is not None:
         raise APIError(
             400,
-            f"tools are not supported with {SESSION_HEADER}; send the whole conversation without a session.",
-            param="tools",
+            f"tools and output_config.format are not supported with {SESSION_HEADER}; "
+            "send the whole conversation without a session instead.",
+            param="tools" if params.tools else "output_config.format",
         )
     last = params.messages[-1]
     if last.role != "user" or last.images or not last.text:
@@ -143,6 +144,7 @@ async def _prepare(request: Request, st: ServerState, params: MessagesParams) ->
             timeout_s=timeout_s,
             tools=params.tools,
             tool_choice=params.tool_choice,
+            response_format=params.response_format,
             reasoning_effort=params.reasoning_effort,
         )
 

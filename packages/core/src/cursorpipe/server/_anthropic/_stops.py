@@ -28,10 +28,10 @@ class StopSequences:
         self.matched: str | None = None
         self._prompt_tokens = prompt_tokens
 
-    def _which(self, seen: str, emitted: str) -> str:
-        """The stop sequence at the cut (the shortest of those starting there: it was complete
-        first while the text streamed)."""
-        tail = seen[len(emitted) :]
+    def _which(self, seen: str, emitted: int) -> str:
+        """The stop sequence at the cut, ``emitted`` characters into the answer (the shortest of
+        those starting there: it was complete first while the text streamed)."""
+        tail = seen[emitted:]
         return min((s for s in self.stops if tail.startswith(s)), key=len)
 
     async def apply(self, events: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
@@ -43,11 +43,13 @@ class StopSequences:
             return
         limiter = OutputLimiter(self.stops)
         seen: list[str] = []
+        emitted = 0
         async with aclosing(events) as stream:
             async for event in stream:
                 if isinstance(event, TextDelta) and not event.notice:
                     seen.append(event.text)
                     text, done = limiter.feed(event.text)
+                    emitted += len(text)
                     if text:
                         yield TextDelta(text)
                     if done:
@@ -62,9 +64,11 @@ class StopSequences:
                     return
         if limiter.reason is None:
             return  # the source ended without a TurnEnd: nothing to add
-        emitted = "".join(limiter.emitted_text)
-        self.matched = self._which("".join(seen), emitted)
+        answer = "".join(seen)
+        self.matched = self._which(answer, emitted)
         usage = Usage(
-            input_tokens=self._prompt_tokens, output_tokens=estimate_tokens(emitted), estimated=True
+            input_tokens=self._prompt_tokens,
+            output_tokens=estimate_tokens(answer[:emitted]),
+            estimated=True,
         )
         yield TurnEnd("stop", usage)
