@@ -35,9 +35,6 @@ from ..client import CursorClient
 from ..config import CursorPipeConfig
 from ..errors import CursorPipeError
 from ..types import ModelInfo
-from ._anthropic._errors import anthropic_error_response
-from ._anthropic._route import anthropic_model, anthropic_models, is_anthropic_path, wants_anthropic
-from ._anthropic._route import router as anthropic_router
 from ._body import read_body
 from ._chat import ClientGone, chat_completions
 from ._errors import APIError, error_response
@@ -54,11 +51,10 @@ log = logging.getLogger("cursorpipe.server")
 
 HEALTH_PATHS = frozenset({"/health", "/health/live", "/health/ready"})
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
-_RUN_PATHS = frozenset({"/v1/chat/completions", "/v1/responses", "/v1/messages"})
+_RUN_PATHS = frozenset({"/v1/chat/completions", "/v1/responses"})
 _KNOWN_PATHS = (
     "/v1/chat/completions",
     "/v1/responses",
-    "/v1/messages",
     "/v1/models",
     "/v1/sessions",
     "/health",
@@ -111,17 +107,13 @@ class GuardMiddleware:
         return host in allowed or name in allowed or f"[{name}]" in allowed or _loopback_name(name)
 
     def _authorized(self, scope: Scope) -> bool:
-        """``Authorization: Bearer <token>`` or Anthropic's ``x-api-key: <token>``, either
-        compared in constant time."""
         if self._token is None:
             return True
         for name, value in scope.get("headers", ()):
             if name == b"authorization":
                 scheme, _, credential = value.partition(b" ")
-                if scheme.lower() == b"bearer" and secrets.compare_digest(credential.strip(), self._token):
-                    return True
-            elif name == b"x-api-key" and secrets.compare_digest(value.strip(), self._token):
-                return True
+                if scheme.lower() == b"bearer":
+                    return secrets.compare_digest(credential.strip(), self._token)
         return False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -155,8 +147,6 @@ class GuardMiddleware:
         path: str = scope.get("path", "")
         method: str = scope.get("method", "GET")
         exempt = method == "OPTIONS" or path in HEALTH_PATHS
-        # The Anthropic routes answer even the guard's refusals in Anthropic's error shape.
-        refuse = anthropic_error_response if is_anthropic_path(path) else error_response
         try:
             if not exempt and not self._host_allowed(scope):
                 err = APIError(
@@ -167,18 +157,17 @@ class GuardMiddleware:
                     code="host_not_allowed",
                     should_retry=False,
                 )
-                await refuse(err, request_id=request_id)(scope, receive, send_with_id)
+                await error_response(err, request_id=request_id)(scope, receive, send_with_id)
             elif not exempt and not self._authorized(scope):
                 err = APIError(
                     401,
-                    "Missing or wrong bearer token: send 'Authorization: Bearer <CURSORPIPE_BEARER_TOKEN>' "
-                    "(or 'x-api-key: <CURSORPIPE_BEARER_TOKEN>').",
+                    "Missing or wrong bearer token: send 'Authorization: Bearer <CURSORPIPE_BEARER_TOKEN>'.",
                     type="authentication_error",
                     code="invalid_api_key",
                     should_retry=False,
                     headers={"WWW-Authenticate": "Bearer"},
                 )
-                await refuse(err, request_id=request_id)(scope, receive, send_with_id)
+                await error_response(err, request_id=request_id)(scope, receive, send_with_id)
             elif method == "POST" and not _json_or_empty(scope):
                 # A browser sends text/plain or form bodies cross-origin without a preflight (CSRF);
                 # application/json always needs one, which CORS then refuses.
@@ -188,15 +177,15 @@ class GuardMiddleware:
                     code="unsupported_media_type",
                     should_retry=False,
                 )
-                await refuse(err, request_id=request_id)(scope, receive, send_with_id)
+                await error_response(err, request_id=request_id)(scope, receive, send_with_id)
             elif not exempt and self.state.phase == "draining":
-                await refuse(draining_error(), request_id=request_id)(scope, receive, send_with_id)
+                await error_response(draining_error(), request_id=request_id)(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
         except Exception as exc:
             if response_started:
                 raise
-            await refuse(exc, request_id=request_id)(scope, receive, send_with_id)
+            await error_response(exc, request_id=request_id)(scope, receive, send_with_id)
         finally:
             self.state.metrics.observe_request(
                 _metric_path(path), method, status, time.perf_counter() - started
@@ -360,14 +349,12 @@ def create_app(
         if isinstance(exc, ClientGone):
             return Response(status_code=499)
         get_state(request).note_failure(exc)
-        respond = anthropic_error_response if is_anthropic_path(request.url.path) else error_response
-        return respond(exc, request_id=request.scope.get("state", {}).get("request_id"))
+        return error_response(exc, request_id=request.scope.get("state", {}).get("request_id"))
 
     for exc_type in (APIError, CursorPipeError, StarletteHTTPException, RequestValidationError, ClientGone):
         app.add_exception_handler(exc_type, handle)
 
     _routes(app)
-    app.include_router(anthropic_router)
     app.add_middleware(GuardMiddleware, state=state)
     origins = [o.strip() for o in config.cors_origins.split(",") if o.strip()]
     if origins:
@@ -381,7 +368,6 @@ def create_app(
                 "x-cursorpipe-ignored-params",
                 "x-cursor-session-id",
                 "retry-after",
-                "request-id",
             ],
         )
     return app
@@ -523,11 +509,9 @@ def _routes(app: FastAPI) -> None:
 
     @app.get("/v1/models")
     async def list_models(request: Request) -> JSONResponse:
-        """The account's models (OpenAI list shape; Anthropic's when ``anthropic-version`` is sent)."""
+        """The account's models (OpenAI list shape)."""
         st = get_state(request)
         models = await _models(st)
-        if wants_anthropic(request):
-            return anthropic_models(st, models)
         return JSONResponse({"object": "list", "data": [_model_json(m, st) for m in models]})
 
     @app.get("/v1/models/{model_id:path}")
@@ -536,10 +520,8 @@ def _routes(app: FastAPI) -> None:
         st = get_state(request)
         for info in await _models(st):
             if info.matches(model_id):
-                if wants_anthropic(request):
-                    return anthropic_model(st, info)
                 return JSONResponse(_model_json(info, st))
-        err = APIError(
+        raise APIError(
             404,
             f"The model {model_id!r} does not exist or is not available to this Cursor account.",
             param="model",
@@ -547,9 +529,6 @@ def _routes(app: FastAPI) -> None:
             type="invalid_request_error",
             should_retry=False,
         )
-        if wants_anthropic(request):
-            return anthropic_error_response(err, request_id=request.scope.get("state", {}).get("request_id"))
-        raise err
 
     @app.post("/v1/chat/completions", openapi_extra=_json_body(_ChatBody, messages=_MESSAGE_SCHEMA))
     async def chat(request: Request) -> Response:
