@@ -95,8 +95,8 @@ class ErrorCode(StrEnum):
     #: :class:`AgentCrashError`: the acp transport gave up restarting its agent process; the
     #: server reports itself degraded (a single crash is not).
     AGENT_RESTARTS_EXHAUSTED = "agent_restarts_exhausted"
-    #: :class:`NetworkError`: the peer did not negotiate HTTP/2 (ALPN); connect then uses
-    #: HTTP/1.1 where that is allowed (``CURSORPIPE_USE_HTTP2``).
+    #: :class:`NetworkError`: the peer did not negotiate HTTP/2 (ALPN); connect falls back to
+    #: HTTP/1.1 only where ``CURSORPIPE_USE_HTTP2`` and the server's configuration allow it.
     NO_HTTP2 = "no_http2"
 
 
@@ -105,8 +105,9 @@ class CursorPipeError(Exception):
 
     Attributes:
         message: human-readable text, including what to do next.
-        code: a stable machine-readable code (for example ``"rate_limited"`` or Cursor's
-            ``ERROR_*`` name without the prefix), or ``None``.
+        code: a stable machine-readable reason (for example ``"rate_limited"`` or Cursor's
+            ``ERROR_*`` name without the prefix); the class's default when none is given.
+            :class:`ErrorCode` lists the ones worth branching on.
         retryable: whether repeating the same request may succeed.
         retry_after: seconds the server asked us to wait, when known.
         request_id: the request id of the failed attempt, when known.
