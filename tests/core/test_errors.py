@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import functools
 import pickle
 import re
 from pathlib import Path
@@ -246,13 +247,12 @@ async def test_the_request_deadline_raises_the_new_name() -> None:
 # --------------------------------------------------------------------------------------------------
 # ErrorCode
 # --------------------------------------------------------------------------------------------------
+@functools.cache
 def _package_sources() -> list[tuple[Path, ast.Module]]:
     files = [p for p in sorted(PACKAGES.rglob("*.py")) if "_proto" not in p.parts and ".venv" not in p.parts]
     assert len(files) > 50
     return [(p, ast.parse(p.read_text(encoding="utf-8"), filename=str(p))) for p in files]
 
-
-SOURCES = _package_sources()
 
 #: Connect's own error codes (connect.md §8.1): the transports branch on the wire error's code
 #: (``error.code == "unauthenticated"``) before mapping it; those are not CursorPipeError codes.
@@ -270,7 +270,7 @@ NOT_OURS = CONNECT_CODES | {
 def _code_comparisons() -> list[tuple[str, str]]:
     """(where, literal) for every ``<x>.code ==/!=/in <"literal">`` in the packages."""
     found = []
-    for path, tree in SOURCES:
+    for path, tree in _package_sources():
         for node in ast.walk(tree):
             if not isinstance(node, ast.Compare):
                 continue
@@ -297,7 +297,7 @@ def test_codes_code_branches_on_are_error_codes() -> None:
 
 def test_code_comparisons_use_the_enum() -> None:
     uses = set()
-    for _path, tree in SOURCES:
+    for _path, tree in _package_sources():
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and _is_name(node.value, "ErrorCode"):
                 uses.add(node.attr)
@@ -308,7 +308,7 @@ def test_code_comparisons_use_the_enum() -> None:
 
 def test_every_error_code_is_raised_somewhere() -> None:
     raised: set[str] = set()
-    for _path, tree in SOURCES:
+    for _path, tree in _package_sources():
         for node in ast.walk(tree):
             if isinstance(node, ast.keyword) and node.arg in ("code", "default_code"):
                 if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
