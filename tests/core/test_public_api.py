@@ -27,11 +27,13 @@ REQUIRED = {
 
 PINNED = sorted(
     [
+        "APIError",
         "AgentCrashError",
         "AgentNotFoundError",
         "AgentStartupError",
         "AgentTimeoutError",
         "AuthenticationError",
+        "CallerError",
         "ChatMessage",
         "CompletionResult",
         "ConfigurationError",
@@ -39,6 +41,7 @@ PINNED = sorted(
         "CursorPipeConfig",
         "CursorPipeError",
         "CursorSession",
+        "ErrorCode",
         "Event",
         "ImagePart",
         "MockTransport",
@@ -51,6 +54,7 @@ PINNED = sorted(
         "PermissionDeniedError",
         "ProtocolError",
         "RateLimitError",
+        "RequestTimeoutError",
         "SessionBinding",
         "SessionError",
         "Strategy",
@@ -71,6 +75,8 @@ PINNED = sorted(
         "ToolSpec",
         "Transport",
         "TransportCapabilities",
+        "TransportError",
+        "TransportFailureError",
         "TransportInfo",
         "TransportSession",
         "TurnAccumulator",

@@ -40,6 +40,7 @@ from ...errors import (
     AuthenticationError,
     ConfigurationError,
     CursorPipeError,
+    ErrorCode,
     ModelNotFoundError,
     NetworkError,
     OutdatedClientError,
@@ -562,7 +563,7 @@ class ConnectTransport:
                     conn, self._run_headers(token, state, run_id, attempt_id, http1=False, tools=tools)
                 )
             except NetworkError as exc:
-                if self._config.use_http2 == "always" or exc.code != "no_http2":
+                if self._config.use_http2 == "always" or exc.code != ErrorCode.NO_HTTP2:
                     raise
                 if self._base.startswith("https://") and self._server_http2 not in _HTTP2_OFF:
                     # live-dialect.md row 21: Cursor's agent path only serves HTTP/2 (its load
