@@ -20,7 +20,7 @@ from cursorpipe import (
     ToolResultTimeoutError,
 )
 from cursorpipe._tool_emulation import CLOSE_TAG, OPEN_TAG
-from cursorpipe.client import MAX_TOOL_ROUNDS
+from cursorpipe._pipeline.emulated_tools import MAX_TOOL_ROUNDS
 from cursorpipe.testing.fake_agent import catalog, executable
 from cursorpipe.transports.mock import MockSession
 from cursorpipe.types import (
