@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._limits import DEFAULT_MAX_TOKENS
 from .client import CursorClient
-from .config import CursorPipeConfig
 from .types import ChatMessage
+
+if TYPE_CHECKING:
+    from .config import CursorPipeConfig
 
 __all__ = ["chat", "close", "default_client", "generate", "stream", "warmup"]
 

@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ._fold import collect
 from ._limits import DEFAULT_MAX_TOKENS
 from ._pipeline import Pipeline, RetryPolicy
-from ._pipeline.request import build_request, model_name
-from ._routing import create_transport
+from ._pipeline.request import RequestBuilder, model_name
 from .errors import SessionError
 from .session import CursorSession
 from .transports.base import Transport, TransportSession
@@ -44,7 +43,7 @@ __all__ = ["CursorClient", "collect_result"]
 log = logging.getLogger("cursorpipe")
 
 
-class CursorClient:
+class CursorClient(RequestBuilder):
     """Async client for the models of a Cursor subscription.
 
     ``CursorClient()`` reads :class:`CursorPipeConfig` from the environment and ``.env``. Use it as
@@ -109,6 +108,8 @@ class CursorClient:
             self._transport_lock = asyncio.Lock()
         async with self._transport_lock:
             if self._transport is None:
+                from ._routing import create_transport
+
                 self._transport = create_transport(self._config)
                 log.info("cursorpipe: using the %s transport", self._transport.name)
             self._check_loop(self._transport)
@@ -165,43 +166,6 @@ class CursorClient:
     # ------------------------------------------------------------------------------------------
     # requests
     # ------------------------------------------------------------------------------------------
-    def build_request(
-        self,
-        model: str | None,
-        messages: Sequence[Mapping[str, Any] | ChatMessage] | None = None,
-        *,
-        prompt: str | None = None,
-        system: str | None = None,
-        temperature: float | None = 0,
-        max_tokens: int | None = None,
-        timeout_s: float | None = None,
-        tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
-        tool_choice: str | Mapping[str, Any] | None = None,
-        response_format: Mapping[str, Any] | None = None,
-        tool_handler: ToolHandler | None = None,
-        reasoning_effort: str | None = None,
-    ) -> TurnRequest:
-        """Validate arguments and build the transport-neutral request.
-
-        ``reasoning_effort`` (OpenAI's names: ``minimal``, ``low``, ``medium``, ``high``,
-        ``xhigh``) is mapped to the model's effort parameter by the transport. ``response_format``
-        is parsed (its schema checked) into ``TurnRequest.response_format``."""
-        return build_request(
-            self._config,
-            model,
-            messages,
-            prompt=prompt,
-            system=system,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            timeout_s=timeout_s,
-            tools=tools,
-            tool_choice=tool_choice,
-            response_format=response_format,
-            tool_handler=tool_handler,
-            reasoning_effort=reasoning_effort,
-        )
-
     async def events(
         self,
         model: str | None = None,
@@ -237,20 +201,7 @@ class CursorClient:
         one ``UsageEvent`` and a final ``TurnEnd``. ``stop`` and ``max_tokens`` are enforced on the
         stream (``TurnEnd.stop_reason`` is then ``"stop"`` or ``"length"``).
         """
-        request = self.build_request(
-            model,
-            messages,
-            prompt=prompt,
-            system=system,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            timeout_s=timeout_s,
-            tools=tools,
-            tool_choice=tool_choice,
-            response_format=response_format,
-            tool_handler=tool_handler,
-            reasoning_effort=reasoning_effort,
-        )
+        request = self._request_from(locals())
         async with aclosing(self.run_request(request, stop=stop, validate=validate)) as stream:
             async for event in stream:
                 yield event
@@ -322,20 +273,7 @@ class CursorClient:
         ``result.parsed``; an invalid answer gets one repair round, then
         :class:`~cursorpipe.errors.StructuredOutputError`.
         """
-        request = self.build_request(
-            model,
-            messages,
-            prompt=prompt,
-            system=system,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            timeout_s=timeout_s,
-            tools=tools,
-            tool_choice=tool_choice,
-            response_format=response_format,
-            tool_handler=tool_handler,
-            reasoning_effort=reasoning_effort,
-        )
+        request = self._request_from(locals())
         return await collect(self.run_request(request, stop=stop, validate=True), request)
 
     async def generate(

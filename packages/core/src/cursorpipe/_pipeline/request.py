@@ -1,5 +1,6 @@
 """Request building: a caller's arguments become one validated, transport-neutral
-:class:`~cursorpipe.types.TurnRequest` (``CursorClient.build_request`` is a view of this).
+:class:`~cursorpipe.types.TurnRequest` (``CursorClient.build_request`` is
+:meth:`RequestBuilder.build_request`).
 
 Every surface (client, sessions, the server, the adapters) builds its requests here, so argument
 checks, the system-prompt order (system, then the ``response_format`` instructions, then the
@@ -8,17 +9,18 @@ conversation) and the defaults taken from the configuration are the same everywh
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._structured import parse_response_format
+from .._structured import ResponseFormat, parse_response_format
 from ..errors import ConfigurationError
 from ..types import ChatMessage, ToolHandler, ToolSpec, TurnRequest, normalize_messages
 
 if TYPE_CHECKING:
     from ..config import CursorPipeConfig
 
-__all__ = ["REASONING_EFFORTS", "build_request", "model_name"]
+__all__ = ["REASONING_EFFORTS", "REQUEST_ARGS", "RequestBuilder", "model_name"]
 
 #: OpenAI's ``reasoning_effort`` values (plus ``none``/``xhigh`` that newer models take).
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
@@ -29,28 +31,77 @@ def model_name(config: CursorPipeConfig, model: str | None) -> str:
     return (model or "").strip() or config.default_model
 
 
-def build_request(
-    config: CursorPipeConfig,
-    model: str | None,
-    messages: Sequence[Mapping[str, Any] | ChatMessage] | None = None,
-    *,
-    prompt: str | None = None,
-    system: str | None = None,
-    temperature: float | None = 0,
-    max_tokens: int | None = None,
-    timeout_s: float | None = None,
-    tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
-    tool_choice: str | Mapping[str, Any] | None = None,
-    response_format: Mapping[str, Any] | None = None,
-    tool_handler: ToolHandler | None = None,
-    reasoning_effort: str | None = None,
-) -> TurnRequest:
-    """Validate the arguments (a typed :class:`ConfigurationError` for bad ones) and build the
-    request; see :meth:`cursorpipe.CursorClient.build_request`."""
+class RequestBuilder:
+    """Gives a class holding a configuration (``_config``) the public ``build_request``; the
+    client inherits it, so the argument list is written once."""
+
+    _config: CursorPipeConfig
+
+    def build_request(
+        self,
+        model: str | None,
+        messages: Sequence[Mapping[str, Any] | ChatMessage] | None = None,
+        *,
+        prompt: str | None = None,
+        system: str | None = None,
+        temperature: float | None = 0,
+        max_tokens: int | None = None,
+        timeout_s: float | None = None,
+        tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        tool_handler: ToolHandler | None = None,
+        reasoning_effort: str | None = None,
+    ) -> TurnRequest:
+        """Validate arguments and build the transport-neutral request.
+
+        ``reasoning_effort`` (OpenAI's names: ``minimal``, ``low``, ``medium``, ``high``,
+        ``xhigh``) is mapped to the model's effort parameter by the transport. ``response_format``
+        is parsed (its schema checked) into ``TurnRequest.response_format``; a bad argument is a
+        :class:`~cursorpipe.errors.ConfigurationError`."""
+        config = self._config
+        fmt = parse_response_format(response_format)
+        msgs = _messages(system, fmt, messages, prompt)
+        if max_tokens is not None and max_tokens < 1:
+            raise ConfigurationError("max_tokens must be at least 1", code="invalid_request")
+        if timeout_s is not None and timeout_s <= 0:
+            raise ConfigurationError("timeout_s must be positive", code="invalid_request")
+        return TurnRequest(
+            model=model_name(config, model),
+            messages=tuple(msgs),
+            mode=config.default_mode,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            timeout_s=timeout_s if timeout_s is not None else config.request_timeout_s,
+            tools=tuple(_tool_spec(t) for t in tools or ()),
+            tool_choice=tool_choice,
+            tool_handler=tool_handler,
+            tool_result_timeout_s=config.tool_result_timeout_s,
+            reasoning_effort=_effort(reasoning_effort),
+            response_format=fmt,
+        )
+
+    def _request_from(self, args: Mapping[str, Any]) -> TurnRequest:
+        """``build_request`` from a public method's own arguments (its ``locals()``), so methods
+        that take the request arguments and more (``events``, ``complete``) forward them without
+        repeating the list."""
+        return self.build_request(**{name: args[name] for name in REQUEST_ARGS})
+
+
+#: The parameter names of :meth:`RequestBuilder.build_request`.
+REQUEST_ARGS: tuple[str, ...] = tuple(inspect.signature(RequestBuilder.build_request).parameters)[1:]
+
+
+def _messages(
+    system: str | None,
+    fmt: ResponseFormat | None,
+    messages: Sequence[Mapping[str, Any] | ChatMessage] | None,
+    prompt: str | None,
+) -> list[ChatMessage]:
+    """System prompt, then the format's instructions, then the conversation and the prompt."""
     msgs: list[ChatMessage] = []
     if system:
         msgs.append(ChatMessage.of("system", system))
-    fmt = parse_response_format(response_format)
     if fmt is not None:
         msgs.append(ChatMessage.of("system", fmt.instructions()))
     if messages is not None:
@@ -61,24 +112,7 @@ def build_request(
         msgs.append(ChatMessage.of("user", prompt))
     if not any(m.role != "system" for m in msgs):
         raise ConfigurationError("a request needs at least one user message", code="invalid_request")
-    if max_tokens is not None and max_tokens < 1:
-        raise ConfigurationError("max_tokens must be at least 1", code="invalid_request")
-    if timeout_s is not None and timeout_s <= 0:
-        raise ConfigurationError("timeout_s must be positive", code="invalid_request")
-    return TurnRequest(
-        model=model_name(config, model),
-        messages=tuple(msgs),
-        mode=config.default_mode,
-        temperature=temperature,
-        max_tokens=max_tokens,
-        timeout_s=timeout_s if timeout_s is not None else config.request_timeout_s,
-        tools=tuple(_tool_spec(t) for t in tools or ()),
-        tool_choice=tool_choice,
-        tool_handler=tool_handler,
-        tool_result_timeout_s=config.tool_result_timeout_s,
-        reasoning_effort=_effort(reasoning_effort),
-        response_format=fmt,
-    )
+    return msgs
 
 
 def _effort(value: str | None) -> str | None:
