@@ -45,7 +45,8 @@ async def limit_output(
             if isinstance(event, TextDelta) and not event.notice:
                 text, done = limiter.feed(event.text)
                 if text:
-                    yield TextDelta(text)
+                    # Most deltas pass whole: the transport's event goes on as it is.
+                    yield event if text is event.text else TextDelta(text)
                 if done:
                     break
             elif isinstance(event, TokenCountDelta):
