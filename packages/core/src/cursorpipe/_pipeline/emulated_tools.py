@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
+from .._constants import TOOL_RESULT_TIMEOUT_S
 from .._tool_emulation import EmulatedToolParser, render_history, tool_instructions
 from .._tool_runner import run_tool_handler
 from ..errors import ToolLoopError
@@ -62,7 +63,11 @@ class EmulatedToolsTransport:
     retry stage, so every round is retried and timed on its own)."""
 
     def __init__(
-        self, inner: Transport, *, run: Runner | None = None, tool_result_timeout_s: float = 60.0
+        self,
+        inner: Transport,
+        *,
+        run: Runner | None = None,
+        tool_result_timeout_s: float = TOOL_RESULT_TIMEOUT_S,
     ) -> None:
         self.inner = inner
         self.name = inner.name
