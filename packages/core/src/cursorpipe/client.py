@@ -187,8 +187,9 @@ class CursorClient(RequestBuilder):
         """Stream the typed, transport-neutral events of one stateless turn.
 
         ``response_format`` (OpenAI shape) asks for JSON; with ``validate=True`` the answer is also
-        validated and repaired as in :meth:`complete` (the events then arrive once the answer is
-        judged, with a ``ParsedOutput`` before ``TurnEnd``).
+        validated and repaired as in :meth:`complete`, and a forced ``tool_choice`` answered without
+        a call gets its repair round (the events then arrive once the answer is judged, with a
+        ``ParsedOutput`` before ``TurnEnd`` for a ``response_format``).
 
         Tools (``tools``, OpenAI function shape; ``tool_choice`` auto/none/required/a name):
         without ``tool_handler`` the turn ends at the model's tool calls (``ToolCallDelta`` events,

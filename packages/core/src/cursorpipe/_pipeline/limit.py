@@ -3,6 +3,8 @@
 
 Leaving the loop on a limit closes the upstream stream, which cancels the run on the transport.
 The stage is only put in the pipeline when a limit is set (issue 16: no per-event cost otherwise).
+It sits above the emulated-tools loop, so ``max_tokens`` bounds the answer text of all the loop's
+rounds together, as it bounds one answer on a transport with native tools.
 """
 
 from __future__ import annotations
