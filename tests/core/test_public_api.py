@@ -27,11 +27,13 @@ REQUIRED = {
 
 PINNED = sorted(
     [
+        "AdapterMixin",
         "AgentCrashError",
         "AgentNotFoundError",
         "AgentStartupError",
         "AgentTimeoutError",
         "AuthenticationError",
+        "CallOptions",
         "ChatMessage",
         "CompletionResult",
         "ConfigurationError",
@@ -115,3 +117,21 @@ def test_public_symbols_are_documented() -> None:
         obj = getattr(cursorpipe, name)
         if callable(obj) and not name.startswith("_"):
             assert (obj.__doc__ or "").strip(), f"{name} has no docstring"
+
+
+def test_integration_kit_is_pinned() -> None:
+    import cursorpipe.integration as kit
+
+    assert sorted(kit.__all__) == [
+        "AdapterMixin",
+        "CallOptions",
+        "estimate_tokens",
+        "extract_json",
+        "image_part",
+        "normalize_tool_choice",
+        "session_prompt",
+        "sync_stream",
+    ]
+    assert kit.AdapterMixin is cursorpipe.AdapterMixin and kit.CallOptions is cursorpipe.CallOptions
+    for name in kit.__all__:
+        assert (getattr(kit, name).__doc__ or "").strip(), f"integration.{name} has no docstring"

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
         ToolResultTimeoutError,
         UsageLimitError,
     )
+    from .integration import AdapterMixin, CallOptions
     from .session import CursorSession
     from .transports.base import Transport, TransportCapabilities, TransportSession
     from .transports.mock import MockTransport
@@ -120,6 +121,8 @@ _EXPORTS: dict[str, str] = {
     "ToolLoopError": ".errors",
     "ToolResultTimeoutError": ".errors",
     "UsageLimitError": ".errors",
+    "AdapterMixin": ".integration",
+    "CallOptions": ".integration",
     "CursorSession": ".session",
     "Transport": ".transports.base",
     "TransportCapabilities": ".transports.base",
@@ -148,11 +151,13 @@ _EXPORTS: dict[str, str] = {
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdapterMixin",
     "AgentCrashError",
     "AgentNotFoundError",
     "AgentStartupError",
     "AgentTimeoutError",
     "AuthenticationError",
+    "CallOptions",
     "ChatMessage",
     "CompletionResult",
     "ConfigurationError",
