@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -100,7 +100,7 @@ def session_prompt(messages: Sequence[ChatMessage]) -> str:
     return "\n\n".join(labels.get(m.role, f"({m.role} message: {{}})").format(m.text) for m in messages)
 
 
-def sync_stream(work: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
+def sync_stream(work: Callable[[], AsyncIterator[T]]) -> Generator[T, None, None]:
     """Iterate an async stream from sync code on the sync bridge; leaving early (``break``, an
     error, closing the generator) closes the async stream on the bridge loop, which cancels the
     Cursor run instead of leaving it streaming into nothing."""
@@ -181,14 +181,16 @@ class AdapterMixin:
     """Shared behaviour of cursorpipe's framework adapters; mix it in before the framework's base
     class (``class ChatCursor(AdapterMixin, BaseChatModel)``).
 
-    The class sets :attr:`adapter_label` (its name in messages) and :attr:`call_kwargs` (the call
-    keyword arguments it accepts), defines the fields listed in the module docstring plus two
-    private attributes, ``_binding`` (``None``) and ``_warned_ignored`` (``False``), and calls
-    :meth:`_adapter_post_init` from ``model_post_init``.
+    The class sets :attr:`adapter_label` (its name in messages), :attr:`call_kwargs` (the call
+    keyword arguments it accepts) and :attr:`adapter_log`, defines the fields listed in the
+    module docstring plus two private attributes, ``_binding`` (``None``) and ``_warned_ignored``
+    (``False``), and calls :meth:`_adapter_post_init` from ``model_post_init``.
     """
 
     adapter_label: ClassVar[str] = "model"
     call_kwargs: ClassVar[frozenset[str]] = frozenset()
+    adapter_log: ClassVar[logging.Logger] = log
+    """Where the adapter's warnings go (its own package's logger)."""
 
     if TYPE_CHECKING:
         model: str
@@ -228,7 +230,7 @@ class AdapterMixin:
         if not set_ or self._warned_ignored:
             return
         self._warned_ignored = True
-        log.warning(
+        self.adapter_log.warning(
             "%s: %s ignored: Cursor's API has no sampling parameters (temperature, top_p, "
             "seed); the model samples as Cursor configures it",
             self.adapter_label,

@@ -258,6 +258,7 @@ class ChatCursor(AdapterMixin, BaseChatModel):
 
     adapter_label: ClassVar[str] = "ChatCursor"
     call_kwargs: ClassVar[frozenset[str]] = _CALL_KWARGS
+    adapter_log: ClassVar[logging.Logger] = log
 
     _binding: SessionBinding[CursorMessage] | None = PrivateAttr(default=None)
     _warned_ignored: bool = PrivateAttr(default=False)
