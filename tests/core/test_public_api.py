@@ -125,6 +125,7 @@ def test_integration_kit_is_pinned() -> None:
     assert sorted(kit.__all__) == [
         "AdapterMixin",
         "CallOptions",
+        "EventTranslator",
         "estimate_tokens",
         "extract_json",
         "image_part",

@@ -12,8 +12,10 @@ adapter keeps only its framework's hooks and the conversion of messages and even
 - :func:`normalize_tool_choice`, :func:`extract_json`, :func:`estimate_tokens`,
   :func:`image_part`: the core's own rules, so adapters never re-implement them.
 
-Adapters build :class:`~cursorpipe.ChatMessage` objects directly and fold events with
-:class:`~cursorpipe.TurnAccumulator`.
+- :class:`EventTranslator`: the base of an adapter's event conversion; it folds the turn with
+  :class:`~cursorpipe.TurnAccumulator` and calls one hook per kind of event a framework shows.
+
+Adapters build :class:`~cursorpipe.ChatMessage` objects directly.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from ._bridge import SyncBridge
 from ._client_cache import client_for_loop, close_clients
+from ._fold import TurnAccumulator
 from ._session_binding import SessionBinding
 from ._structured import extract_json
 from ._tool_choice import normalize_tool_choice
@@ -37,9 +40,13 @@ from .types import (
     ImagePart,
     ParsedOutput,
     TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
     ToolCallEvent,
     TransportInfo,
     TurnEnd,
+    TurnRequest,
+    Usage,
     _parse_image_url,
     estimate_tokens,
 )
@@ -53,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AdapterMixin",
     "CallOptions",
+    "EventTranslator",
     "estimate_tokens",
     "extract_json",
     "image_part",
@@ -64,6 +72,7 @@ __all__ = [
 log = logging.getLogger("cursorpipe.integration")
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 #: Sampling parameters framework callers set that no Cursor transport has.
 IGNORED_SAMPLING = ("temperature", "top_p", "seed")
@@ -132,6 +141,19 @@ class CallOptions:
     reasoning_effort: str | None = None
     parallel_tool_calls: bool = True
 
+    def client_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``CursorClient.events``/``complete`` these options set
+        (``response_format`` aside: it selects the structured path)."""
+        return {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "stop": self.stop,
+            "timeout_s": self.timeout,
+            "tools": self.tools,
+            "tool_choice": self.tool_choice,
+            "reasoning_effort": self.reasoning_effort,
+        }
+
     @property
     def first_tool_only(self) -> bool:
         """``parallel_tool_calls=False`` with tools: one tool call per answer."""
@@ -148,16 +170,7 @@ async def _structured_turn(
     validating stage this goes through ``complete()`` and replays its result as events (so the
     answer arrives whole); with it, this body becomes ``client.events(..., validate=True)``."""
     result = await client.complete(
-        options.model,
-        messages,
-        temperature=options.temperature,
-        max_tokens=options.max_tokens,
-        stop=options.stop,
-        timeout_s=options.timeout,
-        tools=options.tools,
-        tool_choice=options.tool_choice,
-        response_format=options.response_format,
-        reasoning_effort=options.reasoning_effort,
+        options.model, messages, response_format=options.response_format, **options.client_kwargs()
     )
     yield TransportInfo(
         transport=result.transport or "",
@@ -175,6 +188,90 @@ async def _structured_turn(
         yield ToolCallEvent(bad.call, index=offset, emulated=bad.emulated, error=bad.error)
     yield ParsedOutput(result.parsed)
     yield TurnEnd(result.stop_reason, result.usage)
+
+
+class EventTranslator(Generic[R]):
+    """Base of an adapter's translation of one turn's events into its framework's objects (``R``:
+    a message chunk, a response).
+
+    Every event is folded by :attr:`acc` (a :class:`~cursorpipe.TurnAccumulator`, the one answer
+    to what the turn produced); :meth:`feed` then calls the hook for what a framework shows:
+    :meth:`on_text` (model text; server notices and empty deltas never reach it, connect.md §7),
+    :meth:`on_thinking`, :meth:`on_tool_delta`, :meth:`on_tool_call` and :meth:`on_end`. A hook
+    returns the object to hand on, or ``None``; the defaults hand on nothing.
+    """
+
+    __slots__ = ("_hooks", "acc", "request")
+
+    def __init__(self, request: TurnRequest) -> None:
+        self.request = request
+        """The turn as sent: its model names the answer when the transport reports none, its
+        messages are the prompt of a usage estimate."""
+        self.acc = TurnAccumulator()
+        self._hooks: dict[type, Callable[[Any], R | None]] = {
+            TextDelta: self._text,
+            ThinkingDelta: self._thinking,
+            ToolCallDelta: self.on_tool_delta,
+            ToolCallEvent: self.on_tool_call,
+            TurnEnd: self._end,
+        }
+
+    def feed(self, event: Event) -> R | None:
+        """Fold ``event`` and return what the framework shows for it (``None``: nothing)."""
+        self.acc.feed(event)
+        hook = self._hooks.get(type(event))
+        return hook(event) if hook is not None else None
+
+    def _text(self, event: TextDelta) -> R | None:
+        return None if event.notice or not event.text else self.on_text(event.text)
+
+    def _thinking(self, event: ThinkingDelta) -> R | None:
+        return self.on_thinking(event.text) if event.text else None
+
+    def _end(self, event: TurnEnd) -> R | None:
+        return self.on_end()
+
+    def on_text(self, text: str) -> R | None:
+        """A piece of the model's answer."""
+        return None
+
+    def on_thinking(self, text: str) -> R | None:
+        """A piece of the model's reasoning."""
+        return None
+
+    def on_tool_delta(self, event: ToolCallDelta) -> R | None:
+        """A piece of a streaming tool call."""
+        return None
+
+    def on_tool_call(self, event: ToolCallEvent) -> R | None:
+        """A complete tool call (valid, or with ``error`` set)."""
+        return None
+
+    def on_end(self) -> R | None:
+        """The turn ended (``acc`` holds its outcome)."""
+        return None
+
+    # -- what the final object reports ------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        """The model that answered (as the transport reported it, else the requested one)."""
+        info = self.acc.info
+        return info.model if info is not None and info.model else self.request.model
+
+    @property
+    def finish_reason(self) -> str:
+        """OpenAI's ``finish_reason`` for the turn (``stop``, ``length``, ``tool_calls``, ...)."""
+        return self.acc.stop_reason or "stop"
+
+    @property
+    def tools_emulated(self) -> bool:
+        """Some tool call was parsed from the model's text (the transport has no tool channel)."""
+        acc = self.acc
+        return any(e.emulated for e in (*acc.tool_call_events, *acc.invalid_tool_calls))
+
+    def usage(self) -> Usage:
+        """The reported usage, else an estimate (``estimated=True``) from the request and answer."""
+        return self.acc.usage_or_estimate(self.request)
 
 
 class AdapterMixin:
@@ -303,17 +400,7 @@ class AdapterMixin:
             return self._session_turn(binding, messages, options)
         if options.response_format is not None:
             return _structured_turn(self._client(), messages, options)
-        return self._client().events(
-            options.model,
-            messages,
-            temperature=options.temperature,
-            max_tokens=options.max_tokens,
-            stop=options.stop,
-            timeout_s=options.timeout,
-            tools=options.tools,
-            tool_choice=options.tool_choice,
-            reasoning_effort=options.reasoning_effort,
-        )
+        return self._client().events(options.model, messages, **options.client_kwargs())
 
     async def _session_turn(
         self, binding: SessionBinding[ChatMessage], messages: Sequence[ChatMessage], options: CallOptions

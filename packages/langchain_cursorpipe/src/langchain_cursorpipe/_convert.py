@@ -15,22 +15,17 @@ from cursorpipe import (
 )
 from cursorpipe import (
     ConfigurationError,
-    Event,
     ImagePart,
-    TextDelta,
     TextPart,
-    ThinkingDelta,
     ToolCallDelta,
     ToolCallEvent,
-    TurnAccumulator,
-    TurnEnd,
     TurnRequest,
     Usage,
 )
 from cursorpipe import (
     ToolCall as CursorToolCall,
 )
-from cursorpipe.integration import image_part
+from cursorpipe.integration import EventTranslator, image_part
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -54,8 +49,6 @@ __all__ = [
 
 #: ``response_metadata["model_provider"]``; LangChain keys block translators on it.
 PROVIDER = "cursor"
-
-_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "content_filter": "content_filter"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,24 +175,21 @@ def usage_metadata(usage: Usage) -> UsageMetadata:
     return meta
 
 
-class ChunkBuilder:
+class ChunkBuilder(EventTranslator[AIMessageChunk]):
     """Turns one turn's cursorpipe events into ``AIMessageChunk`` objects.
 
     Text and thinking deltas become chunks as they arrive; the turn's end becomes one final chunk
     carrying usage (the only chunk that does, so aggregation never double-counts), the response
-    metadata and ``chunk_position="last"``. What the turn produced is folded by
-    ``cursorpipe.TurnAccumulator``; this class only adds LangChain's chunk indexing.
+    metadata and ``chunk_position="last"``. The kit's ``EventTranslator`` folds the turn; this
+    class adds LangChain's chunk shapes and indexing.
     """
 
-    __slots__ = ("_block", "_kind", "_streamed_tools", "_tool_blocks", "acc", "extra_kwargs", "request")
+    __slots__ = ("_block", "_kind", "_streamed_tools", "_tool_blocks", "extra_kwargs")
 
     def __init__(self, request: TurnRequest) -> None:
-        self.request = request
-        """The turn as sent (its model names the answer when the transport reports none; its
-        messages are the prompt of a usage estimate)."""
-        self.acc = TurnAccumulator()
+        super().__init__(request)
         self.extra_kwargs: dict[str, Any] = {}
-        """``additional_kwargs`` of the final chunk (structured output: ``parsed`` and failures)."""
+        """``additional_kwargs`` of the final chunk (structured output failures)."""
         self._streamed_tools: set[int] = set()
         self._block = -1
         self._kind = ""
@@ -222,68 +212,50 @@ class ChunkBuilder:
             self._tool_blocks[call_index] = self._block
         return self._tool_blocks[call_index]
 
-    def feed(self, event: Event) -> AIMessageChunk | None:
-        """The chunk for ``event`` (None for events that only update state)."""
-        self.acc.feed(event)
-        kind = type(event)
-        if kind is TextDelta:
-            assert isinstance(event, TextDelta)
-            # connect.md §7: notices (quota, model substitution) are not model output.
-            if event.notice or not event.text:
-                return None
-            self._next_block("text")
-            return AIMessageChunk(content=event.text)
-        if kind is ThinkingDelta:
-            assert isinstance(event, ThinkingDelta)
-            if not event.text:
-                return None
-            self._next_block("reasoning")
-            return AIMessageChunk(content="", additional_kwargs={"reasoning_content": event.text})
-        if kind is ToolCallDelta:
-            assert isinstance(event, ToolCallDelta)
-            self._streamed_tools.add(event.index)
-            return self._tool_chunk(event.name, event.arguments_delta, event.id, event.index)
-        if kind is ToolCallEvent:
-            assert isinstance(event, ToolCallEvent)
-            if event.index in self._streamed_tools:
-                return None  # already delivered as deltas
-            return self._tool_chunk(event.call.name, event.call.arguments, event.call.id, event.index)
-        if kind is TurnEnd:
-            return self.final()
-        return None
+    def on_text(self, text: str) -> AIMessageChunk:
+        self._next_block("text")
+        return AIMessageChunk(content=text)
+
+    def on_thinking(self, text: str) -> AIMessageChunk:
+        self._next_block("reasoning")
+        return AIMessageChunk(content="", additional_kwargs={"reasoning_content": text})
+
+    def on_tool_delta(self, event: ToolCallDelta) -> AIMessageChunk:
+        self._streamed_tools.add(event.index)
+        return self._tool_chunk(event.name, event.arguments_delta, event.id, event.index)
+
+    def on_tool_call(self, event: ToolCallEvent) -> AIMessageChunk | None:
+        if event.index in self._streamed_tools:
+            return None  # already delivered as deltas
+        return self._tool_chunk(event.call.name, event.call.arguments, event.call.id, event.index)
 
     def _tool_chunk(self, name: str | None, args: str, id_: str | None, index: int) -> AIMessageChunk:
-        return AIMessageChunk(
-            content="",
-            tool_call_chunks=[tool_call_chunk(name=name, args=args, id=id_, index=self.tool_index(index))],
-        )
+        chunk = tool_call_chunk(name=name, args=args, id=id_, index=self.tool_index(index))
+        return AIMessageChunk(content="", tool_call_chunks=[chunk])
 
     def _metadata(self, usage: Usage) -> dict[str, Any]:
-        acc = self.acc
-        info = acc.info
-        calls = [*acc.tool_call_events, *acc.invalid_tool_calls]
+        info = self.acc.info
         metadata: dict[str, Any] = {
-            "model_name": (info.model if info is not None and info.model else None) or self.request.model,
-            "finish_reason": _FINISH.get(acc.stop_reason or "stop", acc.stop_reason),
+            "model_name": self.model_name,
+            "finish_reason": self.finish_reason,
             "model_provider": PROVIDER,
         }
         optional: dict[str, Any] = {
-            "usage_estimated": usage.estimated or None,
+            "usage_estimated": usage.estimated,
             "transport": info.transport if info is not None else None,
             "session_id": info.session_id if info is not None else None,
-            "fallback_from": list(info.fallback_from) if info is not None and info.fallback_from else None,
-            "notices": list(acc.notices) or None,
-            # Some tool call was parsed from the model's text (no native tool channel).
-            "tool_calls_emulated": any(e.emulated for e in calls) or None,
+            "fallback_from": list(info.fallback_from) if info is not None else None,
+            "notices": list(self.acc.notices),
+            "tool_calls_emulated": self.tools_emulated,
         }
         metadata.update((k, v) for k, v in optional.items() if v)
         if usage.cost_cents is not None:
             metadata["cost_cents"] = usage.cost_cents
         return metadata
 
-    def final(self) -> AIMessageChunk:
+    def on_end(self) -> AIMessageChunk:
         """The last chunk: usage, response metadata and ``chunk_position="last"``."""
-        usage = self.acc.usage_or_estimate(self.request)
+        usage = self.usage()
         extra = dict(self.extra_kwargs)
         if self.acc.parsed is not None:
             extra["parsed"] = self.acc.parsed

@@ -26,24 +26,18 @@ from llama_index.core.llms.utils import parse_partial_json
 from cursorpipe import ChatMessage as CursorMessage
 from cursorpipe import (
     ConfigurationError,
-    Event,
     ImagePart,
-    TextDelta,
     TextPart,
-    ThinkingDelta,
     ToolCall,
     ToolCallDelta,
     ToolCallEvent,
-    TurnAccumulator,
-    TurnEnd,
     TurnRequest,
     Usage,
 )
-from cursorpipe.integration import image_part
+from cursorpipe.integration import EventTranslator, image_part
 
 __all__ = ["ResponseBuilder", "message_text", "partial_args", "to_cursor_messages"]
 
-_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "content_filter": "content_filter"}
 _ROLES: dict[MessageRole, Any] = {
     MessageRole.SYSTEM: "system",
     MessageRole.DEVELOPER: "system",
@@ -184,16 +178,14 @@ class _PendingCall:
     arguments: str = ""
 
 
-class ResponseBuilder:
-    """Turns one turn's events into cumulative ``ChatResponse`` objects; what the turn produced is
-    folded by ``cursorpipe.TurnAccumulator``, this class only shapes LlamaIndex's responses."""
+class ResponseBuilder(EventTranslator[ChatResponse]):
+    """Turns one turn's events into cumulative ``ChatResponse`` objects. The kit's
+    ``EventTranslator`` folds the turn; this class shapes LlamaIndex's responses."""
 
-    __slots__ = ("acc", "done", "pending", "request")
+    __slots__ = ("done", "pending")
 
     def __init__(self, request: TurnRequest) -> None:
-        self.request = request
-        """The turn as sent (model and prompt for the usage estimate)."""
-        self.acc = TurnAccumulator()
+        super().__init__(request)
         self.pending: dict[int, _PendingCall] = {}
         self.done = False
 
@@ -208,9 +200,8 @@ class ResponseBuilder:
             blocks.append(ThinkingBlock(content=acc.thinking))
         blocks.append(TextBlock(text=acc.text))
         calls = {i: _PendingCall(p.id, p.name, p.arguments) for i, p in self.pending.items()}
-        calls.update(
-            (e.index, _PendingCall(e.call.id, e.call.name, e.call.arguments)) for e in acc.tool_call_events
-        )
+        for done in acc.tool_call_events:
+            calls[done.index] = _PendingCall(done.call.id, done.call.name, done.call.arguments)
         valid = [c for _, c in sorted(calls.items())]
         for call in valid:
             parsed = _parse_args(call.arguments)
@@ -234,59 +225,43 @@ class ResponseBuilder:
             ]
         return ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks, additional_kwargs=extra)
 
-    def feed(self, event: Event) -> ChatResponse | None:
-        """The response for ``event`` (None for events that only update state)."""
-        self.acc.feed(event)
-        kind = type(event)
-        if kind is TextDelta:
-            assert isinstance(event, TextDelta)
-            # connect.md §7: notices (quota, model substitution) are not model output.
-            if event.notice or not event.text:
-                return None
-            return ChatResponse(message=self.message(), delta=event.text)
-        if kind is ThinkingDelta:
-            assert isinstance(event, ThinkingDelta)
-            if not event.text:
-                return None
-            # LlamaIndex agents read reasoning deltas from additional_kwargs["thinking_delta"].
-            return ChatResponse(
-                message=self.message(), delta="", additional_kwargs={"thinking_delta": event.text}
-            )
-        if kind is ToolCallDelta:
-            assert isinstance(event, ToolCallDelta)
-            pending = self.pending.setdefault(event.index, _PendingCall())
-            pending.id = pending.id or (event.id or "")
-            pending.name = pending.name or (event.name or "")
-            pending.arguments += event.arguments_delta
-            return ChatResponse(message=self.message(), delta="")
-        if kind is ToolCallEvent:
-            assert isinstance(event, ToolCallEvent)
-            # The complete call (folded by the accumulator) is authoritative over the deltas.
-            self.pending.pop(event.index, None)
-            return ChatResponse(message=self.message(), delta="")
-        if kind is TurnEnd:
-            return self.final()
-        return None
+    def on_text(self, text: str) -> ChatResponse:
+        return ChatResponse(message=self.message(), delta=text)
 
-    def final(self) -> ChatResponse:
+    def on_thinking(self, text: str) -> ChatResponse:
+        # LlamaIndex agents read reasoning deltas from additional_kwargs["thinking_delta"].
+        return ChatResponse(message=self.message(), delta="", additional_kwargs={"thinking_delta": text})
+
+    def on_tool_delta(self, event: ToolCallDelta) -> ChatResponse:
+        pending = self.pending.setdefault(event.index, _PendingCall())
+        pending.id = pending.id or (event.id or "")
+        pending.name = pending.name or (event.name or "")
+        pending.arguments += event.arguments_delta
+        return ChatResponse(message=self.message(), delta="")
+
+    def on_tool_call(self, event: ToolCallEvent) -> ChatResponse:
+        # The complete call (folded by the accumulator) is authoritative over the deltas.
+        self.pending.pop(event.index, None)
+        return ChatResponse(message=self.message(), delta="")
+
+    def on_end(self) -> ChatResponse:
         """The last response: usage (reported or estimated) and the turn's metadata in ``raw``."""
         self.done = True
-        acc = self.acc
-        usage = acc.usage_or_estimate(self.request)
-        info = acc.info
+        usage = self.usage()
+        info = self.acc.info
         raw: dict[str, Any] = {
-            "model": (info.model if info is not None and info.model else None) or self.request.model,
-            "finish_reason": _FINISH.get(acc.stop_reason or "stop", acc.stop_reason),
+            "model": self.model_name,
+            "finish_reason": self.finish_reason,
             "usage": _usage_dict(usage),
             "usage_estimated": usage.estimated,
         }
         optional: dict[str, Any] = {
             "transport": info.transport if info is not None else None,
             "session_id": info.session_id if info is not None else None,
-            "notices": list(acc.notices),
-            "thinking": acc.thinking,
+            "notices": list(self.acc.notices),
+            "thinking": self.acc.thinking,
             # Parsed from text: the transport has no tool channel.
-            "tool_calls_emulated": any(e.emulated for e in (*acc.tool_call_events, *acc.invalid_tool_calls)),
+            "tool_calls_emulated": self.tools_emulated,
         }
         raw.update((k, v) for k, v in optional.items() if v)
         extra = {
