@@ -33,11 +33,18 @@ from langchain_core.messages import (
     ChatMessage,
     FunctionMessage,
     HumanMessage,
+    InvalidToolCall,
     SystemMessage,
+    ToolCall,
     ToolMessage,
 )
 from langchain_core.messages.ai import InputTokenDetails, OutputTokenDetails, UsageMetadata
-from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.messages.tool import (
+    invalid_tool_call,
+    tool_call,
+    tool_call_chunk,
+)
+from langchain_core.utils.json import parse_partial_json
 
 __all__ = [
     "PROVIDER",
@@ -232,6 +239,28 @@ class ChunkBuilder(EventTranslator[AIMessageChunk]):
     def _tool_chunk(self, name: str | None, args: str, id_: str | None, index: int) -> AIMessageChunk:
         chunk = tool_call_chunk(name=name, args=args, id=id_, index=self.tool_index(index))
         return AIMessageChunk(content="", tool_call_chunks=[chunk])
+
+    def tool_calls(self) -> tuple[list[ToolCall], list[InvalidToolCall]]:
+        """The turn's tool calls as LangChain parses them (partial JSON tolerated; arguments that
+        are not an object make the call invalid) and the calls the core flagged invalid, each
+        with the core's reason."""
+        calls: list[ToolCall] = []
+        invalid: list[InvalidToolCall] = []
+        for event in self.acc.tool_call_events:
+            call = event.call
+            try:
+                args = parse_partial_json(call.arguments) if call.arguments else {}
+            except ValueError:  # json.JSONDecodeError is a ValueError
+                args = None
+            if isinstance(args, dict):
+                calls.append(tool_call(name=call.name, args=args, id=call.id))
+            else:
+                invalid.append(invalid_tool_call(name=call.name, args=call.arguments, id=call.id, error=None))
+        invalid.extend(
+            invalid_tool_call(name=bad.call.name, args=bad.call.arguments, id=bad.call.id, error=bad.error)
+            for bad in self.acc.invalid_tool_calls
+        )
+        return calls, invalid
 
     def _metadata(self, usage: Usage) -> dict[str, Any]:
         info = self.acc.info

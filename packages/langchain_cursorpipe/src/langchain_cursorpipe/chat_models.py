@@ -40,9 +40,6 @@ from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
     BaseMessage,
-    InvalidToolCall,
-    ToolCall,
-    ToolCallChunk,
 )
 from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser, PydanticToolsParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
@@ -86,58 +83,6 @@ _CALL_KWARGS = frozenset(
 # Per-message overhead of the offline token estimate (role markers and separators).
 _TOKENS_PER_MESSAGE = 4
 _TOKENS_PER_CONVERSATION = 3
-
-
-def _tool_calls_from_chunks(chunks: list[ToolCallChunk]) -> AIMessageChunk:
-    merged: dict[int, ToolCallChunk] = {}
-    for chunk in chunks:
-        index = chunk.get("index") or 0
-        have = merged.get(index)
-        if have is None:
-            merged[index] = ToolCallChunk(
-                name=chunk.get("name"), args=chunk.get("args") or "", id=chunk.get("id"), index=index
-            )
-        else:
-            have["args"] = (have.get("args") or "") + (chunk.get("args") or "")
-            have["name"] = have.get("name") or chunk.get("name")
-            have["id"] = have.get("id") or chunk.get("id")
-    # A chunk marked last parses its tool_call_chunks into tool_calls / invalid_tool_calls.
-    return AIMessageChunk(content="", tool_call_chunks=list(merged.values()), chunk_position="last")
-
-
-def _split_invalid(
-    tools: AIMessageChunk, errors: Mapping[int, str] | None
-) -> tuple[list[ToolCall], list[InvalidToolCall]]:
-    """Tool calls and invalid tool calls, moving calls the core flagged (``ToolCallEvent.error``,
-    by index) into the invalid list with the core's reason."""
-    invalid = list(tools.invalid_tool_calls)
-    if not errors:
-        return list(tools.tool_calls), invalid
-    flagged = {
-        chunk.get("id"): errors[chunk.get("index") or 0]
-        for chunk in tools.tool_call_chunks
-        if (chunk.get("index") or 0) in errors
-    }
-    calls: list[ToolCall] = []
-    for call in tools.tool_calls:
-        reason = flagged.get(call.get("id"))
-        if reason is None:
-            calls.append(call)
-        else:
-            invalid.append(
-                InvalidToolCall(
-                    type="invalid_tool_call",
-                    name=call["name"],
-                    args=json.dumps(call["args"]),
-                    id=call.get("id"),
-                    error=reason,
-                )
-            )
-    for bad in invalid:
-        for chunk in tools.tool_call_chunks:
-            if chunk.get("id") == bad.get("id") and (chunk.get("index") or 0) in errors:
-                bad["error"] = errors[chunk.get("index") or 0]
-    return calls, invalid
 
 
 def _bad_argument(name: str, problem: str) -> ConfigurationError:
@@ -496,16 +441,27 @@ class ChatCursor(AdapterMixin, BaseChatModel):
     # ------------------------------------------------------------------------------------------
     # the one async pipeline
     # ------------------------------------------------------------------------------------------
-    async def _chunks(
+    def _prepare(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]
-    ) -> AsyncGenerator[ChatGenerationChunk, None]:
+    ) -> tuple[list[CursorMessage], CallOptions, ChunkBuilder]:
         options = self._call_options(kwargs, stop=stop if stop is not None else self.stop)
         converted = to_cursor_messages(messages)
         if options.first_tool_only:
             converted.insert(0, CursorMessage.of("system", _ONE_TOOL_CALL))
-        builder = ChunkBuilder(TurnRequest(model=options.model, messages=tuple(converted)))
+        return converted, options, ChunkBuilder(TurnRequest(model=options.model, messages=tuple(converted)))
+
+    async def _chunks(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]
+    ) -> AsyncGenerator[ChatGenerationChunk, None]:
+        async with aclosing(self._turn_chunks(*self._prepare(messages, stop, kwargs))) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+    async def _turn_chunks(
+        self, messages: list[CursorMessage], options: CallOptions, builder: ChunkBuilder
+    ) -> AsyncGenerator[ChatGenerationChunk, None]:
         reasoning: list[str] = []
-        async with aclosing(self._events(converted, options, builder)) as events:
+        async with aclosing(self._events(messages, options, builder)) as events:
             async for event in events:
                 chunk = builder.feed(event)
                 if chunk is None:
@@ -546,30 +502,23 @@ class ChatCursor(AdapterMixin, BaseChatModel):
     async def _collect(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]
     ) -> ChatResult:
-        text: list[str] = []
-        reasoning: list[str] = []
-        tool_chunks: list[ToolCallChunk] = []
+        """The whole answer: the turn's fold (``builder.acc``) and its final chunk's metadata."""
+        turn, options, builder = self._prepare(messages, stop, kwargs)
         last: AIMessageChunk | None = None
-        async with aclosing(self._chunks(messages, stop, kwargs)) as chunks:
+        async with aclosing(self._turn_chunks(turn, options, builder)) as chunks:
             async for generation in chunks:
                 chunk = generation.message
-                assert isinstance(chunk, AIMessageChunk)
-                if isinstance(chunk.content, str):
-                    text.append(chunk.content)
-                if "reasoning_content" in chunk.additional_kwargs:
-                    reasoning.append(str(chunk.additional_kwargs["reasoning_content"]))
-                tool_chunks.extend(chunk.tool_call_chunks)
-                if chunk.chunk_position == "last":
+                if isinstance(chunk, AIMessageChunk) and chunk.chunk_position == "last":
                     last = chunk
         if last is None:
             raise SessionError("the turn ended without a final event", code="stream_incomplete")
-        tools = _tool_calls_from_chunks(tool_chunks)
-        calls, invalid = _split_invalid(tools, last.additional_kwargs.get("tool_errors"))
+        acc = builder.acc
+        calls, invalid = builder.tool_calls()
         extra = {k: v for k, v in last.additional_kwargs.items() if k != "tool_errors"}
-        if reasoning:
-            extra["reasoning_content"] = "".join(reasoning)
+        if acc.thinking:
+            extra["reasoning_content"] = acc.thinking
         message = AIMessage(
-            content="".join(text),
+            content=acc.text,
             additional_kwargs=extra,
             response_metadata=dict(last.response_metadata),
             usage_metadata=last.usage_metadata,
