@@ -1,8 +1,10 @@
 """``ChatCursor``: a LangChain chat model for the models of a Cursor subscription.
 
-A thin adapter (design.md lesson 12): LangChain messages go to ``cursorpipe.CursorClient.events``
-and the typed events that come back become ``AIMessageChunk`` objects. The async methods are
-native; the sync ones run the same async code on ``cursorpipe.SyncBridge`` (design.md lesson 4).
+A thin adapter (design.md lesson 12) on cursorpipe's integration kit (``cursorpipe.integration``,
+which owns options, clients, sessions and lifecycle): LangChain messages become
+``cursorpipe.ChatMessage`` objects, and the typed events that come back become ``AIMessageChunk``
+objects. The async methods are native; the sync ones run the same async code on
+``cursorpipe.SyncBridge`` (design.md lesson 4).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """``CursorLLM``: a LlamaIndex LLM for the models of a Cursor subscription.
 
-A thin adapter (design.md lesson 12): LlamaIndex chat messages go to
-``cursorpipe.CursorClient.events`` and the typed events that come back become ``ChatResponse``
-objects. The async methods are native; the sync ones run the same async code on
+A thin adapter (design.md lesson 12) on cursorpipe's integration kit (``cursorpipe.integration``,
+which owns options, clients, sessions and lifecycle): LlamaIndex chat messages become
+``cursorpipe.ChatMessage`` objects (``utils.py``), and the typed events that come back become
+``ChatResponse`` objects. The async methods are native; the sync ones run the same async code on
 ``cursorpipe.SyncBridge`` (design.md lesson 4). Completion methods are derived from chat.
 """
 
