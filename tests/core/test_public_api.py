@@ -28,12 +28,14 @@ REQUIRED = {
 PINNED = sorted(
     [
         "APIError",
+        "AdapterMixin",
         "AgentCrashError",
         "AgentNotFoundError",
         "AgentStartupError",
         "AgentTimeoutError",
         "AuthenticationError",
         "CallerError",
+        "CallOptions",
         "ChatMessage",
         "CompletionResult",
         "ConfigurationError",
@@ -121,3 +123,22 @@ def test_public_symbols_are_documented() -> None:
         obj = getattr(cursorpipe, name)
         if callable(obj) and not name.startswith("_"):
             assert (obj.__doc__ or "").strip(), f"{name} has no docstring"
+
+
+def test_integration_kit_is_pinned() -> None:
+    import cursorpipe.integration as kit
+
+    assert sorted(kit.__all__) == [
+        "AdapterMixin",
+        "CallOptions",
+        "EventTranslator",
+        "estimate_tokens",
+        "extract_json",
+        "image_part",
+        "normalize_tool_choice",
+        "session_prompt",
+        "sync_stream",
+    ]
+    assert kit.AdapterMixin is cursorpipe.AdapterMixin and kit.CallOptions is cursorpipe.CallOptions
+    for name in kit.__all__:
+        assert (getattr(kit, name).__doc__ or "").strip(), f"integration.{name} has no docstring"

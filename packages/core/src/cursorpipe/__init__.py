@@ -61,6 +61,7 @@ if TYPE_CHECKING:
         TransportFailureError,
         UsageLimitError,
     )
+    from .integration import AdapterMixin, CallOptions
     from .session import CursorSession
     from .transports.base import Transport, TransportCapabilities, TransportSession
     from .transports.mock import MockTransport
@@ -132,6 +133,8 @@ _EXPORTS: dict[str, str] = {
     "TransportError": ".errors",
     "TransportFailureError": ".errors",
     "UsageLimitError": ".errors",
+    "AdapterMixin": ".integration",
+    "CallOptions": ".integration",
     "CursorSession": ".session",
     "Transport": ".transports.base",
     "TransportCapabilities": ".transports.base",
@@ -161,11 +164,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "APIError",
+    "AdapterMixin",
     "AgentCrashError",
     "AgentNotFoundError",
     "AgentStartupError",
     "AgentTimeoutError",
     "AuthenticationError",
+    "CallOptions",
     "CallerError",
     "ChatMessage",
     "CompletionResult",
