@@ -38,12 +38,10 @@ from .types import (
     ChatMessage,
     Event,
     ImagePart,
-    ParsedOutput,
     TextDelta,
     ThinkingDelta,
     ToolCallDelta,
     ToolCallEvent,
-    TransportInfo,
     TurnEnd,
     TurnRequest,
     Usage,
@@ -166,28 +164,19 @@ async def _structured_turn(
     """A turn with a ``response_format``, validated (one repair round, then
     ``StructuredOutputError``) and ending in a :class:`~cursorpipe.ParsedOutput` before ``TurnEnd``.
 
-    The one call site of structured output for every adapter. Until the core's event stream has a
-    validating stage this goes through ``complete()`` and replays its result as events (so the
-    answer arrives whole); with it, this body becomes ``client.events(..., validate=True)``."""
-    result = await client.complete(
-        options.model, messages, response_format=options.response_format, **options.client_kwargs()
+    The one call site of structured output for every adapter: the core's validating stage
+    (``validate=True``) holds each round's events until the round is judged, so a rejected answer
+    never reaches the adapter."""
+    events = client.events(
+        options.model,
+        messages,
+        response_format=options.response_format,
+        validate=True,
+        **options.client_kwargs(),
     )
-    yield TransportInfo(
-        transport=result.transport or "",
-        model=result.model,
-        session_id=result.session_id,
-        fallback_from=result.fallback_from,
-    )
-    for notice in result.notices:
-        yield TextDelta(notice, notice=True)
-    if result.text:
-        yield TextDelta(result.text)
-    for index, call in enumerate(result.tool_calls):
-        yield ToolCallEvent(call, index=index)
-    for offset, bad in enumerate(result.invalid_tool_calls, start=len(result.tool_calls)):
-        yield ToolCallEvent(bad.call, index=offset, emulated=bad.emulated, error=bad.error)
-    yield ParsedOutput(result.parsed)
-    yield TurnEnd(result.stop_reason, result.usage)
+    async with aclosing(events) as stream:
+        async for event in stream:
+            yield event
 
 
 class EventTranslator(Generic[R]):
