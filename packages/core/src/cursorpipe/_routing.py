@@ -15,7 +15,7 @@ __all__ = ["create_transport"]
 _IMPLEMENTATIONS: dict[Strategy, tuple[str, str]] = {
     Strategy.CONNECT: ("cursorpipe.transports.connect", "ConnectTransport"),
     Strategy.ACP: ("cursorpipe.transports.acp", "AcpTransport"),
-    Strategy.SUBPROCESS: ("cursorpipe.transports.cli", "SubprocessTransport"),
+    Strategy.SUBPROCESS: ("cursorpipe.transports.subprocess", "SubprocessTransport"),
     Strategy.AUTO: ("cursorpipe.transports.auto", "AutoTransport"),
 }
 

@@ -43,9 +43,9 @@ from urllib.parse import urlsplit
 import httpx
 from google.protobuf import json_format
 
+from ..._codecs.connect import EndStream, EnvelopeDecoder, encode_envelope
 from ..._proto.agent.v1 import agent_pb2
 from ..._proto.aiserver.v1 import aiserver_pb2
-from ...transports.connect._codec import EndStream, EnvelopeDecoder, encode_envelope
 from ._view import MCP_TOOL_FAMILY
 
 __all__ = [

@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
+from ..._codecs.jsonrpc import METHOD_NOT_FOUND
 from ..._constants import (
     ACP_AUTHENTICATE_TIMEOUT_S,
     ACP_CANCEL_GRACE_S,
@@ -60,7 +61,6 @@ from ..base import TransportCapabilities, TransportSession
 from ._connection import AcpConnection, RpcCallError, TurnItem, TurnQueue, child_environment
 from ._dispenser import SessionDispenser, SessionHandle
 from ._errors import InbandErrorFilter, classify_rpc_error
-from ._jsonrpc import METHOD_NOT_FOUND
 from ._models import ModelCatalog
 
 __all__ = ["AcpSession", "AcpTransport", "flatten_messages"]

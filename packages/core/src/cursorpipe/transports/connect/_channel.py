@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Protocol
 
+from ..._codecs.connect import ConnectError, EnvelopeDecoder
 from ..._proto.agent.v1 import agent_pb2 as pb
 from ...errors import ProtocolError, StreamDroppedError
-from ._codec import ConnectError, EnvelopeDecoder
 
 __all__ = ["Channel", "ConnectCallError", "decode_server_messages"]
 

@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
+from ..._codecs.connect import ConnectError, ErrorDetailsInfo, decode_error_details
 from ..._redact import redact
 from ...errors import (
     AuthenticationError,
@@ -26,7 +27,6 @@ from ...errors import (
     RateLimitError,
     UsageLimitError,
 )
-from ._codec import ConnectError, ErrorDetailsInfo, decode_error_details
 
 __all__ = ["map_connect_error", "parse_retry_after"]
 

@@ -23,10 +23,10 @@ import h2.exceptions
 import h2.settings
 import httpx
 
+from ..._codecs.connect import encode_envelope, parse_unary_error
 from ..._proto.agent.v1 import agent_pb2 as pb
 from ...errors import CursorPipeError, NetworkError, StreamDroppedError
 from ._channel import ConnectCallError, decode_server_messages
-from ._codec import encode_envelope, parse_unary_error
 
 __all__ = ["RUN_PATH", "H2Channel", "H2Connection"]
 

@@ -20,12 +20,12 @@ from contextlib import aclosing
 
 import httpx
 
+from ..._codecs.connect import encode_envelope, parse_unary_error
 from ..._constants import APPEND_TIMEOUT_BASE_S, APPEND_TIMEOUT_PER_128K_S, MAX_INFLIGHT_APPENDS
 from ..._proto.agent.v1 import agent_pb2 as pb
 from ..._proto.aiserver.v1 import aiserver_pb2 as ai
 from ...errors import CursorPipeError, NetworkError, StreamDroppedError
 from ._channel import ConnectCallError, decode_server_messages
-from ._codec import encode_envelope, parse_unary_error
 
 __all__ = ["APPEND_PATH", "RUNSSE_PATH", "Http1Channel", "append_timeout_s"]
 

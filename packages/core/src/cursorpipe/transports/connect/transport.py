@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from ..._codecs.connect import decode_unary_body, parse_unary_error
 from ..._constants import (
     CANCEL_GRACE_S,
     CLIENT_HEARTBEAT_S,
@@ -63,7 +64,6 @@ from ...types import (
 )
 from ..base import TransportCapabilities, TransportSession
 from ._channel import Channel, ConnectCallError
-from ._codec import decode_unary_body, parse_unary_error
 from ._errors import map_connect_error
 from ._h2 import H2Channel, H2Connection
 from ._http1 import Http1Channel

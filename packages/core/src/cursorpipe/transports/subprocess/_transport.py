@@ -3,9 +3,10 @@ process per request (acp.md §6, §10 item 2).
 
 Per turn: spawn through :class:`~cursorpipe.transports._process.ManagedProcess` with an explicit
 environment (the API key travels as ``CURSOR_API_KEY``, never on argv, acp.md §1.5), ``--mode``
-and ``--model`` flags, the prompt after ``--`` or on stdin (:mod:`._prompt`), parse stdout with the
-sans-IO :class:`._stream_json.StreamJsonParser`, stop at the ``result`` event (acp.md §6.6) and
-map failures once (:mod:`._errors`). The process is killed when the caller stops early, times out
+and ``--model`` flags, the prompt after ``--`` or on stdin (:mod:`._prompt`), parse stdout with
+the sans-IO :class:`cursorpipe._codecs.stream_json.StreamJsonParser`, stop at the ``result`` event
+(acp.md §6.6) and map failures once (:mod:`._errors`). The process is killed when the caller stops
+early, times out
 or is cancelled. Sessions use ``--resume <chat id>`` (acp.md §6.4) with the id minted by
 ``agent create-chat`` (or, where that command fails, learnt from the first turn).
 """
@@ -22,6 +23,14 @@ import tempfile
 import uuid
 from collections.abc import AsyncGenerator, Sequence
 
+from ..._codecs.stream_json import (
+    InbandError,
+    SessionStarted,
+    StreamJsonParser,
+    TextChunk,
+    ThinkingChunk,
+    ToolActivity,
+)
 from ..._redact import register_secret
 from ...config import CursorPipeConfig
 from ...errors import (
@@ -50,14 +59,6 @@ from ..base import TransportCapabilities, TransportSession
 from ._errors import NAME, classify_failure, classify_text, last_line
 from ._models import parse_models_output
 from ._prompt import flatten_messages, prompt_argv
-from ._stream_json import (
-    InbandError,
-    SessionStarted,
-    StreamJsonParser,
-    TextChunk,
-    ThinkingChunk,
-    ToolActivity,
-)
 
 __all__ = ["SubprocessSession", "SubprocessTransport"]
 

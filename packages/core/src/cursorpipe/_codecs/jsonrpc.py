@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from ...errors import ProtocolError
+from ..errors import ProtocolError
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
