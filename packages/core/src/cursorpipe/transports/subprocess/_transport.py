@@ -6,8 +6,8 @@ environment (the API key travels as ``CURSOR_API_KEY``, never on argv, acp.md §
 and ``--model`` flags, the prompt after ``--`` or on stdin (:mod:`._prompt`), parse stdout with
 the sans-IO :class:`cursorpipe._codecs.stream_json.StreamJsonParser`, stop at the ``result`` event
 (acp.md §6.6) and map failures once (:mod:`._errors`). The process is killed when the caller stops
-early, times out
-or is cancelled. Sessions use ``--resume <chat id>`` (acp.md §6.4) with the id minted by
+early, times out or is cancelled. Sessions use ``--resume <chat id>`` (acp.md §6.4) with the id
+minted by
 ``agent create-chat`` (or, where that command fails, learnt from the first turn).
 """
 
