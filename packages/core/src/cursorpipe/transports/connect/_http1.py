@@ -182,8 +182,9 @@ class Http1Channel:
         """Wait (bounded) for the server to finish the RunSSE response, discarding what is left."""
         if self._pump is None or self._pump.done():
             return
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(asyncio.shield(self._pump), timeout_s)
+        # asyncio.wait neither cancels the pump on timeout nor raises its outcome, so a pump that
+        # ended cancelled is no error here while a cancel aimed at the caller still propagates.
+        await asyncio.wait({self._pump}, timeout=timeout_s)
 
     async def abort(self) -> None:
         """Drop the RunSSE response and every in-flight append now, like the SDK's
