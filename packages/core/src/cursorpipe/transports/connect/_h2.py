@@ -24,6 +24,7 @@ import h2.settings
 import httpx
 
 from ..._codecs.connect import encode_envelope, parse_unary_error
+from ..._net import network_errors
 from ..._proto.agent.v1 import agent_pb2 as pb
 from ...errors import CursorPipeError, NetworkError, StreamDroppedError
 from ._channel import ConnectCallError, decode_server_messages
@@ -80,16 +81,11 @@ class H2Connection:
             # The same trust store as the httpx half (certifi, or SSL_CERT_FILE/SSL_CERT_DIR).
             context = httpx.create_ssl_context()
             context.set_alpn_protocols(["h2"])
-        try:
+        with network_errors(f"Could not connect to {self.authority} for HTTP/2 ({{exc}})."):
             async with asyncio.timeout(self._connect_timeout):
                 self._reader, self._writer = await asyncio.open_connection(
                     self.host, self.port, ssl=context, server_hostname=self.host if context else None
                 )
-        except (OSError, TimeoutError) as exc:
-            raise NetworkError(
-                f"Could not connect to {self.authority} for HTTP/2 ({type(exc).__name__}).",
-                code="unavailable",
-            ) from exc
         if context is not None:
             sslobj = self._writer.get_extra_info("ssl_object")
             if sslobj is None or sslobj.selected_alpn_protocol() != "h2":

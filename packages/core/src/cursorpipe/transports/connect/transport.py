@@ -32,6 +32,7 @@ from ..._constants import (
     POST_TURN_GUARD_S,
     STALL_TIMEOUT_S,
 )
+from ..._net import network_errors
 from ..._proto.agent.v1 import agent_pb2 as pb
 from ..._proto.aiserver.v1 import server_config_pb2 as sc
 from ..._tool_runner import run_tool_handler
@@ -407,12 +408,8 @@ class ConnectTransport:
             request_id = str(uuid.uuid4())
             headers = self._rpc_headers(token, request_id)
             headers["content-type"] = "application/proto"
-            try:
+            with network_errors(f"Could not reach Cursor at {self._base} ({{exc}})."):
                 response = await self._http.post(self._base + path, content=body, headers=headers)
-            except httpx.TransportError as exc:
-                raise NetworkError(
-                    f"Could not reach Cursor at {self._base} ({type(exc).__name__}).", code="unavailable"
-                ) from exc
             if response.status_code == 200:
                 return decode_unary_body(response.content)  # raw or enveloped (live-dialect.md row 23)
             error = parse_unary_error(
@@ -477,7 +474,8 @@ class ConnectTransport:
             headers = self._identity()
             headers["authorization"] = f"Bearer {api_key}"
             try:
-                response = await self._http.get(self._rest + MODELS_PATH, headers=headers)
+                with network_errors(f"GET {MODELS_PATH} failed ({{exc}}).", code="network_error"):
+                    response = await self._http.get(self._rest + MODELS_PATH, headers=headers)
                 if response.status_code == 200:
                     models = parse_rest_models(response.json())
                     if models:
@@ -493,8 +491,8 @@ class ConnectTransport:
                             metadata=response.headers,
                         )
                     )
-            except httpx.TransportError as exc:
-                errors.append(NetworkError(f"GET {MODELS_PATH} failed ({type(exc).__name__})."))
+            except NetworkError as exc:
+                errors.append(exc)
             except (ValueError, ProtocolError) as exc:
                 errors.append(ProtocolError(f"GET {MODELS_PATH} returned an unreadable model list: {exc}"))
         try:
