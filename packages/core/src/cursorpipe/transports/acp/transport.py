@@ -57,6 +57,7 @@ from ...types import (
     estimate_tokens,
 )
 from .._process import CLI_STALL_TIMEOUT_S
+from .._prompt_text import ACP_FORMAT, prompt_text
 from ..base import TransportCapabilities, TransportSession
 from ._connection import AcpConnection, RpcCallError, TurnItem, TurnQueue, child_environment
 from ._dispenser import SessionDispenser, SessionHandle
@@ -77,40 +78,12 @@ _STOP_REASONS: dict[str, StopReason] = {
     "refusal": "content_filter",
 }
 
-_ROLE_LABELS = {"user": "User", "assistant": "Assistant", "tool": "Tool result", "system": "System"}
-
 
 def flatten_messages(messages: Sequence[ChatMessage]) -> str:
-    """One prompt text for a stateless multi-message request.
-
-    ACP has no way to inject earlier turns or a system prompt into a new session (``session/load``
-    only replays sessions the agent itself stored, acp.md §3.1), so a stateless request gets a fresh
-    session whose single prompt carries the system prompt and the conversation as text. A lone
-    user message is sent verbatim.
-    """
-    system = "\n\n".join(m.text for m in messages if m.role == "system" and m.text)
-    convo = [m for m in messages if m.role != "system"]
-    if not system and len(convo) == 1 and convo[0].role == "user":
-        return convo[0].text
-    current = ""
-    if convo and convo[-1].role == "user":
-        current = convo[-1].text
-        convo = convo[:-1]
-    parts: list[str] = []
-    if system:
-        parts.append(f"<system>\n{system}\n</system>")
-    if convo:
-        lines = []
-        for m in convo:
-            text = m.text
-            if m.tool_calls:
-                calls = ", ".join(f"{c.name}({c.arguments})" for c in m.tool_calls)
-                text = f"{text}\n[called: {calls}]".strip()
-            lines.append(f"{_ROLE_LABELS.get(m.role, m.role)}: {text}")
-        parts.append("<conversation>\n" + "\n\n".join(lines) + "\n</conversation>")
-    if current:
-        parts.append(current)
-    return "\n\n".join(parts)
+    """One prompt text for a stateless multi-message request (``ACP_FORMAT`` of
+    :mod:`cursorpipe.transports._prompt_text`): ACP has no way to inject earlier turns or a system
+    prompt into a new session (acp.md §3.1). A lone user message is sent verbatim."""
+    return prompt_text(messages, ACP_FORMAT)
 
 
 def _blocks(text: str, images: Sequence[ImagePart]) -> list[dict[str, Any]]:
