@@ -20,7 +20,7 @@ import uuid
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -67,7 +67,6 @@ from ...types import (
 from ..base import TransportCapabilities, TransportSession
 from ._channel import Channel, ConnectCallError
 from ._errors import map_connect_error
-from ._h2 import H2Channel, H2Connection
 from ._http1 import Http1Channel
 from ._models import (
     MODELS_PATH,
@@ -95,6 +94,9 @@ from ._turn import (
     profile_for,
     system_text,
 )
+
+if TYPE_CHECKING:
+    from ._h2 import H2Connection
 
 __all__ = ["CLIENT_TYPE", "CLIENT_VERSION", "ConnectTransport"]
 
@@ -456,6 +458,10 @@ class ConnectTransport:
             if self._h2 is None or not self._h2.alive:
                 if self._h2 is not None:
                     await self._h2.aclose()
+                # The h2 library is imported only on this path (issue 16: the HTTP/1.1 path and
+                # processes that never open a turn do not pay for it).
+                from ._h2 import H2Connection
+
                 conn = H2Connection(self._base)
                 await conn.connect()
                 self._h2 = conn
@@ -557,6 +563,8 @@ class ConnectTransport:
         if await self._use_h2():
             try:
                 conn = await self._h2_connection()
+                from ._h2 import H2Channel
+
                 return H2Channel(
                     conn, self._run_headers(token, state, run_id, attempt_id, http1=False, tools=tools)
                 )
