@@ -86,6 +86,24 @@ def flatten_messages(messages: Sequence[ChatMessage]) -> str:
     return prompt_text(messages, ACP_FORMAT)
 
 
+def _merge_waiting(queue: TurnQueue, kind: str, chunk: str) -> tuple[str, TurnItem | None]:
+    """``chunk`` joined with the chunks of the same kind already waiting in ``queue``, and the
+    first item of another kind taken on the way (to handle next). One delta instead of several:
+    the text is the same, nothing waits longer, and every layer above handles one event (issue 16:
+    per-event cost dominated at 32 concurrent)."""
+    parts = [chunk]
+    while queue.qsize():
+        nxt = queue.get_nowait()
+        if nxt.kind != "update":
+            return "".join(parts), nxt
+        next_kind, next_chunk = _chunk(nxt.payload)
+        if next_kind == kind:
+            parts.append(next_chunk)
+        elif next_kind is not None:
+            return "".join(parts), nxt
+    return (parts[0] if len(parts) == 1 else "".join(parts)), None
+
+
 def _blocks(text: str, images: Sequence[ImagePart]) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = [{"type": "text", "text": text}]
     for image in images:
@@ -564,16 +582,7 @@ class AcpTransport:
                 elif queue.qsize():
                     item = queue.get_nowait()
                 else:
-                    try:
-                        async with asyncio.timeout(self.stall_timeout_s):
-                            item = await queue.get()
-                    except TimeoutError:
-                        raise StreamStalledError(
-                            f"agent acp sent nothing for {self.stall_timeout_s:g} s; the turn was "
-                            "cancelled (a live but silent agent would hold the request until its "
-                            "deadline).",
-                            transport=NAME,
-                        ) from None
+                    item = await self._wait_item(queue)
                 if item.kind == "result":
                     answered = True
                     stop = item.payload.get("stopReason") if isinstance(item.payload, dict) else None
@@ -584,22 +593,7 @@ class AcpTransport:
                 kind, chunk = _chunk(item.payload)
                 if kind is None:
                     continue
-                # Chunks of the same kind that are already waiting go out as one delta: the text
-                # is the same, nothing waits longer, and every layer above handles one event
-                # instead of several (issue 16: per-event cost dominated at 32 concurrent).
-                parts = [chunk]
-                while queue.qsize():
-                    nxt = queue.get_nowait()
-                    if nxt.kind != "update":
-                        held = nxt
-                        break
-                    next_kind, next_chunk = _chunk(nxt.payload)
-                    if next_kind == kind:
-                        parts.append(next_chunk)
-                    elif next_kind is not None:
-                        held = nxt
-                        break
-                merged = parts[0] if len(parts) == 1 else "".join(parts)
+                merged, held = _merge_waiting(queue, kind, chunk)
                 if kind == "thought":
                     yield ThinkingDelta(merged)
                     continue
@@ -625,6 +619,17 @@ class AcpTransport:
         self._restarts = 0  # a completed turn proves the process healthy
         yield UsageEvent(usage)
         yield TurnEnd(_STOP_REASONS.get(str(stop), "stop"), usage)
+
+    async def _wait_item(self, queue: TurnQueue) -> TurnItem:
+        try:
+            async with asyncio.timeout(self.stall_timeout_s):
+                return await queue.get()
+        except TimeoutError:
+            raise StreamStalledError(
+                f"agent acp sent nothing for {self.stall_timeout_s:g} s; the turn was cancelled (a "
+                "live but silent agent would hold the request until its deadline).",
+                transport=NAME,
+            ) from None
 
     def _turn_error(self, item: TurnItem, model: str, available: list[str]) -> CursorPipeError:
         payload = item.payload
