@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 
 import httpx
@@ -90,6 +90,11 @@ class Http1Channel:
         self._appends.add(task)
         task.add_done_callback(self._appends.discard)
         self.sent.append(seq)
+
+    async def send_many(self, messages: Sequence[pb.AgentClientMessage]) -> None:
+        """One BidiAppend per message, in order (each append is its own request, §5.7)."""
+        for message in messages:
+            await self.send(message)
 
     async def _append(self, seq: int, data: bytes) -> None:
         try:

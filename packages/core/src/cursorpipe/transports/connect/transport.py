@@ -822,9 +822,9 @@ class ConnectTransport:
                         return True
                     assert isinstance(item, pb.AgentServerMessage)
                     step = machine.handle(item)
-                    for reply in step.replies:
+                    if step.replies:
                         with contextlib.suppress(CursorPipeError, OSError):
-                            await channel.send(reply)
+                            await channel.send_many(step.replies)
         except TimeoutError:
             log.debug(
                 "cursorpipe: no end-stream %g s after turn_ended; dropping the stream", self.post_turn_guard_s
@@ -940,6 +940,10 @@ class _Attempt:
         batch = self.machine.tool_batch()
         if batch == "complete":
             return None
+        if self.inbox.qsize():
+            # Most messages are already queued (one socket read carries several): take them
+            # without arming a stall timer each time (issue 16 profile).
+            return self._accept(self.inbox.get_nowait())
         # While a tool handler runs the server waits for its result and may stay silent: the stall
         # detector pauses (as the SDK's does for human-type waits, §6.4); the handler's own bound
         # (tool_result_timeout_s) applies instead.
@@ -960,6 +964,9 @@ class _Attempt:
                 request_id=self.turn.attempt_id,
                 transport=self.t.name,
             ) from exc
+        return self._accept(item)
+
+    def _accept(self, item: object) -> pb.AgentServerMessage | None:
         if item is _EOF:
             self.server_done = True
             return None
@@ -971,8 +978,8 @@ class _Attempt:
     async def _handle(self, item: pb.AgentServerMessage) -> list[Event]:
         t, turn, channel = self.t, self.turn, self.channel
         step = self.machine.handle(item)
-        for reply in step.replies:
-            await channel.send(reply)
+        if step.replies:
+            await channel.send_many(step.replies)
         for exec_id in step.aborts:
             # exec_server_control_message.abort: the server gave up on this exec.
             task = self.tool_tasks.get(exec_id)
