@@ -41,12 +41,8 @@ class Channel(Protocol):
     async def send(self, message: pb.AgentClientMessage) -> None:
         """Send one more client message (ordered)."""
 
-    async def send_many(self, messages: Sequence[pb.AgentClientMessage], *, flush: bool = True) -> None:
-        """Send several client messages in order (as ``send`` each, batched where the wire can);
-        with ``flush=False`` the wire may hold them until :meth:`flush` or its next write."""
-
-    async def flush(self) -> None:
-        """Write what ``send_many(..., flush=False)`` held back."""
+    async def send_many(self, messages: Sequence[pb.AgentClientMessage]) -> None:
+        """Send several client messages in order (as ``send`` each, batched where the wire can)."""
 
     def messages(self) -> AsyncGenerator[pb.AgentServerMessage, None]:
         """Server messages until the stream ends; raises ``ConnectCallError`` for an end-stream

@@ -132,11 +132,6 @@ class H2Connection:
             await self._flush_guarded()
         return stream
 
-    async def flush(self) -> None:
-        """Write what the h2 buffer holds (frames queued with ``flush=False``)."""
-        if self._dead is None:
-            await self._flush_guarded()
-
     async def _flush_guarded(self) -> None:
         try:
             await self._flush()
@@ -309,21 +304,15 @@ class H2Channel:
             return
         await self._conn.send(self._stream, encode_envelope(message.SerializeToString()))
 
-    async def send_many(self, messages: Sequence[pb.AgentClientMessage], *, flush: bool = True) -> None:
+    async def send_many(self, messages: Sequence[pb.AgentClientMessage]) -> None:
         """Send several messages, each in its own DATA frame as :meth:`send` would, in one socket
-        write; with ``flush=False`` they wait for :meth:`flush` or the next write (the replies to
-        every message of one socket read leave together, issue 16)."""
+        write (the replies to one server message, issue 16)."""
         if self._stream is None or self._closed:
             return
         last = len(messages) - 1
         for i, message in enumerate(messages):
             data = encode_envelope(message.SerializeToString())
-            await self._conn.send(self._stream, data, flush=flush and i == last)
-
-    async def flush(self) -> None:
-        """Write the messages :meth:`send_many` queued."""
-        if not self._closed:
-            await self._conn.flush()
+            await self._conn.send(self._stream, data, flush=i == last)
 
     async def _chunks(self) -> AsyncGenerator[bytes, None]:
         assert self._stream is not None

@@ -91,14 +91,10 @@ class Http1Channel:
         task.add_done_callback(self._appends.discard)
         self.sent.append(seq)
 
-    async def send_many(self, messages: Sequence[pb.AgentClientMessage], *, flush: bool = True) -> None:
-        """One BidiAppend per message, in order (each append is its own request, §5.7, so there
-        is nothing to hold back: ``flush`` changes nothing here)."""
+    async def send_many(self, messages: Sequence[pb.AgentClientMessage]) -> None:
+        """One BidiAppend per message, in order (each append is its own request, §5.7)."""
         for message in messages:
             await self.send(message)
-
-    async def flush(self) -> None:
-        """Nothing is held back on this wire (see :meth:`send_many`)."""
 
     async def _append(self, seq: int, data: bytes) -> None:
         try:

@@ -814,9 +814,6 @@ class ConnectTransport:
         try:
             async with asyncio.timeout(self.post_turn_guard_s):
                 while True:
-                    if not inbox.qsize():
-                        with contextlib.suppress(CursorPipeError, OSError):
-                            await channel.flush()
                     item = await inbox.get()
                     if item is _EOF:
                         return True
@@ -827,7 +824,7 @@ class ConnectTransport:
                     step = machine.handle(item)
                     if step.replies:
                         with contextlib.suppress(CursorPipeError, OSError):
-                            await channel.send_many(step.replies, flush=False)
+                            await channel.send_many(step.replies)
         except TimeoutError:
             log.debug(
                 "cursorpipe: no end-stream %g s after turn_ended; dropping the stream", self.post_turn_guard_s
@@ -947,8 +944,6 @@ class _Attempt:
             # Most messages are already queued (one socket read carries several): take them
             # without arming a stall timer each time (issue 16 profile).
             return self._accept(self.inbox.get_nowait())
-        # Nothing queued: the replies held back for this batch of messages leave now, in one write.
-        await self.channel.flush()
         # While a tool handler runs the server waits for its result and may stay silent: the stall
         # detector pauses (as the SDK's does for human-type waits, §6.4); the handler's own bound
         # (tool_result_timeout_s) applies instead.
@@ -984,7 +979,7 @@ class _Attempt:
         t, turn, channel = self.t, self.turn, self.channel
         step = self.machine.handle(item)
         if step.replies:
-            await channel.send_many(step.replies, flush=False)  # flushed by _next before it waits
+            await channel.send_many(step.replies)
         for exec_id in step.aborts:
             # exec_server_control_message.abort: the server gave up on this exec.
             task = self.tool_tasks.get(exec_id)
@@ -1015,7 +1010,6 @@ class _Attempt:
 
     async def _end(self) -> list[Event]:
         t, machine = self.t, self.machine
-        await self.channel.flush()  # replies still held back leave before the turn's end
         if self.finished:
             # live-dialect.md row 10: the service stores the final checkpoint and blobs after
             # turn_ended; keep answering KV and checkpoint messages until its end-stream (bounded),
