@@ -46,7 +46,7 @@ TRANSPORT_ONLY = (
     "cursorpipe.server",
     "cursorpipe.transports.connect",
     "cursorpipe.transports.acp",
-    "cursorpipe.transports.cli",
+    "cursorpipe.transports.subprocess",
 )
 
 

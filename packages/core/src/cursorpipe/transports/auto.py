@@ -13,7 +13,7 @@ The choice and every fallback are logged (logger ``cursorpipe.auto``) and visibl
 stream's :class:`~cursorpipe.types.TransportInfo` names the transport that answered and the ones
 that failed before it (``CompletionResult.transport`` / ``.fallback_from``). Sessions stay on the
 transport that opened them. Inner transports are created on first need through
-:func:`cursorpipe._routing.create_transport` (or an injected ``factory``); creating one starts
+:func:`cursorpipe.transports._factory.create_transport` (or an injected ``factory``); creating one starts
 nothing (no process, no connection) until a request or ``start()`` runs on it, and every candidate
 is created when :attr:`AutoTransport.capabilities` is first read, since those are combined.
 
@@ -31,10 +31,10 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from .._routing import create_transport
 from ..config import CursorPipeConfig, Strategy
 from ..errors import ConfigurationError, CursorPipeError, ErrorCode, SessionError
 from ..types import Event, ModelInfo, TransportInfo, TurnRequest
+from ._factory import create_transport
 from ._process import resolve_executable
 from .base import Transport, TransportCapabilities, TransportSession
 
