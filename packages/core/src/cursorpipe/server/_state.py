@@ -22,8 +22,8 @@ from ..errors import (
 )
 from ..types import ModelInfo
 from ._errors import APIError
+from ._gate import Gate
 from ._metrics import Metrics
-from ._runs import Gate
 from ._sessions import SessionRegistry
 
 __all__ = ["ServerState", "get_state", "request_timeout"]

@@ -1,0 +1,148 @@
+"""Server-sent events: the one frame encoder every wire format uses, the streaming response that
+cancels the Cursor run the moment the client goes away, and cancellation of non-streaming work on
+disconnect (integrations.md §4.4).
+
+Why not sse-starlette's ``EventSourceResponse``: it pings from a timer task of its own in a fixed
+comment format and runs each response in an anyio task group, one more task and a lock per stream
+on the hot path. Here keep-alives come from the turn loop's own wait for the next event (no extra
+task) in each format's own shape (an SSE comment for OpenAI, a named ``ping`` event for
+Anthropic's), and the drain farewell is a frame of the stream's format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from ._errors import APIError
+from ._gate import stream_shutdown_error
+
+__all__ = ["KEEPALIVE", "EventStreamResponse", "frame", "run_until_disconnect"]
+
+log = logging.getLogger("cursorpipe.server")
+T = TypeVar("T")
+
+#: An SSE comment: ignored by clients, keeps proxies and idle timers from closing the stream.
+KEEPALIVE = b": keep-alive\n\n"
+
+
+def frame(data: bytes, event: bytes | None = None) -> bytes:
+    """One server-sent event carrying ``data`` (already-encoded JSON, one line), optionally named
+    ``event``."""
+    if event is None:
+        return b"data: " + data + b"\n\n"
+    return b"event: " + event + b"\ndata: " + data + b"\n\n"
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def run_until_disconnect(request: Request, work: Coroutine[Any, Any, T]) -> T | None:
+    """Run ``work``; if the client disconnects first, cancel it (and with it the Cursor run) and
+    return ``None``.
+
+    Like vLLM's ``with_cancellation`` (integrations.md §4.4): the ASGI server reports the
+    disconnect on ``receive`` at once, so the run is cancelled well within a second.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_disconnect(request.receive))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        watcher.cancel()
+        with contextlib.suppress(BaseException):
+            await watcher
+    if task.cancelled():
+        log.info("client disconnected; cancelled the run")
+        return None
+    return task.result()
+
+
+class EventStreamResponse(Response):
+    """``text/event-stream`` whose body generator is cancelled the moment the client goes away.
+
+    Starlette's StreamingResponse only notices a disconnect on its next write with ASGI spec 2.4,
+    which never comes while the model is silent; this one always watches ``receive``.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        body: AsyncGenerator[bytes, None],
+        *,
+        headers: Mapping[str, str] | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+        ending: asyncio.Event | None = None,
+        farewell: Callable[[APIError], bytes] | None = None,
+    ) -> None:
+        self._body = body
+        self._on_close = on_close
+        self._ending = ending
+        self._farewell = farewell
+        self.status_code = 200
+        self.background = None
+        base = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        base.update(headers or {})
+        self.init_headers(base)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def stream() -> None:
+            nonlocal started
+            await send(
+                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            )
+            started = True
+            async for chunk in self._body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        writer = asyncio.ensure_future(stream())
+        watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        ending = asyncio.ensure_future(self._ending.wait()) if self._ending is not None else None
+        tasks = [t for t in (writer, watcher, ending) if t is not None]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            cut_short = ending is not None and ending.done() and not writer.done() and not watcher.done()
+            if watcher.done() and not writer.done():
+                log.info("client disconnected mid-stream; cancelling the run")
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if cut_short and started and self._farewell is not None:
+                # The server is shutting down with this stream still open: say so in the
+                # stream's own format and end it properly rather than cutting the connection.
+                log.warning("drain timeout: ending an open stream with an error event")
+                farewell = self._farewell(stream_shutdown_error())
+                await send({"type": "http.response.body", "body": farewell, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            pending = [t for t in tasks if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                # This task itself was cancelled: the writer must stop before its body generator
+                # can be closed (closing a running generator raises).
+                await asyncio.gather(*pending, return_exceptions=True)
+            await self._body.aclose()
+            if self._on_close is not None:
+                await self._on_close()
