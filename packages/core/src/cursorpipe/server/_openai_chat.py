@@ -27,10 +27,11 @@ from ..types import (
     TurnEnd,
     Usage,
 )
-from ._errors import APIError, openai_error_body
+from ._errors import APIError
 from ._json import dumps
 from ._requests import ChatParams, parse_chat
 from ._sse import KEEPALIVE
+from ._wire import WireFormat
 
 __all__ = [
     "CHAT",
@@ -299,17 +300,7 @@ class ChatRenderer:
         return payload, headers
 
 
-class ChatFormat:
-    """The ``/v1/chat/completions`` wire format (sessions via ``X-Cursor-Session-ID``)."""
-
-    endpoint = "chat.completions"
-    sessions = True
-
-    def parse(self, body: dict[str, Any], *, strict: bool) -> ChatRenderer:
-        return ChatRenderer(parse_chat(body, strict=strict))
-
-    def error_body(self, err: APIError) -> dict[str, Any]:
-        return openai_error_body(err)
-
-
-CHAT = ChatFormat()
+#: ``/v1/chat/completions`` (sessions via ``X-Cursor-Session-ID``).
+CHAT = WireFormat(
+    "chat.completions", True, lambda body, strict: ChatRenderer(parse_chat(body, strict=strict))
+)

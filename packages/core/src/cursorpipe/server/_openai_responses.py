@@ -14,11 +14,12 @@ from typing import Any
 
 from .._fold import TurnAccumulator
 from ..types import Event, TextDelta, TransportInfo, Usage
-from ._errors import APIError, openai_error_body
+from ._errors import APIError
 from ._json import dumps
 from ._openai_chat import runnable_calls
 from ._requests import ResponsesParams, parse_responses
 from ._sse import KEEPALIVE, frame
+from ._wire import WireFormat
 
 __all__ = ["RESPONSES", "ResponsesRenderer"]
 
@@ -216,17 +217,7 @@ class ResponsesRenderer:
         return self._response("completed", output, _usage(usage), run.stop_reason), {}
 
 
-class ResponsesFormat:
-    """The ``/v1/responses`` wire format (no sessions: the conversation is sent whole)."""
-
-    endpoint = "responses"
-    sessions = False
-
-    def parse(self, body: dict[str, Any], *, strict: bool) -> ResponsesRenderer:
-        return ResponsesRenderer(parse_responses(body, strict=strict))
-
-    def error_body(self, err: APIError) -> dict[str, Any]:
-        return openai_error_body(err)
-
-
-RESPONSES = ResponsesFormat()
+#: ``/v1/responses`` (no sessions: the conversation is sent whole).
+RESPONSES = WireFormat(
+    "responses", False, lambda body, strict: ResponsesRenderer(parse_responses(body, strict=strict))
+)

@@ -23,12 +23,13 @@ with every run folded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .._fold import TurnAccumulator
 from ..types import Event, Usage
-from ._errors import APIError
+from ._errors import APIError, ErrorShape, openai_error_body
 from ._requests import TurnSpec
 
 __all__ = ["Renderer", "TurnSpec", "WireFormat"]
@@ -77,19 +78,26 @@ class Renderer(Protocol):
         ...
 
 
-class WireFormat(Protocol):
-    """One route's wire format (a module-level instance per route)."""
+@dataclass(frozen=True, slots=True)
+class WireFormat:
+    """One route's wire format (a module-level instance per route).
 
-    #: The label of its time-to-first-token metric (``chat.completions``, ``responses``...).
+    ``endpoint`` labels its time-to-first-token metric (``chat.completions``, ``responses``...);
+    ``sessions`` says whether ``X-Cursor-Session-ID`` turns are served on the route;
+    ``renderer(body, strict)`` validates a request body (raising a 400 :class:`APIError` naming
+    the field) and returns the renderer of that request; ``errors`` gives the format's JSON body
+    for an error answered before the stream started (OpenAI's by default).
+    """
+
     endpoint: str
-    #: Whether ``X-Cursor-Session-ID`` turns are served on this route.
     sessions: bool
+    renderer: Callable[[dict[str, Any], bool], Renderer]
+    errors: ErrorShape = openai_error_body
 
     def parse(self, body: dict[str, Any], *, strict: bool) -> Renderer:
-        """Validate a request body (raising a 400 :class:`APIError` naming the field) and return
-        the renderer of that request."""
-        ...
+        """Validate ``body`` and return its renderer."""
+        return self.renderer(body, strict)
 
     def error_body(self, err: APIError) -> dict[str, Any]:
-        """This format's JSON body for an error answered before the stream started."""
-        ...
+        """The error JSON of this format."""
+        return self.errors(err)
