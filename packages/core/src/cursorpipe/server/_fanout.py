@@ -49,10 +49,20 @@ class Fanout:
             return
         await self._queue.put((index, END))
 
-    async def next(self, wait_s: float | None = None) -> Item | None:
-        """The next item, or ``None`` when ``wait_s`` passed first (time for a keep-alive)."""
+    def ready(self) -> Item | None:
+        """The next item if one is already waiting, else ``None`` (never blocks): lets a consumer
+        batch what arrived together into one write."""
         if self._buffer:
             return self._buffer.popleft()
+        if self._queue.empty():
+            return None
+        return self._queue.get_nowait()
+
+    async def next(self, wait_s: float | None = None) -> Item | None:
+        """The next item, or ``None`` when ``wait_s`` passed first (time for a keep-alive)."""
+        item = self.ready()
+        if item is not None:
+            return item  # no timer to arm and cancel for an item already there (issue 16)
         if wait_s is None:
             return await self._queue.get()
         try:
