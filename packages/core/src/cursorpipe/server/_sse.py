@@ -24,13 +24,54 @@ from starlette.types import Receive, Scope, Send
 from ._errors import APIError
 from ._gate import stream_shutdown_error
 
-__all__ = ["KEEPALIVE", "EventStreamResponse", "frame", "run_until_disconnect"]
+__all__ = [
+    "KEEPALIVE",
+    "EventStreamResponse",
+    "Last",
+    "StreamEnding",
+    "frame",
+    "run_until_disconnect",
+]
 
 log = logging.getLogger("cursorpipe.server")
 T = TypeVar("T")
 
 #: An SSE comment: ignored by clients, keeps proxies and idle timers from closing the stream.
 KEEPALIVE = b": keep-alive\n\n"
+
+
+class StreamEnding:
+    """Ends every open stream at once when the drain time is up, without a task per stream
+    waiting for it: each open stream registers a callback."""
+
+    def __init__(self) -> None:
+        self._ended = False
+        self._open: set[Callable[[], None]] = set()
+
+    def is_set(self) -> bool:
+        """True once :meth:`set` was called."""
+        return self._ended
+
+    def set(self) -> None:
+        """End every open stream (and any opened from now on)."""
+        self._ended = True
+        for end in list(self._open):
+            end()
+
+    def register(self, end: Callable[[], None]) -> None:
+        """Call ``end`` when streams end (at once if they already have)."""
+        self._open.add(end)
+        if self._ended:
+            end()
+
+    def discard(self, end: Callable[[], None]) -> None:
+        """The stream closed: forget its callback."""
+        self._open.discard(end)
+
+
+class Last(bytes):
+    """The final bytes of a stream: sent with the end of the body in one write instead of an
+    empty write of its own after it (issue 16)."""
 
 
 def frame(data: bytes, event: bytes | None = None) -> bytes:
@@ -88,7 +129,7 @@ class EventStreamResponse(Response):
         *,
         headers: Mapping[str, str] | None = None,
         on_close: Callable[[], Awaitable[None]] | None = None,
-        ending: asyncio.Event | None = None,
+        ending: StreamEnding | None = None,
         farewell: Callable[[APIError], bytes] | None = None,
     ) -> None:
         self._body = body
@@ -110,17 +151,30 @@ class EventStreamResponse(Response):
                 {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
             )
             started = True
+            last = False
             async for chunk in self._body:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                last = type(chunk) is Last
+                await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+                if last:
+                    break
+            if not last:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
         writer = asyncio.ensure_future(stream())
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
-        ending = asyncio.ensure_future(self._ending.wait()) if self._ending is not None else None
-        tasks = [t for t in (writer, watcher, ending) if t is not None]
+        tasks = (writer, watcher)
+        cut_short = False
+
+        def end_now() -> None:
+            nonlocal cut_short
+            if not writer.done() and not watcher.done():
+                cut_short = True
+                writer.cancel()
+
+        if self._ending is not None:
+            self._ending.register(end_now)
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            cut_short = ending is not None and ending.done() and not writer.done() and not watcher.done()
             if watcher.done() and not writer.done():
                 log.info("client disconnected mid-stream; cancelling the run")
             for task in tasks:
@@ -136,6 +190,8 @@ class EventStreamResponse(Response):
                 await send({"type": "http.response.body", "body": farewell, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
+            if self._ending is not None:
+                self._ending.discard(end_now)
             pending = [t for t in tasks if not t.done()]
             for task in pending:
                 task.cancel()

@@ -38,7 +38,7 @@ from ._fanout import End, Fanout
 from ._json import FastJSONResponse
 from ._requests import IGNORED_HEADER, TurnSpec
 from ._sessions import SESSION_HEADER
-from ._sse import EventStreamResponse, run_until_disconnect
+from ._sse import EventStreamResponse, Last, run_until_disconnect
 from ._state import ServerState, request_timeout
 from ._wire import Renderer, WireFormat
 
@@ -372,7 +372,7 @@ async def _frames(
             return
         parts.append(_render(st, renderer, runs[index], index, value, state, endpoint, started))
     parts.append(renderer.close(runs, _observe_usage(st, runs, plan)))
-    yield b"".join(parts)
+    yield Last(b"".join(parts))
 
 
 class _StreamState:

@@ -33,6 +33,7 @@ from ._gate import Gate
 from ._guard import GuardMiddleware, OpenAICORSMiddleware
 from ._metrics import Metrics
 from ._sessions import SessionRegistry
+from ._sse import StreamEnding
 from ._state import ServerState, get_state
 from ._turn import ERROR_SHAPE_KEY
 
@@ -88,7 +89,7 @@ def create_app(
         state.phase = "starting"
         state.gate.draining = False
         state.loop = asyncio.get_running_loop()
-        state.streams_ending = asyncio.Event()
+        state.streams_ending = StreamEnding()
         if emulated:
             log.warning(
                 "cursorpipe-server: EMULATED backend (built-in Cursor API emulator); answers are fake"
@@ -129,7 +130,8 @@ def create_app(
     for exc_type in (APIError, CursorPipeError, StarletteHTTPException, RequestValidationError, ClientGone):
         app.add_exception_handler(exc_type, handle)
 
-    for module in (_routes_ops, _routes_models, _routes_turns, _routes_sessions):
+    # The generation routes first: routing tries each route in turn, and these carry the load.
+    for module in (_routes_turns, _routes_ops, _routes_models, _routes_sessions):
         app.include_router(module.router)
     app.add_middleware(GuardMiddleware, state=state)
     origins = [o.strip() for o in config.cors_origins.split(",") if o.strip()]
