@@ -3,7 +3,11 @@ A further format (Anthropic Messages) is one more route here with its own ``Wire
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
+from typing import Any
+
 from fastapi import APIRouter
+from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -16,7 +20,18 @@ from ._turn import serve_turn
 
 __all__ = ["router"]
 
-router = APIRouter()
+
+class _RawRoute(APIRoute):
+    """A route whose endpoint takes the raw :class:`Request` and returns a :class:`Response`:
+    FastAPI's per-request dependency solving and response serialisation have nothing to do
+    there, so they are skipped (issue 16: these routes carry the load). The route still
+    declares its body in the OpenAPI schema (``openapi_extra``)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        return self.endpoint
+
+
+router = APIRouter(route_class=_RawRoute)
 
 
 @router.post("/v1/chat/completions", openapi_extra=json_body(_ChatBody, messages=MESSAGE_SCHEMA))
