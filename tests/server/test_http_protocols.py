@@ -6,48 +6,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
-import uvicorn
 from cursorpipe.server._http import hardened_protocol
 
-from .conftest import build
+from .conftest import build, over_socket
 
 
 @contextlib.asynccontextmanager
 async def _serve(httptools: bool) -> AsyncIterator[int]:
     app, _, client = build(pool_size=0)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
     protocol = hardened_protocol(
         header_timeout_s=0.5, max_connections=64, max_head_bytes=4096, httptools=httptools
     )
     # h11 caps the head itself (uvicorn's setting, as uvicorn_config sets it); httptools through
     # the protocol class's max_head_bytes
-    config = uvicorn.Config(
-        app,
-        http=protocol,
-        lifespan="on",
-        log_level=logging.WARNING,
-        ws="none",
-        h11_max_incomplete_event_size=4096,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-        sock.close()
-        await client.close()
+    async with over_socket(app, http=protocol, ws="none", h11_max_incomplete_event_size=4096) as url:
+        yield int(url.rsplit(":", 1)[1])
+    await client.close()
 
 
 async def _exchange(port: int, data: bytes, pieces: int = 1) -> tuple[int, dict[str, object]]:

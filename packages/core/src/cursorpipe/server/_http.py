@@ -100,6 +100,19 @@ class _Defences:
     def _awaiting_head(self) -> bool:
         raise NotImplementedError
 
+    # The uvicorn protocol class comes after this mixin in the MRO, so these extend its methods.
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._refused(self.transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def on_response_complete(self) -> None:
+        self._cancel_header_timer()  # idle time from here on is the keep-alive timer's business
+        super().on_response_complete()  # type: ignore[misc]
+
     def _refused(self, transport: asyncio.Transport) -> bool:
         """Over the connection cap: answer 503 at once and close (True), else arm the header
         deadline (False)."""
@@ -169,21 +182,9 @@ class _HardenedH11Protocol(_Defences, H11Protocol):
     def _awaiting_head(self) -> bool:
         return self.conn.their_state is h11.IDLE
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._refused(transport)
-
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         self._after_data()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_header_timer()
-        super().connection_lost(exc)
-
-    def on_response_complete(self) -> None:
-        self._cancel_header_timer()  # idle time from here on is the keep-alive timer's business
-        super().on_response_complete()
 
 
 class _HardenedHttpToolsProtocol(_Defences, HttpToolsProtocol):
@@ -196,10 +197,6 @@ class _HardenedHttpToolsProtocol(_Defences, HttpToolsProtocol):
 
     def _awaiting_head(self) -> bool:
         return self._head_pending
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._refused(transport)
 
     def data_received(self, data: bytes) -> None:
         if self._head_pending:
@@ -220,14 +217,6 @@ class _HardenedHttpToolsProtocol(_Defences, HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._head_pending = True  # what follows on this connection is the next request's head
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_header_timer()
-        super().connection_lost(exc)
-
-    def on_response_complete(self) -> None:
-        self._cancel_header_timer()  # idle time from here on is the keep-alive timer's business
-        super().on_response_complete()
 
 
 def hardened_protocol(

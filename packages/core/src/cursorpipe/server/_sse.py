@@ -142,25 +142,19 @@ class EventStreamResponse(Response):
         base.update(headers or {})
         self.init_headers(base)
 
+    async def _write(self, send: Send, started: list[bool]) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        started.append(True)
+        async for chunk in self._body:
+            last = type(chunk) is Last
+            await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+            if last:
+                return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
-
-        async def stream() -> None:
-            nonlocal started
-            await send(
-                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-            )
-            started = True
-            last = False
-            async for chunk in self._body:
-                last = type(chunk) is Last
-                await send({"type": "http.response.body", "body": chunk, "more_body": not last})
-                if last:
-                    break
-            if not last:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-        writer = asyncio.ensure_future(stream())
+        started: list[bool] = []
+        writer = asyncio.ensure_future(self._write(send, started))
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
         tasks = (writer, watcher)
         cut_short = False

@@ -276,6 +276,11 @@ async def _collect(fanout: Fanout) -> list[TurnAccumulator]:
 
 
 def _observe_usage(st: ServerState, runs: Sequence[TurnAccumulator], plan: Plan) -> Usage:
+    """Token metrics for the finished runs; server notices (quota, model substitution) are not
+    model output, so they go to the log instead of the answer."""
+    for run in runs:
+        for notice in run.notices:
+            log.info("cursor notice: %s", redact(notice))
     usage = total_usage(runs, plan.prompt_text)
     st.metrics.observe_tokens(usage.input_tokens, usage.output_tokens, usage.reasoning_tokens)
     return usage
