@@ -8,9 +8,11 @@ from collections import deque
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
+from starlette.types import Receive
+
 from ..types import Event, TransportInfo
 
-__all__ = ["END", "End", "Fanout", "Item"]
+__all__ = ["END", "GONE", "End", "Fanout", "Gone", "Item"]
 
 
 class End:
@@ -21,7 +23,17 @@ class End:
 
 
 END = End()
-Item = tuple[int, "Event | Exception | End"]
+
+
+class Gone:
+    """Marker: the client disconnected (index ``-1``; see :meth:`Fanout.watch`)."""
+
+    def __repr__(self) -> str:
+        return "GONE"
+
+
+GONE = Gone()
+Item = tuple[int, "Event | Exception | End | Gone"]
 
 
 class Fanout:
@@ -36,6 +48,17 @@ class Fanout:
         self._buffer: deque[Item] = deque()
         self._tasks = [asyncio.create_task(self._pump(i, s)) for i, s in enumerate(streams)]
         self.size = len(streams)
+
+    def watch(self, receive: Receive) -> None:
+        """Queue :data:`GONE` when the client disconnects, so whoever reads the runs learns of it
+        in the same wait: one watcher per request instead of a task wrapping each wait (issue 16).
+        The ASGI server reports the disconnect on ``receive`` at once (integrations.md §4.4)."""
+        self._tasks.append(asyncio.create_task(self._watch(receive)))
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        await self._queue.put((-1, GONE))
 
     async def _pump(self, index: int, stream: AsyncGenerator[Event, None]) -> None:
         try:
@@ -74,8 +97,8 @@ class Fanout:
     async def prime(self, wait_s: float) -> bool:
         """Wait (at most ``wait_s``) for the first output, so failures that happen before any
         output (auth, unknown model, limits) become real HTTP statuses instead of stream errors.
-        Raises that failure; everything read is kept for the consumer. Returns True (so a
-        caller can tell it from ``run_until_disconnect``'s ``None``)."""
+        Raises that failure; everything read is kept for the consumer. False if the client
+        disconnected meanwhile (:meth:`watch`)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:
@@ -87,8 +110,10 @@ class Fanout:
                     item = await self._queue.get()  # not next(): that would re-read the buffer
             except TimeoutError:
                 return True
-            self._buffer.append(item)
             _, value = item
+            if value is GONE:
+                return False
+            self._buffer.append(item)
             if isinstance(value, Exception):
                 self._buffer.clear()
                 raise value

@@ -1,6 +1,5 @@
-"""Server-sent events: the one frame encoder every wire format uses, the streaming response that
-cancels the Cursor run the moment the client goes away, and cancellation of non-streaming work on
-disconnect (integrations.md §4.4).
+"""Server-sent events: the one frame encoder every wire format uses, and the streaming response
+that stops the moment the client goes away (which cancels the Cursor run, integrations.md §4.4).
 
 Why not sse-starlette's ``EventSourceResponse``: it pings from a timer task of its own in a fixed
 comment format and runs each response in an anyio task group, one more task and a lock per stream
@@ -14,10 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from typing import TypeVar
 
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -30,7 +28,6 @@ __all__ = [
     "Last",
     "StreamEnding",
     "frame",
-    "run_until_disconnect",
 ]
 
 log = logging.getLogger("cursorpipe.server")
@@ -89,31 +86,6 @@ async def _wait_disconnect(receive: Receive) -> None:
             return
 
 
-async def run_until_disconnect(request: Request, work: Coroutine[Any, Any, T]) -> T | None:
-    """Run ``work``; if the client disconnects first, cancel it (and with it the Cursor run) and
-    return ``None``.
-
-    Like vLLM's ``with_cancellation`` (integrations.md §4.4): the ASGI server reports the
-    disconnect on ``receive`` at once, so the run is cancelled well within a second.
-    """
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_disconnect(request.receive))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-        watcher.cancel()
-        with contextlib.suppress(BaseException):
-            await watcher
-    if task.cancelled():
-        log.info("client disconnected; cancelled the run")
-        return None
-    return task.result()
-
-
 class EventStreamResponse(Response):
     """``text/event-stream`` whose body generator is cancelled the moment the client goes away.
 
@@ -131,11 +103,15 @@ class EventStreamResponse(Response):
         on_close: Callable[[], Awaitable[None]] | None = None,
         ending: StreamEnding | None = None,
         farewell: Callable[[APIError], bytes] | None = None,
+        watch: bool = True,
     ) -> None:
         self._body = body
         self._on_close = on_close
         self._ending = ending
         self._farewell = farewell
+        #: False when the body itself ends as soon as the client disconnects (the turn loop's
+        #: fanout watches for it), so no watcher of our own is needed.
+        self._watch = watch
         self.status_code = 200
         self.background = None
         base = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -155,13 +131,13 @@ class EventStreamResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started: list[bool] = []
         writer = asyncio.ensure_future(self._write(send, started))
-        watcher = asyncio.ensure_future(_wait_disconnect(receive))
-        tasks = (writer, watcher)
+        watcher = asyncio.ensure_future(_wait_disconnect(receive)) if self._watch else None
+        tasks = (writer, watcher) if watcher is not None else (writer,)
         cut_short = False
 
         def end_now() -> None:
             nonlocal cut_short
-            if not writer.done() and not watcher.done():
+            if not writer.done() and (watcher is None or not watcher.done()):
                 cut_short = True
                 writer.cancel()
 
@@ -169,7 +145,7 @@ class EventStreamResponse(Response):
             self._ending.register(end_now)
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if watcher.done() and not writer.done():
+            if watcher is not None and watcher.done() and not writer.done():
                 log.info("client disconnected mid-stream; cancelling the run")
             for task in tasks:
                 task.cancel()

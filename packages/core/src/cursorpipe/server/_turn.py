@@ -34,11 +34,11 @@ from ..types import (
 )
 from ._body import OFFLOAD_MESSAGES, offload_if, parse_body, read_body
 from ._errors import APIError, ClientGone, describe
-from ._fanout import End, Fanout
+from ._fanout import End, Fanout, Gone
 from ._json import FastJSONResponse
 from ._requests import IGNORED_HEADER, TurnSpec
 from ._sessions import SESSION_HEADER
-from ._sse import EventStreamResponse, Last, run_until_disconnect
+from ._sse import EventStreamResponse, Last
 from ._state import ServerState, request_timeout
 from ._wire import Renderer, WireFormat
 
@@ -259,13 +259,17 @@ def total_usage(runs: Sequence[TurnAccumulator], prompt_text: str) -> Usage:
 
 
 async def _collect(fanout: Fanout) -> list[TurnAccumulator]:
-    """Read every run to its end (non-streaming answers); the first failure is raised."""
+    """Read every run to its end (non-streaming answers); the first failure is raised, and
+    :class:`ClientGone` when the client disconnected first."""
     runs = [TurnAccumulator() for _ in range(fanout.size)]
     ended = 0
     while ended < fanout.size:
         item = await fanout.next()
         assert item is not None  # no timeout given
         index, value = item
+        if isinstance(value, Gone):
+            log.info("client disconnected; cancelled the run")
+            raise ClientGone
         if isinstance(value, Exception):
             raise value
         if isinstance(value, End):
@@ -288,15 +292,16 @@ def _observe_usage(st: ServerState, runs: Sequence[TurnAccumulator], plan: Plan)
 
 async def _answer(request: Request, st: ServerState, renderer: Renderer, plan: Plan) -> Response:
     fanout = Fanout(plan.streams())
+    fanout.watch(request.receive)
     try:
-        runs = await run_until_disconnect(request, _collect(fanout))
+        runs = await _collect(fanout)
+    except ClientGone:
+        raise
     except Exception as exc:
         st.metrics.observe_error(describe(exc).code)
         raise
     finally:
         await fanout.aclose()
-    if runs is None:
-        raise ClientGone
     usage = _observe_usage(st, runs, plan)
     info = runs[0].info
     model = info.model if info is not None and info.model else plan.model
@@ -318,15 +323,17 @@ async def _stream_response(
 ) -> Response:
     started = time.perf_counter()
     fanout = Fanout(plan.streams())
+    fanout.watch(request.receive)
     try:
-        primed = await run_until_disconnect(request, fanout.prime(st.keepalive_s))
+        primed = await fanout.prime(st.keepalive_s)
     except BaseException as exc:
         await fanout.aclose()
         if isinstance(exc, Exception):
             st.metrics.observe_error(describe(exc).code)
         raise
-    if primed is None:
+    if not primed:
         await fanout.aclose()
+        log.info("client disconnected; cancelled the run")
         raise ClientGone
     info = fanout.peek_info()
     model = info.model if info is not None and info.model else plan.model
@@ -336,8 +343,14 @@ async def _stream_response(
         await release()
 
     body = _frames(st, fanout, renderer, plan, endpoint=endpoint, model=model, started=started)
+    # The fanout's watcher sees the disconnect (the body stops at GONE): no second watcher.
     return EventStreamResponse(
-        body, headers=plan.headers, on_close=on_close, ending=st.streams_ending, farewell=renderer.fail
+        body,
+        headers=plan.headers,
+        on_close=on_close,
+        ending=st.streams_ending,
+        farewell=renderer.fail,
+        watch=False,
     )
 
 
@@ -367,6 +380,9 @@ async def _frames(
                 yield renderer.keepalive
                 continue
         index, value = item
+        if isinstance(value, Gone):
+            log.info("client disconnected mid-stream; cancelling the run")
+            return
         if isinstance(value, Exception):
             err = describe(value)
             st.metrics.observe_error(err.code)
