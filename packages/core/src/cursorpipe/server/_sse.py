@@ -130,14 +130,17 @@ class EventStreamResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started: list[bool] = []
+        if not self._watch:
+            await self._write_inline(send, started)
+            return
         writer = asyncio.ensure_future(self._write(send, started))
-        watcher = asyncio.ensure_future(_wait_disconnect(receive)) if self._watch else None
-        tasks = (writer, watcher) if watcher is not None else (writer,)
+        watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        tasks = (writer, watcher)
         cut_short = False
 
         def end_now() -> None:
             nonlocal cut_short
-            if not writer.done() and (watcher is None or not watcher.done()):
+            if not writer.done() and not watcher.done():
                 cut_short = True
                 writer.cancel()
 
@@ -145,20 +148,15 @@ class EventStreamResponse(Response):
             self._ending.register(end_now)
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if watcher is not None and watcher.done() and not writer.done():
+            if watcher.done() and not writer.done():
                 log.info("client disconnected mid-stream; cancelling the run")
             for task in tasks:
                 task.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            if cut_short and started and self._farewell is not None:
-                # The server is shutting down with this stream still open: say so in the
-                # stream's own format and end it properly rather than cutting the connection.
-                log.warning("drain timeout: ending an open stream with an error event")
-                farewell = self._farewell(stream_shutdown_error())
-                await send({"type": "http.response.body", "body": farewell, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if cut_short and started:
+                await self._say_farewell(send)
         finally:
             if self._ending is not None:
                 self._ending.discard(end_now)
@@ -169,6 +167,52 @@ class EventStreamResponse(Response):
                 # This task itself was cancelled: the writer must stop before its body generator
                 # can be closed (closing a running generator raises).
                 await asyncio.gather(*pending, return_exceptions=True)
-            await self._body.aclose()
-            if self._on_close is not None:
-                await self._on_close()
+            await self._close()
+
+    async def _write_inline(self, send: Send, started: list[bool]) -> None:
+        """Write in this task (the body itself ends when the client goes away): no writer task,
+        one loop hop less before the first token (issue 16). The drain cancels this task; that
+        one cancellation is taken back and answered with the farewell."""
+        task = asyncio.current_task()
+        assert task is not None
+        writing = True
+        cut_short = False
+
+        def end_now() -> None:
+            nonlocal cut_short
+            if writing and not cut_short:
+                cut_short = True
+                task.cancel()
+
+        if self._ending is not None:
+            self._ending.register(end_now)
+        try:
+            try:
+                await self._write(send, started)
+            except asyncio.CancelledError:
+                # Ours, unless someone else cancelled too (then that one stands).
+                if not cut_short or task.uncancel() > 0:
+                    raise
+            finally:
+                writing = False
+                if self._ending is not None:
+                    self._ending.discard(end_now)
+            if cut_short and started:
+                await self._say_farewell(send)
+        finally:
+            await self._close()
+
+    async def _say_farewell(self, send: Send) -> None:
+        if self._farewell is None:
+            return
+        # The server is shutting down with this stream still open: say so in the stream's own
+        # format and end it properly rather than cutting the connection.
+        log.warning("drain timeout: ending an open stream with an error event")
+        farewell = self._farewell(stream_shutdown_error())
+        await send({"type": "http.response.body", "body": farewell, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _close(self) -> None:
+        await self._body.aclose()
+        if self._on_close is not None:
+            await self._on_close()
