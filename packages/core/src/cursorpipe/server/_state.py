@@ -17,14 +17,16 @@ from ..errors import (
     AgentNotFoundError,
     AgentStartupError,
     AuthenticationError,
+    ErrorCode,
     OutdatedClientError,
     PermissionDeniedError,
 )
 from ..types import ModelInfo
 from ._errors import APIError
+from ._gate import Gate
 from ._metrics import Metrics
-from ._runs import Gate
 from ._sessions import SessionRegistry
+from ._sse import StreamEnding
 
 __all__ = ["ServerState", "get_state", "request_timeout"]
 
@@ -64,7 +66,7 @@ class ServerState:
     models_at: float = 0.0
     #: The loop serving the app (set by the lifespan): signal handlers schedule work on it.
     loop: asyncio.AbstractEventLoop | None = None
-    streams_ending: asyncio.Event = field(default_factory=asyncio.Event)
+    streams_ending: StreamEnding = field(default_factory=StreamEnding)
     #: (code, reason, monotonic time) of the last degrading failure; see note_failure
     degraded: tuple[str, str, float] | None = None
 
@@ -80,7 +82,7 @@ class ServerState:
         if isinstance(exc, PermissionDeniedError):
             return  # one model or feature refused, not the whole server
         if isinstance(exc, _DEGRADING) and (
-            not isinstance(exc, AgentCrashError) or exc.code == "agent_restarts_exhausted"
+            not isinstance(exc, AgentCrashError) or exc.code == ErrorCode.AGENT_RESTARTS_EXHAUSTED
         ):
             self.degraded = (exc.code or type(exc).__name__, redact(exc.message), time.monotonic())
 
