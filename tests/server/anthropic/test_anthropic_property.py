@@ -104,10 +104,10 @@ def test_arbitrary_bodies_never_cause_a_500_and_errors_are_anthropic_shaped() ->
             assert r.status_code in (200, 400), (r.status_code, r.text)
             if r.status_code == 400:
                 payload = r.json()
-                assert set(payload) == {"type", "error", "request_id"} and payload["type"] == "error"
+                assert set(payload) == {"type", "error"} and payload["type"] == "error"
                 assert set(payload["error"]) == {"type", "message"} and payload["error"]["message"]
                 assert payload["error"]["type"] == "invalid_request_error"
-                assert payload["request_id"] == r.headers["request-id"]
+                assert r.headers["request-id"] == r.headers["x-request-id"]
 
         check()
     assert 400 in seen and 200 in seen

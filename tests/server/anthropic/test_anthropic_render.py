@@ -10,22 +10,19 @@ from typing import Any
 import pytest
 from cursorpipe import TurnAccumulator
 from cursorpipe.errors import AuthenticationError, RateLimitError
-from cursorpipe.server._anthropic._errors import (
-    anthropic_error_body,
-    anthropic_error_response,
-    anthropic_error_type,
-)
+from cursorpipe.server._anthropic._errors import anthropic_error_body, anthropic_error_type
 from cursorpipe.server._anthropic._models import model_json, models_page
 from cursorpipe.server._anthropic._render import (
     THINKING_SIGNATURE,
-    MessageStream,
+    MessagesRenderer,
     message_id,
     message_json,
     stop_reason,
     usage_json,
 )
+from cursorpipe.server._anthropic._request import parse_messages
 from cursorpipe.server._anthropic._stops import StopSequences
-from cursorpipe.server._errors import APIError
+from cursorpipe.server._errors import APIError, describe, error_response
 from cursorpipe.types import (
     Event,
     ModelInfo,
@@ -56,13 +53,29 @@ def parse(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def render(events: list[Event], **kw: Any) -> tuple[MessageStream, list[tuple[str, dict[str, Any]]]]:
-    stream = MessageStream(msg_id="msg_1", model="auto", prompt_tokens=7, **kw)
-    raw = stream.start() + b"".join(stream.feed(e) for e in events)
-    return stream, parse(raw)
+def renderer(**body: Any) -> MessagesRenderer:
+    """A renderer for a Messages request whose prompt is estimated at 7 tokens."""
+    raw = {"model": "auto", "max_tokens": 100, "messages": [{"role": "user", "content": "x" * 28}], **body}
+    return MessagesRenderer(parse_messages(raw, strict=False))
+
+
+def render(
+    events: list[Event], usage: Usage | None = None, **body: Any
+) -> tuple[MessagesRenderer, list[tuple[str, dict[str, Any]]]]:
+    """Drive a renderer as the shared turn loop does: open, each event (fed to the run first),
+    run_end, close with the loop's usage."""
+    r = renderer(**body)
+    run = TurnAccumulator()
+    raw = r.open("auto")
+    for e in events:
+        run.feed(e)
+        raw += r.event(0, e, run)
+    raw += r.run_end(0, run) + r.close([run], usage or run.usage_or_estimate(None))
+    return r, parse(raw)
 
 
 CALL = ToolCall("toolu_1", "get_weather", '{"city": "Oslo"}')
+TOOLS = [{"name": n, "input_schema": {"type": "object"}} for n in ("get_weather", "get_time", "nope")]
 USAGE = Usage(input_tokens=100, output_tokens=20, cache_read_tokens=60, cache_write_tokens=10)
 
 
@@ -80,7 +93,7 @@ def test_full_sequence_thinking_text_tool_use() -> None:
         UsageEvent(USAGE),
         TurnEnd("tool_calls", USAGE),
     ]
-    stream, got = render(events)
+    r, got = render(events)
     assert [name for name, _ in got] == [
         "message_start",
         "ping",
@@ -102,7 +115,7 @@ def test_full_sequence_thinking_text_tool_use() -> None:
     ]
     start = got[0][1]["message"]
     assert start == {
-        "id": "msg_1",
+        "id": r.msg_id,
         "type": "message",
         "role": "assistant",
         "model": "auto",
@@ -150,13 +163,11 @@ def test_full_sequence_thinking_text_tool_use() -> None:
             "cache_creation_input_tokens": 10,
         },
     }
-    assert stream.finished and stream.produced
+    assert r.msg_id.startswith("msg_") and r.keepalive == b'event: ping\ndata: {"type":"ping"}\n\n'
 
 
-def test_routed_model_before_output_is_the_streams_model() -> None:
-    stream = MessageStream(msg_id="msg_1", model="auto", prompt_tokens=1)
-    stream.feed(TransportInfo("connect", model="gpt-5"))
-    assert parse(stream.start())[0][1]["message"]["model"] == "gpt-5"
+def test_the_model_in_message_start_is_the_one_the_loop_names() -> None:
+    assert parse(renderer().open("gpt-5"))[0][1]["message"]["model"] == "gpt-5"
 
 
 def test_arguments_that_do_not_add_up_are_sent_whole_and_notices_are_not_output() -> None:
@@ -182,44 +193,42 @@ def test_invalid_handled_and_disallowed_parallel_calls_never_reach_the_client() 
         ToolCallEvent(second, index=3),
         TurnEnd("tool_calls"),
     ]
-    _, got = render(events, parallel=False)
+    _, got = render(events, tool_choice={"type": "auto", "disable_parallel_tool_use": True}, tools=TOOLS)
     starts = [d["content_block"]["id"] for n, d in got if n == "content_block_start"]
     assert starts == ["toolu_1"]
     assert got[-2][1]["delta"]["stop_reason"] == "tool_use"
-    _, got = render([*events[:2], TurnEnd("tool_calls")])
+    _, got = render([*events[:2], TurnEnd("tool_calls")], tools=TOOLS)
     assert [n for n, _ in got if n.startswith("content_block")] == []
     assert got[-2][1]["delta"]["stop_reason"] == "end_turn"  # no call left to run
 
 
-def test_usage_is_estimated_without_a_report_and_stop_sequence_is_reported() -> None:
-    matched = "END"
-    events: list[Event] = [TextDelta("abcdefgh"), TurnEnd("stop")]
-    _, got = render(events, stop_sequence=lambda: matched)
+async def test_stop_sequence_stage_ends_the_stream_and_is_reported() -> None:
+    r = renderer(stop_sequences=["END"])
+    assert r.spec.stop == () and r.spec.stop_sequences == ("END",)  # the route applies them itself
+    source: list[Event] = [TextDelta("abcdefgh E"), TextDelta("ND and more"), TurnEnd("stop")]
+    out, closed = await _drain_stage(r, source)
+    run = TurnAccumulator()
+    raw = r.open("auto")
+    for e in out:
+        run.feed(e)
+        raw += r.event(0, e, run)
+    raw += r.close([run], run.usage_or_estimate(None))
+    got = parse(raw)
+    assert "".join(d["delta"].get("text", "") for n, d in got if n == "content_block_delta") == "abcdefgh "
     delta = got[-2][1]
     assert delta["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "END"}
     assert delta["usage"]["input_tokens"] == 7 and delta["usage"]["output_tokens"] == 2
-
-
-def test_finish_without_turn_end_and_twice_is_one_ending() -> None:
-    stream = MessageStream(msg_id="m", model="auto", prompt_tokens=1)
-    body = stream.start() + stream.feed(TextDelta("x")) + stream.finish() + stream.finish()
-    names = [n for n, _ in parse(body)]
-    assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
-    assert names.count("message_stop") == 1
+    assert closed == [True]  # the upstream run was closed (cancelled) at the match
+    body, headers = r.body([run], run.usage_or_estimate(None), "auto")
+    assert (body["stop_reason"], body["stop_sequence"]) == ("stop_sequence", "END") and headers == {}
 
 
 def test_mid_stream_error_event() -> None:
-    stream = MessageStream(msg_id="m", model="auto", prompt_tokens=1, request_id="req_9")
-    (event,) = parse(stream.error(RateLimitError("slow down", retry_after=3)))
+    (event,) = parse(renderer().fail(describe(RateLimitError("slow down", retry_after=3))))
     assert event == (
         "error",
-        {
-            "type": "error",
-            "error": {"type": "rate_limit_error", "message": "slow down"},
-            "request_id": "req_9",
-        },
+        {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}},
     )
-    assert stream.finished
 
 
 @pytest.mark.parametrize(
@@ -299,6 +308,11 @@ async def _drain(stage: StopSequences, events: list[Event]) -> tuple[list[Event]
     return [e async for e in stage.apply(_source(events, closed))], closed
 
 
+async def _drain_stage(r: MessagesRenderer, events: list[Event]) -> tuple[list[Event], list[bool]]:
+    closed: list[bool] = []
+    return [e async for e in r.stage(_source(events, closed))], closed
+
+
 async def test_stop_sequences_stage_cuts_across_deltas_and_names_the_match() -> None:
     stage = StopSequences(["STOP", "ST"], prompt_tokens=3)
     events: list[Event] = [
@@ -348,23 +362,25 @@ def test_error_types_by_status(status: int, kind: str) -> None:
     assert anthropic_error_type(status) == kind
 
 
+def anthropic_response(exc: BaseException) -> Any:
+    return error_response(exc, request_id="req_1", shape=anthropic_error_body)
+
+
 def test_error_response_keeps_the_shared_status_and_retry_headers() -> None:
-    response = anthropic_error_response(RateLimitError("slow down", retry_after=2.5), request_id="req_1")
+    response = anthropic_response(RateLimitError("slow down", retry_after=2.5))
     assert response.status_code == 429
     assert response.headers["retry-after"] == "3" and response.headers["x-should-retry"] == "true"
-    assert response.headers["request-id"] == "req_1"
     assert json.loads(bytes(response.body)) == {
         "type": "error",
         "error": {"type": "rate_limit_error", "message": "slow down"},
-        "request_id": "req_1",
     }
-    body = anthropic_error_body(AuthenticationError("bad key crsr_secret123456"))
-    assert body["error"]["type"] == "authentication_error" and "request_id" not in body
-    unexpected = anthropic_error_response(RuntimeError("boom"))
+    body = anthropic_error_body(describe(AuthenticationError("no credentials")))
+    assert body["error"]["type"] == "authentication_error" and "CURSOR_API_KEY" in body["error"]["message"]
+    unexpected = anthropic_response(RuntimeError("boom"))
     assert unexpected.status_code == 500
     assert json.loads(bytes(unexpected.body))["error"]["type"] == "api_error"
     assert "boom" not in bytes(unexpected.body).decode()  # internals stay in the log
-    assert anthropic_error_response(APIError(400, "bad", param="x")).status_code == 400
+    assert anthropic_response(APIError(400, "bad", param="x")).status_code == 400
 
 
 def test_models_shape() -> None:

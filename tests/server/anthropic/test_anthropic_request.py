@@ -278,7 +278,7 @@ def test_sampling_and_unknown_fields_are_listed_as_ignored_or_refused_in_strict_
     raw = body(temperature=0.5, top_p=0.9, top_k=40, service_tier="auto", metadata={"user_id": "u1", "x": 1})
     p = parse_messages(raw, strict=False)
     assert p.ignored == ["service_tier", "temperature", "top_k", "top_p", "metadata.x"]
-    assert p.user_id == "u1"
+    assert p.user == "u1"
     assert refused(raw, strict=True).param == "service_tier"
     assert parse_messages(body(metadata={"user_id": "u1"}), strict=True).ignored == []
 

@@ -214,7 +214,7 @@ async def test_mid_stream_error_event_ends_the_stream(served) -> None:
     assert [n for n, _ in events][-1] == "error" and "message_stop" not in [n for n, _ in events]
     error = events[-1][1]
     assert error["error"]["type"] == "api_error" and "connection reset" in error["error"]["message"]
-    assert error["request_id"] == r.headers["request-id"]
+    assert set(error) == {"type", "error"} and r.headers["request-id"] == r.headers["x-request-id"]
 
 
 async def test_failure_before_output_is_an_http_status(served) -> None:

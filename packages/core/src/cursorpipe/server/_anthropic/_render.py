@@ -1,18 +1,18 @@
-"""Rendering a turn's events in Anthropic's Messages wire format, sans-IO (docs/anthropic.md §3-4).
+"""Rendering a turn in Anthropic's Messages wire format, sans-IO (docs/anthropic.md §3-4).
 
-:class:`MessageStream` turns cursorpipe events into the exact server-sent event sequence of a
+:class:`MessagesRenderer` is the Messages route's renderer for the server's shared turn loop
+(``_wire.Renderer``): it turns cursorpipe events into the exact server-sent event sequence of a
 streamed message (``message_start``, ``ping``, per block ``content_block_start`` /
 ``content_block_delta`` / ``content_block_stop``, ``message_delta``, ``message_stop``; ``error``
-mid-stream) as bytes; :func:`message_json` renders a finished turn (the shared fold,
-:class:`~cursorpipe.TurnAccumulator`) as the non-streaming message. Neither does I/O.
+mid-stream), and a finished turn (the shared fold, :class:`~cursorpipe.TurnAccumulator`) into the
+non-streaming message (:func:`message_json`). Nothing here does I/O.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any
 
 from ..._fold import TurnAccumulator
@@ -24,19 +24,23 @@ from ...types import (
     ToolCallDelta,
     ToolCallEvent,
     TransportInfo,
-    TurnEnd,
     Usage,
     estimate_tokens,
 )
-from ._errors import error_frame
+from .._errors import APIError
+from .._json import dumps
+from .._sse import frame
+from ._errors import anthropic_error_body
+from ._request import MessagesParams
+from ._stops import StopSequences
 
 __all__ = [
+    "PING",
     "THINKING_SIGNATURE",
-    "MessageStream",
+    "MessagesRenderer",
     "message_id",
     "message_json",
     "stop_reason",
-    "turn_usage",
     "usage_json",
 ]
 
@@ -50,12 +54,19 @@ THINKING_SIGNATURE = "cursorpipe-unsigned"
 #: cursorpipe's stop reasons -> Anthropic's (``stop`` is refined by :func:`stop_reason`).
 _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}
 
-
 #: The ``content_block_start`` payloads of streamed text and thinking blocks.
 _EMPTY: dict[str, dict[str, Any]] = {
     "text": {"type": "text", "text": ""},
     "thinking": {"type": "thinking", "thinking": "", "signature": ""},
 }
+#: Each delta kind's frame is pre-encoded around the one value that changes (issue 16: the
+#: per-delta path is the stream's hot path): ``%d`` is the block index.
+_DELTA_HEAD = {
+    kind: b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+    b'"delta":{"type":"' + kind.encode() + b'_delta","' + key.encode() + b'":'
+    for kind, key in (("text", "text"), ("thinking", "thinking"), ("input_json", "partial_json"))
+}
+_DELTA_TAIL = b"}}\n\n"
 
 
 def message_id() -> str:
@@ -63,16 +74,12 @@ def message_id() -> str:
     return "msg_" + secrets.token_hex(12)
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
-def frame(name: str, payload: dict[str, Any]) -> bytes:
+def _event(name: str, payload: dict[str, Any]) -> bytes:
     """One named server-sent event, as Anthropic sends them: ``event:`` then ``data:`` JSON."""
-    return f"event: {name}\ndata: {_dumps(payload)}\n\n".encode()
+    return frame(dumps(payload), name.encode())
 
 
-PING = frame("ping", {"type": "ping"})
+PING = _event("ping", {"type": "ping"})
 
 
 def usage_json(usage: Usage) -> dict[str, Any]:
@@ -104,15 +111,6 @@ def stop_reason(reason: str | None, *, tool_use: bool, stop_sequence: str | None
     return "end_turn" if found == "tool_use" else found  # the only calls were invalid or dropped
 
 
-def turn_usage(acc: TurnAccumulator, prompt_tokens: int) -> Usage:
-    """The turn's usage as reported, or an estimate (``estimated=True``) from the prompt's
-    estimated tokens and the answer."""
-    if acc.usage is not None:
-        return acc.usage
-    answer = acc.text + acc.thinking
-    return Usage(input_tokens=prompt_tokens, output_tokens=estimate_tokens(answer), estimated=True)
-
-
 def _call_input(event: ToolCallEvent) -> dict[str, Any]:
     try:
         return event.call.parsed_arguments()
@@ -138,7 +136,7 @@ def message_json(
     if acc.parsed is not None:
         # A validated structured answer: the value itself as JSON text (the model may have
         # wrapped it in prose or code fences, which the core's extractor tolerated).
-        content.append({"type": "text", "text": _dumps(acc.parsed)})
+        content.append({"type": "text", "text": dumps(acc.parsed).decode()})
     elif acc.text:
         content.append({"type": "text", "text": acc.text})
     calls = acc.tool_call_events if parallel else acc.tool_call_events[:1]
@@ -157,149 +155,128 @@ def message_json(
     }
 
 
-class MessageStream:
-    """The SSE bytes of one streamed message, event by event.
+class MessagesRenderer:
+    """One Messages request, rendered as Anthropic renders it (the shared turn loop's contract is
+    in ``_wire.py``; a Messages request always has one run).
 
-    Call :meth:`start` once, :meth:`feed` with every event of the turn, then :meth:`finish` at its
-    end (or :meth:`error` on a failure, :data:`PING` while waiting). Text and thinking are
-    forwarded as they arrive, each in its own content block (a new block whenever the kind
-    changes). Tool-call fragments wait for their complete :class:`ToolCallEvent`: only then is it
-    known whether the call is valid, and an invalid one must never reach the client as a
-    ``tool_use`` it would run (it is logged instead). ``stop_sequence`` is read at the end (the
-    stop-sequence stage fills it in while the turn runs).
+    Text and thinking are forwarded as they arrive, each in its own content block (a new block
+    whenever the kind changes). Tool-call fragments wait for their complete
+    :class:`ToolCallEvent`: only then is it known whether the call is valid, and an invalid one must
+    never reach the client as a ``tool_use`` it would run (it is logged instead). The request's
+    stop sequences are applied by :meth:`stage` on the run's events, which also tells which one
+    matched.
     """
 
-    def __init__(
-        self,
-        *,
-        msg_id: str,
-        model: str,
-        prompt_tokens: int,
-        parallel: bool = True,
-        stop_sequence: Callable[[], str | None] = lambda: None,
-        request_id: str | None = None,
-    ) -> None:
-        self.msg_id = msg_id
-        self.model = model
-        self.acc = TurnAccumulator()
-        self._prompt_tokens = prompt_tokens
-        self._parallel = parallel
-        self._stop_sequence = stop_sequence
-        self._request_id = request_id
+    keepalive = PING
+
+    def __init__(self, params: MessagesParams) -> None:
+        self.spec = params
+        self.msg_id = message_id()
+        self._prompt_tokens = estimate_tokens("".join(m.text for m in params.messages))
+        self.stops = StopSequences(params.stop_sequences, self._prompt_tokens)
         self._index = -1
         self._open: str | None = None
         self._fragments: dict[int, list[ToolCallDelta]] = {}
         self._tool_uses = 0
-        self.finished = False
-        #: True once a content block was opened (the time to first token is taken there).
-        self.produced = False
+        self._model = params.model
+        self._on: dict[type, Callable[[Any], bytes]] = {
+            TextDelta: self._on_text,
+            ThinkingDelta: self._on_thinking,
+            ToolCallDelta: self._on_fragment,
+            ToolCallEvent: self._on_call,
+            TransportInfo: self._on_info,
+        }
 
-    # -- the stream's frames -----------------------------------------------------------------
-    def start(self) -> bytes:
+    def stage(self, events: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
+        """The run's events with the request's stop sequences applied."""
+        return self.stops.apply(events)
+
+    # -- streaming ---------------------------------------------------------------------------
+    def open(self, model: str) -> bytes:
         """``message_start`` (an empty assistant message with the prompt's estimated usage; the
         final figures come in ``message_delta``) and the first ``ping``, as Anthropic sends them."""
+        self._model = model
         message: dict[str, Any] = {
             "id": self.msg_id,
             "type": "message",
             "role": "assistant",
-            "model": self.model,
+            "model": model,
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {
-                "input_tokens": self._prompt_tokens,
-                "output_tokens": 0,
-                "cache_read_input_tokens": 0,
-                "cache_creation_input_tokens": 0,
-            },
+            "usage": usage_json(Usage(input_tokens=self._prompt_tokens)),
         }
-        return frame("message_start", {"type": "message_start", "message": message}) + PING
+        return _event("message_start", {"type": "message_start", "message": message}) + PING
 
-    def feed(self, event: Event) -> bytes:
+    def event(self, index: int, event: Event, run: TurnAccumulator) -> bytes:
         """The frames for one event (``b""`` when it shows nothing to the client)."""
-        self.acc.feed(event)
-        if isinstance(event, TextDelta):
-            if event.notice:
-                log.info("cursor notice: %s", redact(event.text))
-                return b""
-            return self._delta("text", {"type": "text_delta", "text": event.text}) if event.text else b""
-        if isinstance(event, ThinkingDelta):
-            if not event.text:
-                return b""
-            return self._delta("thinking", {"type": "thinking_delta", "thinking": event.text})
-        if isinstance(event, ToolCallDelta):
-            self._fragments.setdefault(event.index, []).append(event)
-            return b""
-        if isinstance(event, ToolCallEvent):
-            return self._tool_use(event)
-        if isinstance(event, TransportInfo) and event.model and not self.produced:
-            self.model = event.model
-        if isinstance(event, TurnEnd):
-            return self.finish()
+        handler = self._on.get(type(event))
+        return handler(event) if handler is not None else b""
+
+    def run_end(self, index: int, run: TurnAccumulator) -> bytes:
+        """Nothing: the message ends in :meth:`close`, with the loop's final usage."""
         return b""
 
-    def finish(self) -> bytes:
+    def close(self, runs: Sequence[TurnAccumulator], usage: Usage) -> bytes:
         """Close the open block, then ``message_delta`` (stop reason, final usage) and
-        ``message_stop``. Idempotent: a second call returns ``b""``."""
-        if self.finished:
-            return b""
-        self.finished = True
-        out = self._close()
-        matched = self._stop_sequence()
-        reason = stop_reason(self.acc.stop_reason, tool_use=self._tool_uses > 0, stop_sequence=matched)
+        ``message_stop``."""
+        matched = self.stops.matched
+        reason = stop_reason(runs[0].stop_reason, tool_use=self._tool_uses > 0, stop_sequence=matched)
         delta = {
             "type": "message_delta",
             "delta": {"stop_reason": reason, "stop_sequence": matched if reason == "stop_sequence" else None},
-            "usage": usage_json(self.usage()),
+            "usage": usage_json(usage),
         }
-        return out + frame("message_delta", delta) + frame("message_stop", {"type": "message_stop"})
+        return (
+            self._close() + _event("message_delta", delta) + _event("message_stop", {"type": "message_stop"})
+        )
 
-    def error(self, exc: BaseException) -> bytes:
+    def fail(self, err: APIError) -> bytes:
         """A mid-stream ``error`` event; the stream ends after it (no ``message_stop``)."""
-        self.finished = True
-        return error_frame(exc, self._request_id)
+        return _event("error", anthropic_error_body(err))
 
-    def usage(self) -> Usage:
-        """The turn's usage (see :func:`turn_usage`)."""
-        return turn_usage(self.acc, self._prompt_tokens)
+    # -- not streaming -----------------------------------------------------------------------
+    def body(
+        self, runs: Sequence[TurnAccumulator], usage: Usage, model: str
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """The message of §3 for the run."""
+        payload = message_json(
+            runs[0],
+            msg_id=self.msg_id,
+            model=model,
+            usage=usage,
+            parallel=self.spec.parallel_tool_calls,
+            stop_sequence=self.stops.matched,
+        )
+        return payload, {}
 
-    # -- blocks ------------------------------------------------------------------------------
-    def _block_delta(self, delta: dict[str, Any]) -> bytes:
-        payload = {"type": "content_block_delta", "index": self._index, "delta": delta}
-        return frame("content_block_delta", payload)
-
-    def _close(self) -> bytes:
-        if self._open is None:
+    # -- events ------------------------------------------------------------------------------
+    def _on_text(self, event: TextDelta) -> bytes:
+        if event.notice:
+            log.info("cursor notice: %s", redact(event.text))
             return b""
-        out = b""
-        if self._open == "thinking":
-            signature = {"type": "signature_delta", "signature": THINKING_SIGNATURE}
-            out = self._block_delta(signature)
-        self._open = None
-        return out + frame("content_block_stop", {"type": "content_block_stop", "index": self._index})
+        return self._delta("text", event.text) if event.text else b""
 
-    def _open_block(self, kind: str, block: dict[str, Any]) -> bytes:
-        out = self._close()
-        self._index += 1
-        self._open = kind
-        self.produced = True
-        start = {"type": "content_block_start", "index": self._index, "content_block": block}
-        return out + frame("content_block_start", start)
+    def _on_thinking(self, event: ThinkingDelta) -> bytes:
+        return self._delta("thinking", event.text) if event.text else b""
 
-    def _delta(self, kind: str, delta: dict[str, Any]) -> bytes:
-        out = b""
-        if self._open != kind:
-            out = self._open_block(kind, _EMPTY[kind])
-        return out + self._block_delta(delta)
+    def _on_fragment(self, event: ToolCallDelta) -> bytes:
+        self._fragments.setdefault(event.index, []).append(event)
+        return b""
 
-    def _tool_use(self, event: ToolCallEvent) -> bytes:
+    def _on_info(self, event: TransportInfo) -> bytes:
+        if event.model and self._index < 0:
+            self._model = event.model
+        return b""
+
+    def _on_call(self, event: ToolCallEvent) -> bytes:
         fragments = self._fragments.pop(event.index, [])
         if event.handled:
             return b""  # answered inside the turn by a tool handler: not the client's to run
         if event.error is not None:
             log.warning("dropped an invalid tool call %r: %s", event.call.name, redact(event.error))
             return b""
-        if not self._parallel and self._tool_uses >= 1:
+        if not self.spec.parallel_tool_calls and self._tool_uses >= 1:
             log.info("disable_parallel_tool_use: dropped the extra call %r", event.call.name)
             return b""
         self._tool_uses += 1
@@ -310,7 +287,31 @@ class MessageStream:
         pieces = [f.arguments_delta for f in fragments if f.arguments_delta]
         if "".join(pieces) != event.call.arguments:
             pieces = [event.call.arguments] if event.call.arguments else []
-        for piece in pieces:
-            delta = {"type": "input_json_delta", "partial_json": piece}
-            out += self._block_delta(delta)
+        head = _DELTA_HEAD["input_json"] % self._index
+        out += b"".join(head + dumps(p) + _DELTA_TAIL for p in pieces)
         return out + self._close()
+
+    # -- blocks ------------------------------------------------------------------------------
+    def _close(self) -> bytes:
+        if self._open is None:
+            return b""
+        out = b""
+        if self._open == "thinking":
+            signature = {"type": "signature_delta", "signature": THINKING_SIGNATURE}
+            out = _event(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": self._index, "delta": signature},
+            )
+        self._open = None
+        return out + _event("content_block_stop", {"type": "content_block_stop", "index": self._index})
+
+    def _open_block(self, kind: str, block: dict[str, Any]) -> bytes:
+        out = self._close()
+        self._index += 1
+        self._open = kind
+        start = {"type": "content_block_start", "index": self._index, "content_block": block}
+        return out + _event("content_block_start", start)
+
+    def _delta(self, kind: str, text: str) -> bytes:
+        out = b"" if self._open == kind else self._open_block(kind, _EMPTY[kind])
+        return out + _DELTA_HEAD[kind] % self._index + dumps(text) + _DELTA_TAIL

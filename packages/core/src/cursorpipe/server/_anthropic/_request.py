@@ -12,14 +12,14 @@ import base64
 import binascii
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...types import ChatMessage, ImagePart, TextPart, ToolCall, estimate_tokens
 from .._errors import APIError
-from .._requests import _bad, _policy, _tool_choice, _tools, _validate
+from .._requests import TurnSpec, _bad, _policy, _tool_choice, _tools, _validate
 
 __all__ = ["MessagesParams", "count_tokens", "effort_for", "parse_messages"]
 
@@ -75,24 +75,11 @@ class _CountBody(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
-class MessagesParams:
-    """A validated Messages request in cursorpipe's terms."""
+class MessagesParams(TurnSpec):
+    """A validated Messages request in cursorpipe's terms: what the shared turn loop runs, plus
+    the stop sequences the route applies itself (``stop`` stays empty, see ``_stops.py``)."""
 
-    model: str
-    messages: list[ChatMessage]
-    max_tokens: int
-    stream: bool = False
     stop_sequences: tuple[str, ...] = ()
-    #: function tools in the chat shape the core takes
-    tools: tuple[Mapping[str, Any], ...] = ()
-    #: OpenAI-style choice: ``auto`` / ``none`` / ``required`` / ``{"type": "function", ...}``
-    tool_choice: str | Mapping[str, Any] | None = None
-    parallel_tool_calls: bool = True
-    reasoning_effort: str | None = None
-    #: ``output_config.format`` in the chat shape the core takes (``json_schema``)
-    response_format: Mapping[str, Any] | None = None
-    user_id: str | None = None
-    ignored: list[str] = field(default_factory=list)
 
 
 def parse_messages(body: dict[str, Any], *, strict: bool) -> MessagesParams:
@@ -123,7 +110,7 @@ def parse_messages(body: dict[str, Any], *, strict: bool) -> MessagesParams:
         parallel_tool_calls=parallel,
         reasoning_effort=effort,
         response_format=_output_format(parsed.output_config, parsed.output_format),
-        user_id=parsed.metadata.user_id if parsed.metadata is not None else None,
+        user=parsed.metadata.user_id if parsed.metadata is not None else None,
         ignored=ignored,
     )
 
