@@ -188,8 +188,9 @@ class MessagesRenderer:
         }
 
     def stage(self, events: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
-        """The run's events with the request's stop sequences applied."""
-        return self.stops.apply(events)
+        """The run's events with the request's stop sequences applied (the events themselves when
+        there are none: no extra generator on the per-event path)."""
+        return self.stops.apply(events) if self.stops.stops else events
 
     # -- streaming ---------------------------------------------------------------------------
     def open(self, model: str) -> bytes:

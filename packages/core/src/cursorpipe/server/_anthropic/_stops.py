@@ -36,11 +36,6 @@ class StopSequences:
 
     async def apply(self, events: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
         """``events`` with the stop sequences applied."""
-        if not self.stops:
-            async with aclosing(events) as stream:
-                async for event in stream:
-                    yield event
-            return
         limiter = OutputLimiter(self.stops)
         seen: list[str] = []
         emitted = 0
