@@ -355,3 +355,23 @@ async def test_every_error_class(live) -> None:
         with pytest.raises(anthropic.PermissionDeniedError) as forbidden:
             await client.messages.create(**kw)
         assert forbidden.value.body["error"]["type"] == "permission_error"
+
+
+async def test_structured_output_is_validated_without_streaming(live) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    kw: dict[str, Any] = {
+        "model": "auto",
+        "max_tokens": 256,
+        "messages": [{"role": "user", "content": "Where is it sunny?"}],
+        "extra_body": {"output_config": {"format": {"type": "json_schema", "schema": schema}}},
+    }
+    server = await live()
+    async with server.client() as client:
+        done = await client.messages.create(**kw)
+        assert isinstance(json.loads(text_of(done))["city"], str)
+    stubborn = await live(Behaviour(reply="I will not answer in JSON."))
+    async with stubborn.client() as client:
+        with pytest.raises(anthropic.UnprocessableEntityError) as invalid:
+            await client.messages.create(**kw)
+        assert invalid.value.body["error"]["type"] == "invalid_request_error"
+        assert invalid.value.response.headers["x-should-retry"] == "false"
