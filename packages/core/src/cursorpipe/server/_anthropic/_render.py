@@ -23,7 +23,6 @@ from ...types import (
     ThinkingDelta,
     ToolCallDelta,
     ToolCallEvent,
-    TransportInfo,
     Usage,
     estimate_tokens,
 )
@@ -178,13 +177,11 @@ class MessagesRenderer:
         self._open: str | None = None
         self._fragments: dict[int, list[ToolCallDelta]] = {}
         self._tool_uses = 0
-        self._model = params.model
         self._on: dict[type, Callable[[Any], bytes]] = {
             TextDelta: self._on_text,
             ThinkingDelta: self._on_thinking,
             ToolCallDelta: self._on_fragment,
             ToolCallEvent: self._on_call,
-            TransportInfo: self._on_info,
         }
 
     def stage(self, events: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
@@ -196,7 +193,6 @@ class MessagesRenderer:
     def open(self, model: str) -> bytes:
         """``message_start`` (an empty assistant message with the prompt's estimated usage; the
         final figures come in ``message_delta``) and the first ``ping``, as Anthropic sends them."""
-        self._model = model
         message: dict[str, Any] = {
             "id": self.msg_id,
             "type": "message",
@@ -263,11 +259,6 @@ class MessagesRenderer:
 
     def _on_fragment(self, event: ToolCallDelta) -> bytes:
         self._fragments.setdefault(event.index, []).append(event)
-        return b""
-
-    def _on_info(self, event: TransportInfo) -> bytes:
-        if event.model and self._index < 0:
-            self._model = event.model
         return b""
 
     def _on_call(self, event: ToolCallEvent) -> bytes:

@@ -26,9 +26,6 @@ __all__ = ["MessagesParams", "count_tokens", "effort_for", "parse_messages"]
 #: Anthropic's sampling knobs: validated, honoured by no transport (Cursor has none), so listed as
 #: ignored when set, as the OpenAI routes list ``temperature``/``top_p``/``seed``.
 _SAMPLING = ("temperature", "top_p", "top_k")
-#: Block fields that change nothing for Cursor but are part of a valid block (prompt caching and
-#: citations are the service's business: accepted silently, like ``anthropic-beta``).
-_QUIET_BLOCK_KEYS = frozenset({"cache_control", "citations"})
 #: Anthropic's ``output_config.effort`` names -> OpenAI-style effort (``max`` is Cursor's top level,
 #: which the transport's mapping reaches through ``xhigh``).
 _EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh"}
