@@ -223,6 +223,21 @@ async def test_stop_sequence_stage_ends_the_stream_and_is_reported() -> None:
     assert (body["stop_reason"], body["stop_sequence"]) == ("stop_sequence", "END") and headers == {}
 
 
+def test_body_counts_invalid_and_dropped_calls_in_headers() -> None:
+    r = renderer(tools=TOOLS, tool_choice={"type": "auto", "disable_parallel_tool_use": True})
+    run = TurnAccumulator()
+    for e in (
+        ToolCallEvent(ToolCall("bad", "nope", "{"), index=0, error="arguments are not JSON"),
+        ToolCallEvent(CALL, index=1),
+        ToolCallEvent(ToolCall("toolu_2", "get_time", "{}"), index=2),
+        TurnEnd("tool_calls", USAGE),
+    ):
+        run.feed(e)
+    body, headers = r.body([run], USAGE, "auto")
+    assert [b["id"] for b in body["content"] if b["type"] == "tool_use"] == ["toolu_1"]
+    assert headers == {"x-cursorpipe-invalid-tool-calls": "1", "x-cursorpipe-dropped-tool-calls": "1"}
+
+
 def test_mid_stream_error_event() -> None:
     (event,) = parse(renderer().fail(describe(RateLimitError("slow down", retry_after=3))))
     assert event == (

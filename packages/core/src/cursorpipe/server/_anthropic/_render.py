@@ -28,6 +28,7 @@ from ...types import (
 )
 from .._errors import APIError
 from .._json import dumps
+from .._openai_chat import DROPPED_CALLS_HEADER, INVALID_CALLS_HEADER
 from .._sse import frame
 from ._errors import anthropic_error_body
 from ._request import MessagesParams
@@ -236,16 +237,24 @@ class MessagesRenderer:
     def body(
         self, runs: Sequence[TurnAccumulator], usage: Usage, model: str
     ) -> tuple[dict[str, Any], dict[str, str]]:
-        """The message of §3 for the run."""
+        """The message of §3 for the run, with the counts of calls that were left out in the
+        headers the chat route uses (invalid calls; extra calls under ``disable_parallel_tool_use``)."""
+        run = runs[0]
         payload = message_json(
-            runs[0],
+            run,
             msg_id=self.msg_id,
             model=model,
             usage=usage,
             parallel=self.spec.parallel_tool_calls,
             stop_sequence=self.stops.matched,
         )
-        return payload, {}
+        headers: dict[str, str] = {}
+        if run.invalid_tool_calls:
+            headers[INVALID_CALLS_HEADER] = str(len(run.invalid_tool_calls))
+        shown = sum(1 for block in payload["content"] if block["type"] == "tool_use")
+        if len(run.tool_call_events) > shown:
+            headers[DROPPED_CALLS_HEADER] = str(len(run.tool_call_events) - shown)
+        return payload, headers
 
     # -- events ------------------------------------------------------------------------------
     def _on_text(self, event: TextDelta) -> bytes:
