@@ -3,8 +3,9 @@
 Each block runs alone in a fresh interpreter (so it cannot lean on names from an earlier block),
 offline: the environment points the default configuration at the emulator
 (``CURSORPIPE_STRATEGY=connect``, ``CURSORPIPE_BACKEND_URL``, ``CURSOR_API_KEY``) and
-``OPENAI_BASE_URL`` at a ``cursorpipe-server --emulator``. That is each block's offline twin:
-the same code a reader runs with an account, against the emulator instead of Cursor.
+``OPENAI_BASE_URL`` / ``ANTHROPIC_BASE_URL`` at a ``cursorpipe-server --emulator``. That is each
+block's offline twin: the same code a reader runs with an account, against the emulator instead of
+Cursor.
 
 With ``CURSOR_API_KEY`` set, the ``live`` test also runs every block against real Cursor, except
 blocks preceded by ``<!-- offline-only -->`` (they demonstrate the test doubles themselves).
@@ -117,7 +118,7 @@ def _clean_env(home: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("CURSOR", "OPENAI_")) and k not in ("NO_COLOR",)
+        if not k.startswith(("CURSOR", "OPENAI_", "ANTHROPIC_")) and k not in ("NO_COLOR",)
     }
     env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), PYTHONDONTWRITEBYTECODE="1")
     return env
@@ -145,6 +146,8 @@ def test_block_runs_offline(block: Block, emulator: Emulator, server: str, tmp_p
         CURSOR_API_KEY=emulator.api_key,
         OPENAI_BASE_URL=server,
         OPENAI_API_KEY="unused",
+        ANTHROPIC_BASE_URL=server.removesuffix("/v1"),  # Anthropic clients add /v1 themselves
+        ANTHROPIC_API_KEY="unused",
     )
     done = _run(block, env, tmp_path)
     assert done.returncode == 0, f"{block.id} failed:\n{done.stdout}\n{done.stderr}"
@@ -157,7 +160,7 @@ def test_block_runs_offline(block: Block, emulator: Emulator, server: str, tmp_p
     "block", [b for b in BLOCKS if not b.offline_only], ids=[b.id for b in BLOCKS if not b.offline_only]
 )
 def test_block_runs_live(block: Block, tmp_path: Path) -> None:
-    if "OPENAI_BASE_URL" in block.code:
+    if "OPENAI_BASE_URL" in block.code or "ANTHROPIC_BASE_URL" in block.code:
         pytest.skip("needs a running cursorpipe-server; covered offline")
     env = _clean_env(tmp_path)
     env.update(CURSOR_API_KEY=LIVE_API_KEY, CURSORPIPE_STRATEGY="connect")

@@ -21,7 +21,7 @@ SENT: dict[str, list[object]] = {}
 
 def test_every_post_route_declares_its_request_body() -> None:
     spec = app.openapi()
-    for path in ("/v1/chat/completions", "/v1/responses", "/v1/sessions"):
+    for path in ("/v1/chat/completions", "/v1/responses", "/v1/sessions", "/v1/messages"):
         body = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
         assert body["type"] == "object" and body["properties"], path
     chat = spec["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]
@@ -35,15 +35,19 @@ def test_no_generated_request_causes_a_server_error(case: schemathesis.Case) -> 
     if case.method == "POST" and case.body is not None:
         SENT.setdefault(case.path, []).append(case.body)
     assert response.status_code < 500, (case.method, case.path, response.status_code, response.text[:500])
-    if response.status_code >= 400:
+    if response.status_code >= 400 and case.path.startswith("/v1/messages"):
         body = response.json()
-        assert set(body) == {"error"}, body  # OpenAI's error shape on every path
+        assert set(body) == {"type", "error"} and body["type"] == "error", body  # Anthropic's shape
+        assert set(body["error"]) == {"type", "message"}
+    elif response.status_code >= 400:
+        body = response.json()
+        assert set(body) == {"error"}, body  # OpenAI's error shape on every other path
         assert {"message", "type", "code"} <= set(body["error"])
 
 
 def test_the_fuzzer_sent_bodies_to_every_post_route() -> None:
     """Runs after the parametrized test (file order): it must have sent real JSON objects."""
-    for path in ("/v1/chat/completions", "/v1/responses", "/v1/sessions"):
+    for path in ("/v1/chat/completions", "/v1/responses", "/v1/sessions", "/v1/messages"):
         bodies = [b for b in SENT.get(path, []) if isinstance(b, dict)]
         assert bodies, (path, sorted(SENT))
         json.dumps(bodies[0])

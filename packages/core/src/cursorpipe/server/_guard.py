@@ -14,18 +14,22 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ._anthropic._errors import anthropic_error_body, is_anthropic_path
 from ._errors import APIError, error_response
 from ._gate import draining_error
 from ._state import ServerState
+from ._turn import ERROR_SHAPE_KEY
 
 __all__ = ["HEALTH_PATHS", "GuardMiddleware", "OpenAICORSMiddleware"]
 
 HEALTH_PATHS = frozenset({"/health", "/health/live", "/health/ready"})
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
-_RUN_PATHS = frozenset({"/v1/chat/completions", "/v1/responses"})
+_RUN_PATHS = frozenset({"/v1/chat/completions", "/v1/responses", "/v1/messages"})
 _KNOWN_PATHS = (
     "/v1/chat/completions",
     "/v1/responses",
+    "/v1/messages/count_tokens",
+    "/v1/messages",
     "/v1/models",
     "/v1/sessions",
     "/health",
@@ -78,13 +82,17 @@ class GuardMiddleware:
         return host in allowed or name in allowed or f"[{name}]" in allowed or _loopback_name(name)
 
     def _authorized(self, scope: Scope) -> bool:
+        """``Authorization: Bearer <token>`` or Anthropic's ``x-api-key: <token>``, either
+        compared in constant time."""
         if self._token is None:
             return True
         for name, value in scope.get("headers", ()):
             if name == b"authorization":
                 scheme, _, credential = value.partition(b" ")
-                if scheme.lower() == b"bearer":
-                    return secrets.compare_digest(credential.strip(), self._token)
+                if scheme.lower() == b"bearer" and secrets.compare_digest(credential.strip(), self._token):
+                    return True
+            elif name == b"x-api-key" and secrets.compare_digest(value.strip(), self._token):
+                return True
         return False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -99,6 +107,14 @@ class GuardMiddleware:
                 break
         request_id = request_id or "req_" + secrets.token_hex(12)
         scope.setdefault("state", {})["request_id"] = request_id
+        path: str = scope.get("path", "")
+        # The Anthropic routes answer every error, the guard's own included, in Anthropic's shape,
+        # and carry the request id under Anthropic's header name too.
+        shape = anthropic_error_body if is_anthropic_path(path) else None
+        id_headers = [(b"x-request-id", request_id.encode())]
+        if shape is not None:
+            scope["state"][ERROR_SHAPE_KEY] = shape
+            id_headers.append((b"request-id", request_id.encode()))
         started = time.perf_counter()
         status = 500
         response_started = False
@@ -111,11 +127,10 @@ class GuardMiddleware:
                 if status == 200 and path in _RUN_PATHS:
                     self.state.note_success()
                 headers = list(message.get("headers", ()))
-                headers.append((b"x-request-id", request_id.encode()))
+                headers.extend(id_headers)
                 message = {**message, "headers": headers}
             await send(message)
 
-        path: str = scope.get("path", "")
         method: str = scope.get("method", "GET")
         exempt = method == "OPTIONS" or path in HEALTH_PATHS
         try:
@@ -128,17 +143,18 @@ class GuardMiddleware:
                     code="host_not_allowed",
                     should_retry=False,
                 )
-                await error_response(err, request_id=request_id)(scope, receive, send_with_id)
+                await error_response(err, request_id=request_id, shape=shape)(scope, receive, send_with_id)
             elif not exempt and not self._authorized(scope):
                 err = APIError(
                     401,
-                    "Missing or wrong bearer token: send 'Authorization: Bearer <CURSORPIPE_BEARER_TOKEN>'.",
+                    "Missing or wrong bearer token: send 'Authorization: Bearer <CURSORPIPE_BEARER_TOKEN>' "
+                    "(or 'x-api-key: <CURSORPIPE_BEARER_TOKEN>').",
                     type="authentication_error",
                     code="invalid_api_key",
                     should_retry=False,
                     headers={"WWW-Authenticate": "Bearer"},
                 )
-                await error_response(err, request_id=request_id)(scope, receive, send_with_id)
+                await error_response(err, request_id=request_id, shape=shape)(scope, receive, send_with_id)
             elif method == "POST" and not _json_or_empty(scope):
                 # A browser sends text/plain or form bodies cross-origin without a preflight (CSRF);
                 # application/json always needs one, which CORS then refuses.
@@ -148,15 +164,17 @@ class GuardMiddleware:
                     code="unsupported_media_type",
                     should_retry=False,
                 )
-                await error_response(err, request_id=request_id)(scope, receive, send_with_id)
+                await error_response(err, request_id=request_id, shape=shape)(scope, receive, send_with_id)
             elif not exempt and self.state.phase == "draining":
-                await error_response(draining_error(), request_id=request_id)(scope, receive, send_with_id)
+                await error_response(draining_error(), request_id=request_id, shape=shape)(
+                    scope, receive, send_with_id
+                )
             else:
                 await self.app(scope, receive, send_with_id)
         except Exception as exc:
             if response_started:
                 raise
-            await error_response(exc, request_id=request_id)(scope, receive, send_with_id)
+            await error_response(exc, request_id=request_id, shape=shape)(scope, receive, send_with_id)
         finally:
             self.state.metrics.observe_request(
                 _metric_path(path), method, status, time.perf_counter() - started

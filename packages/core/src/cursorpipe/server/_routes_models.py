@@ -11,8 +11,11 @@ from starlette.responses import JSONResponse
 
 from .._constants import SERVER_MODELS_CACHE_S
 from ..types import ModelInfo
+from ._anthropic._errors import anthropic_error_body
+from ._anthropic._route import anthropic_model, anthropic_models, wants_anthropic
 from ._errors import APIError
 from ._state import ServerState, get_state
+from ._turn import ERROR_SHAPE_KEY
 
 __all__ = ["router"]
 
@@ -50,19 +53,25 @@ async def _models(st: ServerState) -> list[ModelInfo]:
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> JSONResponse:
-    """The account's models (OpenAI list shape)."""
+    """The account's models (OpenAI list shape; Anthropic's when ``anthropic-version`` is sent)."""
     st = get_state(request)
     models = await _models(st)
+    if wants_anthropic(request):
+        return anthropic_models(st.started_at, models)
     return JSONResponse({"object": "list", "data": [_model_json(m, st) for m in models]})
 
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> JSONResponse:
-    """One model by id or alias; 404 when unknown."""
+    """One model by id or alias; 404 when unknown (each in Anthropic's shape when
+    ``anthropic-version`` is sent)."""
     st = get_state(request)
+    anthropic = wants_anthropic(request)
     for info in await _models(st):
         if info.matches(model_id):
-            return JSONResponse(_model_json(info, st))
+            return anthropic_model(st.started_at, info) if anthropic else JSONResponse(_model_json(info, st))
+    if anthropic:
+        request.scope.setdefault("state", {})[ERROR_SHAPE_KEY] = anthropic_error_body
     raise APIError(
         404,
         f"The model {model_id!r} does not exist or is not available to this Cursor account.",

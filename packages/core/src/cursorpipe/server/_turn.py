@@ -80,6 +80,9 @@ async def serve_turn(request: Request, st: ServerState, fmt: WireFormat) -> Resp
             await st.gate.acquire(spec.n)
             held = spec.n
         plan = await _plan(request, st, spec, sessions=fmt.sessions)
+        if fmt.stage is not None:
+            streams, stage = plan.streams, fmt.stage
+            plan.streams = lambda: [stage(renderer, s) for s in streams()]
         if not spec.stream:
             return await _answer(request, st, renderer, plan)
         weight = held

@@ -23,7 +23,7 @@ with every run folded.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -86,13 +86,16 @@ class WireFormat:
     ``sessions`` says whether ``X-Cursor-Session-ID`` turns are served on the route;
     ``renderer(body, strict)`` validates a request body (raising a 400 :class:`APIError` naming
     the field) and returns the renderer of that request; ``errors`` gives the format's JSON body
-    for an error answered before the stream started (OpenAI's by default).
+    for an error answered before the stream started (OpenAI's by default); ``stage``, if set,
+    wraps each run's event stream (Anthropic's stop sequences, which that format must name when
+    one ends the answer, are applied there).
     """
 
     endpoint: str
     sessions: bool
     renderer: Callable[[dict[str, Any], bool], Renderer]
     errors: ErrorShape = openai_error_body
+    stage: Callable[[Renderer, AsyncGenerator[Event, None]], AsyncGenerator[Event, None]] | None = None
 
     def parse(self, body: dict[str, Any], *, strict: bool) -> Renderer:
         """Validate ``body`` and return its renderer."""

@@ -4,7 +4,8 @@ Layers, outermost first: CORS (opt-in) -> the guard middleware (``_guard.py``: r
 auth, drain, metrics, last-resort 500s in OpenAI shape) -> FastAPI's exception handlers (one
 mapping, ``_errors.describe``, rendered in the route's wire format) -> the routers:
 ``_routes_turns`` (chat completions and Responses, both the shared turn loop of ``_turn.py``),
-``_routes_models``, ``_routes_sessions`` and ``_routes_ops`` (health, metrics).
+``_anthropic._route`` (Anthropic's Messages API, the same loop), ``_routes_models``,
+``_routes_sessions`` and ``_routes_ops`` (health, metrics).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..client import CursorClient
 from ..config import CursorPipeConfig
 from ..errors import CursorPipeError
 from . import _routes_models, _routes_ops, _routes_sessions, _routes_turns
+from ._anthropic import _route as _routes_anthropic
 from ._errors import APIError, ClientGone, error_response
 from ._gate import Gate
 from ._guard import GuardMiddleware, OpenAICORSMiddleware
@@ -131,7 +133,7 @@ def create_app(
         app.add_exception_handler(exc_type, handle)
 
     # The generation routes first: routing tries each route in turn, and these carry the load.
-    for module in (_routes_turns, _routes_ops, _routes_models, _routes_sessions):
+    for module in (_routes_turns, _routes_anthropic, _routes_ops, _routes_models, _routes_sessions):
         app.include_router(module.router)
     app.add_middleware(GuardMiddleware, state=state)
     origins = [o.strip() for o in config.cors_origins.split(",") if o.strip()]
@@ -146,6 +148,7 @@ def create_app(
                 "x-cursorpipe-ignored-params",
                 "x-cursor-session-id",
                 "retry-after",
+                "request-id",
             ],
         )
     return app
