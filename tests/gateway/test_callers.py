@@ -45,12 +45,22 @@ def test_passthrough_identifies_by_hash_and_never_echoes_the_key() -> None:
 
 
 def test_allow_list_takes_hashes_not_keys() -> None:
-    assert parse_allow_list("  ") is None
-    both = parse_allow_list(f"{key_hash(ALICE)}, {key_hash(BOB).upper()}")
-    assert both == {key_hash(ALICE), key_hash(BOB)}
+    assert parse_allow_list(CursorPipeConfig(allowed_key_hashes="  ").allowed_key_hashes) is None
+    config = CursorPipeConfig(allowed_key_hashes=f"{key_hash(ALICE)}, {key_hash(BOB).upper()}")
+    assert parse_allow_list(config.allowed_key_hashes) == {key_hash(ALICE), key_hash(BOB)}
     with pytest.raises(ConfigurationError) as info:
-        parse_allow_list(ALICE)
-    assert ALICE not in str(info.value)
+        CursorPipeConfig(allowed_key_hashes=ALICE)
+    assert ALICE not in str(info.value) and "CURSORPIPE_ALLOWED_KEY_HASHES" in str(info.value)
+
+
+def test_state_url_is_a_secret_redis_url() -> None:
+    config = CursorPipeConfig(state_url="redis://:hunter2@cache:6379/0")
+    assert "hunter2" not in repr(config) and "hunter2" not in str(config.state_url)
+    with pytest.raises(ConfigurationError):
+        CursorPipeConfig(state_url="http://cache:6379")
+    assert CursorPipeConfig(max_concurrency=32).per_key_limit == 8
+    assert CursorPipeConfig(max_concurrency=2).per_key_limit == 1
+    assert CursorPipeConfig(per_key_concurrency=3).per_key_limit == 3
 
 
 def test_passthrough_needs_the_connect_transport() -> None:
