@@ -5,7 +5,7 @@ turn commits nothing."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 
 import pytest
@@ -14,11 +14,10 @@ from cursorpipe.errors import CursorPipeError
 from cursorpipe.server._errors import APIError
 from cursorpipe.server._gateway._callers import CallerClients, caller_from_headers
 from cursorpipe.server._gateway._redis import RedisStore
-from cursorpipe.server._gateway._sessions import SharedSessions, gateway_error
+from cursorpipe.server._gateway._sessions import SharedSessions, gateway_error, session_turn
 from cursorpipe.server._gateway._store import LeaseLostError, SessionBusyError, StateUnavailableError
-from cursorpipe.session import CursorSession
 from cursorpipe.testing.emulator import Behaviour, Emulator, Fault, expected_reply
-from cursorpipe.types import Event, TextDelta, TurnEnd
+from cursorpipe.types import TextDelta, TurnEnd
 
 from ._redis_server import RedisServer
 
@@ -31,10 +30,7 @@ def who(key: str):
 
 
 def ask(text: str):
-    def run(session: CursorSession) -> AsyncGenerator[Event, None]:
-        return session.events(text)
-
-    return run
+    return session_turn(text)
 
 
 async def say(replica: SharedSessions, key: str, sid: str, text: str) -> str:

@@ -18,12 +18,11 @@ from typing import Any
 from ...client import CursorClient
 from ...config import CursorPipeConfig
 from ...errors import CursorPipeError
-from ...session import CursorSession
 from ...types import Event
 from ._callers import Caller, CallerClients, caller_from_headers
 from ._keys import parse_allow_list
 from ._limits import CallerLimits, CallerMetrics
-from ._sessions import ClientSource, SharedSessions, SingleClient
+from ._sessions import ClientSource, SharedSessions, SingleClient, TurnFn
 from ._store import MemoryStore, StateStore
 
 __all__ = ["Gateway"]
@@ -111,7 +110,7 @@ class Gateway:
                 yield event
 
     async def session_events(
-        self, caller: Caller, session_id: str, run: Callable[[CursorSession], AsyncGenerator[Event, None]]
+        self, caller: Caller, session_id: str, run: TurnFn
     ) -> AsyncGenerator[Event, None]:
         """One turn of a stored session inside the caller's limits (see :meth:`SharedSessions.turn`)."""
         async with self._admitted(caller), aclosing(self.sessions.turn(caller, session_id, run)) as events:

@@ -15,24 +15,49 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from typing import Any, Protocol
 
 from ...client import CursorClient
 from ...errors import CursorPipeError
-from ...session import CursorSession
+from ...transports.base import TransportSession
 from ...transports.connect._snapshot import ConversationSnapshot, export_conversation, import_conversation
-from ...types import Event, TurnEnd
+from ...types import ChatMessage, Event, TurnEnd
 from .._errors import APIError
 from ._callers import Caller
 from ._store import Lease, LeaseLostError, SessionBusyError, SessionRecord, StateStore, StateUnavailableError
 
-__all__ = ["ClientSource", "SharedSessions", "SingleClient", "gateway_error"]
+__all__ = ["ClientSource", "SharedSessions", "SingleClient", "gateway_error", "session_turn"]
 
 log = logging.getLogger("cursorpipe.server")
 
-TurnFn = Callable[[CursorSession], AsyncGenerator[Event, None]]
+#: Runs one turn: ``(client, conversation, model) -> events`` (see :func:`session_turn`).
+TurnFn = Callable[[CursorClient, TransportSession, str], AsyncGenerator[Event, None]]
+
+
+def session_turn(
+    text: str,
+    *,
+    timeout_s: float | None = None,
+    stop: Sequence[str] | None = None,
+    max_tokens: int | None = None,
+    reasoning_effort: str | None = None,
+) -> TurnFn:
+    """The turn of a session whose next user message is ``text`` (what ``CursorSession.events``
+    runs, on a conversation loaded from the store)."""
+
+    def run(client: CursorClient, handle: TransportSession, model: str) -> AsyncGenerator[Event, None]:
+        request = client.build_request(
+            model,
+            [ChatMessage.of("user", text)],
+            timeout_s=timeout_s,
+            max_tokens=max_tokens,
+            reasoning_effort=reasoning_effort,
+        )
+        return client.run_request(request, session=handle, stop=stop)
+
+    return run
 
 
 class ClientSource(Protocol):
@@ -232,9 +257,8 @@ class SharedSessions:
         try:
             transport = await client.transport()
             state = import_conversation(ConversationSnapshot(record.conversation, blobs))
-            session = CursorSession(client, transport, state, record.model)
             ended: TurnEnd | None = None
-            async with aclosing(run(session)) as events:
+            async with aclosing(run(client, state, record.model)) as events:
                 async for event in events:
                     if isinstance(event, TurnEnd):
                         ended = event  # handed on only once the turn is committed
