@@ -83,6 +83,8 @@ def _tool(name: str) -> Path:
 def lint() -> None:
     _run(_tool("ruff"), "check", ".")
     _run(_tool("ruff"), "format", "--check", ".")
+    # The import rules of issue 13 ([tool.importlinter] in pyproject.toml).
+    _run(_tool("lint-imports"), "--no-cache")
 
 
 def typecheck() -> None:

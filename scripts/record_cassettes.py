@@ -34,12 +34,12 @@ from urllib.parse import urlsplit
 import httpx
 import yaml
 from cursorpipe import CursorClient, CursorPipeConfig
+from cursorpipe._codecs.connect import EnvelopeDecoder
 from cursorpipe._proto.agent.v1 import agent_pb2 as pb
 from cursorpipe._proto.aiserver.v1 import aiserver_pb2 as ai
 from cursorpipe._proto.aiserver.v1 import server_config_pb2 as sc
 from cursorpipe._redact import redact
 from cursorpipe.transports.connect import ConnectTransport
-from cursorpipe.transports.connect._codec import EnvelopeDecoder
 from google.protobuf import text_format
 from google.protobuf.message import Message
 

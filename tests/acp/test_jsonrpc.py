@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from cursorpipe.errors import ProtocolError
-from cursorpipe.transports.acp._jsonrpc import (
+from cursorpipe._codecs.jsonrpc import (
     ErrorResponse,
     MessageDecoder,
     Notification,
@@ -19,6 +18,7 @@ from cursorpipe.transports.acp._jsonrpc import (
     encode_result,
     parse_line,
 )
+from cursorpipe.errors import ProtocolError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

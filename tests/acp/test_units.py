@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from cursorpipe import CursorPipeConfig
+from cursorpipe._codecs.jsonrpc import RpcError
 from cursorpipe.errors import (
     AuthenticationError,
     ModelNotFoundError,
@@ -20,7 +21,6 @@ from cursorpipe.transports.acp import AcpTransport, flatten_messages
 from cursorpipe.transports.acp._connection import TurnItem, TurnQueue
 from cursorpipe.transports.acp._dispenser import SessionHandle
 from cursorpipe.transports.acp._errors import InbandErrorFilter, classify_rpc_error, crash_error
-from cursorpipe.transports.acp._jsonrpc import RpcError
 from cursorpipe.transports.acp._models import ModelCatalog, parse_acp_id
 from cursorpipe.types import ChatMessage, TextDelta, ThinkingDelta, TurnEnd, TurnRequest
 from hypothesis import example, given, settings

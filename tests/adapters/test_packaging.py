@@ -174,6 +174,10 @@ def test_llamaindex_wheel_metadata_and_namespace(wheels: dict[str, Path]) -> Non
     assert "llamaindex_cursorpipe/py.typed" in names
     assert "llama_index/llms/cursorpipe/__init__.py" in names
     assert "llama_index/llms/cursorpipe/py.typed" in names  # mypy accepts the README import
+    # The code lives at LlamaIndex's conventional path; llamaindex_cursorpipe is only an alias.
+    assert {"llama_index/llms/cursorpipe/base.py", "llama_index/llms/cursorpipe/utils.py"} <= names
+    assert "llamaindex_cursorpipe/__init__.py" in names
+    assert not any(n.startswith("llamaindex_cursorpipe/") and n.endswith("base.py") for n in names)
     # Shipping either of these would shadow every other llama_index integration.
     assert "llama_index/__init__.py" not in names
     assert "llama_index/llms/__init__.py" not in names

@@ -37,16 +37,19 @@ def test_version_comes_from_the_module(module: object) -> None:
 
 @pytest.mark.parametrize("package", sorted(SOURCES))
 def test_adapters_import_only_cursorpipes_public_api(package: str) -> None:
-    # design.md lesson 9: adapters build on `cursorpipe`'s __all__, never on its private modules.
+    # design.md lesson 9: adapters build on `cursorpipe`'s __all__ and the public integration kit
+    # (`cursorpipe.integration`'s __all__), never on private modules.
     import cursorpipe
+    import cursorpipe.integration
 
+    public = {"cursorpipe": cursorpipe.__all__, "cursorpipe.integration": cursorpipe.integration.__all__}
     for path in (SOURCES[package] / "src").rglob("*.py"):
         tree = ast.parse(path.read_text("utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "cursorpipe":
-                assert node.module == "cursorpipe", f"{path}: imports {node.module}"
+                assert node.module in public, f"{path}: imports {node.module}"
                 for alias in node.names:
-                    assert alias.name in cursorpipe.__all__, f"{path}: {alias.name} is not public"
+                    assert alias.name in public[node.module], f"{path}: {alias.name} is not public"
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     assert not alias.name.startswith("cursorpipe."), f"{path}: imports {alias.name}"

@@ -6,9 +6,7 @@ import gzip
 import json
 
 import pytest
-from cursorpipe._constants import MAX_FRAME_BYTES
-from cursorpipe.errors import ProtocolError
-from cursorpipe.transports.connect._codec import (
+from cursorpipe._codecs.connect import (
     ConnectError,
     EnvelopeDecoder,
     encode_end_stream,
@@ -17,6 +15,8 @@ from cursorpipe.transports.connect._codec import (
     parse_end_stream,
     parse_unary_error,
 )
+from cursorpipe._constants import MAX_FRAME_BYTES
+from cursorpipe.errors import ProtocolError
 
 PAYLOADS = [b"", b"\x3a\x00", b"hello world" * 50, bytes(range(256))]
 

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from cursorpipe._codecs.connect import (
+    ConnectError,
+    ConnectErrorDetail,
+    decode_error_details,
+    encode_error_details,
+    parse_end_stream,
+)
 from cursorpipe.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -14,13 +21,6 @@ from cursorpipe.errors import (
     ProtocolError,
     RateLimitError,
     UsageLimitError,
-)
-from cursorpipe.transports.connect._codec import (
-    ConnectError,
-    ConnectErrorDetail,
-    decode_error_details,
-    encode_error_details,
-    parse_end_stream,
 )
 from cursorpipe.transports.connect._errors import map_connect_error, parse_retry_after
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import contextlib
 
-from cursorpipe.errors import ProtocolError
-from cursorpipe.transports.connect._codec import (
+from cursorpipe._codecs.connect import (
     EnvelopeDecoder,
     encode_end_stream,
     encode_envelope,
     parse_end_stream,
     parse_unary_error,
 )
+from cursorpipe.errors import ProtocolError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -4,9 +4,9 @@ connect.md §11, encoded with our generated protobuf classes and framed by our c
 from __future__ import annotations
 
 import pytest
+from cursorpipe._codecs.connect import EnvelopeDecoder, encode_end_stream, encode_envelope
 from cursorpipe._proto.agent.v1 import agent_pb2
 from cursorpipe._proto.aiserver.v1 import aiserver_pb2
-from cursorpipe.transports.connect._codec import EnvelopeDecoder, encode_end_stream, encode_envelope
 
 
 def _run_request() -> agent_pb2.AgentClientMessage:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from cursorpipe._codecs.connect import decode_error_details
 from cursorpipe.errors import (
     AuthenticationError,
     ModelNotFoundError,
@@ -19,7 +20,6 @@ from cursorpipe.errors import (
 )
 from cursorpipe.testing.emulator import Behaviour, Emulator, Fault, expected_reply
 from cursorpipe.testing.emulator.raw import exchange_token, raw_turn_h2, raw_turn_sse
-from cursorpipe.transports.connect._codec import decode_error_details
 from cursorpipe.transports.connect._errors import map_connect_error
 
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from cursorpipe._codecs.connect import decode_error_details
 from cursorpipe._proto.agent.v1 import agent_pb2
 from cursorpipe.testing.emulator import (
     MCP_TOOL_FAMILY,
@@ -20,7 +21,6 @@ from cursorpipe.testing.emulator import (
     parse_prompt_message,
 )
 from cursorpipe.testing.emulator.raw import RAW_CLI_IDENTITY, prompt_blob, raw_turn_h2, raw_turn_sse
-from cursorpipe.transports.connect._codec import decode_error_details
 
 WEATHER = mcp_tool_definition(
     "get_weather",

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cursorpipe._codecs.connect import ConnectError, decode_error_details
 from cursorpipe._proto.agent.v1 import agent_pb2
 from cursorpipe.errors import NetworkError
 from cursorpipe.testing.emulator import (
@@ -43,7 +44,6 @@ from cursorpipe.testing.emulator import (
 )
 from cursorpipe.testing.emulator._turn import RunRecord, TurnIO, run_turn
 from cursorpipe.testing.emulator.raw import build_run_request, raw_turn_h2, raw_turn_sse
-from cursorpipe.transports.connect._codec import ConnectError, decode_error_details
 from cursorpipe.transports.connect._errors import map_connect_error
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from cursorpipe._codecs.connect import EnvelopeDecoder, encode_envelope
 from cursorpipe._proto.agent.v1 import agent_pb2
 from cursorpipe._proto.aiserver.v1 import aiserver_pb2
 from cursorpipe.testing.emulator import Behaviour, Emulator, Usage, estimate_tokens, expected_reply
@@ -18,7 +19,6 @@ from cursorpipe.testing.emulator.raw import (
     raw_turn_h2,
     raw_turn_sse,
 )
-from cursorpipe.transports.connect._codec import EnvelopeDecoder, encode_envelope
 
 
 @pytest.fixture

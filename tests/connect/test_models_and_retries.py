@@ -8,17 +8,17 @@ import gzip
 import httpx
 import pytest
 from cursorpipe import CursorClient, CursorPipeConfig
-from cursorpipe._proto.agent.v1 import agent_pb2 as pb
-from cursorpipe.errors import ConfigurationError, ModelNotFoundError, ProtocolError, RateLimitError
-from cursorpipe.testing.emulator import Behaviour, Emulator, Fault, ModelSpec, expected_reply
-from cursorpipe.testing.emulator.raw import exchange_token, raw_turn_sse
-from cursorpipe.transports.connect._codec import (
+from cursorpipe._codecs.connect import (
     ConnectError,
     decode_unary_body,
     encode_end_stream,
     encode_envelope,
     parse_unary_error,
 )
+from cursorpipe._proto.agent.v1 import agent_pb2 as pb
+from cursorpipe.errors import ConfigurationError, ModelNotFoundError, ProtocolError, RateLimitError
+from cursorpipe.testing.emulator import Behaviour, Emulator, Fault, ModelSpec, expected_reply
+from cursorpipe.testing.emulator.raw import exchange_token, raw_turn_sse
 from cursorpipe.transports.connect._errors import map_connect_error
 from cursorpipe.transports.connect._models import choose_model, parse_rest_models, parse_usable_models
 

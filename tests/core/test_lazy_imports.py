@@ -46,7 +46,7 @@ TRANSPORT_ONLY = (
     "cursorpipe.server",
     "cursorpipe.transports.connect",
     "cursorpipe.transports.acp",
-    "cursorpipe.transports.cli",
+    "cursorpipe.transports.subprocess",
 )
 
 
@@ -84,6 +84,17 @@ def test_building_a_client_does_not_import_a_transport() -> None:
     )
     assert "cursorpipe.client" in modules
     assert _offending(modules, TRANSPORT_ONLY) == []
+
+
+def test_client_modules_import_the_settings_only_for_typing() -> None:
+    # Issue 16: the client, its sessions and the pipeline name the config class only in
+    # annotations; the settings (pydantic-settings) load when a config is built, not on import.
+    modules = _loaded(
+        "import cursorpipe.client, cursorpipe.session, cursorpipe._pipeline, cursorpipe._sync_client\n"
+        "import cursorpipe._default, cursorpipe._client_cache\n"
+    )
+    assert "cursorpipe._pipeline.retries" in modules
+    assert _offending(modules, ("pydantic_settings", "cursorpipe.config", "cursorpipe._routing")) == []
 
 
 def test_every_public_name_resolves_to_its_defining_object() -> None:

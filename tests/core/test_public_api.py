@@ -27,11 +27,15 @@ REQUIRED = {
 
 PINNED = sorted(
     [
+        "APIError",
+        "AdapterMixin",
         "AgentCrashError",
         "AgentNotFoundError",
         "AgentStartupError",
         "AgentTimeoutError",
         "AuthenticationError",
+        "CallerError",
+        "CallOptions",
         "ChatMessage",
         "CompletionResult",
         "ConfigurationError",
@@ -39,6 +43,7 @@ PINNED = sorted(
         "CursorPipeConfig",
         "CursorPipeError",
         "CursorSession",
+        "ErrorCode",
         "Event",
         "ImagePart",
         "MockTransport",
@@ -51,6 +56,7 @@ PINNED = sorted(
         "PermissionDeniedError",
         "ProtocolError",
         "RateLimitError",
+        "RequestTimeoutError",
         "SessionBinding",
         "SessionError",
         "Strategy",
@@ -71,6 +77,8 @@ PINNED = sorted(
         "ToolSpec",
         "Transport",
         "TransportCapabilities",
+        "TransportError",
+        "TransportFailureError",
         "TransportInfo",
         "TransportSession",
         "TurnAccumulator",
@@ -115,3 +123,22 @@ def test_public_symbols_are_documented() -> None:
         obj = getattr(cursorpipe, name)
         if callable(obj) and not name.startswith("_"):
             assert (obj.__doc__ or "").strip(), f"{name} has no docstring"
+
+
+def test_integration_kit_is_pinned() -> None:
+    import cursorpipe.integration as kit
+
+    assert sorted(kit.__all__) == [
+        "AdapterMixin",
+        "CallOptions",
+        "EventTranslator",
+        "estimate_tokens",
+        "extract_json",
+        "image_part",
+        "normalize_tool_choice",
+        "session_prompt",
+        "sync_stream",
+    ]
+    assert kit.AdapterMixin is cursorpipe.AdapterMixin and kit.CallOptions is cursorpipe.CallOptions
+    for name in kit.__all__:
+        assert (getattr(kit, name).__doc__ or "").strip(), f"integration.{name} has no docstring"

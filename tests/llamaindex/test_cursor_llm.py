@@ -81,6 +81,11 @@ def test_namespace_import_path_and_layout() -> None:
     from llama_index.llms.cursorpipe import CursorLLM as Reexported
 
     assert Reexported is CursorLLM
+    # The code lives at LlamaIndex's conventional path; llamaindex_cursorpipe is a thin alias.
+    import llamaindex_cursorpipe
+
+    assert CursorLLM.__module__ == "llama_index.llms.cursorpipe.base"
+    assert "alias" in (llamaindex_cursorpipe.__doc__ or "")
     src = ROOT / "packages/llamaindex_cursorpipe/src"
     # Implicit namespace packages: an __init__.py here would hide every other llama_index.llms.*.
     assert not (src / "llama_index/__init__.py").exists()

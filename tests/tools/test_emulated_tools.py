@@ -19,8 +19,8 @@ from cursorpipe import (
     ToolLoopError,
     ToolResultTimeoutError,
 )
+from cursorpipe._pipeline.emulated_tools import MAX_TOOL_ROUNDS
 from cursorpipe._tool_emulation import CLOSE_TAG, OPEN_TAG
-from cursorpipe.client import MAX_TOOL_ROUNDS
 from cursorpipe.testing.fake_agent import catalog, executable
 from cursorpipe.transports.mock import MockSession
 from cursorpipe.types import (

@@ -25,7 +25,6 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from .client import CursorClient
-from .config import CursorPipeConfig
 
 __all__ = ["client_for_loop", "close_clients"]
 
@@ -81,6 +80,8 @@ def client_for_loop(overrides: Mapping[str, Any]) -> CursorClient:
             _watch(loop, per_loop)
         client = per_loop.get(key)
         if client is None or client.closed:
+            from .config import CursorPipeConfig
+
             client = CursorClient(CursorPipeConfig(**overrides))
             per_loop[key] = client
         return client

@@ -72,3 +72,5 @@ ACP_AUTHENTICATE_TIMEOUT_S = 15.0
 # acp.md §4: after session/cancel keep reading the session's updates until the prompt's answer
 # (Cursor answered in 4 ms), at most this long.
 ACP_CANCEL_GRACE_S = 5.0
+# The default bound on one tool_handler call (CursorPipeConfig.tool_result_timeout_s).
+TOOL_RESULT_TIMEOUT_S = 120.0

@@ -7,16 +7,22 @@ per running loop, created on first use from the environment's configuration.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import weakref
-from collections.abc import AsyncGenerator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
-from ._limits import DEFAULT_MAX_TOKENS
 from .client import CursorClient
-from .config import CursorPipeConfig
-from .types import ChatMessage
+
+if TYPE_CHECKING:
+    from .config import CursorPipeConfig
 
 __all__ = ["chat", "close", "default_client", "generate", "stream", "warmup"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CursorClient] = weakref.WeakKeyDictionary()
 
@@ -31,46 +37,44 @@ def default_client(config: CursorPipeConfig | None = None) -> CursorClient:
     return client
 
 
-async def generate(
-    model: str | None,
-    prompt: str,
-    *,
-    system: str | None = None,
-    temperature: float = 0,
-    max_tokens: int | None = DEFAULT_MAX_TOKENS,
-    timeout_s: float | None = None,
-) -> str:
-    """``CursorClient.generate`` on the default client."""
-    return await default_client().generate(
-        model, prompt, system=system, temperature=temperature, max_tokens=max_tokens, timeout_s=timeout_s
-    )
+def _forwarded(method: Callable[..., object], call: Callable[..., object]) -> None:
+    """Give ``call`` the name, docstring and signature (minus ``self``) of the client ``method``
+    it forwards to, so ``help()``, IDEs and ``inspect`` show the real parameters, written once."""
+    functools.update_wrapper(call, method)
+    sig = inspect.signature(method)
+    call.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])  # type: ignore[attr-defined]
+    call.__doc__ = f"``CursorClient.{method.__name__}`` on the default client.\n\n{method.__doc__ or ''}"
 
 
-async def chat(
-    model: str | None,
-    messages: Sequence[Mapping[str, Any] | ChatMessage],
-    *,
-    temperature: float = 0,
-    max_tokens: int | None = DEFAULT_MAX_TOKENS,
-    timeout_s: float | None = None,
-) -> str:
-    """``CursorClient.chat`` on the default client."""
-    return await default_client().chat(
-        model, messages, temperature=temperature, max_tokens=max_tokens, timeout_s=timeout_s
-    )
+def _on_default(method: Callable[Concatenate[CursorClient, P], Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """``method`` as a module function running on the running loop's default client."""
+
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        return await method(default_client(), *args, **kwargs)
+
+    _forwarded(method, call)
+    return call
 
 
-async def stream(
-    model: str | None, prompt: str, *, system: str | None = None, timeout_s: float | None = None
-) -> AsyncGenerator[str, None]:
-    """``CursorClient.stream`` on the default client."""
-    async for chunk in default_client().stream(model, prompt, system=system, timeout_s=timeout_s):
-        yield chunk
+def _stream_on_default(
+    method: Callable[Concatenate[CursorClient, P], AsyncGenerator[T, None]],
+) -> Callable[P, AsyncGenerator[T, None]]:
+    """The async generator ``method`` as a module function on the default client (closing the
+    client's stream, and so cancelling the turn, when the caller stops early)."""
+
+    async def call(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[T, None]:
+        async with aclosing(method(default_client(), *args, **kwargs)) as items:
+            async for item in items:
+                yield item
+
+    _forwarded(method, call)
+    return call
 
 
-async def warmup(pool_size: int = 5) -> None:
-    """``CursorClient.warmup`` on the default client."""
-    await default_client().warmup(pool_size)
+generate = _on_default(CursorClient.generate)
+chat = _on_default(CursorClient.chat)
+stream = _stream_on_default(CursorClient.stream)
+warmup = _on_default(CursorClient.warmup)
 
 
 async def close() -> None:

@@ -51,7 +51,6 @@ class OutputLimiter:
         self._seen_chars = 0  # all answer text received, emitted or not
         self._counted_chars = 0  # the part of it Cursor's count covers (text seen at the last count)
         self.counted_tokens = 0  # Cursor's running output-token count, where the transport has one
-        self.emitted_text: list[str] = []
         self.reason: str | None = None  # "stop" or "length" once a limit was hit
 
     @property
@@ -97,20 +96,21 @@ class OutputLimiter:
         if self.reason is not None:
             return "", True
         self._seen_chars += len(text)
+        if not self._stops:
+            return self._emit(text, None)
         buf = self._held + text
         self._held = ""
-        if self._stops:
-            cut = min((i for i in (buf.find(s) for s in self._stops) if i >= 0), default=-1)
-            if cut >= 0:
-                return self._emit(buf[:cut], "stop")
-            keep = 0
-            for s in self._stops:
-                for k in range(min(len(s) - 1, len(buf)), 0, -1):
-                    if buf.endswith(s[:k]):
-                        keep = max(keep, k)
-                        break
-            if keep:
-                buf, self._held = buf[:-keep], buf[-keep:]
+        cut = min((i for i in (buf.find(s) for s in self._stops) if i >= 0), default=-1)
+        if cut >= 0:
+            return self._emit(buf[:cut], "stop")
+        keep = 0
+        for s in self._stops:
+            for k in range(min(len(s) - 1, len(buf)), 0, -1):
+                if buf.endswith(s[:k]):
+                    keep = max(keep, k)
+                    break
+        if keep:
+            buf, self._held = buf[:-keep], buf[-keep:]
         return self._emit(buf, None)
 
     def flush(self) -> str:
@@ -119,13 +119,12 @@ class OutputLimiter:
         return self._emit(held, None)[0] if held else ""
 
     def _emit(self, text: str, reason: str | None) -> tuple[str, bool]:
-        limit = self._max_chars
-        if limit is not None and self._emitted_chars + len(text) > limit:
-            text = text[: max(0, limit - self._emitted_chars)]
-            reason = reason or "length"
+        if self._max_tokens is not None:
+            limit = self._max_chars
+            if limit is not None and self._emitted_chars + len(text) > limit:
+                text = text[: max(0, limit - self._emitted_chars)]
+                reason = reason or "length"
         self._emitted_chars += len(text)
-        if text:
-            self.emitted_text.append(text)
         if reason is not None:
             self.reason = reason
             return text, True

@@ -11,13 +11,15 @@ import functools
 import inspect
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from ._bridge import SyncBridge
 from .client import CursorClient
-from .config import CursorPipeConfig
 from .session import CursorSession
-from .transports.base import Transport
+
+if TYPE_CHECKING:
+    from .config import CursorPipeConfig
+    from .transports.base import Transport
 
 __all__ = ["SyncCursorClient", "SyncCursorSession"]
 

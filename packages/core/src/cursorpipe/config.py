@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ._constants import TOOL_RESULT_TIMEOUT_S
 from .errors import ConfigurationError
 
 __all__ = ["DEFAULT_BACKEND_URL", "DEFAULT_REST_URL", "CursorPipeConfig", "Strategy"]
@@ -65,7 +66,9 @@ class CursorPipeConfig(BaseSettings):
     default_model: str = Field("auto", description="Model used when a caller passes none.")
     request_timeout_s: float = Field(300.0, gt=0, description="Deadline of one request, in seconds.")
     tool_result_timeout_s: float = Field(
-        120.0, gt=0, description="Wait for one tool_handler result before the run is cancelled."
+        TOOL_RESULT_TIMEOUT_S,
+        gt=0,
+        description="Wait for one tool_handler result before the run is cancelled.",
     )
     acp_startup_timeout_s: float = Field(30.0, gt=0, description="Deadline for `agent acp` to start.")
     acp_max_restarts: int = Field(3, ge=0, description="Automatic restarts of a crashed `agent acp`.")

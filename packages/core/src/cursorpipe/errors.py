@@ -4,34 +4,100 @@ Every transport maps its native failures (HTTP status, Connect code and Cursor `
 JSON-RPC error, CLI stderr and exit code) onto these classes at its own edge, chaining the cause.
 ``asyncio.CancelledError`` is never caught and converted. Every message says what to do next, and
 no message ever contains a credential.
+
+The tree has three groups, by who can fix the failure, and one cross-cutting family::
+
+    CursorPipeError
+    ├── TransportError              no answer came back: the way to Cursor failed
+    │   ├── NetworkError            DNS, TLS, proxy, connection (retryable)
+    │   │   └── StreamDroppedError  the stream ended before the turn did
+    │   ├── StreamStalledError      the stream went silent (also a RequestTimeoutError)
+    │   └── TransportFailureError   this transport is broken; ``auto`` falls back to the next
+    │       ├── AgentNotFoundError  no ``agent`` executable
+    │       ├── AgentStartupError   the agent did not become ready (also a RequestTimeoutError)
+    │       ├── AgentCrashError     the agent process exited
+    │       └── ProtocolError       the other side broke the protocol
+    ├── APIError                    Cursor answered, and the answer is no
+    │   ├── AuthenticationError     credentials missing, invalid or expired
+    │   │   └── PermissionDeniedError
+    │   ├── RateLimitError          retry after ``retry_after``
+    │   │   └── UsageLimitError     the account's quota: waiting will not help
+    │   └── SessionError            a session cannot be opened or used
+    ├── CallerError                 what the caller asked for or supplied must change
+    │   ├── ConfigurationError      bad configuration or parameters (also a ValueError)
+    │   │   ├── ModelNotFoundError
+    │   │   └── OutdatedClientError
+    │   ├── StructuredOutputError   the answer does not validate against the requested schema
+    │   ├── ToolLoopError           too many tool rounds
+    │   └── ToolResultTimeoutError  a tool handler was too slow (also a RequestTimeoutError)
+    └── RequestTimeoutError         a deadline passed (also the builtin TimeoutError)
+
+``RequestTimeoutError`` (formerly ``AgentTimeoutError``, still importable under that name) is a
+family across the groups: each of its subclasses sits in one group, while a ``RequestTimeoutError``
+raised as such (the request's ``timeout_s``, a CLI command's deadline) is in none, because a
+deadline says only that time ran out, not who is to blame. ``ModelNotFoundError`` and
+``OutdatedClientError`` are reported by Cursor but sit under ``ConfigurationError``: the fix is the
+caller's (another model name, an upgrade), and they were ``ConfigurationError``/``ValueError``
+before the groups existed, which the tree keeps.
+
+``code`` carries a finer, stable reason; :class:`ErrorCode` lists the codes that cursorpipe itself
+branches on (any other code is informative only).
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "APIError",
     "AgentCrashError",
     "AgentNotFoundError",
     "AgentStartupError",
     "AgentTimeoutError",
     "AuthenticationError",
+    "CallerError",
     "ConfigurationError",
     "CursorPipeError",
+    "ErrorCode",
     "ModelNotFoundError",
     "NetworkError",
     "OutdatedClientError",
     "PermissionDeniedError",
     "ProtocolError",
     "RateLimitError",
+    "RequestTimeoutError",
     "SessionError",
     "StreamDroppedError",
     "StreamStalledError",
     "StructuredOutputError",
     "ToolLoopError",
     "ToolResultTimeoutError",
+    "TransportError",
+    "TransportFailureError",
     "UsageLimitError",
 ]
+
+
+class ErrorCode(StrEnum):
+    """The values of :attr:`CursorPipeError.code` that code (cursorpipe's or yours) branches on.
+
+    A ``StrEnum``: every member equals its string, so ``exc.code == "client_closed"`` and
+    ``exc.code == ErrorCode.CLIENT_CLOSED`` agree, and ``code`` itself stays a plain ``str``.
+    """
+
+    #: :class:`ConfigurationError`: the requested transport (or, for ``auto``, every candidate) is
+    #: not available in this installation. ``auto`` skips such a candidate; the server answers 503.
+    TRANSPORT_UNAVAILABLE = "transport_unavailable"
+    #: :class:`SessionError`: the client or transport was closed while a request wanted it (a
+    #: server shutting down); the server answers 503 with a short ``Retry-After``.
+    CLIENT_CLOSED = "client_closed"
+    #: :class:`AgentCrashError`: the acp transport gave up restarting its agent process; the
+    #: server reports itself degraded (a single crash is not).
+    AGENT_RESTARTS_EXHAUSTED = "agent_restarts_exhausted"
+    #: :class:`NetworkError`: the peer did not negotiate HTTP/2 (ALPN); connect falls back to
+    #: HTTP/1.1 only where ``CURSORPIPE_USE_HTTP2`` and the server's configuration allow it.
+    NO_HTTP2 = "no_http2"
 
 
 class CursorPipeError(Exception):
@@ -39,17 +105,15 @@ class CursorPipeError(Exception):
 
     Attributes:
         message: human-readable text, including what to do next.
-        code: a stable machine-readable code (for example ``"rate_limited"`` or Cursor's
-            ``ERROR_*`` name without the prefix), or ``None``.
+        code: a stable machine-readable reason (for example ``"rate_limited"`` or Cursor's
+            ``ERROR_*`` name without the prefix); the class's default when none is given.
+            :class:`ErrorCode` lists the ones worth branching on.
         retryable: whether repeating the same request may succeed.
         retry_after: seconds the server asked us to wait, when known.
         request_id: the request id of the failed attempt, when known.
         transport: the transport that raised it (``"connect"``, ``"acp"``, ``"subprocess"``...).
     """
 
-    #: Errors that mean "this transport cannot serve requests right now" (not a user error);
-    #: the ``auto`` strategy falls back to the next transport only on these.
-    transport_failure: bool = False
     default_code: str = "cursorpipe_error"
 
     def __init__(
@@ -78,21 +142,80 @@ class CursorPipeError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, code={self.code!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuild without calling ``__init__`` again: subclasses whose constructor builds the
+        # message (ModelNotFoundError) would otherwise wrap the message in a second one on unpickling
+        # or ``copy.copy``. The attributes travel in ``__dict__``.
+        return (_rebuild, (type(self), self.args), self.__dict__)
 
-class ConfigurationError(CursorPipeError, ValueError):
+    @property
+    def transport_failure(self) -> bool:
+        """Whether this transport cannot serve requests right now (not the caller's fault, not
+        Cursor's answer): true exactly for :class:`TransportFailureError`, on which the ``auto``
+        strategy falls back to the next transport. Kept for compatibility; prefer ``isinstance``."""
+        return isinstance(self, TransportFailureError)
+
+
+def _rebuild(cls: type[CursorPipeError], args: tuple[Any, ...]) -> CursorPipeError:
+    err = cls.__new__(cls, *args)
+    err.args = args  # OSError (the TimeoutError family) leaves ``args`` to ``__init__``
+    return err
+
+
+class TransportError(CursorPipeError):
+    """No answer came back: the network, the response stream, the local ``agent`` process or the
+    protocol failed. The request itself may be fine; ``retryable`` says whether repeating it may."""
+
+    default_code = "transport_error"
+
+
+class TransportFailureError(TransportError):
+    """This transport itself is broken (its agent is missing, crashed or did not start, or it spoke
+    something that is not the protocol): another transport may serve the same request, so the
+    ``auto`` strategy falls back on these, and only on these, before any output was produced."""
+
+    default_code = "transport_failure"
+
+
+class APIError(CursorPipeError):
+    """Cursor (or the agent speaking for it) answered and refused: credentials, permission, rate
+    and usage limits, sessions."""
+
+    default_code = "api_error"
+
+
+class CallerError(CursorPipeError):
+    """What the caller asked for or supplied must change: configuration and parameters, the
+    requested schema, the tool-round limit, a tool handler's speed."""
+
+    default_code = "caller_error"
+
+
+class RequestTimeoutError(CursorPipeError, TimeoutError):
+    """A deadline passed: the request's ``timeout_s`` (``CURSORPIPE_REQUEST_TIMEOUT_S``) or a CLI
+    command's. Its subclasses are more specific deadlines, each in its group of the tree. Formerly
+    ``AgentTimeoutError`` (still an alias: it is raised on connect too, where no agent runs)."""
+
+    default_code = "timeout"
+
+
+#: The former name of :class:`RequestTimeoutError` (the same class).
+AgentTimeoutError = RequestTimeoutError
+
+
+class ConfigurationError(CallerError, ValueError):
     """Invalid configuration or request parameters (names the offending variable or field)."""
 
     default_code = "configuration_error"
 
 
-class AgentNotFoundError(CursorPipeError):
+class AgentNotFoundError(TransportFailureError):
     """The Cursor ``agent`` executable could not be found or started."""
 
-    transport_failure = True
     default_code = "agent_not_found"
 
 
-class AuthenticationError(CursorPipeError):
+class AuthenticationError(APIError):
     """Credentials are missing, invalid or expired."""
 
     default_code = "authentication_error"
@@ -104,20 +227,13 @@ class PermissionDeniedError(AuthenticationError):
     default_code = "permission_denied"
 
 
-class AgentTimeoutError(CursorPipeError, TimeoutError):
-    """A request (or the agent's start-up) took longer than its deadline."""
-
-    default_code = "timeout"
-
-
-class AgentStartupError(AgentTimeoutError):
+class AgentStartupError(TransportFailureError, RequestTimeoutError):
     """The agent process did not become ready within ``ACP_STARTUP_TIMEOUT_S``."""
 
-    transport_failure = True
     default_code = "agent_startup_timeout"
 
 
-class StreamStalledError(AgentTimeoutError):
+class StreamStalledError(TransportError, RequestTimeoutError):
     """The response stream went silent for longer than the stall limit."""
 
     default_code = "stream_stalled"
@@ -127,7 +243,7 @@ class StreamStalledError(AgentTimeoutError):
         super().__init__(message, **kwargs)
 
 
-class ToolResultTimeoutError(AgentTimeoutError):
+class ToolResultTimeoutError(CallerError, RequestTimeoutError):
     """A ``tool_handler`` did not return a tool call's result within ``tool_result_timeout_s``
     (``CURSORPIPE_TOOL_RESULT_TIMEOUT_S``); the run was cancelled. ``details["tool_name"]`` and
     ``details["tool_call_id"]`` name the call."""
@@ -135,7 +251,7 @@ class ToolResultTimeoutError(AgentTimeoutError):
     default_code = "tool_result_timeout"
 
 
-class RateLimitError(CursorPipeError):
+class RateLimitError(APIError):
     """Cursor refused the request because of a rate limit; ``retry_after`` says when to retry."""
 
     default_code = "rate_limited"
@@ -155,10 +271,9 @@ class UsageLimitError(RateLimitError):
         super().__init__(message, **kwargs)
 
 
-class AgentCrashError(CursorPipeError):
+class AgentCrashError(TransportFailureError):
     """The agent process exited unexpectedly. ``exit_code`` and ``stderr`` (tail, redacted) attached."""
 
-    transport_failure = True
     default_code = "agent_crashed"
 
     def __init__(
@@ -170,7 +285,7 @@ class AgentCrashError(CursorPipeError):
         self.stderr = stderr
 
 
-class NetworkError(CursorPipeError):
+class NetworkError(TransportError):
     """DNS, TLS, proxy or connection failure reaching Cursor."""
 
     default_code = "network_error"
@@ -186,14 +301,13 @@ class StreamDroppedError(NetworkError):
     default_code = "stream_dropped"
 
 
-class ProtocolError(CursorPipeError):
+class ProtocolError(TransportFailureError):
     """Bytes or messages from the other side do not follow the protocol (malformed frame, bad JSON)."""
 
-    transport_failure = True
     default_code = "protocol_error"
 
 
-class SessionError(CursorPipeError):
+class SessionError(APIError):
     """A session could not be created, was discarded, or is unusable."""
 
     default_code = "session_error"
@@ -220,7 +334,7 @@ class OutdatedClientError(ConfigurationError):
     default_code = "outdated_client"
 
 
-class StructuredOutputError(CursorPipeError):
+class StructuredOutputError(CallerError):
     """The model's answer did not parse or validate as the requested JSON, even after one repair
     round. ``raw`` holds the last answer."""
 
@@ -231,7 +345,7 @@ class StructuredOutputError(CursorPipeError):
         self.raw = raw
 
 
-class ToolLoopError(CursorPipeError):
+class ToolLoopError(CallerError):
     """The model kept calling tools for more rounds than allowed in one request (the client-side
     tool loop of the emulated tool path, ``tool_handler`` on a transport without native tools)."""
 

@@ -4,18 +4,38 @@ message."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from ._fold import collect
 from .errors import SessionError
 from .transports.base import Transport, TransportSession
-from .types import ChatMessage, CompletionResult, Event, TextDelta, ToolHandler, ToolSpec, TurnEnd
-
-if TYPE_CHECKING:
-    from .client import CursorClient
+from .types import (
+    ChatMessage,
+    CompletionResult,
+    Event,
+    TextDelta,
+    ToolHandler,
+    ToolSpec,
+    TurnEnd,
+    TurnRequest,
+)
 
 __all__ = ["CursorSession"]
+
+
+class _RunTurn(Protocol):
+    """The pipeline entry a session runs its turns on (``CursorClient.run_request``)."""
+
+    def __call__(
+        self,
+        request: TurnRequest,
+        *,
+        session: TransportSession | None = None,
+        stop: Sequence[str] | None = None,
+        validate: bool = False,
+    ) -> AsyncGenerator[Event, None]: ...
 
 
 class CursorSession:
@@ -26,9 +46,20 @@ class CursorSession:
     """
 
     def __init__(
-        self, client: CursorClient, transport: Transport, handle: TransportSession, model: str
+        self,
+        transport: Transport,
+        handle: TransportSession,
+        model: str,
+        *,
+        build: Callable[..., TurnRequest],
+        run: _RunTurn,
+        forget: Callable[[CursorSession], None],
     ) -> None:
-        self._client = client
+        # The client hands over its request builder and pipeline entry (and how to forget this
+        # session), so the session needs neither the client nor its module (issue 13).
+        self._build = build
+        self._run = run
+        self._forget = forget
         self._transport = transport
         self._handle = handle
         self._model = model
@@ -73,6 +104,7 @@ class CursorSession:
         tool_choice: str | Mapping[str, Any] | None = None,
         tool_handler: ToolHandler | None = None,
         reasoning_effort: str | None = None,
+        validate: bool = False,
     ) -> AsyncGenerator[Event, None]:
         """Send ``text`` as the next user message and stream the typed events of the answer.
 
@@ -82,12 +114,13 @@ class CursorSession:
         documented (connect.md §5.3), so pass it with every turn it should govern.
 
         ``tools``/``tool_choice``/``tool_handler``/``reasoning_effort`` as in
-        :meth:`CursorClient.events`. In a session
+        :meth:`CursorClient.events`; ``validate=True`` gives a forced ``tool_choice`` answered
+        without a call one repair round (a follow-up message in this conversation). In a session
         pass a ``tool_handler``: the next turn carries only a user text, so calls left for the caller
         (``stop_reason == "tool_calls"``) cannot be answered there."""
         if self._discarded:
             raise SessionError(f"Session {self.session_id} was discarded; open a new one.")
-        request = self._client.build_request(
+        request = self._build(
             self._model,
             [ChatMessage.of("user", text)],
             system=system,
@@ -102,7 +135,8 @@ class CursorSession:
             if self._discarded:
                 raise SessionError(f"Session {self.session_id} was discarded; open a new one.")
             ended = False
-            async with aclosing(self._client.run_request(request, session=self._handle, stop=stop)) as stream:
+            stream_events = self._run(request, session=self._handle, stop=stop, validate=validate)
+            async with aclosing(stream_events) as stream:
                 async for event in stream:
                     if isinstance(event, TurnEnd):
                         ended = True
@@ -122,10 +156,8 @@ class CursorSession:
     ) -> CompletionResult:
         """Send ``text`` and return the complete answer (history is kept by Cursor); tools and
         ``reasoning_effort`` as in :meth:`events`."""
-        from .client import collect_result
-
-        request = self._client.build_request(self._model, [ChatMessage.of("user", text)], timeout_s=timeout_s)
-        return await collect_result(
+        request = self._build(self._model, [ChatMessage.of("user", text)], timeout_s=timeout_s)
+        return await collect(
             self.events(
                 text,
                 timeout_s=timeout_s,
@@ -150,7 +182,7 @@ class CursorSession:
         if self._discarded:
             return
         self._discarded = True
-        self._client._forget(self)
+        self._forget(self)
         await self._transport.close_session(self._handle)
 
     async def __aenter__(self) -> CursorSession:

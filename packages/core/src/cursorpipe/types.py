@@ -10,10 +10,13 @@ import base64
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from ._constants import CHARS_PER_TOKEN_ESTIMATE
 from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ._structured import ResponseFormat
 
 __all__ = [
     "ChatMessage",
@@ -276,6 +279,9 @@ class TurnRequest:
     ``x-original-request-id``, live-dialect.md row 17); ``None`` = the transport makes one."""
     attempt: int = 0
     """0 for the first try of ``run_id``, then 1, 2...: a retry sends a new ``x-request-id`` only."""
+    response_format: ResponseFormat | None = None
+    """The parsed ``response_format`` (its instructions are already in ``messages``): what the
+    validation stage checks the answer against; transports ignore it."""
 
     @property
     def system(self) -> str:

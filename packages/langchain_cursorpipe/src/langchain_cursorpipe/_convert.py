@@ -1,28 +1,31 @@
 """Translation between LangChain messages and cursorpipe's transport-neutral messages and events.
 
-Nothing here does I/O: LangChain messages become OpenAI-style dicts that
-``cursorpipe.CursorClient`` validates, and cursorpipe events become ``AIMessageChunk`` objects.
+Nothing here does I/O: LangChain messages become ``cursorpipe.ChatMessage`` objects, and
+cursorpipe events become ``AIMessageChunk`` objects (folded by ``cursorpipe.TurnAccumulator``).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from cursorpipe import (
+    ChatMessage as CursorMessage,
+)
+from cursorpipe import (
     ConfigurationError,
-    Event,
-    TextDelta,
-    ThinkingDelta,
+    ImagePart,
+    TextPart,
     ToolCallDelta,
     ToolCallEvent,
-    TransportInfo,
-    TurnEnd,
+    TurnRequest,
     Usage,
-    UsageEvent,
 )
+from cursorpipe import (
+    ToolCall as CursorToolCall,
+)
+from cursorpipe.integration import EventTranslator, image_part
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -30,13 +33,18 @@ from langchain_core.messages import (
     ChatMessage,
     FunctionMessage,
     HumanMessage,
+    InvalidToolCall,
     SystemMessage,
+    ToolCall,
     ToolMessage,
 )
 from langchain_core.messages.ai import InputTokenDetails, OutputTokenDetails, UsageMetadata
-from langchain_core.messages.tool import tool_call_chunk
-
-from ._tokens import count_tokens
+from langchain_core.messages.tool import (
+    invalid_tool_call,
+    tool_call,
+    tool_call_chunk,
+)
+from langchain_core.utils.json import parse_partial_json
 
 __all__ = [
     "PROVIDER",
@@ -49,49 +57,49 @@ __all__ = [
 #: ``response_metadata["model_provider"]``; LangChain keys block translators on it.
 PROVIDER = "cursor"
 
-_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "content_filter": "content_filter"}
-
 
 # ----------------------------------------------------------------------------------------------
 # LangChain -> cursorpipe
 # ----------------------------------------------------------------------------------------------
-def _image_url(block: dict[str, Any], where: str) -> dict[str, Any]:
-    """An image content block (LangChain v0 or v1 shape) as an OpenAI ``image_url`` part."""
+def _image(block: dict[str, Any], where: str) -> ImagePart:
+    """An image content block (LangChain v0 or v1 shape) as a cursorpipe image part."""
     if block.get("type") == "image_url":
-        return {"type": "image_url", "image_url": block.get("image_url")}
-    data = block.get("base64") or (block.get("data") if block.get("source_type") == "base64" else None)
-    if isinstance(data, str) and data:
-        mime = block.get("mime_type") or "image/png"
-        return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}}
-    url = block.get("url")
-    if isinstance(url, str) and url:
-        return {"type": "image_url", "image_url": {"url": url}}
-    raise ConfigurationError(
-        f"{where}: image blocks need base64 data or a URL (file ids are not supported by Cursor)",
-        code="invalid_request",
-    )
+        ref = block.get("image_url")
+        url = ref.get("url") if isinstance(ref, dict) else ref
+    else:
+        data = block.get("base64") or (block.get("data") if block.get("source_type") == "base64" else None)
+        url = f"data:{block.get('mime_type') or 'image/png'};base64,{data}" if data else block.get("url")
+    if not isinstance(url, str) or not url:
+        raise ConfigurationError(
+            f"{where}: image blocks need base64 data or a URL (file ids are not supported by Cursor)",
+            code="invalid_request",
+        )
+    try:
+        return image_part(url)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{where}: {exc.message}", code="invalid_request") from exc
 
 
-def _user_parts(content: str | list[Any], where: str) -> str | list[dict[str, Any]]:
+def _user_parts(content: str | list[Any], where: str) -> tuple[TextPart | ImagePart, ...]:
     if isinstance(content, str):
-        return content
-    parts: list[dict[str, Any]] = []
+        return (TextPart(content),)
+    parts: list[TextPart | ImagePart] = []
     for i, block in enumerate(content):
         if isinstance(block, str):
-            parts.append({"type": "text", "text": block})
+            parts.append(TextPart(block))
             continue
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text":
-            parts.append({"type": "text", "text": str(block.get("text", ""))})
+            parts.append(TextPart(str(block.get("text", ""))))
         elif kind in ("image", "image_url"):
-            parts.append(_image_url(block, f"{where}.content[{i}]"))
+            parts.append(_image(block, f"{where}.content[{i}]"))
         else:
             raise ConfigurationError(
                 f"{where}.content[{i}]: content blocks of type {kind!r} are not supported "
                 "(Cursor accepts text and images)",
                 code="invalid_request",
             )
-    return parts
+    return tuple(parts)
 
 
 def message_text(message: BaseMessage) -> str:
@@ -107,49 +115,51 @@ def message_text(message: BaseMessage) -> str:
     return "".join(out)
 
 
-def _tool_calls(message: AIMessage) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": call.get("id") or f"call_{i}",
-            "type": "function",
-            "function": {"name": call["name"], "arguments": json.dumps(call.get("args", {}))},
-        }
+def _tool_calls(message: AIMessage) -> tuple[CursorToolCall, ...]:
+    return tuple(
+        CursorToolCall(
+            id=call.get("id") or f"call_{i}", name=call["name"], arguments=json.dumps(call.get("args", {}))
+        )
         for i, call in enumerate(message.tool_calls)
-    ]
+    )
 
 
-def to_cursor_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
-    """LangChain messages as OpenAI-style dicts for ``CursorClient.events``.
+def _to_cursor(message: BaseMessage, where: str) -> CursorMessage:
+    if isinstance(message, SystemMessage):
+        return CursorMessage.of("system", message_text(message))
+    if isinstance(message, HumanMessage):
+        return CursorMessage("user", _user_parts(message.content, where))
+    if isinstance(message, AIMessage):
+        return CursorMessage("assistant", (TextPart(message_text(message)),), tool_calls=_tool_calls(message))
+    if isinstance(message, ToolMessage):
+        return CursorMessage("tool", (TextPart(message_text(message)),), tool_call_id=message.tool_call_id)
+    if isinstance(message, FunctionMessage):
+        return CursorMessage("tool", (TextPart(message_text(message)),), tool_call_id=message.name)
+    if isinstance(message, ChatMessage):
+        role = {"human": "user", "ai": "assistant", "developer": "system"}.get(message.role, message.role)
+        if role not in ("system", "user", "assistant", "tool"):
+            raise ConfigurationError(f"{where}: unsupported role {message.role!r}", code="invalid_request")
+        if role == "user":
+            return CursorMessage("user", _user_parts(message.content, where))
+        return CursorMessage(role, (TextPart(message_text(message)),))  # type: ignore[arg-type]
+    raise ConfigurationError(
+        f"{where}: unsupported message type {type(message).__name__}", code="invalid_request"
+    )
+
+
+def to_cursor_messages(messages: Sequence[BaseMessage]) -> list[CursorMessage]:
+    """LangChain messages as ``cursorpipe.ChatMessage`` objects.
 
     Raises ``cursorpipe.ConfigurationError`` naming the message for content Cursor cannot take.
     """
-    out: list[dict[str, Any]] = []
+    out: list[CursorMessage] = []
     for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        entry: dict[str, Any]
-        if isinstance(message, SystemMessage):
-            entry = {"role": "system", "content": message_text(message)}
-        elif isinstance(message, HumanMessage):
-            entry = {"role": "user", "content": _user_parts(message.content, where)}
-        elif isinstance(message, AIMessage):
-            entry = {"role": "assistant", "content": message_text(message)}
-            if message.tool_calls:
-                entry["tool_calls"] = _tool_calls(message)
-        elif isinstance(message, ToolMessage):
-            entry = {"role": "tool", "content": message_text(message), "tool_call_id": message.tool_call_id}
-        elif isinstance(message, FunctionMessage):
-            entry = {"role": "tool", "content": message_text(message), "tool_call_id": message.name}
-        elif isinstance(message, ChatMessage):
-            role = {"human": "user", "ai": "assistant"}.get(message.role, message.role)
-            content = _user_parts(message.content, where) if role == "user" else message_text(message)
-            entry = {"role": role, "content": content}
-        else:
-            raise ConfigurationError(
-                f"{where}: unsupported message type {type(message).__name__}", code="invalid_request"
+        converted = _to_cursor(message, f"messages[{i}]")
+        if message.name and converted.role in ("user", "assistant", "system"):
+            converted = CursorMessage(
+                converted.role, converted.content, name=message.name, tool_calls=converted.tool_calls
             )
-        if message.name and entry["role"] in ("user", "assistant", "system"):
-            entry["name"] = message.name
-        out.append(entry)
+        out.append(converted)
     return out
 
 
@@ -172,35 +182,25 @@ def usage_metadata(usage: Usage) -> UsageMetadata:
     return meta
 
 
-@dataclass
-class ChunkBuilder:
+class ChunkBuilder(EventTranslator[AIMessageChunk]):
     """Turns one turn's cursorpipe events into ``AIMessageChunk`` objects.
 
     Text and thinking deltas become chunks as they arrive; the turn's end becomes one final chunk
     carrying usage (the only chunk that does, so aggregation never double-counts), the response
-    metadata and ``chunk_position="last"``.
+    metadata and ``chunk_position="last"``. The kit's ``EventTranslator`` folds the turn; this
+    class adds LangChain's chunk shapes and indexing.
     """
 
-    model: str
-    input_text: str
-    extra_metadata: dict[str, Any] = field(default_factory=dict)
-    extra_kwargs: dict[str, Any] = field(default_factory=dict)
-    """``additional_kwargs`` of the final chunk (structured output: ``parsed`` and failures)."""
-    served_model: str | None = None
-    session_id: str | None = None
-    transport: str | None = None
-    fallback_from: tuple[str, ...] = ()
-    usage: Usage | None = None
-    text: list[str] = field(default_factory=list)
-    notices: list[str] = field(default_factory=list)
-    tool_errors: dict[int, str] = field(default_factory=dict)
-    tools_emulated: bool = False
-    """Some tool call was parsed from the model's text (no native tool channel)."""
-    """Why the tool call at an index is invalid (``ToolCallEvent.error``), by index."""
-    _streamed_tools: set[int] = field(default_factory=set)
-    _block: int = -1
-    _kind: str = ""
-    _tool_blocks: dict[int, int] = field(default_factory=dict)
+    __slots__ = ("_block", "_kind", "_streamed_tools", "_tool_blocks", "extra_kwargs")
+
+    def __init__(self, request: TurnRequest) -> None:
+        super().__init__(request)
+        self.extra_kwargs: dict[str, Any] = {}
+        """``additional_kwargs`` of the final chunk (structured output failures)."""
+        self._streamed_tools: set[int] = set()
+        self._block = -1
+        self._kind = ""
+        self._tool_blocks: dict[int, int] = {}
 
     def _next_block(self, kind: str) -> None:
         # Mirrors BaseChatModel's v1 content-block numbering (a new index whenever the block type
@@ -219,101 +219,85 @@ class ChunkBuilder:
             self._tool_blocks[call_index] = self._block
         return self._tool_blocks[call_index]
 
-    def feed(self, event: Event) -> AIMessageChunk | None:
-        """The chunk for ``event`` (None for events that only update state)."""
-        if isinstance(event, TextDelta):
-            if event.notice:
-                # connect.md §7: notices (quota, model substitution) are not model output.
-                self.notices.append(event.text)
-                return None
-            if not event.text:
-                return None
-            self.text.append(event.text)
-            self._next_block("text")
-            return AIMessageChunk(content=event.text)
-        if isinstance(event, ThinkingDelta):
-            if not event.text:
-                return None
-            self._next_block("reasoning")
-            return AIMessageChunk(content="", additional_kwargs={"reasoning_content": event.text})
-        if isinstance(event, ToolCallDelta):
-            self._streamed_tools.add(event.index)
-            return AIMessageChunk(
-                content="",
-                tool_call_chunks=[
-                    tool_call_chunk(
-                        name=event.name,
-                        args=event.arguments_delta,
-                        id=event.id,
-                        index=self.tool_index(event.index),
-                    )
-                ],
-            )
-        if isinstance(event, ToolCallEvent):
-            self.tools_emulated = self.tools_emulated or event.emulated
-            if event.error is not None:
-                # An emulated call that did not parse or names an unknown tool: it must end up in
-                # invalid_tool_calls even when its arguments happen to be valid JSON.
-                self.tool_errors[self.tool_index(event.index)] = event.error
-            if event.index in self._streamed_tools:
-                return None  # already delivered as deltas
-            call = event.call
-            return AIMessageChunk(
-                content="",
-                tool_call_chunks=[
-                    tool_call_chunk(
-                        name=call.name, args=call.arguments, id=call.id, index=self.tool_index(event.index)
-                    )
-                ],
-            )
-        if isinstance(event, TransportInfo):
-            self.transport = event.transport
-            self.served_model = event.model or self.served_model
-            self.session_id = event.session_id or self.session_id
-            self.fallback_from = event.fallback_from
-            return None
-        if isinstance(event, UsageEvent):
-            self.usage = event.usage
-            return None
-        if isinstance(event, TurnEnd):
-            return self.final(event.stop_reason, event.usage or self.usage)
-        return None
+    def on_text(self, text: str) -> AIMessageChunk:
+        self._next_block("text")
+        return AIMessageChunk(content=text)
 
-    def final(self, stop_reason: str, usage: Usage | None) -> AIMessageChunk:
-        """The last chunk: usage, response metadata and ``chunk_position="last"``."""
-        if usage is None:
-            usage = Usage(
-                input_tokens=count_tokens(self.input_text),
-                output_tokens=count_tokens("".join(self.text)),
-                estimated=True,
-            )
+    def on_thinking(self, text: str) -> AIMessageChunk:
+        self._next_block("reasoning")
+        return AIMessageChunk(content="", additional_kwargs={"reasoning_content": text})
+
+    def on_tool_delta(self, event: ToolCallDelta) -> AIMessageChunk:
+        self._streamed_tools.add(event.index)
+        return self._tool_chunk(event.name, event.arguments_delta, event.id, event.index)
+
+    def on_tool_call(self, event: ToolCallEvent) -> AIMessageChunk | None:
+        if event.index in self._streamed_tools:
+            return None  # already delivered as deltas
+        return self._tool_chunk(event.call.name, event.call.arguments, event.call.id, event.index)
+
+    def _tool_chunk(self, name: str | None, args: str, id_: str | None, index: int) -> AIMessageChunk:
+        chunk = tool_call_chunk(name=name, args=args, id=id_, index=self.tool_index(index))
+        return AIMessageChunk(content="", tool_call_chunks=[chunk])
+
+    def tool_calls(self) -> tuple[list[ToolCall], list[InvalidToolCall]]:
+        """The turn's tool calls as LangChain parses them (partial JSON tolerated; arguments that
+        are not an object make the call invalid) and the calls the core flagged invalid, each
+        with the core's reason."""
+        calls: list[ToolCall] = []
+        invalid: list[InvalidToolCall] = []
+        for event in self.acc.tool_call_events:
+            call = event.call
+            try:
+                args = parse_partial_json(call.arguments) if call.arguments else {}
+            except ValueError:  # json.JSONDecodeError is a ValueError
+                args = None
+            if isinstance(args, dict):
+                calls.append(tool_call(name=call.name, args=args, id=call.id))
+            else:
+                invalid.append(invalid_tool_call(name=call.name, args=call.arguments, id=call.id, error=None))
+        invalid.extend(
+            invalid_tool_call(name=bad.call.name, args=bad.call.arguments, id=bad.call.id, error=bad.error)
+            for bad in self.acc.invalid_tool_calls
+        )
+        return calls, invalid
+
+    def _metadata(self, usage: Usage) -> dict[str, Any]:
+        info = self.acc.info
         metadata: dict[str, Any] = {
-            "model_name": self.served_model or self.model,
-            "finish_reason": _FINISH.get(stop_reason, stop_reason),
+            "model_name": self.model_name,
+            "finish_reason": self.finish_reason,
             "model_provider": PROVIDER,
-            **self.extra_metadata,
         }
-        if usage.estimated:
-            metadata["usage_estimated"] = True
-        if self.transport:
-            metadata["transport"] = self.transport
-        if self.session_id:
-            metadata["session_id"] = self.session_id
-        if self.fallback_from:
-            metadata["fallback_from"] = list(self.fallback_from)
-        if self.notices:
-            metadata["notices"] = list(self.notices)
-        if self.tools_emulated:
-            metadata["tool_calls_emulated"] = True
+        optional: dict[str, Any] = {
+            "usage_estimated": usage.estimated,
+            "transport": info.transport if info is not None else None,
+            "session_id": info.session_id if info is not None else None,
+            "fallback_from": list(info.fallback_from) if info is not None else None,
+            "notices": list(self.acc.notices),
+            "tool_calls_emulated": self.tools_emulated,
+        }
+        metadata.update((k, v) for k, v in optional.items() if v)
         if usage.cost_cents is not None:
             metadata["cost_cents"] = usage.cost_cents
+        return metadata
+
+    def on_end(self) -> AIMessageChunk:
+        """The last chunk: usage, response metadata and ``chunk_position="last"``."""
+        usage = self.usage()
         extra = dict(self.extra_kwargs)
-        if self.tool_errors:
-            extra["tool_errors"] = dict(self.tool_errors)
+        if self.acc.parsed is not None:
+            extra["parsed"] = self.acc.parsed
+        errors = {self.tool_index(bad.index): bad.error for bad in self.acc.invalid_tool_calls if bad.error}
+        if errors:
+            # Why the tool call at a chunk index is invalid (an emulated call that did not parse or
+            # names an unknown tool): it must end up in invalid_tool_calls even when its arguments
+            # happen to be valid JSON.
+            extra["tool_errors"] = errors
         return AIMessageChunk(
             content="",
             additional_kwargs=extra,
             usage_metadata=usage_metadata(usage),
-            response_metadata=metadata,
+            response_metadata=self._metadata(usage),
             chunk_position="last",
         )

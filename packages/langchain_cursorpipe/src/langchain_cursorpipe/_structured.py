@@ -9,11 +9,11 @@ schema, and ``json_mode`` asks for any JSON object.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from cursorpipe import ConfigurationError, StructuredOutputError
+from cursorpipe import StructuredOutputError
+from cursorpipe.integration import extract_json
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
@@ -21,7 +21,6 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 __all__ = [
     "StructuredMethod",
     "is_pydantic_schema",
-    "normalize_tool_choice",
     "response_format_for",
     "structured_parser",
 ]
@@ -32,39 +31,6 @@ StructuredMethod = Literal["json_schema", "function_calling", "json_mode"]
 def is_pydantic_schema(schema: Any) -> bool:
     """True for a pydantic (v2 or v1) model class."""
     return isinstance(schema, type) and is_basemodel_subclass(schema)
-
-
-def normalize_tool_choice(
-    tool_choice: str | bool | Mapping[str, Any] | None, tools: Sequence[Mapping[str, Any]]
-) -> str | dict[str, Any] | None:
-    """A LangChain ``tool_choice`` as the OpenAI form the core takes.
-
-    ``"auto"``/``"none"``/``"required"`` pass through, ``"any"`` (LangChain's word) and ``True``
-    with several tools mean ``"required"``, ``True`` with one tool and a tool's name force that
-    tool, a dict passes through, ``None``/``False`` leave the choice to the model.
-    """
-    names = [t["function"]["name"] for t in tools if isinstance(t.get("function"), Mapping)]
-    if tool_choice is None or tool_choice is False:
-        return None
-    if tool_choice is True:
-        return _forced(names[0]) if len(names) == 1 else "required"
-    if isinstance(tool_choice, Mapping):
-        return dict(tool_choice)
-    if tool_choice in ("auto", "none", "required"):
-        return tool_choice
-    if tool_choice == "any":
-        return "required"
-    if tool_choice in names:
-        return _forced(tool_choice)
-    raise ConfigurationError(
-        f"tool_choice {tool_choice!r} is neither auto/none/required/any nor the name of a bound tool "
-        f"({', '.join(names) or 'no tools bound'})",
-        code="invalid_request",
-    )
-
-
-def _forced(name: str) -> dict[str, Any]:
-    return {"type": "function", "function": {"name": name}}
 
 
 def response_format_for(
@@ -81,18 +47,6 @@ def response_format_for(
     if strict is not None:
         spec["strict"] = strict
     return function["name"], {"type": "json_schema", "json_schema": spec}
-
-
-def _loads(text: str) -> Any:
-    """The JSON value in an answer (tolerating a code fence around it)."""
-    body = text.strip()
-    if body.startswith("```"):
-        body = body.split("\n", 1)[1] if "\n" in body else ""
-        body = body.rsplit("```", 1)[0]
-    try:
-        return json.loads(body)
-    except ValueError as exc:
-        raise StructuredOutputError(f"the answer is not valid JSON: {exc}", raw=text) from exc
 
 
 def structured_parser(schema: Mapping[str, Any] | type | None) -> Any:
@@ -113,7 +67,7 @@ def structured_parser(schema: Mapping[str, Any] | type | None) -> Any:
         if message.additional_kwargs.get("parsed") is not None:
             value = message.additional_kwargs["parsed"]
         else:
-            value = _loads(text)
+            value = extract_json(text)
         if schema is not None and is_pydantic_schema(schema):
             assert isinstance(schema, type)
             try:

@@ -1,22 +1,23 @@
 """``ChatCursor``: a LangChain chat model for the models of a Cursor subscription.
 
-A thin adapter (design.md lesson 12): LangChain messages go to ``cursorpipe.CursorClient.events``
-and the typed events that come back become ``AIMessageChunk`` objects. The async methods are
-native; the sync ones run the same async code on ``cursorpipe.SyncBridge`` (design.md lesson 4).
+A thin adapter (design.md lesson 12) on cursorpipe's integration kit (``cursorpipe.integration``,
+which owns options, clients, sessions and lifecycle): LangChain messages become
+``cursorpipe.ChatMessage`` objects, and the typed events that come back become ``AIMessageChunk``
+objects. The async methods are native; the sync ones run the same async code on
+``cursorpipe.SyncBridge`` (design.md lesson 4).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import Any, ClassVar
 
 from cursorpipe import (
+    AdapterMixin,
     ConfigurationError,
     CursorClient,
     CursorSession,
@@ -29,23 +30,18 @@ from cursorpipe import (
     TextDelta,
     ToolCallDelta,
     ToolCallEvent,
-    TransportInfo,
     TurnEnd,
-    client_for_loop,
-    close_clients,
+    TurnRequest,
     model_facts,
 )
+from cursorpipe import ChatMessage as CursorMessage
+from cursorpipe.integration import CallOptions, normalize_tool_choice, sync_stream
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput, ModelProfile
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
     BaseMessage,
-    HumanMessage,
-    InvalidToolCall,
-    SystemMessage,
-    ToolCall,
-    ToolCallChunk,
 )
 from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser, PydanticToolsParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
@@ -56,13 +52,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 
 from ._convert import PROVIDER, ChunkBuilder, message_text, to_cursor_messages
-from ._structured import (
-    StructuredMethod,
-    is_pydantic_schema,
-    normalize_tool_choice,
-    response_format_for,
-    structured_parser,
-)
+from ._structured import StructuredMethod, is_pydantic_schema, response_format_for, structured_parser
 from ._tokens import count_tokens, token_ids
 
 __all__ = ["ChatCursor"]
@@ -75,9 +65,6 @@ _ONE_TOOL_CALL = (
     "Call at most one tool in this answer. If more tools are needed, call the first one only and "
     "wait for its result."
 )
-#: Sampling parameters OpenAI-style callers set that no Cursor transport has.
-_IGNORED_SAMPLING = ("temperature", "top_p", "seed")
-
 # Per-call keyword arguments ChatCursor understands; anything else is a caller mistake.
 _CALL_KWARGS = frozenset(
     {
@@ -98,113 +85,6 @@ _CALL_KWARGS = frozenset(
 # Per-message overhead of the offline token estimate (role markers and separators).
 _TOKENS_PER_MESSAGE = 4
 _TOKENS_PER_CONVERSATION = 3
-
-
-@dataclass(frozen=True, slots=True)
-class _CallOptions:
-    model: str
-    temperature: float | None
-    max_tokens: int | None
-    timeout: float | None
-    stop: list[str] | None
-    tools: Sequence[Mapping[str, Any]] | None
-    tool_choice: str | Mapping[str, Any] | None
-    response_format: Mapping[str, Any] | None
-    parallel_tool_calls: bool = True
-    reasoning_effort: str | None = None
-
-
-def _message_key(message: BaseMessage) -> tuple[str, str]:
-    return (message.type, message_text(message))
-
-
-def _session_binding(
-    session: CursorSession | None = None, *, owned: bool = True
-) -> SessionBinding[BaseMessage]:
-    """The Cursor conversation a session-bound ``ChatCursor`` talks to (see ``with_session``)."""
-    return SessionBinding(_message_key, label="ChatCursor", reply_role="ai", session=session, owned=owned)
-
-
-def _session_text(messages: Sequence[BaseMessage]) -> str:
-    """The new messages of a session turn as the one user message a Cursor session takes."""
-    if not any(isinstance(m, HumanMessage) for m in messages):
-        raise ConfigurationError(
-            "a session turn needs at least one new human message", code="invalid_request"
-        )
-    for i, m in enumerate(messages):
-        if isinstance(m, HumanMessage) and not isinstance(m.content, str):
-            kinds = {b.get("type") if isinstance(b, dict) else "text" for b in m.content}
-            if kinds - {"text"}:
-                raise ConfigurationError(
-                    f"messages[{i}]: session turns carry text only; send images in a stateless call",
-                    code="invalid_request",
-                )
-    if len(messages) == 1:
-        return message_text(messages[0])
-    parts: list[str] = []
-    for m in messages:
-        text = message_text(m)
-        if isinstance(m, SystemMessage):
-            parts.append(f"System instructions:\n{text}")
-        elif isinstance(m, HumanMessage):
-            parts.append(text)
-        elif isinstance(m, AIMessage):
-            parts.append(f"(Earlier assistant answer: {text})")
-        else:
-            parts.append(f"({m.type} message: {text})")
-    return "\n\n".join(parts)
-
-
-def _tool_calls_from_chunks(chunks: list[ToolCallChunk]) -> AIMessageChunk:
-    merged: dict[int, ToolCallChunk] = {}
-    for chunk in chunks:
-        index = chunk.get("index") or 0
-        have = merged.get(index)
-        if have is None:
-            merged[index] = ToolCallChunk(
-                name=chunk.get("name"), args=chunk.get("args") or "", id=chunk.get("id"), index=index
-            )
-        else:
-            have["args"] = (have.get("args") or "") + (chunk.get("args") or "")
-            have["name"] = have.get("name") or chunk.get("name")
-            have["id"] = have.get("id") or chunk.get("id")
-    # A chunk marked last parses its tool_call_chunks into tool_calls / invalid_tool_calls.
-    return AIMessageChunk(content="", tool_call_chunks=list(merged.values()), chunk_position="last")
-
-
-def _split_invalid(
-    tools: AIMessageChunk, errors: Mapping[int, str] | None
-) -> tuple[list[ToolCall], list[InvalidToolCall]]:
-    """Tool calls and invalid tool calls, moving calls the core flagged (``ToolCallEvent.error``,
-    by index) into the invalid list with the core's reason."""
-    invalid = list(tools.invalid_tool_calls)
-    if not errors:
-        return list(tools.tool_calls), invalid
-    flagged = {
-        chunk.get("id"): errors[chunk.get("index") or 0]
-        for chunk in tools.tool_call_chunks
-        if (chunk.get("index") or 0) in errors
-    }
-    calls: list[ToolCall] = []
-    for call in tools.tool_calls:
-        reason = flagged.get(call.get("id"))
-        if reason is None:
-            calls.append(call)
-        else:
-            invalid.append(
-                InvalidToolCall(
-                    type="invalid_tool_call",
-                    name=call["name"],
-                    args=json.dumps(call["args"]),
-                    id=call.get("id"),
-                    error=reason,
-                )
-            )
-    for bad in invalid:
-        for chunk in tools.tool_call_chunks:
-            if chunk.get("id") == bad.get("id") and (chunk.get("index") or 0) in errors:
-                bad["error"] = errors[chunk.get("index") or 0]
-    return calls, invalid
 
 
 def _bad_argument(name: str, problem: str) -> ConfigurationError:
@@ -250,7 +130,7 @@ async def _first_tool_call_only(stream: AsyncGenerator[Event, None]) -> AsyncGen
         log.info("ChatCursor: parallel_tool_calls=False; dropped %d further tool call(s)", len(dropped))
 
 
-class ChatCursor(BaseChatModel):
+class ChatCursor(AdapterMixin, BaseChatModel):
     """Chat model for the models of your Cursor subscription, via cursorpipe.
 
     Setup: set ``CURSOR_API_KEY`` (or pass ``api_key=``), or have the Cursor CLI installed and
@@ -323,7 +203,11 @@ class ChatCursor(BaseChatModel):
     session: CursorSession | None = Field(default=None, exclude=True)
     """Bind to an existing ``CursorSession`` (advanced; ``with_session()`` is the easy way)."""
 
-    _binding: SessionBinding[BaseMessage] | None = PrivateAttr(default=None)
+    adapter_label: ClassVar[str] = "ChatCursor"
+    call_kwargs: ClassVar[frozenset[str]] = _CALL_KWARGS
+    adapter_log: ClassVar[logging.Logger] = log
+
+    _binding: SessionBinding[CursorMessage] | None = PrivateAttr(default=None)
     _warned_ignored: bool = PrivateAttr(default=False)
 
     def __init__(self, **kwargs: Any) -> None:
@@ -369,20 +253,7 @@ class ChatCursor(BaseChatModel):
         """Wrap a given ``session`` in a binding that tracks what Cursor already holds, and say
         once if sampling parameters were set that Cursor does not have."""
         super().model_post_init(context)
-        if self.session is not None:
-            self._binding = _session_binding(self.session, owned=False)
-        self._warn_ignored({name: getattr(self, name) for name in _IGNORED_SAMPLING})
-
-    def _warn_ignored(self, values: Mapping[str, Any]) -> None:
-        set_ = {name: value for name, value in values.items() if value is not None}
-        if not set_ or self._warned_ignored:
-            return
-        self._warned_ignored = True
-        log.warning(
-            "ChatCursor: %s ignored: Cursor's API has no sampling parameters (temperature, top_p, "
-            "seed); the model samples as Cursor configures it",
-            ", ".join(f"{name}={value!r}" for name, value in set_.items()),
-        )
+        self._adapter_post_init()
 
     # ------------------------------------------------------------------------------------------
     # LangChain metadata
@@ -499,7 +370,8 @@ class ChatCursor(BaseChatModel):
         switch) and passes at most the first call on to you.
         """
         formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
-        choice = normalize_tool_choice(tool_choice, formatted)
+        names = [t["function"]["name"] for t in formatted if isinstance(t.get("function"), Mapping)]
+        choice = normalize_tool_choice(tool_choice, names)
         if choice is not None:
             kwargs["tool_choice"] = choice
         if parallel_tool_calls is not None:
@@ -569,85 +441,29 @@ class ChatCursor(BaseChatModel):
         return RunnableMap(raw=llm) | with_parsed.with_fallbacks([without], exception_key="parsing_error")
 
     # ------------------------------------------------------------------------------------------
-    # configuration and clients
-    # ------------------------------------------------------------------------------------------
-    def _config_overrides(self) -> dict[str, Any]:
-        overrides: dict[str, Any] = {}
-        if self.strategy:
-            overrides["strategy"] = self.strategy
-        if self.backend_url:
-            overrides["backend_url"] = self.backend_url
-        if self.agent_bin:
-            overrides["agent_bin"] = self.agent_bin
-        if self.api_key is not None and self.api_key.get_secret_value():
-            overrides["api_key"] = self.api_key.get_secret_value()
-        if self.max_retries is not None:
-            overrides["max_retries"] = self.max_retries
-        if self.timeout is not None:
-            overrides["request_timeout_s"] = self.timeout
-        return overrides
-
-    def _client(self) -> CursorClient:
-        if self.client is not None:
-            return self.client
-        return client_for_loop(self._config_overrides())
-
-    def _options(self, stop: list[str] | None, kwargs: Mapping[str, Any]) -> _CallOptions:
-        unknown = sorted(set(kwargs) - _CALL_KWARGS)
-        if unknown:
-            raise ConfigurationError(
-                f"ChatCursor does not understand the call argument(s) {', '.join(unknown)}; "
-                f"supported: {', '.join(sorted(_CALL_KWARGS - {'stream'}))}",
-                code="invalid_request",
-            )
-        model = kwargs.get("model") or self.model
-        if not isinstance(model, str):
-            raise ConfigurationError("model must be a string", code="invalid_request")
-        effective_stop = stop if stop is not None else self.stop
-        self._warn_ignored({name: kwargs.get(name) for name in _IGNORED_SAMPLING})
-        return _CallOptions(
-            model=model,
-            temperature=kwargs.get("temperature", self.temperature),
-            max_tokens=kwargs.get("max_tokens", self.max_tokens),
-            timeout=kwargs.get("timeout", self.timeout),
-            stop=list(effective_stop) if effective_stop else None,
-            tools=kwargs.get("tools"),
-            tool_choice=kwargs.get("tool_choice"),
-            response_format=kwargs.get("response_format"),
-            parallel_tool_calls=kwargs.get("parallel_tool_calls") is not False,
-            reasoning_effort=kwargs.get("reasoning_effort", self.reasoning_effort),
-        )
-
-    # ------------------------------------------------------------------------------------------
     # the one async pipeline
     # ------------------------------------------------------------------------------------------
+    def _prepare(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]
+    ) -> tuple[list[CursorMessage], CallOptions, ChunkBuilder]:
+        options = self._call_options(kwargs, stop=stop if stop is not None else self.stop)
+        converted = to_cursor_messages(messages)
+        if options.first_tool_only:
+            converted.insert(0, CursorMessage.of("system", _ONE_TOOL_CALL))
+        return converted, options, ChunkBuilder(TurnRequest(model=options.model, messages=tuple(converted)))
+
     async def _chunks(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]
     ) -> AsyncGenerator[ChatGenerationChunk, None]:
-        options = self._options(stop, kwargs)
-        builder = ChunkBuilder(model=options.model, input_text="\n".join(message_text(m) for m in messages))
-        binding = self._binding
-        stream: AsyncGenerator[Event, None]
-        if binding is not None:
-            stream = self._session_events(binding, messages, options)
-        elif options.response_format is not None:
-            stream = self._structured_events(messages, options, builder)
-        else:
-            stream = self._client().events(
-                options.model,
-                self._cursor_messages(messages, options),
-                temperature=options.temperature,
-                max_tokens=options.max_tokens,
-                stop=options.stop,
-                timeout_s=options.timeout,
-                tools=options.tools,
-                tool_choice=options.tool_choice,
-                reasoning_effort=options.reasoning_effort,
-            )
-        if not options.parallel_tool_calls and options.tools:
-            stream = _first_tool_call_only(stream)
+        async with aclosing(self._turn_chunks(*self._prepare(messages, stop, kwargs))) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+    async def _turn_chunks(
+        self, messages: list[CursorMessage], options: CallOptions, builder: ChunkBuilder
+    ) -> AsyncGenerator[ChatGenerationChunk, None]:
         reasoning: list[str] = []
-        async with aclosing(stream) as events:
+        async with aclosing(self._events(messages, options, builder)) as events:
             async for event in events:
                 chunk = builder.feed(event)
                 if chunk is None:
@@ -663,117 +479,48 @@ class ChatCursor(BaseChatModel):
                     reasoning.clear()
                 yield ChatGenerationChunk(message=chunk)
 
-    def _cursor_messages(self, messages: list[BaseMessage], options: _CallOptions) -> list[dict[str, Any]]:
-        converted = list(to_cursor_messages(messages))
-        if not options.parallel_tool_calls and options.tools:
-            converted.insert(0, {"role": "system", "content": _ONE_TOOL_CALL})
-        return converted
-
-    async def _structured_events(
-        self, messages: list[BaseMessage], options: _CallOptions, builder: ChunkBuilder
+    async def _events(
+        self, messages: list[CursorMessage], options: CallOptions, builder: ChunkBuilder
     ) -> AsyncGenerator[Event, None]:
-        """One turn with a ``response_format``, through ``CursorClient.complete``: the answer is
-        validated against the schema there (one repair round, then ``StructuredOutputError``), so
-        it arrives whole rather than token by token. The validated value rides on the message as
-        ``additional_kwargs["parsed"]``; a final failure is recorded there too (as
-        ``structured_output_error``/``raw``) so ``with_structured_output(include_raw=True)`` can
-        report it as a parsing error instead of losing the raw answer."""
+        """The turn's events. A structured turn that still fails validation after the core's
+        repair round ends with the raw answer and the failure recorded on the message
+        (``additional_kwargs["structured_output_error"]``), so
+        ``with_structured_output(include_raw=True)`` reports it as a parsing error instead of
+        losing the answer."""
+        stream = self._turn_events(messages, options)
+        if options.first_tool_only:
+            stream = _first_tool_call_only(stream)
         try:
-            result = await self._client().complete(
-                options.model,
-                self._cursor_messages(messages, options),
-                temperature=options.temperature,
-                max_tokens=options.max_tokens,
-                stop=options.stop,
-                timeout_s=options.timeout,
-                tools=options.tools,
-                tool_choice=options.tool_choice,
-                response_format=options.response_format,
-                reasoning_effort=options.reasoning_effort,
-            )
+            async with aclosing(stream) as events:
+                async for event in events:
+                    yield event
         except StructuredOutputError as exc:
+            if options.response_format is None:
+                raise
             builder.extra_kwargs["structured_output_error"] = exc.message
             yield TextDelta(exc.raw)
             yield TurnEnd("stop")
-            return
-        builder.extra_kwargs["parsed"] = result.parsed
-        yield TransportInfo(
-            transport=result.transport or "",
-            model=result.model,
-            session_id=result.session_id,
-            fallback_from=result.fallback_from,
-        )
-        for notice in result.notices:
-            yield TextDelta(notice, notice=True)
-        if result.text:
-            yield TextDelta(result.text)
-        for index, call in enumerate(result.tool_calls):
-            yield ToolCallEvent(call, index=index)
-        for offset, bad in enumerate(result.invalid_tool_calls, start=len(result.tool_calls)):
-            yield ToolCallEvent(bad.call, index=offset, emulated=bad.emulated, error=bad.error)
-        yield TurnEnd(result.stop_reason, result.usage)
-
-    async def _session_events(
-        self, binding: SessionBinding[BaseMessage], messages: list[BaseMessage], options: _CallOptions
-    ) -> AsyncGenerator[Event, None]:
-        if options.tools or options.response_format is not None:
-            # A Cursor session takes one user text per turn; tool results and schemas travel in
-            # stateless calls, which carry the whole exchange.
-            raise ConfigurationError(
-                "tools and structured output are not supported on session-bound calls; use the "
-                "model without with_session() for them",
-                code="invalid_request",
-            )
-        binding.check_loop()
-        if binding.lock is None:
-            binding.lock = asyncio.Lock()
-        async with binding.lock:
-            new = binding.new_messages(messages)
-            text = _session_text(new)
-            if binding.session is None:
-                binding.session = await self._client().create_session(options.model)
-            reply: list[str] = []
-            events = binding.session.events(
-                text,
-                timeout_s=options.timeout,
-                stop=options.stop,
-                max_tokens=options.max_tokens,
-                reasoning_effort=options.reasoning_effort,
-            )
-            async with aclosing(events) as stream:
-                async for event in stream:
-                    if isinstance(event, TextDelta) and not event.notice:
-                        reply.append(event.text)
-                    yield event
-            binding.record(messages, new, "".join(reply))
 
     async def _collect(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]
     ) -> ChatResult:
-        text: list[str] = []
-        reasoning: list[str] = []
-        tool_chunks: list[ToolCallChunk] = []
+        """The whole answer: the turn's fold (``builder.acc``) and its final chunk's metadata."""
+        turn, options, builder = self._prepare(messages, stop, kwargs)
         last: AIMessageChunk | None = None
-        async with aclosing(self._chunks(messages, stop, kwargs)) as chunks:
+        async with aclosing(self._turn_chunks(turn, options, builder)) as chunks:
             async for generation in chunks:
                 chunk = generation.message
-                assert isinstance(chunk, AIMessageChunk)
-                if isinstance(chunk.content, str):
-                    text.append(chunk.content)
-                if "reasoning_content" in chunk.additional_kwargs:
-                    reasoning.append(str(chunk.additional_kwargs["reasoning_content"]))
-                tool_chunks.extend(chunk.tool_call_chunks)
-                if chunk.chunk_position == "last":
+                if isinstance(chunk, AIMessageChunk) and chunk.chunk_position == "last":
                     last = chunk
         if last is None:
             raise SessionError("the turn ended without a final event", code="stream_incomplete")
-        tools = _tool_calls_from_chunks(tool_chunks)
-        calls, invalid = _split_invalid(tools, last.additional_kwargs.get("tool_errors"))
+        acc = builder.acc
+        calls, invalid = builder.tool_calls()
         extra = {k: v for k, v in last.additional_kwargs.items() if k != "tool_errors"}
-        if reasoning:
-            extra["reasoning_content"] = "".join(reasoning)
+        if acc.thinking:
+            extra["reasoning_content"] = acc.thinking
         message = AIMessage(
-            content="".join(text),
+            content=acc.text,
             additional_kwargs=extra,
             response_metadata=dict(last.response_metadata),
             usage_metadata=last.usage_metadata,
@@ -827,73 +574,7 @@ class ChatCursor(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        chunks = SyncBridge.default().iterate(lambda: self._chunks(messages, stop, kwargs))
-        try:
-            for chunk in chunks:
-                if run_manager is not None:
-                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
-        finally:
-            # Leaving early (break, error) closes the async stream on the bridge loop, which
-            # cancels the Cursor run.
-            close = getattr(chunks, "close", None)
-            if callable(close):
-                close()
-
-    # ------------------------------------------------------------------------------------------
-    # sessions
-    # ------------------------------------------------------------------------------------------
-    def with_session(self) -> ChatCursor:
-        """A copy of this model bound to a new Cursor conversation (opened on the first call).
-
-        Cursor keeps the history: pass the whole conversation or only the new messages, and only
-        what Cursor has not seen is sent. Use it as a context manager (``with`` for sync calls,
-        ``async with`` for async ones) or call ``end_session()`` / ``aend_session()`` when done.
-        """
-        bound = self.model_copy(update={"session": None})
-        bound._binding = _session_binding()
-        return bound
-
-    @property
-    def session_id(self) -> str | None:
-        """Cursor's id of the bound conversation (``None`` when unbound or not opened yet)."""
-        return self._binding.session_id if self._binding is not None else None
-
-    async def aend_session(self) -> None:
-        """Discard the bound Cursor conversation (a later call opens a new one). Idempotent."""
-        if self._binding is not None:
-            await self._binding.aend()
-
-    def end_session(self) -> None:
-        """Sync twin of :meth:`aend_session` for sessions used through sync calls."""
-        if self._binding is not None:
-            self._binding.end()
-
-    def __enter__(self) -> ChatCursor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.end_session()
-
-    async def __aenter__(self) -> ChatCursor:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aend_session()
-
-    # ------------------------------------------------------------------------------------------
-    # lifecycle
-    # ------------------------------------------------------------------------------------------
-    async def aclose(self) -> None:
-        """Close the client this model built for the running loop (injected clients are left to
-        their owner). The next call builds a fresh one."""
-        await self.aend_session()
-        if self.client is None:
-            await close_clients(self._config_overrides())
-
-    def close(self) -> None:
-        """Close the client this model built for sync calls (on the sync bridge's loop)."""
-        self.end_session()
-        if self.client is None:
-            overrides = self._config_overrides()
-            SyncBridge.default().run(lambda: close_clients(overrides))
+        for chunk in sync_stream(lambda: self._chunks(messages, stop, kwargs)):
+            if run_manager is not None:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import httpx
 
+from .._net import network_errors
 from .._redact import redact, register_secret
 from ..errors import (
     AuthenticationError,
@@ -90,14 +91,11 @@ async def exchange_for_tokens(
     send = dict(headers or {})
     send["authorization"] = f"Bearer {api_key}"
     send["content-type"] = "application/json"
-    try:
+    with network_errors(
+        f"Could not reach Cursor's auth endpoint at {backend_url} ({{exc}}). "
+        "Check your network, proxy and CURSOR_BACKEND_URL."
+    ):
         response = await http.post(url, content=b"{}", headers=send, timeout=timeout_s)
-    except httpx.TransportError as exc:
-        raise NetworkError(
-            f"Could not reach Cursor's auth endpoint at {backend_url} ({type(exc).__name__}). "
-            "Check your network, proxy and CURSOR_BACKEND_URL.",
-            code="unavailable",
-        ) from exc
     status = response.status_code
     detail = _server_message(response)
     suffix = f" Server said: {detail}" if detail else ""
@@ -183,13 +181,8 @@ async def refresh_login(
     send = dict(headers or {})
     send["content-type"] = "application/json"
     payload = {"grant_type": "refresh_token", "client_id": _IDE_CLIENT_ID, "refresh_token": refresh_token}
-    try:
+    with network_errors(f"Could not reach Cursor's auth endpoint at {backend_url} ({{exc}})."):
         response = await http.post(url, content=json.dumps(payload).encode(), headers=send, timeout=timeout_s)
-    except httpx.TransportError as exc:
-        raise NetworkError(
-            f"Could not reach Cursor's auth endpoint at {backend_url} ({type(exc).__name__}).",
-            code="unavailable",
-        ) from exc
     status = response.status_code
     if status == 429:
         raise RateLimitError(

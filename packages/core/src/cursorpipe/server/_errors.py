@@ -25,6 +25,7 @@ from ..errors import (
     AuthenticationError,
     ConfigurationError,
     CursorPipeError,
+    ErrorCode,
     ModelNotFoundError,
     NetworkError,
     OutdatedClientError,
@@ -103,7 +104,7 @@ def _from_cursorpipe(exc: CursorPipeError) -> APIError:
     if isinstance(exc, OutdatedClientError):
         return APIError(502, msg, type="api_error", code=code, should_retry=False)
     if isinstance(exc, ConfigurationError):
-        if code == "transport_unavailable":
+        if code == ErrorCode.TRANSPORT_UNAVAILABLE:
             return APIError(503, msg, type="server_error", code=code, should_retry=False)
         param = exc.details.get("param")
         return APIError(
@@ -146,7 +147,7 @@ def _from_cursorpipe(exc: CursorPipeError) -> APIError:
         # retry deliberately), and x-should-retry: false since the same request rarely helps.
         return APIError(422, msg, type="structured_output_error", code=code, should_retry=False)
     if isinstance(exc, SessionError):
-        if code == "client_closed":
+        if code == ErrorCode.CLIENT_CLOSED:
             return APIError(503, msg, type="server_error", code=code, retry_after=1.0, should_retry=True)
         return APIError(400, msg, code=code, should_retry=False)
     return APIError(502, msg, type="api_error", code=code, should_retry=exc.retryable)

@@ -17,6 +17,7 @@ from ..errors import (
     AgentNotFoundError,
     AgentStartupError,
     AuthenticationError,
+    ErrorCode,
     OutdatedClientError,
     PermissionDeniedError,
 )
@@ -80,7 +81,7 @@ class ServerState:
         if isinstance(exc, PermissionDeniedError):
             return  # one model or feature refused, not the whole server
         if isinstance(exc, _DEGRADING) and (
-            not isinstance(exc, AgentCrashError) or exc.code == "agent_restarts_exhausted"
+            not isinstance(exc, AgentCrashError) or exc.code == ErrorCode.AGENT_RESTARTS_EXHAUSTED
         ):
             self.degraded = (exc.code or type(exc).__name__, redact(exc.message), time.monotonic())
 

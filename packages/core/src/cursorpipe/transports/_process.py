@@ -186,10 +186,14 @@ class ManagedProcess:
         if proc.returncode is None:
             self.kill()
             await proc.wait()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(self._stderr_task, 1.0)
-        if not self._stderr_task.done():
-            self._stderr_task.cancel()
+        # asyncio.wait, not wait_for: the reader's own end (even a cancelled one) is no error here,
+        # and nothing swallows a cancel aimed at the caller (close() shields this coroutine).
+        reader = self._stderr_task
+        done, _ = await asyncio.wait({reader}, timeout=1.0)
+        if not done:
+            reader.cancel()
+        elif not reader.cancelled():
+            reader.exception()  # retrieved: a failed reader must not log "exception never retrieved"
         # The child is reaped: close its pipes now, even if a grandchild still holds one open or
         # nobody read stdout to its end (a stalled run), instead of leaving them to the GC.
         transport = getattr(proc, "_transport", None)

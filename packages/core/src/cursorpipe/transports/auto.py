@@ -4,8 +4,8 @@ failures only.
 Order (issue 4): **connect** when usable credentials exist (an API key or access token in the
 configuration, or a stored Cursor CLI login found by :func:`cursorpipe.auth.discover_credential`),
 then **acp** when the ``agent`` binary is found, then **subprocess**. A request moves to the next
-candidate only when the current one fails with an error whose class has ``transport_failure =
-True`` (crash, start-up timeout, agent not found, protocol error) *and* before any output reached
+candidate only when the current one fails with a ``TransportFailureError`` (``transport_failure``
+true: crash, start-up timeout, agent not found, protocol error) *and* before any output reached
 the caller; user errors (bad model, authentication, usage limit, bad input) are raised at once.
 A transport that failed that way is skipped for :data:`DEMOTION_S` seconds.
 
@@ -13,7 +13,7 @@ The choice and every fallback are logged (logger ``cursorpipe.auto``) and visibl
 stream's :class:`~cursorpipe.types.TransportInfo` names the transport that answered and the ones
 that failed before it (``CompletionResult.transport`` / ``.fallback_from``). Sessions stay on the
 transport that opened them. Inner transports are created on first need through
-:func:`cursorpipe._routing.create_transport` (or an injected ``factory``); creating one starts
+:func:`cursorpipe.transports._factory.create_transport` (or an injected ``factory``); creating one starts
 nothing (no process, no connection) until a request or ``start()`` runs on it, and every candidate
 is created when :attr:`AutoTransport.capabilities` is first read, since those are combined.
 
@@ -31,10 +31,10 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from .._routing import create_transport
 from ..config import CursorPipeConfig, Strategy
-from ..errors import ConfigurationError, CursorPipeError, SessionError
+from ..errors import ConfigurationError, CursorPipeError, ErrorCode, SessionError
 from ..types import Event, ModelInfo, TransportInfo, TurnRequest
+from ._factory import create_transport
 from ._process import resolve_executable
 from .base import Transport, TransportCapabilities, TransportSession
 
@@ -158,7 +158,7 @@ class AutoTransport:
                 transport = self._factory(self._config, strategy)
             except (ConfigurationError, ImportError, AttributeError) as exc:
                 # A transport missing from this installation (or not built yet) is skipped.
-                if isinstance(exc, ConfigurationError) and exc.code != "transport_unavailable":
+                if isinstance(exc, ConfigurationError) and exc.code != ErrorCode.TRANSPORT_UNAVAILABLE:
                     raise
                 log.warning("cursorpipe auto: the %s transport is not available (%s)", strategy.value, exc)
                 self._unavailable.add(strategy)

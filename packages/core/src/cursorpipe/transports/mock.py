@@ -158,12 +158,7 @@ class MockTransport:
             raise SessionError(f"session {mock_session.id} was discarded", transport=self.name)
         self._check_model(request.model)
         self.requests.append(request)
-        if self._queue:
-            item: ScriptItem = self._queue.popleft()
-        elif self._script is not None:
-            item = self._script(request, mock_session)
-        else:
-            item = self._default_reply(request, mock_session)
+        item = self._next_item(request, mock_session)
         self.running += 1
         finished = False
         try:
@@ -172,34 +167,19 @@ class MockTransport:
             )
             if self.first_delay_s:
                 await asyncio.sleep(self.first_delay_s)
-            if isinstance(item, BaseException):
-                raise item
-            if isinstance(item, str):
-                events: list[Event | BaseException] = []
-                if self.thinking:
-                    events.append(ThinkingDelta(self.thinking))
-                events.extend(TextDelta(w) for w in _words(item))
-            else:
-                events = list(item)
             text: list[str] = []
             ended = False
-            for ev in events:
+            for ev in self._events_of(item):
                 if isinstance(ev, BaseException):
                     raise ev
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
                 if isinstance(ev, TextDelta) and not ev.notice:
                     text.append(ev.text)
-                if isinstance(ev, TurnEnd):
-                    ended = True
+                ended = ended or isinstance(ev, TurnEnd)
                 yield ev
             if not ended:
-                inputs = "".join(m.text for m in request.messages)
-                if mock_session is not None:
-                    inputs = "".join(m.text for m in mock_session.history) + inputs
-                usage = Usage(
-                    input_tokens=estimate_tokens(inputs), output_tokens=estimate_tokens("".join(text))
-                )
+                usage = self._usage(request, mock_session, "".join(text))
                 yield UsageEvent(usage)
                 yield TurnEnd("stop", usage)
             if mock_session is not None:
@@ -211,6 +191,29 @@ class MockTransport:
             self.running -= 1
             if not finished:
                 self.cancelled += 1
+
+    def _next_item(self, request: TurnRequest, session: MockSession | None) -> ScriptItem:
+        if self._queue:
+            return self._queue.popleft()
+        if self._script is not None:
+            return self._script(request, session)
+        return self._default_reply(request, session)
+
+    def _events_of(self, item: ScriptItem) -> list[Event | BaseException]:
+        if isinstance(item, BaseException):
+            raise item
+        if not isinstance(item, str):
+            return list(item)
+        events: list[Event | BaseException] = [ThinkingDelta(self.thinking)] if self.thinking else []
+        events.extend(TextDelta(w) for w in _words(item))
+        return events
+
+    @staticmethod
+    def _usage(request: TurnRequest, session: MockSession | None, output: str) -> Usage:
+        inputs = "".join(m.text for m in request.messages)
+        if session is not None:
+            inputs = "".join(m.text for m in session.history) + inputs
+        return Usage(input_tokens=estimate_tokens(inputs), output_tokens=estimate_tokens(output))
 
 
 def events_for(text: str, *, thinking: str = "", usage: Usage | None = None) -> list[Any]:

@@ -24,10 +24,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
-from ..._proto.agent.v1 import agent_pb2
-from ..._proto.aiserver.v1 import aiserver_pb2, server_config_pb2
-from ...errors import ProtocolError
-from ...transports.connect._codec import (
+from ..._codecs.connect import (
     CODE_TO_HTTP_STATUS,
     FLAG_COMPRESSED,
     ConnectError,
@@ -37,6 +34,9 @@ from ...transports.connect._codec import (
     encode_error_details,
     error_to_json,
 )
+from ..._proto.agent.v1 import agent_pb2
+from ..._proto.aiserver.v1 import aiserver_pb2, server_config_pb2
+from ...errors import ProtocolError
 from ._behaviour import Behaviour, Fault
 from ._turn import RunRecord, TurnIO, run_turn
 

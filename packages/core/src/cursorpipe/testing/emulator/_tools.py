@@ -475,6 +475,29 @@ def _first_number(text: str, integer: bool) -> float | int | None:
     return int(m.group()) if integer else float(m.group())
 
 
+def _number_for(schema: Mapping[str, Any], integer: bool, given: str | None, text: str) -> int | float:
+    """A number for a numeric property: the one named in the prompt, else the first in it, else 0,
+    moved inside the schema's bounds."""
+    value: Any = None
+    if given is not None:
+        try:
+            value = int(given) if integer else float(given)
+        except (ValueError, OverflowError):
+            value = None
+    if value is None:
+        value = _first_number(text, integer)
+    if value is None:
+        value = 0
+    lo = schema.get("minimum", schema.get("exclusiveMinimum"))
+    hi = schema.get("maximum", schema.get("exclusiveMaximum"))
+    step = 1 if integer else 0.5
+    if isinstance(lo, int | float) and (value < lo or ("exclusiveMinimum" in schema and value <= lo)):
+        value = lo + (step if "exclusiveMinimum" in schema else 0)
+    if isinstance(hi, int | float) and (value > hi or ("exclusiveMaximum" in schema and value >= hi)):
+        value = hi - (step if "exclusiveMaximum" in schema else 0)
+    return int(value) if integer else float(value)
+
+
 def _value_for(prop: str, schema: Mapping[str, Any], root: Mapping[str, Any], text: str, depth: int) -> Any:
     schema = _resolve(schema, root)
     if "const" in schema:
@@ -489,24 +512,7 @@ def _value_for(prop: str, schema: Mapping[str, Any], root: Mapping[str, Any], te
     m = re.search(rf"\b{re.escape(prop)}\s*[=:]\s*(\"[^\"]*\"|'[^']*'|[^\s,;]+)", text)
     given = m.group(1).strip("\"'") if m else None
     if kind in ("integer", "number"):
-        value: Any = None
-        if given is not None:
-            try:
-                value = int(given) if kind == "integer" else float(given)
-            except (ValueError, OverflowError):
-                value = None
-        if value is None:
-            value = _first_number(text, kind == "integer")
-        if value is None:
-            value = 0
-        lo = schema.get("minimum", schema.get("exclusiveMinimum"))
-        hi = schema.get("maximum", schema.get("exclusiveMaximum"))
-        step = 1 if kind == "integer" else 0.5
-        if isinstance(lo, int | float) and (value < lo or ("exclusiveMinimum" in schema and value <= lo)):
-            value = lo + (step if "exclusiveMinimum" in schema else 0)
-        if isinstance(hi, int | float) and (value > hi or ("exclusiveMaximum" in schema and value >= hi)):
-            value = hi - (step if "exclusiveMaximum" in schema else 0)
-        return int(value) if kind == "integer" else float(value)
+        return _number_for(schema, kind == "integer", given, text)
     if kind == "boolean":
         return given.lower() not in ("false", "0", "no") if given is not None else True
     if kind == "array":

@@ -32,14 +32,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..._proto.agent.v1 import agent_pb2
-from ...transports.connect._codec import (
+from ..._codecs.connect import (
     FLAG_END_STREAM,
     ConnectError,
     ConnectErrorDetail,
     encode_envelope,
     encode_error_details,
 )
+from ..._proto.agent.v1 import agent_pb2
 from ._behaviour import (
     Behaviour,
     Fault,

@@ -92,6 +92,44 @@ def _first(d: Mapping[str, Any], *keys: str, default: Any = None) -> Any:
     return default
 
 
+def _tool_result(doc: Mapping[str, Any], text: str) -> ToolResult:
+    is_error = bool(_first(doc, "isError", "is_error", default=False))
+    return ToolResult(
+        str(_first(doc, "toolCallId", "tool_call_id", default="")),
+        str(_first(doc, "toolName", "tool_name", "name", default="")),
+        f"error: {text}" if is_error else text,
+        is_error,
+        "history",
+    )
+
+
+def _read_part(
+    part: Any, texts: list[str], calls: list[tuple[str, str, Any]], results: list[ToolResult]
+) -> int:
+    """Add one content part to ``texts``/``calls``/``results``; returns 1 for an image part."""
+    if isinstance(part, str):
+        texts.append(part)
+        return 0
+    if not isinstance(part, Mapping):
+        raise PromptMessageError("a content part is neither text nor an object")
+    kind = str(part.get("type", ""))
+    if kind == "text":
+        texts.append(str(part.get("text", "")))
+    elif kind in ("image", "image_url", "file"):
+        return 1
+    elif kind in ("tool-call", "tool_call"):
+        args = _first(part, "args", "input", "arguments", default={})
+        call_id = str(_first(part, "toolCallId", "tool_call_id", "id", default=""))
+        calls.append((call_id, str(_first(part, "toolName", "tool_name", "name", default="")), args))
+    elif kind in ("tool-result", "tool_result"):
+        results.append(
+            _tool_result(part, _part_text(_first(part, "result", "output", "content", default="")))
+        )
+    else:
+        raise PromptMessageError(f"unknown content part type {kind!r}")
+    return 0
+
+
 def parse_prompt_message(data: bytes) -> PromptMessage:
     """Parse one prompt-message blob.
 
@@ -120,34 +158,7 @@ def parse_prompt_message(data: bytes) -> PromptMessage:
         texts.append(content)
     elif isinstance(content, list):
         for part in content:
-            if isinstance(part, str):
-                texts.append(part)
-                continue
-            if not isinstance(part, Mapping):
-                raise PromptMessageError("a content part is neither text nor an object")
-            kind = str(part.get("type", ""))
-            if kind == "text":
-                texts.append(str(part.get("text", "")))
-            elif kind in ("image", "image_url", "file"):
-                images += 1
-            elif kind in ("tool-call", "tool_call"):
-                args = _first(part, "args", "input", "arguments", default={})
-                call_id = str(_first(part, "toolCallId", "tool_call_id", "id", default=""))
-                calls.append((call_id, str(_first(part, "toolName", "tool_name", "name", default="")), args))
-            elif kind in ("tool-result", "tool_result"):
-                is_error = bool(_first(part, "isError", "is_error", default=False))
-                text = _part_text(_first(part, "result", "output", "content", default=""))
-                results.append(
-                    ToolResult(
-                        str(_first(part, "toolCallId", "tool_call_id", default="")),
-                        str(_first(part, "toolName", "tool_name", "name", default="")),
-                        f"error: {text}" if is_error else text,
-                        is_error,
-                        "history",
-                    )
-                )
-            else:
-                raise PromptMessageError(f"unknown content part type {kind!r}")
+            images += _read_part(part, texts, calls, results)
     elif content is not None:
         raise PromptMessageError("prompt message content is neither text nor a list of parts")
     for tc in doc.get("tool_calls") or ():
@@ -159,17 +170,7 @@ def parse_prompt_message(data: bytes) -> PromptMessage:
             args = raw_args
         calls.append((str(tc.get("id", "")), str(fn.get("name", "")), args))
     if role == "tool" and not results:
-        is_error = bool(_first(doc, "isError", "is_error", default=False))
-        text = "".join(texts)
-        results.append(
-            ToolResult(
-                str(_first(doc, "toolCallId", "tool_call_id", default="")),
-                str(_first(doc, "toolName", "tool_name", "name", default="")),
-                f"error: {text}" if is_error else text,
-                is_error,
-                "history",
-            )
-        )
+        results.append(_tool_result(doc, "".join(texts)))
     return PromptMessage(str(role), "".join(texts), tuple(calls), tuple(results), images, doc)
 
 

@@ -37,20 +37,21 @@ import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, Unpack
 from urllib.parse import urlsplit
 
 import httpx
 from google.protobuf import json_format
 
+from ..._codecs.connect import EndStream, EnvelopeDecoder, encode_envelope
 from ..._proto.agent.v1 import agent_pb2
 from ..._proto.aiserver.v1 import aiserver_pb2
-from ...transports.connect._codec import EndStream, EnvelopeDecoder, encode_envelope
 from ._view import MCP_TOOL_FAMILY
 
 __all__ = [
     "RAW_CLI_IDENTITY",
     "RawTurn",
+    "RawTurnOptions",
     "ToolHandler",
     "build_run_request",
     "exchange_token",
@@ -169,6 +170,97 @@ class _Dialect:
     mcp_state: bool = True
     approve_web: bool = True
     query_answer: Callable[[agent_pb2.InteractionQuery], agent_pb2.InteractionResponse] | None = None
+
+
+class RawTurnOptions(TypedDict, total=False):
+    """Keyword options shared by :func:`raw_turn_sse` and :func:`raw_turn_h2` (described in the
+    module docstring and :func:`raw_turn_h2`)."""
+
+    model: str
+    blobs: dict[bytes, bytes] | None
+    checkpoint: agent_pb2.ConversationStateStructure | None
+    conversation_id: str | None
+    token: str | None
+    mutate_first: Callable[[agent_pb2.AgentClientMessage], None] | None
+    io_timeout: float
+    tools: Sequence[agent_pb2.McpToolDefinition]
+    tool_handlers: Mapping[str, ToolHandler] | None
+    answer_tools: bool
+    conversation_history: Sequence[agent_pb2.ConversationHistoryMessage]
+    trailing_history: Sequence[agent_pb2.ConversationHistoryMessage]
+    system_prompt: str | None
+    prompt_messages: Sequence[Mapping[str, Any]] | None
+    identity: tuple[str, str] | None
+    allowed_tools: str | None
+    mode: int | None
+    tools_in_run_request: bool
+    tools_in_request_context: bool
+    mcp_state: bool
+    approve_web: bool
+    reset_after_turn_ended: bool
+    query_answer: Callable[[agent_pb2.InteractionQuery], agent_pb2.InteractionResponse] | None
+
+
+@dataclass
+class _Options:
+    """:class:`RawTurnOptions` with their defaults (the live dialect)."""
+
+    model: str = "composer-2"
+    blobs: dict[bytes, bytes] | None = None
+    checkpoint: agent_pb2.ConversationStateStructure | None = None
+    conversation_id: str | None = None
+    token: str | None = None
+    mutate_first: Callable[[agent_pb2.AgentClientMessage], None] | None = None
+    io_timeout: float = 30.0
+    tools: Sequence[agent_pb2.McpToolDefinition] = ()
+    tool_handlers: Mapping[str, ToolHandler] | None = None
+    answer_tools: bool = True
+    conversation_history: Sequence[agent_pb2.ConversationHistoryMessage] = ()
+    trailing_history: Sequence[agent_pb2.ConversationHistoryMessage] = ()
+    system_prompt: str | None = None
+    prompt_messages: Sequence[Mapping[str, Any]] | None = None
+    identity: tuple[str, str] | None = RAW_CLI_IDENTITY
+    allowed_tools: str | None = "auto"
+    mode: int | None = None
+    tools_in_run_request: bool = True
+    tools_in_request_context: bool = True
+    mcp_state: bool = True
+    approve_web: bool = True
+    reset_after_turn_ended: bool = False
+    query_answer: Callable[[agent_pb2.InteractionQuery], agent_pb2.InteractionResponse] | None = None
+
+    def headers(self) -> dict[str, str]:
+        return _dialect_headers(self.identity, self.allowed_tools, self.tools)
+
+    def start(
+        self, text: str, run_id: str, result: RawTurn, blobs: dict[bytes, bytes]
+    ) -> tuple[agent_pb2.AgentClientMessage, _Answerer]:
+        """The first message (after ``mutate_first``) and the answerer of a turn."""
+        first = build_run_request(
+            text,
+            model=self.model,
+            checkpoint=self.checkpoint,
+            conversation_id=self.conversation_id,
+            run_id=run_id,
+            tools=self.tools if self.tools_in_run_request else (),
+            conversation_history=self.conversation_history,
+            trailing_history=self.trailing_history,
+            root_ids=_store_roots(blobs, self.system_prompt, self.prompt_messages),
+            mode=self.mode if self.mode is not None else _default_mode(self.tools),
+        )
+        if self.mutate_first is not None:
+            self.mutate_first(first)
+        dialect = _Dialect(
+            self.tools,
+            self.system_prompt,
+            self.tools_in_request_context,
+            self.mcp_state,
+            self.approve_web,
+            self.query_answer,
+        )
+        started = asyncio.get_running_loop().time()
+        answerer = _Answerer(blobs, result, started, self.tool_handlers, self.answer_tools, dialect)
+        return first, answerer
 
 
 class _Answerer:
@@ -347,48 +439,21 @@ class _Answerer:
         return out
 
 
-async def raw_turn_sse(
-    base_url: str,
-    api_key: str,
-    text: str,
-    *,
-    model: str = "composer-2",
-    blobs: dict[bytes, bytes] | None = None,
-    checkpoint: agent_pb2.ConversationStateStructure | None = None,
-    conversation_id: str | None = None,
-    token: str | None = None,
-    mutate_first: Callable[[agent_pb2.AgentClientMessage], None] | None = None,
-    io_timeout: float = 30.0,
-    tools: Sequence[agent_pb2.McpToolDefinition] = (),
-    tool_handlers: Mapping[str, ToolHandler] | None = None,
-    answer_tools: bool = True,
-    conversation_history: Sequence[agent_pb2.ConversationHistoryMessage] = (),
-    trailing_history: Sequence[agent_pb2.ConversationHistoryMessage] = (),
-    system_prompt: str | None = None,
-    prompt_messages: Sequence[Mapping[str, Any]] | None = None,
-    identity: tuple[str, str] | None = RAW_CLI_IDENTITY,
-    allowed_tools: str | None = "auto",
-    mode: int | None = None,
-    tools_in_run_request: bool = True,
-    tools_in_request_context: bool = True,
-    mcp_state: bool = True,
-    approve_web: bool = True,
-    reset_after_turn_ended: bool = False,
-    query_answer: Callable[[agent_pb2.InteractionQuery], agent_pb2.InteractionResponse] | None = None,
-) -> RawTurn:
+async def raw_turn_sse(base_url: str, api_key: str, text: str, **options: Unpack[RawTurnOptions]) -> RawTurn:
     """One turn over ``RunSSE`` + ``BidiAppend`` (connect.md §5.7). The dialect parameters are
     described in the module docstring and :func:`raw_turn_h2`."""
-    blobs = {} if blobs is None else blobs
+    opts = _Options(**options)
+    blobs = {} if opts.blobs is None else opts.blobs
     result = RawTurn()
-    async with httpx.AsyncClient(timeout=io_timeout) as client:
-        token = token or await exchange_token(client, base_url, api_key)
+    async with httpx.AsyncClient(timeout=opts.io_timeout) as client:
+        token = opts.token or await exchange_token(client, base_url, api_key)
         request_id = str(uuid.uuid4())
         headers = {
             "authorization": f"Bearer {token}",
             "connect-protocol-version": "1",
             "x-request-id": request_id,
             "x-cursor-streaming": "true",
-            **_dialect_headers(identity, allowed_tools, tools),
+            **opts.headers(),
         }
         seq = 0
 
@@ -408,25 +473,7 @@ async def raw_turn_sse(
             )
             resp.raise_for_status()
 
-        first = build_run_request(
-            text,
-            model=model,
-            checkpoint=checkpoint,
-            conversation_id=conversation_id,
-            run_id=request_id,
-            tools=tools if tools_in_run_request else (),
-            conversation_history=conversation_history,
-            trailing_history=trailing_history,
-            root_ids=_store_roots(blobs, system_prompt, prompt_messages),
-            mode=mode if mode is not None else _default_mode(tools),
-        )
-        if mutate_first is not None:
-            mutate_first(first)
-        started = asyncio.get_running_loop().time()
-        dialect = _Dialect(
-            tools, system_prompt, tools_in_request_context, mcp_state, approve_web, query_answer
-        )
-        answerer = _Answerer(blobs, result, started, tool_handlers, answer_tools, dialect)
+        first, answerer = opts.start(text, request_id, result, blobs)
         await append(first)  # before RunSSE on purpose: the server must buffer it
         rid = aiserver_pb2.BidiRequestId(request_id=request_id).SerializeToString()
         async with client.stream(
@@ -445,7 +492,7 @@ async def raw_turn_sse(
                     result.gzip_frames += frame.compressed
                     for reply in answerer.handle(agent_pb2.AgentServerMessage.FromString(frame.payload)):
                         await append(reply)
-                    if reset_after_turn_ended and result.turn_ended:
+                    if opts.reset_after_turn_ended and result.turn_ended:
                         result.reset = True
                         break
                 if result.reset or result.end is not None:
@@ -460,30 +507,8 @@ async def raw_turn_h2(
     api_key: str,
     text: str,
     *,
-    model: str = "composer-2",
-    blobs: dict[bytes, bytes] | None = None,
-    checkpoint: agent_pb2.ConversationStateStructure | None = None,
-    conversation_id: str | None = None,
-    token: str | None = None,
     extra_messages: list[agent_pb2.AgentClientMessage] | None = None,
-    io_timeout: float = 30.0,
-    mutate_first: Callable[[agent_pb2.AgentClientMessage], None] | None = None,
-    tools: Sequence[agent_pb2.McpToolDefinition] = (),
-    tool_handlers: Mapping[str, ToolHandler] | None = None,
-    answer_tools: bool = True,
-    conversation_history: Sequence[agent_pb2.ConversationHistoryMessage] = (),
-    trailing_history: Sequence[agent_pb2.ConversationHistoryMessage] = (),
-    system_prompt: str | None = None,
-    prompt_messages: Sequence[Mapping[str, Any]] | None = None,
-    identity: tuple[str, str] | None = RAW_CLI_IDENTITY,
-    allowed_tools: str | None = "auto",
-    mode: int | None = None,
-    tools_in_run_request: bool = True,
-    tools_in_request_context: bool = True,
-    mcp_state: bool = True,
-    approve_web: bool = True,
-    reset_after_turn_ended: bool = False,
-    query_answer: Callable[[agent_pb2.InteractionQuery], agent_pb2.InteractionResponse] | None = None,
+    **options: Unpack[RawTurnOptions],
 ) -> RawTurn:
     """One turn over the full-duplex ``Run`` RPC on h2c prior knowledge (connect.md §5.6).
 
@@ -502,8 +527,11 @@ async def raw_turn_h2(
     import h2.connection
     import h2.events
 
-    blobs = {} if blobs is None else blobs
+    opts = _Options(**options)
+    io_timeout = opts.io_timeout
+    blobs = {} if opts.blobs is None else opts.blobs
     result = RawTurn()
+    token = opts.token
     if token is None:
         async with httpx.AsyncClient(timeout=io_timeout) as client:
             token = await exchange_token(client, base_url, api_key)
@@ -525,31 +553,15 @@ async def raw_turn_h2(
             ("connect-protocol-version", "1"),
             ("authorization", f"Bearer {token}"),
             ("x-request-id", run_id),
-            *_dialect_headers(identity, allowed_tools, tools).items(),
+            *opts.headers().items(),
         ],
     )
-    started = asyncio.get_running_loop().time()
-    dialect = _Dialect(tools, system_prompt, tools_in_request_context, mcp_state, approve_web, query_answer)
-    answerer = _Answerer(blobs, result, started, tool_handlers, answer_tools, dialect)
+    first, answerer = opts.start(text, run_id, result, blobs)
 
     def send_msg(msg: agent_pb2.AgentClientMessage) -> None:
         result.sent.append(msg)
         conn.send_data(sid, encode_envelope(msg.SerializeToString()))
 
-    first = build_run_request(
-        text,
-        model=model,
-        checkpoint=checkpoint,
-        conversation_id=conversation_id,
-        run_id=run_id,
-        tools=tools if tools_in_run_request else (),
-        conversation_history=conversation_history,
-        trailing_history=trailing_history,
-        root_ids=_store_roots(blobs, system_prompt, prompt_messages),
-        mode=mode if mode is not None else _default_mode(tools),
-    )
-    if mutate_first is not None:
-        mutate_first(first)
     send_msg(first)
     for extra in extra_messages or []:
         send_msg(extra)
@@ -579,7 +591,7 @@ async def raw_turn_h2(
                         result.gzip_frames += frame.compressed
                         for reply in answerer.handle(agent_pb2.AgentServerMessage.FromString(frame.payload)):
                             send_msg(reply)
-                        if reset_after_turn_ended and result.turn_ended and not result.reset:
+                        if opts.reset_after_turn_ended and result.turn_ended and not result.reset:
                             result.reset = True
                             conn.reset_stream(sid)
                             done = True

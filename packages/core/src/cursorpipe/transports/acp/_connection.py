@@ -17,11 +17,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple
 
-from ..._redact import redact
-from ...errors import AgentCrashError, AuthenticationError, CursorPipeError, ProtocolError, SessionError
-from .._process import ManagedProcess
-from ._errors import crash_error
-from ._jsonrpc import (
+from ..._codecs.jsonrpc import (
     METHOD_NOT_FOUND,
     ErrorResponse,
     MessageDecoder,
@@ -34,6 +30,10 @@ from ._jsonrpc import (
     encode_request,
     encode_result,
 )
+from ..._redact import redact
+from ...errors import AgentCrashError, AuthenticationError, CursorPipeError, ProtocolError, SessionError
+from .._process import ManagedProcess
+from ._errors import crash_error
 
 __all__ = ["AcpConnection", "PermissionPolicy", "RpcCallError", "TurnItem", "TurnQueue", "child_environment"]
 

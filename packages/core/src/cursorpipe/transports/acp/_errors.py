@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from ..._codecs.jsonrpc import AUTH_REQUIRED, INVALID_PARAMS, METHOD_NOT_FOUND, RpcError
 from ..._redact import redact
 from ...errors import (
     AgentCrashError,
@@ -22,7 +23,6 @@ from ...errors import (
     StreamDroppedError,
     UsageLimitError,
 )
-from ._jsonrpc import AUTH_REQUIRED, INVALID_PARAMS, METHOD_NOT_FOUND, RpcError
 
 __all__ = ["TRANSIENT_SESSION_TEXT", "classify_rpc_error", "classify_text", "crash_error"]
 

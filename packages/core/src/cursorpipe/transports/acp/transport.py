@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
+from ..._codecs.jsonrpc import METHOD_NOT_FOUND
 from ..._constants import (
     ACP_AUTHENTICATE_TIMEOUT_S,
     ACP_CANCEL_GRACE_S,
@@ -56,11 +57,11 @@ from ...types import (
     estimate_tokens,
 )
 from .._process import CLI_STALL_TIMEOUT_S
+from .._prompt_text import ACP_FORMAT, prompt_text
 from ..base import TransportCapabilities, TransportSession
 from ._connection import AcpConnection, RpcCallError, TurnItem, TurnQueue, child_environment
 from ._dispenser import SessionDispenser, SessionHandle
 from ._errors import InbandErrorFilter, classify_rpc_error
-from ._jsonrpc import METHOD_NOT_FOUND
 from ._models import ModelCatalog
 
 __all__ = ["AcpSession", "AcpTransport", "flatten_messages"]
@@ -77,40 +78,30 @@ _STOP_REASONS: dict[str, StopReason] = {
     "refusal": "content_filter",
 }
 
-_ROLE_LABELS = {"user": "User", "assistant": "Assistant", "tool": "Tool result", "system": "System"}
-
 
 def flatten_messages(messages: Sequence[ChatMessage]) -> str:
-    """One prompt text for a stateless multi-message request.
+    """One prompt text for a stateless multi-message request (``ACP_FORMAT`` of
+    :mod:`cursorpipe.transports._prompt_text`): ACP has no way to inject earlier turns or a system
+    prompt into a new session (acp.md §3.1). A lone user message is sent verbatim."""
+    return prompt_text(messages, ACP_FORMAT)
 
-    ACP has no way to inject earlier turns or a system prompt into a new session (``session/load``
-    only replays sessions the agent itself stored, acp.md §3.1), so a stateless request gets a fresh
-    session whose single prompt carries the system prompt and the conversation as text. A lone
-    user message is sent verbatim.
-    """
-    system = "\n\n".join(m.text for m in messages if m.role == "system" and m.text)
-    convo = [m for m in messages if m.role != "system"]
-    if not system and len(convo) == 1 and convo[0].role == "user":
-        return convo[0].text
-    current = ""
-    if convo and convo[-1].role == "user":
-        current = convo[-1].text
-        convo = convo[:-1]
-    parts: list[str] = []
-    if system:
-        parts.append(f"<system>\n{system}\n</system>")
-    if convo:
-        lines = []
-        for m in convo:
-            text = m.text
-            if m.tool_calls:
-                calls = ", ".join(f"{c.name}({c.arguments})" for c in m.tool_calls)
-                text = f"{text}\n[called: {calls}]".strip()
-            lines.append(f"{_ROLE_LABELS.get(m.role, m.role)}: {text}")
-        parts.append("<conversation>\n" + "\n\n".join(lines) + "\n</conversation>")
-    if current:
-        parts.append(current)
-    return "\n\n".join(parts)
+
+def _merge_waiting(queue: TurnQueue, kind: str, chunk: str) -> tuple[str, TurnItem | None]:
+    """``chunk`` joined with the chunks of the same kind already waiting in ``queue``, and the
+    first item of another kind taken on the way (to handle next). One delta instead of several:
+    the text is the same, nothing waits longer, and every layer above handles one event (issue 16:
+    per-event cost dominated at 32 concurrent)."""
+    parts = [chunk]
+    while queue.qsize():
+        nxt = queue.get_nowait()
+        if nxt.kind != "update":
+            return "".join(parts), nxt
+        next_kind, next_chunk = _chunk(nxt.payload)
+        if next_kind == kind:
+            parts.append(next_chunk)
+        elif next_kind is not None:
+            return "".join(parts), nxt
+    return (parts[0] if len(parts) == 1 else "".join(parts)), None
 
 
 def _blocks(text: str, images: Sequence[ImagePart]) -> list[dict[str, Any]]:
@@ -591,16 +582,7 @@ class AcpTransport:
                 elif queue.qsize():
                     item = queue.get_nowait()
                 else:
-                    try:
-                        async with asyncio.timeout(self.stall_timeout_s):
-                            item = await queue.get()
-                    except TimeoutError:
-                        raise StreamStalledError(
-                            f"agent acp sent nothing for {self.stall_timeout_s:g} s; the turn was "
-                            "cancelled (a live but silent agent would hold the request until its "
-                            "deadline).",
-                            transport=NAME,
-                        ) from None
+                    item = await self._wait_item(queue)
                 if item.kind == "result":
                     answered = True
                     stop = item.payload.get("stopReason") if isinstance(item.payload, dict) else None
@@ -611,22 +593,7 @@ class AcpTransport:
                 kind, chunk = _chunk(item.payload)
                 if kind is None:
                     continue
-                # Chunks of the same kind that are already waiting go out as one delta: the text
-                # is the same, nothing waits longer, and every layer above handles one event
-                # instead of several (issue 16: per-event cost dominated at 32 concurrent).
-                parts = [chunk]
-                while queue.qsize():
-                    nxt = queue.get_nowait()
-                    if nxt.kind != "update":
-                        held = nxt
-                        break
-                    next_kind, next_chunk = _chunk(nxt.payload)
-                    if next_kind == kind:
-                        parts.append(next_chunk)
-                    elif next_kind is not None:
-                        held = nxt
-                        break
-                merged = parts[0] if len(parts) == 1 else "".join(parts)
+                merged, held = _merge_waiting(queue, kind, chunk)
                 if kind == "thought":
                     yield ThinkingDelta(merged)
                     continue
@@ -652,6 +619,17 @@ class AcpTransport:
         self._restarts = 0  # a completed turn proves the process healthy
         yield UsageEvent(usage)
         yield TurnEnd(_STOP_REASONS.get(str(stop), "stop"), usage)
+
+    async def _wait_item(self, queue: TurnQueue) -> TurnItem:
+        try:
+            async with asyncio.timeout(self.stall_timeout_s):
+                return await queue.get()
+        except TimeoutError:
+            raise StreamStalledError(
+                f"agent acp sent nothing for {self.stall_timeout_s:g} s; the turn was cancelled (a "
+                "live but silent agent would hold the request until its deadline).",
+                transport=NAME,
+            ) from None
 
     def _turn_error(self, item: TurnItem, model: str, available: list[str]) -> CursorPipeError:
         payload = item.payload

@@ -6,12 +6,12 @@ Two implementations: :mod:`._http1` (``RunSSE`` + ``BidiAppend`` over httpx, con
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Protocol
 
+from ..._codecs.connect import ConnectError, EnvelopeDecoder
 from ..._proto.agent.v1 import agent_pb2 as pb
 from ...errors import ProtocolError, StreamDroppedError
-from ._codec import ConnectError, EnvelopeDecoder
 
 __all__ = ["Channel", "ConnectCallError", "decode_server_messages"]
 
@@ -40,6 +40,9 @@ class Channel(Protocol):
 
     async def send(self, message: pb.AgentClientMessage) -> None:
         """Send one more client message (ordered)."""
+
+    async def send_many(self, messages: Sequence[pb.AgentClientMessage]) -> None:
+        """Send several client messages in order (as ``send`` each, batched where the wire can)."""
 
     def messages(self) -> AsyncGenerator[pb.AgentServerMessage, None]:
         """Server messages until the stream ends; raises ``ConnectCallError`` for an end-stream

@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 
 import httpx
 
+from ..._codecs.connect import encode_envelope, parse_unary_error
 from ..._constants import APPEND_TIMEOUT_BASE_S, APPEND_TIMEOUT_PER_128K_S, MAX_INFLIGHT_APPENDS
+from ..._net import network_errors
 from ..._proto.agent.v1 import agent_pb2 as pb
 from ..._proto.aiserver.v1 import aiserver_pb2 as ai
-from ...errors import CursorPipeError, NetworkError, StreamDroppedError
+from ...errors import CursorPipeError, StreamDroppedError
 from ._channel import ConnectCallError, decode_server_messages
-from ._codec import encode_envelope, parse_unary_error
 
 __all__ = ["APPEND_PATH", "RUNSSE_PATH", "Http1Channel", "append_timeout_s"]
 
@@ -90,6 +91,11 @@ class Http1Channel:
         task.add_done_callback(self._appends.discard)
         self.sent.append(seq)
 
+    async def send_many(self, messages: Sequence[pb.AgentClientMessage]) -> None:
+        """One BidiAppend per message, in order (each append is its own request, §5.7)."""
+        for message in messages:
+            await self.send(message)
+
     async def _append(self, seq: int, data: bytes) -> None:
         try:
             body = ai.BidiAppendRequest(
@@ -103,19 +109,15 @@ class Http1Channel:
                 # Like the SDK's auth interceptor, every call carries the current token, so a
                 # refresh during a long turn (connect.md §2.3) reaches the appends too.
                 headers["authorization"] = f"Bearer {await self._token()}"
-            try:
+            with network_errors(
+                f"BidiAppend seqno={seq} failed: {{exc}}",
+                timeout_message=(
+                    f"bidi_append_deadline_exceeded: append seqno={seq} got no answer within {timeout:g} s"
+                ),
+            ):
                 response = await self._http.post(
                     self._base + APPEND_PATH, content=body, headers=headers, timeout=timeout
                 )
-            except httpx.TimeoutException as exc:
-                raise NetworkError(
-                    f"bidi_append_deadline_exceeded: append seqno={seq} got no answer within {timeout:g} s",
-                    code="deadline_exceeded",
-                ) from exc
-            except httpx.TransportError as exc:
-                raise NetworkError(
-                    f"BidiAppend seqno={seq} failed: {type(exc).__name__}", code="unavailable"
-                ) from exc
             if response.status_code != 200:
                 raise ConnectCallError(
                     parse_unary_error(
@@ -136,34 +138,29 @@ class Http1Channel:
         headers["content-type"] = "application/connect+proto"
         body = encode_envelope(ai.BidiRequestId(request_id=self._request_id).SerializeToString())
         request = self._http.build_request("POST", self._base + RUNSSE_PATH, content=body, headers=headers)
-        got_headers = False
         try:
-            try:
+            with network_errors("Could not open the RunSSE stream ({exc}); check the network."):
                 response = await self._http.send(request, stream=True)
-            except httpx.TransportError as exc:
-                raise NetworkError(
-                    f"Could not open the RunSSE stream ({type(exc).__name__}); check the network.",
-                    code="unavailable",
-                ) from exc
             self._response = response
-            got_headers = True
-            if response.status_code != 200:
-                raw = await response.aread()
-                raise ConnectCallError(
-                    parse_unary_error(response.status_code, raw, response.headers.get("content-type", "")),
-                    status=response.status_code,
-                    headers=response.headers,
-                )
-            async with aclosing(decode_server_messages(response.aiter_bytes(), response.headers)) as decoded:
-                async for msg in decoded:
-                    self._queue.put_nowait(msg)
+            # After the headers a network failure is a stream that broke mid-turn.
+            with network_errors(
+                "The RunSSE stream broke mid-turn ({exc}).", error=StreamDroppedError, code="stream_dropped"
+            ):
+                if response.status_code != 200:
+                    raw = await response.aread()
+                    raise ConnectCallError(
+                        parse_unary_error(
+                            response.status_code, raw, response.headers.get("content-type", "")
+                        ),
+                        status=response.status_code,
+                        headers=response.headers,
+                    )
+                async with aclosing(
+                    decode_server_messages(response.aiter_bytes(), response.headers)
+                ) as decoded:
+                    async for msg in decoded:
+                        self._queue.put_nowait(msg)
             self._queue.put_nowait(_EOF)
-        except httpx.TransportError as exc:
-            err = StreamDroppedError(
-                f"The RunSSE stream broke mid-turn ({type(exc).__name__}).", code="stream_dropped"
-            )
-            err.__cause__ = exc
-            self._queue.put_nowait(err if got_headers else NetworkError(str(err), code="unavailable"))
         except (CursorPipeError, ConnectCallError) as exc:
             self._queue.put_nowait(exc)
 
@@ -182,8 +179,9 @@ class Http1Channel:
         """Wait (bounded) for the server to finish the RunSSE response, discarding what is left."""
         if self._pump is None or self._pump.done():
             return
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(asyncio.shield(self._pump), timeout_s)
+        # asyncio.wait neither cancels the pump on timeout nor raises its outcome, so a pump that
+        # ended cancelled is no error here while a cancel aimed at the caller still propagates.
+        await asyncio.wait({self._pump}, timeout=timeout_s)
 
     async def abort(self) -> None:
         """Drop the RunSSE response and every in-flight append now, like the SDK's

@@ -262,38 +262,52 @@ def choose_model(
     naming the valid ones."""
     base, params = _split_name(name)
     listed = list(models)
-    by_id = {m.id.lower(): m for m in listed}
-    implied: list[tuple[str, str]] = []
-    resolved: str | None = None
-    if base.lower() in by_id:
-        resolved = by_id[base.lower()].id
-    else:
-        candidates = [base]
-        if base.lower().startswith(_LEGACY_PREFIX):
-            candidates.append(base[len(_LEGACY_PREFIX) :])
-        for cand in candidates:
-            if cand.lower() in by_id:
-                resolved = by_id[cand.lower()].id
-                break
-            split = _split_sibling(cand)
-            if split is not None:
-                family = resolve_model(split[0], listed)
-                spec = _effort_spec(next((m for m in listed if m.id == family), None))
-                if family is not None and spec is not None:
-                    resolved = family
-                    implied = [(str(spec.get("id")), _map_effort(split[1], spec, family))]
-                    break
-            if cand.lower().endswith("-fast"):
-                family = resolve_model(cand[: -len("-fast")], listed)
-                if family is not None and family.lower().startswith("composer"):
-                    resolved, implied = family, [("fast", "true")]
-                    break
-        if resolved is None:
-            resolved = resolve_model(base, listed)
+    resolved, implied = _resolve_base(base, listed)
     if resolved is None:
         return None
     info = next((m for m in listed if m.id == resolved), None)
     declared = {str(p.get("id")): p for p in (info.parameters if info else ()) if "id" in p}
+    _check_params(resolved, params, declared)
+    chosen_keys = {k for k, _ in params}
+    params = params + [(k, v) for k, v in implied if k not in chosen_keys]
+    chosen_keys |= {k for k, _ in implied}
+    if reasoning_effort is not None and resolved != AUTO_MODEL_ID:
+        effort = _effort_param(resolved, info, declared, chosen_keys, reasoning_effort)
+        if effort is not None:
+            params.append(effort)
+            chosen_keys.add(effort[0])
+    if resolved.lower().startswith("composer") and "fast" not in chosen_keys:
+        # Row 14 (OMP #9012, KON): without fast=false a bare composer id runs on the Fast lane.
+        params.append(("fast", "false"))
+    return ModelChoice(resolved, tuple(params), _max_mode(info, dict(params)))
+
+
+def _resolve_base(base: str, listed: list[ModelInfo]) -> tuple[str | None, list[tuple[str, str]]]:
+    """The catalogue id ``base`` names, with the parameters a sibling or ``-fast`` slug implies."""
+    by_id = {m.id.lower(): m for m in listed}
+    if base.lower() in by_id:
+        return by_id[base.lower()].id, []
+    candidates = [base]
+    if base.lower().startswith(_LEGACY_PREFIX):
+        candidates.append(base[len(_LEGACY_PREFIX) :])
+    for cand in candidates:
+        if cand.lower() in by_id:
+            return by_id[cand.lower()].id, []
+        split = _split_sibling(cand)
+        if split is not None:
+            family = resolve_model(split[0], listed)
+            spec = _effort_spec(next((m for m in listed if m.id == family), None))
+            if family is not None and spec is not None:
+                return family, [(str(spec.get("id")), _map_effort(split[1], spec, family))]
+        if cand.lower().endswith("-fast"):
+            family = resolve_model(cand[: -len("-fast")], listed)
+            if family is not None and family.lower().startswith("composer"):
+                return family, [("fast", "true")]
+    return resolve_model(base, listed), []
+
+
+def _check_params(resolved: str, params: list[tuple[str, str]], declared: Mapping[str, Any]) -> None:
+    """``ConfigurationError`` naming the valid choices for an unknown parameter or value."""
     for key, value in params:
         spec = declared.get(key)
         if spec is None and key == "fast" and resolved.lower().startswith("composer"):
@@ -309,34 +323,40 @@ def choose_model(
                 f"Parameter {key!r} of model {resolved!r} takes one of: {', '.join(values)}.",
                 code="invalid_model",
             )
-    chosen_keys = {k for k, _ in params}
-    params = params + [(k, v) for k, v in implied if k not in chosen_keys]
-    chosen_keys |= {k for k, _ in implied}
-    if reasoning_effort is not None and resolved != AUTO_MODEL_ID:
-        spec = _effort_spec(info)
-        if spec is not None and str(spec.get("id")) not in chosen_keys:
-            params.append((str(spec.get("id")), _map_effort(reasoning_effort, spec, resolved)))
-            chosen_keys.add(str(spec.get("id")))
-        elif spec is None and "thinking" in declared and "thinking" not in chosen_keys:
-            # A model with only a thinking switch (connect.md §9.1 example): effort "none" and
-            # "minimal" turn it off, anything else on.
-            thinking = "false" if reasoning_effort in ("none", "minimal") else "true"
-            if thinking in _values(declared["thinking"]) or not _values(declared["thinking"]):
-                params.append(("thinking", thinking))
-                chosen_keys.add("thinking")
-        elif spec is None:
-            log.warning(
-                "cursorpipe: model %r declares no effort parameter; reasoning_effort=%r is not sent",
-                resolved,
-                reasoning_effort,
-            )
-    if resolved.lower().startswith("composer") and "fast" not in chosen_keys:
-        # Row 14 (OMP #9012, KON): without fast=false a bare composer id runs on the Fast lane.
-        params.append(("fast", "false"))
+
+
+def _effort_param(
+    resolved: str,
+    info: ModelInfo | None,
+    declared: Mapping[str, Any],
+    chosen_keys: set[str],
+    reasoning_effort: str,
+) -> tuple[str, str] | None:
+    """The parameter ``reasoning_effort`` becomes for this model, unless one was chosen already."""
+    spec = _effort_spec(info)
+    if spec is not None:
+        key = str(spec.get("id"))
+        return None if key in chosen_keys else (key, _map_effort(reasoning_effort, spec, resolved))
+    if "thinking" in declared and "thinking" not in chosen_keys:
+        # A model with only a thinking switch (connect.md §9.1 example): effort "none" and
+        # "minimal" turn it off, anything else on.
+        thinking = "false" if reasoning_effort in ("none", "minimal") else "true"
+        if thinking in _values(declared["thinking"]) or not _values(declared["thinking"]):
+            return ("thinking", thinking)
+        return None
+    log.warning(
+        "cursorpipe: model %r declares no effort parameter; reasoning_effort=%r is not sent",
+        resolved,
+        reasoning_effort,
+    )
+    return None
+
+
+def _max_mode(info: ModelInfo | None, chosen: Mapping[str, str]) -> bool:
+    """§5.2: max mode when every listed variant matching the chosen parameters is flagged."""
     variants = [
         p["variant"] for p in (info.parameters if info else ()) if isinstance(p.get("variant"), Mapping)
     ]
-    chosen = dict(params)
     matching = [
         v
         for v in variants
@@ -346,5 +366,4 @@ def choose_model(
             if isinstance(vp, Mapping)
         )
     ]
-    max_mode = bool(matching) and all(bool(v.get("isMaxMode")) for v in matching)
-    return ModelChoice(resolved, tuple(params), max_mode)
+    return bool(matching) and all(bool(v.get("isMaxMode")) for v in matching)

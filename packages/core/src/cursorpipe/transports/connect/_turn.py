@@ -533,28 +533,51 @@ def build_run_request(
         # connect.md §8.3: reconnect with resume_action and the latest checkpoint, same run_id.
         run.action.resume_action.SetInParent()
         return pb.AgentClientMessage(run_request=run)
-    system = system_text(request)
-    convo = [m for m in request.messages if m.role != "system"]
+    _add_user_action(run, request, state, profile=profile, stateless=stateless, tools=tools)
+    return pb.AgentClientMessage(run_request=run)
+
+
+def _split_transcript(convo: list[ChatMessage]) -> tuple[ChatMessage, list[ChatMessage], list[ChatMessage]]:
+    """(the last user message, the messages before it, a trailing tool exchange after it)."""
     last_user_index = max((i for i, m in enumerate(convo) if m.role == "user"), default=-1)
     if last_user_index < 0:
         raise ConfigurationError("a request needs at least one user message", code="invalid_request")
-    last = convo[last_user_index]
     earlier = convo[:last_user_index]
     trailing = convo[last_user_index + 1 :]
-    tool_exchange = any(m.role == "tool" or m.tool_calls for m in trailing)
-    if trailing and not tool_exchange:
+    if trailing and not any(m.role == "tool" or m.tool_calls for m in trailing):
         # Messages after the last user message (e.g. an assistant prefill) cannot be expressed;
         # keep them as history so nothing is lost silently.
-        earlier = earlier + trailing
-        trailing = []
-    # live-dialect.md row 8 (see _MODES): AGENT with tools (ASK takes none), else ASK or PLAN,
-    # unless the profile forces one mode (the live probe's ASK-with-tools variant).
+        return convo[last_user_index], earlier + trailing, []
+    return convo[last_user_index], earlier, trailing
+
+
+def _agent_mode(
+    request: TurnRequest, profile: WireProfile, tools: Sequence[ToolSpec]
+) -> pb.AgentMode.ValueType:
+    """live-dialect.md row 8 (see _MODES): AGENT with tools (ASK takes none), else ASK or PLAN,
+    unless the profile forces one mode (the live probe's ASK-with-tools variant)."""
     if profile.mode == "ask":
-        mode = pb.AGENT_MODE_ASK
-    elif profile.mode == "agent":
-        mode = pb.AGENT_MODE_AGENT
-    else:
-        mode = pb.AGENT_MODE_AGENT if tools else _MODES.get(request.mode, pb.AGENT_MODE_ASK)
+        return pb.AGENT_MODE_ASK
+    if profile.mode == "agent":
+        return pb.AGENT_MODE_AGENT
+    return pb.AGENT_MODE_AGENT if tools else _MODES.get(request.mode, pb.AGENT_MODE_ASK)
+
+
+def _add_user_action(
+    run: pb.AgentRunRequest,
+    request: TurnRequest,
+    state: ConversationState,
+    *,
+    profile: WireProfile,
+    stateless: bool,
+    tools: Sequence[ToolSpec],
+) -> None:
+    """The user-message action and the history, as roots or as conversation_history (the profile's
+    choice), and the custom system prompt (see :func:`build_run_request`)."""
+    system = system_text(request)
+    convo = [m for m in request.messages if m.role != "system"]
+    last, earlier, trailing = _split_transcript(convo)
+    mode = _agent_mode(request, profile, tools)
     action = run.action.user_message_action
     names = {c.id: c.name for m in convo for c in m.tool_calls}
     if profile.history == "roots":
@@ -579,7 +602,6 @@ def build_run_request(
             action.trailing_conversation_history.CopyFrom(_history(trailing, names))
     if system and profile.system_prompt == "custom":
         run.custom_system_prompt = system
-    return pb.AgentClientMessage(run_request=run)
 
 
 def request_context(

@@ -19,11 +19,12 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ..._codecs.connect import decode_unary_body, parse_unary_error
 from ..._constants import (
     CANCEL_GRACE_S,
     CLIENT_HEARTBEAT_S,
@@ -31,6 +32,7 @@ from ..._constants import (
     POST_TURN_GUARD_S,
     STALL_TIMEOUT_S,
 )
+from ..._net import network_errors
 from ..._proto.agent.v1 import agent_pb2 as pb
 from ..._proto.aiserver.v1 import server_config_pb2 as sc
 from ..._tool_runner import run_tool_handler
@@ -40,6 +42,7 @@ from ...errors import (
     AuthenticationError,
     ConfigurationError,
     CursorPipeError,
+    ErrorCode,
     ModelNotFoundError,
     NetworkError,
     OutdatedClientError,
@@ -54,6 +57,7 @@ from ...types import (
     ModelInfo,
     ToolCall,
     ToolHandler,
+    ToolSpec,
     TransportInfo,
     TurnEnd,
     TurnRequest,
@@ -63,9 +67,7 @@ from ...types import (
 )
 from ..base import TransportCapabilities, TransportSession
 from ._channel import Channel, ConnectCallError
-from ._codec import decode_unary_body, parse_unary_error
 from ._errors import map_connect_error
-from ._h2 import H2Channel, H2Connection
 from ._http1 import Http1Channel
 from ._models import (
     MODELS_PATH,
@@ -93,6 +95,9 @@ from ._turn import (
     profile_for,
     system_text,
 )
+
+if TYPE_CHECKING:
+    from ._h2 import H2Connection
 
 __all__ = ["CLIENT_TYPE", "CLIENT_VERSION", "ConnectTransport"]
 
@@ -406,12 +411,8 @@ class ConnectTransport:
             request_id = str(uuid.uuid4())
             headers = self._rpc_headers(token, request_id)
             headers["content-type"] = "application/proto"
-            try:
+            with network_errors(f"Could not reach Cursor at {self._base} ({{exc}})."):
                 response = await self._http.post(self._base + path, content=body, headers=headers)
-            except httpx.TransportError as exc:
-                raise NetworkError(
-                    f"Could not reach Cursor at {self._base} ({type(exc).__name__}).", code="unavailable"
-                ) from exc
             if response.status_code == 200:
                 return decode_unary_body(response.content)  # raw or enveloped (live-dialect.md row 23)
             error = parse_unary_error(
@@ -458,6 +459,10 @@ class ConnectTransport:
             if self._h2 is None or not self._h2.alive:
                 if self._h2 is not None:
                     await self._h2.aclose()
+                # The h2 library is imported only on this path (issue 16: the HTTP/1.1 path and
+                # processes that never open a turn do not pay for it).
+                from ._h2 import H2Connection
+
                 conn = H2Connection(self._base)
                 await conn.connect()
                 self._h2 = conn
@@ -476,7 +481,8 @@ class ConnectTransport:
             headers = self._identity()
             headers["authorization"] = f"Bearer {api_key}"
             try:
-                response = await self._http.get(self._rest + MODELS_PATH, headers=headers)
+                with network_errors(f"GET {MODELS_PATH} failed ({{exc}}).", code="network_error"):
+                    response = await self._http.get(self._rest + MODELS_PATH, headers=headers)
                 if response.status_code == 200:
                     models = parse_rest_models(response.json())
                     if models:
@@ -492,8 +498,8 @@ class ConnectTransport:
                             metadata=response.headers,
                         )
                     )
-            except httpx.TransportError as exc:
-                errors.append(NetworkError(f"GET {MODELS_PATH} failed ({type(exc).__name__})."))
+            except NetworkError as exc:
+                errors.append(exc)
             except (ValueError, ProtocolError) as exc:
                 errors.append(ProtocolError(f"GET {MODELS_PATH} returned an unreadable model list: {exc}"))
         try:
@@ -558,11 +564,13 @@ class ConnectTransport:
         if await self._use_h2():
             try:
                 conn = await self._h2_connection()
+                from ._h2 import H2Channel
+
                 return H2Channel(
                     conn, self._run_headers(token, state, run_id, attempt_id, http1=False, tools=tools)
                 )
             except NetworkError as exc:
-                if self._config.use_http2 == "always" or exc.code != "no_http2":
+                if self._config.use_http2 == "always" or exc.code != ErrorCode.NO_HTTP2:
                     raise
                 if self._base.startswith("https://") and self._server_http2 not in _HTTP2_OFF:
                     # live-dialect.md row 21: Cursor's agent path only serves HTTP/2 (its load
@@ -702,218 +710,97 @@ class ConnectTransport:
     async def _run(
         self, request: TurnRequest, session: TransportSession | None
     ) -> AsyncGenerator[Event, None]:
+        turn = await self._plan(request, session)
+        yield turn.info
+        # The policy across attempts (connect.md §2.4 re-auth, live-dialect.md rows 1-2 dialect
+        # switch, §8.3 resume): each failure either earns one more attempt or is raised.
+        while True:
+            try:
+                async with aclosing(_Attempt(self, turn).events()) as events:
+                    async for event in events:
+                        yield event
+                return
+            except ConnectCallError as exc:
+                mapped = await self._after_call_error(turn, exc)
+                if mapped is not None:
+                    raise mapped from exc
+            except (StreamDroppedError, StreamStalledError) as exc:
+                if not self._resume_after(turn, exc):
+                    raise
+
+    async def _plan(self, request: TurnRequest, session: TransportSession | None) -> _TurnPlan:
+        """Validate the session, resolve the model and fix what every attempt of the turn shares."""
         self._check_open()
         if session is not None and not isinstance(session, ConversationState):
             raise SessionError("This session does not belong to the connect transport.", transport=self.name)
-        stateless = session is None
         state = session if session is not None else self._stateless_state(request)
         if state.closed:
             raise SessionError(f"Session {state.id} was discarded; open a new one.", transport=self.name)
         model = await self._resolve_model(request.model, request.reasoning_effort)
-        # live-dialect.md row 17: a client-level retry of this turn brings the same run_id.
-        run_id = request.run_id or str(uuid.uuid4())
-        handler = request.tool_handler
-        tool_timeout = request.tool_result_timeout_s or _TOOL_RESULT_TIMEOUT_S
-        tools = offered_tools(request)
-        # Caller tool-call ids the wire cannot carry (live-dialect.md row 15) map back to the caller.
-        call_ids = {
-            normalise_call_id(c.id): c.id
-            for m in request.messages
-            for c in m.tool_calls
-            if normalise_call_id(c.id) != c.id
-        }
-        system = system_text(request)
-        base_checkpoint = state.checkpoint
-        info = TransportInfo(
-            transport=self.name, model=request.model, session_id=state.id if session is not None else None
+        return _TurnPlan(
+            request=request,
+            state=state,
+            stateless=session is None,
+            model=model,
+            # live-dialect.md row 17: a client-level retry of this turn brings the same run_id.
+            run_id=request.run_id or str(uuid.uuid4()),
+            tools=offered_tools(request),
+            # Caller tool-call ids the wire cannot carry (live-dialect.md row 15) map back.
+            call_ids={
+                normalise_call_id(c.id): c.id
+                for m in request.messages
+                for c in m.tool_calls
+                if normalise_call_id(c.id) != c.id
+            },
+            system=system_text(request),
+            base_checkpoint=state.checkpoint,
+            info=TransportInfo(
+                transport=self.name, model=request.model, session_id=state.id if session is not None else None
+            ),
         )
-        yield info
-        reauthed = False
-        switched = False
-        resumes = 0
-        attempt = 0
-        machine: TurnMachine | None = None
-        while True:
-            # §4.2: the first request's id is the run id; every retry (ours or the client's) a new one.
-            attempt_id = run_id if attempt == 0 and request.attempt == 0 else str(uuid.uuid4())
-            attempt += 1
-            resume = resumes > 0
-            if machine is None or not resume:
-                machine = TurnMachine(
-                    state,
-                    workspace=self._workspace,
-                    tools=tools,
-                    stateful=handler is not None,
-                    system=system,
-                    profile=self._wire,
-                    approve_web=self._config.approve_web_queries,
-                    call_ids=call_ids,
-                )
-            token = await self._auth.token()
-            first = build_run_request(
-                request,
-                state,
-                model_id=model.id,
-                model_parameters=model.parameters,
-                max_mode=model.max_mode,
-                run_id=run_id,
-                profile=self._wire,
-                stateless=stateless,
-                resume=resume,
-                checkpoint=machine.checkpoint if resume else base_checkpoint,
-            )
-            channel = await self._open_channel(token, state, run_id, attempt_id, tools=bool(tools))
-            self.last_channel = channel.kind
-            heartbeat: asyncio.Task[None] | None = None
-            pump: asyncio.Task[None] | None = None
-            tool_tasks: dict[int, asyncio.Task[None]] = {}
-            inbox: asyncio.Queue[object] = asyncio.Queue()
-            server_done = False
-            finished = False
-            handed_off = False
-            try:
-                await channel.start(first)
-                heartbeat = asyncio.create_task(self._heartbeats(channel), name="cursorpipe-heartbeat")
-                pump = asyncio.create_task(self._pump(channel, inbox), name="cursorpipe-pump")
-                held: list[Event] = []
-                while True:
-                    batch = machine.tool_batch()
-                    if batch == "complete":
-                        break
-                    # While a tool handler runs the server waits for its result and may stay
-                    # silent: the stall detector pauses (as the SDK's does for human-type waits,
-                    # §6.4); the handler's own bound (tool_result_timeout_s) applies instead.
-                    wait: float | None = (
-                        None if any(not t.done() for t in tool_tasks.values()) else self.stall_timeout_s
-                    )
-                    if batch == "maybe":
-                        wait = (
-                            min(wait, self.tool_batch_grace_s)
-                            if wait is not None
-                            else self.tool_batch_grace_s
-                        )
-                    try:
-                        async with asyncio.timeout(wait):
-                            item = await inbox.get()
-                    except TimeoutError as exc:
-                        if batch == "maybe":
-                            break
-                        raise StreamStalledError(
-                            f"No message from Cursor for {self.stall_timeout_s:g} s (connect.md §6.4); "
-                            "the stream is considered stalled.",
-                            request_id=attempt_id,
-                            transport=self.name,
-                        ) from exc
-                    if item is _EOF:
-                        server_done = True
-                        break
-                    if isinstance(item, BaseException):
-                        raise item
-                    assert isinstance(item, pb.AgentServerMessage)
-                    step = machine.handle(item)
-                    for reply in step.replies:
-                        await channel.send(reply)
-                    for exec_id in step.aborts:
-                        # exec_server_control_message.abort: the server gave up on this exec.
-                        task = tool_tasks.get(exec_id)
-                        if task is not None:
-                            task.cancel()
-                    if handler is not None:
-                        # Start the tools before yielding: the consumer may wait on them.
-                        for exec_id, call in step.tool_calls:
-                            tool_tasks[exec_id] = asyncio.create_task(
-                                self._answer_tool(channel, handler, exec_id, call, tool_timeout, inbox),
-                                name="cursorpipe-tool",
-                            )
-                    routed = self._routed_id(machine.routed_model)
-                    if routed and routed != info.model:
-                        # connect.md §7 routed_model: the model Cursor actually routed this turn
-                        # to (e.g. for ``auto``). A second TransportInfo updates what answered;
-                        # consumers keep the latest (base.py contract).
-                        info = replace(info, model=routed)
-                        yield info
-                    for event in step.events:
-                        if isinstance(event, TurnEnd):
-                            held.append(event)  # after the post-turn work, see below
-                        else:
-                            yield event
-                    if step.ended:
-                        finished = True
-                        break
-                if finished:
-                    # live-dialect.md row 10: the service stores the final checkpoint and blobs
-                    # after turn_ended; keep answering KV and checkpoint messages until its
-                    # end-stream (bounded), and only then hand the turn's end to the caller, so a
-                    # consumer that stops at TurnEnd cannot cut that work off.
-                    server_done = await self._finish_turn(channel, machine, inbox)
-                    for event in held:
-                        yield event
-                    return
-                if machine.tool_batch() != "none":
-                    # Stateless (OpenAI-style) tool calls: the turn ends here, the caller runs the
-                    # tools and sends a new request with the results; the open run is cancelled
-                    # in the background (no wait on the caller's path).
-                    handed_off = True
-                    self._drop_later(channel)
-                    usage = self._tool_usage(request, machine)
-                    yield UsageEvent(usage)
-                    yield TurnEnd("tool_calls", usage)
-                    return
-                raise StreamDroppedError(
-                    "Stream ended without turn_ended: the connection likely dropped mid-stream "
-                    "(connect.md §7).",
-                    request_id=attempt_id,
-                    transport=self.name,
-                )
-            except ConnectCallError as exc:
-                server_done = True
-                if exc.error.code == "unauthenticated" and not reauthed and not machine.produced:
-                    # §2.4: drop the token, exchange again and re-run the turn once.
-                    reauthed = True
-                    await self._auth.invalidate(token)
-                    continue
-                mapped = self._map(exc, request, attempt_id)
-                why = _dialect_rejection(exc, mapped)
-                if why == _REFUSED_SYSTEM_PROMPT and self._wire.system_prompt != "custom":
-                    why = None  # we did not send the option: switching would not help
-                if why and not switched and not machine.produced and self._switch_dialect(why):
-                    switched = True
-                    if stateless:
-                        state = self._stateless_state(request)
-                    continue
-                if (
-                    stateless
-                    and exc.error.code == "resource_exhausted"
-                    and not exc.error.details
-                    and not machine.produced
-                ):
-                    self._rotate(state)
-                raise mapped from exc
-            except (StreamDroppedError, StreamStalledError) as exc:
-                # §8.3: once output reached the caller the client cannot retry; resume from the
-                # latest checkpoint of this turn with resume_action (same run_id, new request id).
-                if machine.produced and machine.checkpoint is not None and resumes < _MAX_RESUMES:
-                    resumes += 1
-                    machine.begin_resume()
-                    log.warning("cursorpipe: %s mid-turn; resuming from the last checkpoint", exc.code)
-                    continue
-                if exc.request_id is None:
-                    exc.request_id = attempt_id
-                raise
-            finally:
-                helpers = [t for t in (heartbeat, pump, *tool_tasks.values()) if t is not None]
-                for helper in helpers:
-                    helper.cancel()
-                await asyncio.gather(*helpers, return_exceptions=True)
-                if not handed_off:
-                    if finished or server_done:
-                        await channel.aclose()
-                    else:
-                        # The caller stopped early (break, aclose, task cancel), a tool handler
-                        # timed out, or the stream stalled/broke: drop the stream at once, as the
-                        # SDK's run.cancel() does (live-dialect.md row 11): no cancel_action and no
-                        # wait on the caller's path.
-                        await channel.abort()
+
+    async def _after_call_error(self, turn: _TurnPlan, exc: ConnectCallError) -> CursorPipeError | None:
+        """``None`` when the turn gets another attempt (one re-auth, one dialect switch, both only
+        before any output), else the public error to raise."""
+        produced = turn.machine is not None and turn.machine.produced
+        if exc.error.code == "unauthenticated" and not turn.reauthed and not produced:
+            # §2.4: drop the token, exchange again and re-run the turn once.
+            turn.reauthed = True
+            await self._auth.invalidate(turn.token)
+            return None
+        mapped = self._map(exc, turn.request, turn.attempt_id)
+        why = _dialect_rejection(exc, mapped)
+        if why == _REFUSED_SYSTEM_PROMPT and self._wire.system_prompt != "custom":
+            why = None  # we did not send the option: switching would not help
+        if why and not turn.switched and not produced and self._switch_dialect(why):
+            turn.switched = True
+            if turn.stateless:
+                turn.state = self._stateless_state(turn.request)
+            return None
+        if (
+            turn.stateless
+            and exc.error.code == "resource_exhausted"
+            and not exc.error.details
+            and not produced
+        ):
+            self._rotate(turn.state)
+        return mapped
+
+    @staticmethod
+    def _resume_after(turn: _TurnPlan, exc: StreamDroppedError | StreamStalledError) -> bool:
+        """§8.3: once output reached the caller the client cannot retry; resume once from the
+        latest checkpoint of this turn with resume_action (same run_id, new request id)."""
+        machine = turn.machine
+        resumable = machine is not None and machine.produced and machine.checkpoint is not None
+        if resumable and turn.resumes < _MAX_RESUMES:
+            assert machine is not None
+            turn.resumes += 1
+            machine.begin_resume()
+            log.warning("cursorpipe: %s mid-turn; resuming from the last checkpoint", exc.code)
+            return True
+        if exc.request_id is None:
+            exc.request_id = turn.attempt_id
+        return False
 
     async def _finish_turn(
         self, channel: Channel, machine: TurnMachine, inbox: asyncio.Queue[object]
@@ -936,11 +823,226 @@ class ConnectTransport:
                         return True
                     assert isinstance(item, pb.AgentServerMessage)
                     step = machine.handle(item)
-                    for reply in step.replies:
+                    if step.replies:
                         with contextlib.suppress(CursorPipeError, OSError):
-                            await channel.send(reply)
+                            await channel.send_many(step.replies)
         except TimeoutError:
             log.debug(
                 "cursorpipe: no end-stream %g s after turn_ended; dropping the stream", self.post_turn_guard_s
             )
             return False
+
+
+@dataclass(eq=False)
+class _TurnPlan:
+    """What the attempts of one turn share, and what the retry policy remembers between them."""
+
+    request: TurnRequest
+    state: ConversationState
+    stateless: bool
+    model: ModelChoice
+    run_id: str
+    tools: tuple[ToolSpec, ...]
+    call_ids: dict[str, str]
+    system: str
+    base_checkpoint: bytes
+    info: TransportInfo
+    reauthed: bool = False
+    switched: bool = False
+    resumes: int = 0
+    attempts: int = 0
+    machine: TurnMachine | None = None
+    token: str = ""
+    attempt_id: str = ""
+
+    def next_attempt_id(self) -> str:
+        """§4.2: the first request's id is the run id; every retry (ours or the client's) a new one."""
+        first = self.attempts == 0 and self.request.attempt == 0
+        self.attempts += 1
+        self.attempt_id = self.run_id if first else str(uuid.uuid4())
+        return self.attempt_id
+
+
+class _Attempt:
+    """One request of a turn on one channel: the run request, heartbeats, the pump of server
+    messages, native tool handlers, and the clean-up (close, drop or hand off the channel)."""
+
+    machine: TurnMachine
+    channel: Channel
+
+    def __init__(self, transport: ConnectTransport, turn: _TurnPlan) -> None:
+        self.t = transport
+        self.turn = turn
+        self.inbox: asyncio.Queue[object] = asyncio.Queue()
+        self.tool_tasks: dict[int, asyncio.Task[None]] = {}
+        self.helpers: list[asyncio.Task[None]] = []
+        self.held: list[Event] = []
+        self.server_done = False
+        self.finished = False
+        self.handed_off = False
+
+    def _machine(self) -> TurnMachine:
+        turn = self.turn
+        if turn.machine is None or turn.resumes == 0:
+            turn.machine = TurnMachine(
+                turn.state,
+                workspace=self.t._workspace,
+                tools=turn.tools,
+                stateful=turn.request.tool_handler is not None,
+                system=turn.system,
+                profile=self.t._wire,
+                approve_web=self.t._config.approve_web_queries,
+                call_ids=turn.call_ids,
+            )
+        return turn.machine
+
+    async def events(self) -> AsyncGenerator[Event, None]:
+        """The attempt's events; raises ``ConnectCallError`` or a stream error for the policy."""
+        t, turn = self.t, self.turn
+        attempt_id = turn.next_attempt_id()
+        resume = turn.resumes > 0
+        self.machine = machine = self._machine()
+        turn.token = await t._auth.token()
+        first = build_run_request(
+            turn.request,
+            turn.state,
+            model_id=turn.model.id,
+            model_parameters=turn.model.parameters,
+            max_mode=turn.model.max_mode,
+            run_id=turn.run_id,
+            profile=t._wire,
+            stateless=turn.stateless,
+            resume=resume,
+            checkpoint=machine.checkpoint if resume else turn.base_checkpoint,
+        )
+        self.channel = channel = await t._open_channel(
+            turn.token, turn.state, turn.run_id, attempt_id, tools=bool(turn.tools)
+        )
+        t.last_channel = channel.kind
+        try:
+            await channel.start(first)
+            self.helpers = [
+                asyncio.create_task(t._heartbeats(channel), name="cursorpipe-heartbeat"),
+                asyncio.create_task(t._pump(channel, self.inbox), name="cursorpipe-pump"),
+            ]
+            while not self.finished and (item := await self._next()) is not None:
+                for event in await self._handle(item):
+                    yield event
+            for event in await self._end():
+                yield event
+        except ConnectCallError:
+            self.server_done = True
+            raise
+        finally:
+            await self._close()
+
+    async def _next(self) -> pb.AgentServerMessage | None:
+        """The next server message, or ``None`` when the stream ended or a tool batch is complete."""
+        batch = self.machine.tool_batch()
+        if batch == "complete":
+            return None
+        if self.inbox.qsize():
+            # Most messages are already queued (one socket read carries several): take them
+            # without arming a stall timer each time (issue 16 profile).
+            return self._accept(self.inbox.get_nowait())
+        # While a tool handler runs the server waits for its result and may stay silent: the stall
+        # detector pauses (as the SDK's does for human-type waits, §6.4); the handler's own bound
+        # (tool_result_timeout_s) applies instead.
+        stall = self.t.stall_timeout_s
+        wait: float | None = None if any(not k.done() for k in self.tool_tasks.values()) else stall
+        if batch == "maybe":
+            grace = self.t.tool_batch_grace_s
+            wait = min(wait, grace) if wait is not None else grace
+        try:
+            async with asyncio.timeout(wait):
+                item = await self.inbox.get()
+        except TimeoutError as exc:
+            if batch == "maybe":
+                return None
+            raise StreamStalledError(
+                f"No message from Cursor for {stall:g} s (connect.md §6.4); "
+                "the stream is considered stalled.",
+                request_id=self.turn.attempt_id,
+                transport=self.t.name,
+            ) from exc
+        return self._accept(item)
+
+    def _accept(self, item: object) -> pb.AgentServerMessage | None:
+        if item is _EOF:
+            self.server_done = True
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        assert isinstance(item, pb.AgentServerMessage)
+        return item
+
+    async def _handle(self, item: pb.AgentServerMessage) -> list[Event]:
+        t, turn, channel = self.t, self.turn, self.channel
+        step = self.machine.handle(item)
+        if step.replies:
+            await channel.send_many(step.replies)
+        for exec_id in step.aborts:
+            # exec_server_control_message.abort: the server gave up on this exec.
+            task = self.tool_tasks.get(exec_id)
+            if task is not None:
+                task.cancel()
+        handler = turn.request.tool_handler
+        if handler is not None:
+            # Start the tools before yielding: the consumer may wait on them.
+            timeout = turn.request.tool_result_timeout_s or _TOOL_RESULT_TIMEOUT_S
+            for exec_id, call in step.tool_calls:
+                self.tool_tasks[exec_id] = asyncio.create_task(
+                    t._answer_tool(channel, handler, exec_id, call, timeout, self.inbox),
+                    name="cursorpipe-tool",
+                )
+        out: list[Event] = []
+        routed = t._routed_id(self.machine.routed_model)
+        if routed and routed != turn.info.model:
+            # connect.md §7 routed_model: the model Cursor actually routed this turn to (e.g. for
+            # ``auto``). A second TransportInfo updates what answered; consumers keep the latest
+            # (base.py contract).
+            turn.info = replace(turn.info, model=routed)
+            out.append(turn.info)
+        for event in step.events:
+            # The turn's end waits for the post-turn work, see _end.
+            (self.held if isinstance(event, TurnEnd) else out).append(event)
+        self.finished = step.ended
+        return out
+
+    async def _end(self) -> list[Event]:
+        t, machine = self.t, self.machine
+        if self.finished:
+            # live-dialect.md row 10: the service stores the final checkpoint and blobs after
+            # turn_ended; keep answering KV and checkpoint messages until its end-stream (bounded),
+            # and only then hand the turn's end to the caller, so a consumer that stops at TurnEnd
+            # cannot cut that work off.
+            self.server_done = await t._finish_turn(self.channel, machine, self.inbox)
+            return self.held
+        if machine.tool_batch() != "none":
+            # Stateless (OpenAI-style) tool calls: the turn ends here, the caller runs the tools and
+            # sends a new request with the results; the open run is cancelled in the background
+            # (no wait on the caller's path).
+            self.handed_off = True
+            t._drop_later(self.channel)
+            usage = t._tool_usage(self.turn.request, machine)
+            return [UsageEvent(usage), TurnEnd("tool_calls", usage)]
+        raise StreamDroppedError(
+            "Stream ended without turn_ended: the connection likely dropped mid-stream (connect.md §7).",
+            request_id=self.turn.attempt_id,
+            transport=t.name,
+        )
+
+    async def _close(self) -> None:
+        helpers = [*self.helpers, *self.tool_tasks.values()]
+        for helper in helpers:
+            helper.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        if self.handed_off:
+            return
+        if self.finished or self.server_done:
+            await self.channel.aclose()
+        else:
+            # The caller stopped early (break, aclose, task cancel), a tool handler timed out, or
+            # the stream stalled/broke: drop the stream at once, as the SDK's run.cancel() does
+            # (live-dialect.md row 11): no cancel_action and no wait on the caller's path.
+            await self.channel.abort()

@@ -3,10 +3,11 @@ process per request (acp.md §6, §10 item 2).
 
 Per turn: spawn through :class:`~cursorpipe.transports._process.ManagedProcess` with an explicit
 environment (the API key travels as ``CURSOR_API_KEY``, never on argv, acp.md §1.5), ``--mode``
-and ``--model`` flags, the prompt after ``--`` or on stdin (:mod:`._prompt`), parse stdout with the
-sans-IO :class:`._stream_json.StreamJsonParser`, stop at the ``result`` event (acp.md §6.6) and
-map failures once (:mod:`._errors`). The process is killed when the caller stops early, times out
-or is cancelled. Sessions use ``--resume <chat id>`` (acp.md §6.4) with the id minted by
+and ``--model`` flags, the prompt after ``--`` or on stdin (:mod:`._prompt`), parse stdout with
+the sans-IO :class:`cursorpipe._codecs.stream_json.StreamJsonParser`, stop at the ``result`` event
+(acp.md §6.6) and map failures once (:mod:`._errors`). The process is killed when the caller stops
+early, times out or is cancelled. Sessions use ``--resume <chat id>`` (acp.md §6.4) with the id
+minted by
 ``agent create-chat`` (or, where that command fails, learnt from the first turn).
 """
 
@@ -22,6 +23,16 @@ import tempfile
 import uuid
 from collections.abc import AsyncGenerator, Sequence
 
+from ..._codecs.stream_json import (
+    Finished,
+    InbandError,
+    ParsedEvent,
+    SessionStarted,
+    StreamJsonParser,
+    TextChunk,
+    ThinkingChunk,
+    ToolActivity,
+)
 from ..._redact import register_secret
 from ...config import CursorPipeConfig
 from ...errors import (
@@ -50,14 +61,6 @@ from ..base import TransportCapabilities, TransportSession
 from ._errors import NAME, classify_failure, classify_text, last_line
 from ._models import parse_models_output
 from ._prompt import flatten_messages, prompt_argv
-from ._stream_json import (
-    InbandError,
-    SessionStarted,
-    StreamJsonParser,
-    TextChunk,
-    ThinkingChunk,
-    ToolActivity,
-)
 
 __all__ = ["SubprocessSession", "SubprocessTransport"]
 
@@ -306,17 +309,7 @@ class SubprocessTransport:
         self, request: TurnRequest, session: TransportSession | None
     ) -> AsyncGenerator[Event, None]:
         self._check_open()
-        sub: SubprocessSession | None = None
-        if session is not None:
-            if not isinstance(session, SubprocessSession):
-                raise SessionError(
-                    "This session does not belong to the subprocess transport.", transport=self.name
-                )
-            if session.closed:
-                raise SessionError(
-                    f"Session {session.id} was discarded; open a new one.", transport=self.name
-                )
-            sub = session
+        sub = self._own_session(session)
         # Stateless multi-message requests are flattened into one prompt (print mode takes one
         # prompt and has no history/system flags); session turns carry only the new message.
         prompt = flatten_messages(request.messages)
@@ -335,46 +328,17 @@ class SubprocessTransport:
             parser = StreamJsonParser()
             inband: InbandError | None = None
             while parser.finished is None and inband is None:
-                try:
-                    async with asyncio.timeout(self.stall_timeout_s):
-                        chunk = await proc.read(_READ_SIZE)
-                except TimeoutError:
-                    raise StreamStalledError(
-                        f"agent --print wrote nothing for {self.stall_timeout_s:g} s; the run was stopped "
-                        "(a live but silent agent would hold the request until its deadline).",
-                        transport=self.name,
-                    ) from None
-                events = parser.feed(chunk) if chunk else parser.close()
-                for ev in events:
-                    if isinstance(ev, TextChunk):
-                        yield TextDelta(ev.text)
-                    elif isinstance(ev, ThinkingChunk):
-                        yield ThinkingDelta(ev.text)
-                    elif isinstance(ev, SessionStarted):
-                        if sub is not None and sub.chat_id is None:
-                            sub.chat_id = ev.session_id
-                    elif isinstance(ev, ToolActivity):
-                        log.debug("cursorpipe: agent tool %s %s", ev.name, ev.subtype)
-                    elif isinstance(ev, InbandError):
+                chunk = await self._read(proc)
+                for ev in parser.feed(chunk) if chunk else parser.close():
+                    if isinstance(ev, InbandError):
                         inband = ev
                         break
+                    event = _to_event(ev, sub)
+                    if event is not None:
+                        yield event
                 if not chunk:
                     break
-            if inband is not None:
-                raise _inband_error(inband.text, request.model)
-            finished = parser.finished
-            if finished is None:
-                rc = await self._finish(proc, graceful=True)  # exit code, and stderr drained fully
-                raise classify_failure(
-                    exit_code=rc,
-                    stderr=proc.stderr_tail(),
-                    stdout_extra="\n".join(parser.stray),
-                    model=request.model,
-                )
-            if finished.is_error:
-                raise classify_text(finished.result, model=request.model) or classify_failure(
-                    exit_code=proc.returncode, stderr=proc.stderr_tail(), stdout_extra=finished.result
-                )
+            finished = await self._result(proc, parser, inband, request.model)
             if sub is not None:
                 if sub.chat_id is None and finished.session_id:
                     sub.chat_id = finished.session_id
@@ -390,6 +354,61 @@ class SubprocessTransport:
             if writer is not None:
                 # wait() neither raises the writer's outcome nor swallows our own cancellation
                 await asyncio.wait([writer])
+
+    def _own_session(self, session: TransportSession | None) -> SubprocessSession | None:
+        if session is None:
+            return None
+        if not isinstance(session, SubprocessSession):
+            raise SessionError(
+                "This session does not belong to the subprocess transport.", transport=self.name
+            )
+        if session.closed:
+            raise SessionError(f"Session {session.id} was discarded; open a new one.", transport=self.name)
+        return session
+
+    async def _read(self, proc: ManagedProcess) -> bytes:
+        try:
+            async with asyncio.timeout(self.stall_timeout_s):
+                return await proc.read(_READ_SIZE)
+        except TimeoutError:
+            raise StreamStalledError(
+                f"agent --print wrote nothing for {self.stall_timeout_s:g} s; the run was stopped "
+                "(a live but silent agent would hold the request until its deadline).",
+                transport=self.name,
+            ) from None
+
+    async def _result(
+        self, proc: ManagedProcess, parser: StreamJsonParser, inband: InbandError | None, model: str
+    ) -> Finished:
+        """The run's ``result`` event, or the classified failure (in-band error, exit without a
+        result, or a result that reports an error)."""
+        if inband is not None:
+            raise _inband_error(inband.text, model)
+        finished = parser.finished
+        if finished is None:
+            rc = await self._finish(proc, graceful=True)  # exit code, and stderr drained fully
+            raise classify_failure(
+                exit_code=rc, stderr=proc.stderr_tail(), stdout_extra="\n".join(parser.stray), model=model
+            )
+        if finished.is_error:
+            raise classify_text(finished.result, model=model) or classify_failure(
+                exit_code=proc.returncode, stderr=proc.stderr_tail(), stdout_extra=finished.result
+            )
+        return finished
+
+
+def _to_event(ev: ParsedEvent, sub: SubprocessSession | None) -> Event | None:
+    """The public event for a parsed stream-json event (``None`` for bookkeeping ones)."""
+    if isinstance(ev, TextChunk):
+        return TextDelta(ev.text)
+    if isinstance(ev, ThinkingChunk):
+        return ThinkingDelta(ev.text)
+    if isinstance(ev, SessionStarted):
+        if sub is not None and sub.chat_id is None:
+            sub.chat_id = ev.session_id
+    elif isinstance(ev, ToolActivity):
+        log.debug("cursorpipe: agent tool %s %s", ev.name, ev.subtype)
+    return None
 
 
 async def _feed_stdin(proc: ManagedProcess, data: bytes) -> None:

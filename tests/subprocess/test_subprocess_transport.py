@@ -34,8 +34,8 @@ from cursorpipe import (
     UsageLimitError,
 )
 from cursorpipe.testing.fake_agent import catalog as cat
-from cursorpipe.transports.cli import SubprocessTransport
-from cursorpipe.transports.cli._prompt import flatten_messages
+from cursorpipe.transports.subprocess import SubprocessTransport
+from cursorpipe.transports.subprocess._prompt import flatten_messages
 
 KEY = "crsr_subprocess_test_key_0123456789"
 

@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from ...errors import ProtocolError
+from ..errors import ProtocolError
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
@@ -140,6 +140,20 @@ def _params(obj: dict[str, Any], line: bytes) -> dict[str, Any]:
     raise _bad("params must be an object or an array", line)
 
 
+def _error_response(ident: Any, err: Any, line: bytes) -> ErrorResponse:
+    if not isinstance(err, dict):
+        raise _bad("error must be an object", line)
+    code = err.get("code")
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise _bad("error.code must be an integer", line)
+    message = err.get("message", "")
+    if not isinstance(message, str):
+        message = str(message)
+    if ident is not None and not _valid_id(ident):
+        raise _bad("id must be an integer, a string or null", line)
+    return ErrorResponse(ident, RpcError(code, message, err.get("data")))
+
+
 def parse_line(line: bytes) -> Message:
     """Parse one line (without or with its trailing newline) into a message.
 
@@ -169,18 +183,7 @@ def parse_line(line: bytes) -> Message:
         raise _bad("neither a call nor an answer", line)
     ident = obj["id"]
     if "error" in obj:
-        err = obj["error"]
-        if not isinstance(err, dict):
-            raise _bad("error must be an object", line)
-        code = err.get("code")
-        if not isinstance(code, int) or isinstance(code, bool):
-            raise _bad("error.code must be an integer", line)
-        message = err.get("message", "")
-        if not isinstance(message, str):
-            message = str(message)
-        if ident is not None and not _valid_id(ident):
-            raise _bad("id must be an integer, a string or null", line)
-        return ErrorResponse(ident, RpcError(code, message, err.get("data")))
+        return _error_response(ident, obj["error"], line)
     if "result" in obj:
         if not _valid_id(ident):
             raise _bad("id must be an integer or a string", line)

@@ -1,4 +1,4 @@
-"""Fixtures for the fake agent, subprocess transport and auto strategy tests (tests/cli)."""
+"""Fixtures for the fake agent, subprocess transport and auto strategy tests (tests/subprocess)."""
 
 from __future__ import annotations
 

@@ -6,9 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from cursorpipe.errors import ProtocolError
-from cursorpipe.testing.fake_agent import catalog as cat
-from cursorpipe.transports.cli._stream_json import (
+from cursorpipe._codecs.stream_json import (
     Finished,
     InbandError,
     ParsedEvent,
@@ -20,6 +18,8 @@ from cursorpipe.transports.cli._stream_json import (
     ToolActivity,
     parse_usage,
 )
+from cursorpipe.errors import ProtocolError
+from cursorpipe.testing.fake_agent import catalog as cat
 from cursorpipe.types import Usage
 from hypothesis import given, settings
 from hypothesis import strategies as st

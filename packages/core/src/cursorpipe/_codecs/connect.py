@@ -23,9 +23,9 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from ..._constants import MAX_FRAME_BYTES
-from ..._proto.aiserver.v1 import aiserver_pb2
-from ...errors import ProtocolError
+from .._constants import MAX_FRAME_BYTES
+from .._proto.aiserver.v1 import aiserver_pb2
+from ..errors import ProtocolError
 
 __all__ = [
     "CODE_TO_HTTP_STATUS",

@@ -17,9 +17,9 @@ from cursorpipe import (
 )
 from cursorpipe._redact import register_secret
 from cursorpipe.testing.fake_agent import catalog as cat
-from cursorpipe.transports.cli._errors import classify_failure, classify_text
-from cursorpipe.transports.cli._models import parse_models_output
-from cursorpipe.transports.cli._prompt import ARGV_PROMPT_MAX_BYTES, flatten_messages, prompt_argv
+from cursorpipe.transports.subprocess._errors import classify_failure, classify_text
+from cursorpipe.transports.subprocess._models import parse_models_output
+from cursorpipe.transports.subprocess._prompt import ARGV_PROMPT_MAX_BYTES, flatten_messages, prompt_argv
 
 MODELS_TEXT = """\x1b[1mAvailable models\x1b[0m
 

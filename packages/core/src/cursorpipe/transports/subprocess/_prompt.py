@@ -1,9 +1,9 @@
 """Turn a request's messages into the one prompt ``agent --print`` takes, and pass it safely.
 
 Print mode accepts exactly one prompt per run and has no system-prompt or history flags
-(acp.md §3.3), so a stateless multi-message request is *flattened*: system text, the earlier turns
-as a labelled transcript, then the new message. A session turn sends only the new message and
-relies on ``--resume`` for the history (acp.md §6.4).
+(acp.md §3.3), so a stateless multi-message request is *flattened* (the one algorithm of
+:mod:`cursorpipe.transports._prompt_text`, in its ``PRINT_FORMAT``). A session turn sends only
+the new message and relies on ``--resume`` for the history (acp.md §6.4).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from ...errors import ConfigurationError
 from ...types import ChatMessage
+from .._prompt_text import PRINT_FORMAT, prompt_text
 
 __all__ = ["ARGV_PROMPT_MAX_BYTES", "flatten_messages", "prompt_argv"]
 
@@ -20,8 +21,6 @@ __all__ = ["ARGV_PROMPT_MAX_BYTES", "flatten_messages", "prompt_argv"]
 # 32,767 characters (acp.md §3.3, freema#26); above these sizes the prompt goes on stdin, which the
 # CLI reads when no positional prompt is given (acp.md §3.3 [S]).
 ARGV_PROMPT_MAX_BYTES = 8_000 if os.name == "nt" else 100_000
-
-_LABELS = {"user": "User", "assistant": "Assistant", "tool": "Tool result", "system": "System"}
 
 
 def _check(messages: Sequence[ChatMessage]) -> None:
@@ -34,30 +33,11 @@ def _check(messages: Sequence[ChatMessage]) -> None:
 
 
 def flatten_messages(messages: Sequence[ChatMessage]) -> str:
-    """One prompt holding system text, earlier turns and the new message.
-
-    A single user message without system text is sent as is.
-    """
+    """One prompt holding system text, earlier turns and the new message (``PRINT_FORMAT`` of
+    :mod:`cursorpipe.transports._prompt_text`). A single user message without system text is sent
+    as is. Images cannot travel in print mode and raise :class:`ConfigurationError`."""
     _check(messages)
-    system = [m.text for m in messages if m.role == "system" and m.text.strip()]
-    convo = [m for m in messages if m.role != "system"]
-    if not system and len(convo) == 1 and convo[0].role == "user":
-        return convo[0].text
-    parts: list[str] = []
-    if system:
-        parts.append("<system_instructions>\n" + "\n\n".join(system) + "\n</system_instructions>")
-    current = ""
-    if convo and convo[-1].role == "user":
-        current = convo[-1].text
-        convo = convo[:-1]
-    if convo:
-        lines = [f"{_LABELS.get(m.role, m.role.title())}: {m.text}" for m in convo]
-        parts.append("<conversation_so_far>\n" + "\n\n".join(lines) + "\n</conversation_so_far>")
-    if current:
-        parts.append(current)
-    else:
-        parts.append("Continue the conversation as the assistant.")
-    return "\n\n".join(parts)
+    return prompt_text(messages, PRINT_FORMAT)
 
 
 def prompt_argv(prompt: str) -> tuple[list[str], bytes | None]:

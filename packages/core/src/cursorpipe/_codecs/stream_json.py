@@ -27,9 +27,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from ..._constants import PROCESS_LINE_LIMIT
-from ...errors import ProtocolError
-from ...types import Usage
+from .._constants import PROCESS_LINE_LIMIT
+from ..errors import ProtocolError
+from ..types import Usage
 
 __all__ = [
     "Finished",
