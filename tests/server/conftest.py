@@ -50,13 +50,15 @@ async def in_process(app: FastAPI, **headers: str) -> AsyncIterator[httpx.AsyncC
 
 
 @contextlib.asynccontextmanager
-async def over_socket(app: FastAPI) -> AsyncIterator[str]:
-    """Run ``app`` with uvicorn on 127.0.0.1 (random port) in this loop; yields the base URL."""
+async def over_socket(app: FastAPI, **uvicorn_options: Any) -> AsyncIterator[str]:
+    """Run ``app`` with uvicorn on 127.0.0.1 (random port) in this loop; yields the base URL.
+    ``uvicorn_options`` go to ``uvicorn.Config``."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+    options: dict[str, Any] = {"log_level": "warning", "lifespan": "on", "timeout_graceful_shutdown": 2}
+    config = uvicorn.Config(app, **{**options, **uvicorn_options})
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

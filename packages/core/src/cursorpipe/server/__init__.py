@@ -3,7 +3,7 @@
     from cursorpipe.server import create_app
     app = create_app()            # FastAPI app; run it with uvicorn, or use `cursorpipe-server`
 
-Needs the ``server`` extra (FastAPI and uvicorn): ``pip install 'cursorpipe[server]'``.
+Needs the ``server`` extra (FastAPI, uvicorn and orjson): ``pip install 'cursorpipe[server]'``.
 ``/metrics`` additionally needs the ``metrics`` extra (prometheus-client).
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 _MISSING: str | None = None
 try:  # design.md lesson 14: a missing extra names the exact install command.
     import fastapi as _fastapi  # noqa: F401
+    import orjson as _orjson  # noqa: F401
     import uvicorn as _uvicorn  # noqa: F401
 except ModuleNotFoundError as _exc:  # pragma: no cover - exercised in a subprocess test
     _MISSING = _exc.name or "fastapi"

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from starlette.requests import ClientDisconnect, Request
 
-from ._errors import APIError
+from ._errors import APIError, ClientGone
 from ._requests import parse_json_object
 
 __all__ = ["OFFLOAD_BYTES", "OFFLOAD_MESSAGES", "BodyTooLarge", "offload_if", "parse_body", "read_body"]
@@ -59,8 +59,6 @@ async def read_body(request: Request, *, limit: int, timeout_s: float) -> bytes:
             should_retry=False,
         ) from None
     except ClientDisconnect:
-        from ._chat import ClientGone
-
         raise ClientGone from None
     return b"".join(chunks)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
@@ -21,7 +22,6 @@ from ..errors import (
     AgentCrashError,
     AgentNotFoundError,
     AgentStartupError,
-    AgentTimeoutError,
     AuthenticationError,
     ConfigurationError,
     CursorPipeError,
@@ -32,12 +32,22 @@ from ..errors import (
     PermissionDeniedError,
     ProtocolError,
     RateLimitError,
+    RequestTimeoutError,
     SessionError,
     StructuredOutputError,
     UsageLimitError,
 )
 
-__all__ = ["APIError", "describe", "error_body", "error_response"]
+__all__ = [
+    "STATUS_BY_ERROR",
+    "APIError",
+    "ClientGone",
+    "ErrorShape",
+    "describe",
+    "error_body",
+    "error_response",
+    "openai_error_body",
+]
 
 log = logging.getLogger("cursorpipe.server")
 
@@ -47,6 +57,10 @@ LOGIN_HINT = (
     "Set CURSOR_API_KEY (a Cursor API key, crsr_...) in the server's environment or .env, or log in "
     "with the Cursor CLI (`agent login`); `cursorpipe doctor` checks the setup."
 )
+
+
+class ClientGone(Exception):
+    """The client disconnected before the answer was ready (answered 499, never retried)."""
 
 
 class APIError(Exception):
@@ -96,61 +110,90 @@ class APIError(Exception):
         return headers
 
 
+@dataclass(frozen=True, slots=True)
+class Status:
+    """How one class of core error is answered over HTTP."""
+
+    status: int
+    type: str = "api_error"
+    #: ``x-should-retry``; ``None`` takes the error's own ``retryable``.
+    should_retry: bool | None = False
+    #: Retry-After when the error carries none (only used where ``own_retry_after`` or no own value).
+    retry_after: float | None = None
+    #: Use the error's own ``retry_after`` (what Cursor asked for) when it has one.
+    own_retry_after: bool = False
+
+
+#: Core error class -> HTTP answer, most specific class first (the first ``isinstance`` match
+#: wins). The OpenAI SDK retries 408/409/429/5xx unless ``x-should-retry: false`` (integrations.md
+#: §4.3), so the flag is set wherever repeating the same request cannot help.
+STATUS_BY_ERROR: tuple[tuple[type[CursorPipeError], Status], ...] = (
+    (ModelNotFoundError, Status(404, "invalid_request_error")),
+    (OutdatedClientError, Status(502)),
+    (ConfigurationError, Status(400, "invalid_request_error")),
+    (PermissionDeniedError, Status(403, "permission_error")),
+    (AuthenticationError, Status(401, "authentication_error")),
+    (UsageLimitError, Status(429, "insufficient_quota", own_retry_after=True)),
+    (
+        RateLimitError,
+        Status(429, "rate_limit_error", should_retry=True, retry_after=1.0, own_retry_after=True),
+    ),
+    (AgentStartupError, Status(503, "server_error", should_retry=True, retry_after=5.0)),
+    # A retry would run the whole (long) turn again: let the caller decide (§4.3).
+    (RequestTimeoutError, Status(504, "timeout_error")),
+    (AgentNotFoundError, Status(503, "server_error")),
+    (NetworkError, Status(502, should_retry=None)),
+    (AgentCrashError, Status(502, should_retry=None)),
+    (ProtocolError, Status(502)),
+    # The answer failed response_format validation even after the core's repair round. A 5xx
+    # would surface in the OpenAI SDK as an InternalServerError (and be retried): 422 is one a
+    # client can act on (relax the schema, rephrase, or retry deliberately).
+    (StructuredOutputError, Status(422, "structured_output_error")),
+    (SessionError, Status(400, "invalid_request_error")),
+)
+#: Codes that answer differently from their class's row.
+STATUS_BY_CODE: dict[str, Status] = {
+    ErrorCode.TRANSPORT_UNAVAILABLE: Status(503, "server_error"),
+    ErrorCode.CLIENT_CLOSED: Status(503, "server_error", should_retry=True, retry_after=1.0),
+}
+_FALLBACK = Status(502, should_retry=None)
+
+
+def _status_of(exc: CursorPipeError) -> Status:
+    by_code = STATUS_BY_CODE.get(exc.code or "")
+    if by_code is not None and isinstance(exc, (ConfigurationError, SessionError)):
+        return by_code
+    for cls, rule in STATUS_BY_ERROR:
+        if isinstance(exc, cls):
+            return rule
+    return _FALLBACK
+
+
 def _from_cursorpipe(exc: CursorPipeError) -> APIError:
-    msg = exc.message
-    code = exc.code
+    rule = _status_of(exc)
+    msg, code, param = exc.message, exc.code, None
     if isinstance(exc, ModelNotFoundError):
-        return APIError(404, msg, param="model", code="model_not_found", should_retry=False)
-    if isinstance(exc, OutdatedClientError):
-        return APIError(502, msg, type="api_error", code=code, should_retry=False)
-    if isinstance(exc, ConfigurationError):
-        if code == ErrorCode.TRANSPORT_UNAVAILABLE:
-            return APIError(503, msg, type="server_error", code=code, should_retry=False)
-        param = exc.details.get("param")
-        return APIError(
-            400, msg, param=param if isinstance(param, str) else None, code=code, should_retry=False
-        )
-    if isinstance(exc, PermissionDeniedError):
-        return APIError(403, msg, type="permission_error", code=code, should_retry=False)
-    if isinstance(exc, AuthenticationError):
-        if "CURSOR_API_KEY" not in msg:
-            msg = f"{msg.rstrip()} {LOGIN_HINT}"
-        return APIError(401, msg, type="authentication_error", code=code, should_retry=False)
-    if isinstance(exc, UsageLimitError):
-        return APIError(
-            429, msg, type="insufficient_quota", code=code, retry_after=exc.retry_after, should_retry=False
-        )
-    if isinstance(exc, RateLimitError):
-        return APIError(
-            429,
-            msg,
-            type="rate_limit_error",
-            code=code,
-            retry_after=exc.retry_after if exc.retry_after is not None else 1.0,
-            should_retry=True,
-        )
-    if isinstance(exc, AgentStartupError):
-        return APIError(503, msg, type="server_error", code=code, retry_after=5.0, should_retry=True)
-    if isinstance(exc, AgentTimeoutError):
-        # A retry would run the whole (long) turn again: let the caller decide (§4.3).
-        return APIError(504, msg, type="timeout_error", code=code, should_retry=False)
-    if isinstance(exc, AgentNotFoundError):
-        return APIError(503, msg, type="server_error", code=code, should_retry=False)
-    if isinstance(exc, (NetworkError, AgentCrashError)):
-        return APIError(502, msg, type="api_error", code=code, should_retry=exc.retryable)
-    if isinstance(exc, ProtocolError):
-        return APIError(502, msg, type="api_error", code=code, should_retry=False)
-    if isinstance(exc, StructuredOutputError):
-        # The model's answer failed response_format validation even after the core's repair
-        # round. A 5xx would surface in the OpenAI SDK as an InternalServerError (and be retried):
-        # 422 is one a client can act on (UnprocessableEntityError: relax the schema, rephrase, or
-        # retry deliberately), and x-should-retry: false since the same request rarely helps.
-        return APIError(422, msg, type="structured_output_error", code=code, should_retry=False)
-    if isinstance(exc, SessionError):
-        if code == ErrorCode.CLIENT_CLOSED:
-            return APIError(503, msg, type="server_error", code=code, retry_after=1.0, should_retry=True)
-        return APIError(400, msg, code=code, should_retry=False)
-    return APIError(502, msg, type="api_error", code=code, should_retry=exc.retryable)
+        code, param = "model_not_found", "model"
+    elif isinstance(exc, ConfigurationError) and rule.status == 400:
+        given = exc.details.get("param")
+        param = given if isinstance(given, str) else None
+    elif rule.status == 401 and "CURSOR_API_KEY" not in msg:
+        msg = f"{msg.rstrip()} {LOGIN_HINT}"
+    retry_after = rule.retry_after
+    if rule.own_retry_after and exc.retry_after is not None:
+        retry_after = exc.retry_after
+    elif rule.own_retry_after and rule.retry_after is None:
+        retry_after = None
+    should_retry = exc.retryable if rule.should_retry is None else rule.should_retry
+    return APIError(
+        rule.status,
+        msg,
+        type=rule.type,
+        param=param,
+        code=code,
+        retry_after=retry_after,
+        should_retry=should_retry,
+    )
 
 
 def describe(exc: BaseException) -> APIError:
@@ -193,16 +236,29 @@ def describe(exc: BaseException) -> APIError:
     )
 
 
+#: Turns an :class:`APIError` into a wire format's error JSON (OpenAI's by default).
+ErrorShape = Callable[["APIError"], dict[str, Any]]
+
+
+def openai_error_body(err: APIError) -> dict[str, Any]:
+    """OpenAI's error JSON: ``{"error": {"message", "type", "param", "code"}}``."""
+    return err.body()
+
+
 def error_body(exc: BaseException) -> dict[str, Any]:
     """The OpenAI error JSON for ``exc`` (used for mid-stream error events)."""
     return describe(exc).body()
 
 
-def error_response(exc: BaseException, *, request_id: str | None = None) -> JSONResponse:
-    """The HTTP response for ``exc``: OpenAI error JSON, right status, retry headers."""
+def error_response(
+    exc: BaseException, *, request_id: str | None = None, shape: ErrorShape | None = None
+) -> JSONResponse:
+    """The HTTP response for ``exc``: the error JSON of the route's wire format (``shape``,
+    OpenAI's by default), right status, retry headers."""
     err = describe(exc)
     if err.status >= 500 and not isinstance(exc, (APIError, CursorPipeError, StarletteHTTPException)):
         log.error("request %s failed", request_id or "-", exc_info=exc)
     elif err.status >= 500:
         log.warning("request %s: %s %s", request_id or "-", err.status, redact(err.message))
-    return JSONResponse(err.body(), status_code=err.status, headers=err.response_headers())
+    body = (shape or openai_error_body)(err)
+    return JSONResponse(body, status_code=err.status, headers=err.response_headers())

@@ -1,7 +1,9 @@
-"""The HTTP layer's defences (issue 12 item 5), as a thin subclass of uvicorn's h11 protocol:
-uvicorn itself times out idle keep-alive connections (``timeout_keep_alive``) and caps header size
-(``h11_max_incomplete_event_size``), but never times out a connection that sends no (or a slow)
-request head, and its refusals are plain text. This class adds the header deadline, a connection cap
+"""The HTTP layer's defences (issue 12 item 5), as thin subclasses of uvicorn's httptools protocol
+(used when installed: several times cheaper per request, issue 16) and h11 protocol: uvicorn
+itself times out idle keep-alive connections (``timeout_keep_alive``) and, with h11 only, caps
+header size (``h11_max_incomplete_event_size``), but never times out a connection that sends no (or
+a slow) request head, and its refusals are plain text. These classes add the header deadline, a
+head size cap for httptools, a connection cap
 checked at accept time (refused at once with an OpenAI-shaped 503 instead of holding a descriptor),
 OpenAI-shaped 400s for malformed requests, and a log filter that collapses floods of identical
 warnings (one line per condition per interval, with the count of the ones suppressed)."""
@@ -18,6 +20,11 @@ from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover - httptools is part of the server extra
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
 
 __all__ = ["LOG_INTERVAL_S", "ThrottleFilter", "auto_max_connections", "hardened_protocol", "raw_error"]
 
@@ -75,48 +82,64 @@ class ThrottleFilter(logging.Filter):
         return True
 
 
-class _HardenedH11Protocol(H11Protocol):
+class _Defences:
+    """What both HTTP protocol classes add to uvicorn's: the connection cap, the header deadline,
+    and OpenAI-shaped 400s. The subclass says whether a request head is awaited
+    (:meth:`_awaiting_head`)."""
+
     header_timeout_s: float = 10.0
     max_connections: int = 1024
+    max_head_bytes: int = 32 * 1024
+    _header_timer: asyncio.TimerHandle | None = None
+    # provided by the uvicorn protocol class this is mixed into
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+    connections: set[Any]
+    timeout_keep_alive_task: asyncio.TimerHandle | None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._header_timer: asyncio.TimerHandle | None = None
+    def _awaiting_head(self) -> bool:
+        raise NotImplementedError
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        if len(self.connections) > self.max_connections:
-            # Refused connections must not count against the admitted ones (uvicorn's own
-            # limit_concurrency check would then answer those in plain text).
-            self.connections.discard(self)
-            log.warning("connection cap reached (%d open); refusing new connections", self.max_connections)
-            transport.write(
-                raw_error(
-                    503,
-                    "Service Unavailable",
-                    "cursorpipe-server has too many open connections; retry shortly.",
-                    "too_many_connections",
-                    error_type="server_error",
-                )
-            )
-            transport.close()
-            return
-        self._arm_header_timer()
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            self._arm_header_timer()  # (part of) a request head: it must complete in time
-        else:
-            self._cancel_header_timer()
+    # The uvicorn protocol class comes after this mixin in the MRO, so these extend its methods.
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._refused(self.transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def on_response_complete(self) -> None:
         self._cancel_header_timer()  # idle time from here on is the keep-alive timer's business
-        super().on_response_complete()
+        super().on_response_complete()  # type: ignore[misc]
+
+    def _refused(self, transport: asyncio.Transport) -> bool:
+        """Over the connection cap: answer 503 at once and close (True), else arm the header
+        deadline (False)."""
+        if len(self.connections) <= self.max_connections:
+            self._arm_header_timer()
+            return False
+        # Refused connections must not count against the admitted ones (uvicorn's own
+        # limit_concurrency check would then answer those in plain text).
+        self.connections.discard(self)
+        log.warning("connection cap reached (%d open); refusing new connections", self.max_connections)
+        transport.write(
+            raw_error(
+                503,
+                "Service Unavailable",
+                "cursorpipe-server has too many open connections; retry shortly.",
+                "too_many_connections",
+                error_type="server_error",
+            )
+        )
+        transport.close()
+        return True
+
+    def _after_data(self) -> None:
+        if self._awaiting_head() and not self.transport.is_closing():
+            self._arm_header_timer()  # (part of) a request head: it must complete in time
+        else:
+            self._cancel_header_timer()
 
     def _arm_header_timer(self) -> None:
         if self._header_timer is None:
@@ -129,7 +152,7 @@ class _HardenedH11Protocol(H11Protocol):
 
     def _header_timeout(self) -> None:
         self._header_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+        if self.transport.is_closing() or not self._awaiting_head():
             return
         if self.timeout_keep_alive_task is not None:
             return  # an idle keep-alive connection: uvicorn's own timer closes it
@@ -153,10 +176,60 @@ class _HardenedH11Protocol(H11Protocol):
         self.transport.close()
 
 
-def hardened_protocol(*, header_timeout_s: float, max_connections: int) -> type[H11Protocol]:
-    """The protocol class for ``uvicorn.Config(http=...)`` with these limits."""
-    return type(
-        "CursorPipeH11Protocol",
-        (_HardenedH11Protocol,),
-        {"header_timeout_s": header_timeout_s, "max_connections": max_connections},
-    )
+class _HardenedH11Protocol(_Defences, H11Protocol):
+    """uvicorn's h11 protocol with the defences (h11 itself caps the head size)."""
+
+    def _awaiting_head(self) -> bool:
+        return self.conn.their_state is h11.IDLE
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._after_data()
+
+
+class _HardenedHttpToolsProtocol(_Defences, HttpToolsProtocol):
+    """uvicorn's httptools protocol (several times cheaper per request than h11, issue 16) with
+    the defences. httptools buffers a header until it is complete, so the head size is capped
+    here by counting the bytes that arrive while a head is awaited."""
+
+    _head_pending = True
+    _head_bytes = 0
+
+    def _awaiting_head(self) -> bool:
+        return self._head_pending
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_pending:
+            self._head_bytes += len(data)
+        super().data_received(data)  # may complete the head (on_headers_complete)
+        if self._head_pending and self._head_bytes > self.max_head_bytes and not self.transport.is_closing():
+            log.warning("refused a request head over %d bytes", self.max_head_bytes)
+            self.send_400_response("Request head too large.")
+            return
+        self._after_data()
+
+    def on_headers_complete(self) -> None:
+        self._head_pending = False
+        self._head_bytes = 0
+        self._cancel_header_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._head_pending = True  # what follows on this connection is the next request's head
+
+
+def hardened_protocol(
+    *, header_timeout_s: float, max_connections: int, max_head_bytes: int = 32 * 1024, httptools: bool = True
+) -> type[asyncio.Protocol]:
+    """The protocol class for ``uvicorn.Config(http=...)`` with these limits: httptools when it is
+    installed (the ``server`` extra brings it) and ``httptools`` is true, else h11."""
+    base: type[_Defences] = _HardenedH11Protocol
+    if httptools and HttpToolsProtocol is not None:
+        base = _HardenedHttpToolsProtocol
+    attrs = {
+        "header_timeout_s": header_timeout_s,
+        "max_connections": max_connections,
+        "max_head_bytes": max_head_bytes,
+    }
+    return type("CursorPipeHTTPProtocol", (base,), attrs)

@@ -47,32 +47,42 @@ class Metrics:
         self.upstream_errors = prom.Counter(
             "cursorpipe_upstream_errors", "Failed Cursor runs by error code", ["code"], registry=self.registry
         )
+        # prometheus-client resolves label values to a child on every call (a lock and a dict
+        # lookup with validation): the few children in use are kept here (issue 16, hot path).
+        self._children: dict[tuple[Any, ...], Any] = {}
         for name, fn in gauges.items():
             gauge = prom.Gauge(f"cursorpipe_{name}", name.replace("_", " "), registry=self.registry)
             gauge.set_function(fn)
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def observe_request(self, path: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request."""
         if self.enabled:
-            self.requests.labels(path, method, str(status)).inc()
-            self.duration.labels(path).observe(seconds)
+            self._child(self.requests, path, method, str(status)).inc()
+            self._child(self.duration, path).observe(seconds)
 
     def observe_ttft(self, endpoint: str, seconds: float) -> None:
         """Record a time to first token."""
         if self.enabled:
-            self.ttft.labels(endpoint).observe(seconds)
+            self._child(self.ttft, endpoint).observe(seconds)
 
     def observe_tokens(self, prompt: int, completion: int, reasoning: int) -> None:
         """Add token counts."""
         if self.enabled:
-            self.tokens.labels("prompt").inc(prompt)
-            self.tokens.labels("completion").inc(completion)
-            self.tokens.labels("reasoning").inc(reasoning)
+            self._child(self.tokens, "prompt").inc(prompt)
+            self._child(self.tokens, "completion").inc(completion)
+            self._child(self.tokens, "reasoning").inc(reasoning)
 
     def observe_error(self, code: str | None) -> None:
         """Count a failed run."""
         if self.enabled:
-            self.upstream_errors.labels(code or "unknown").inc()
+            self._child(self.upstream_errors, code or "unknown").inc()
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

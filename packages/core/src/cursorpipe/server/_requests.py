@@ -19,7 +19,7 @@ from ..errors import ConfigurationError
 from ..types import ChatMessage, normalize_messages
 from ._errors import APIError
 
-__all__ = ["ChatParams", "ResponsesParams", "parse_chat", "parse_json_object", "parse_responses"]
+__all__ = ["ChatParams", "ResponsesParams", "TurnSpec", "parse_chat", "parse_json_object", "parse_responses"]
 
 IGNORED_HEADER = "x-cursorpipe-ignored-params"
 
@@ -187,24 +187,32 @@ class _ChatBody(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
-class ChatParams:
-    """A validated chat completion request."""
+class TurnSpec:
+    """What any wire format asks the shared turn loop to run (``_turn.py``): the conversation and
+    the generation options the core honours, in the core's shapes."""
 
     model: str
     messages: list[ChatMessage]
     stream: bool = False
-    include_usage: bool = False
     temperature: float | None = None
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
     n: int = 1
     user: str | None = None
     ignored: list[str] = field(default_factory=list)
+    #: function tools in the chat shape the core takes
     tools: tuple[Mapping[str, Any], ...] = ()
     tool_choice: str | Mapping[str, Any] | None = None
     parallel_tool_calls: bool = True
     response_format: Mapping[str, Any] | None = None
     reasoning_effort: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatParams(TurnSpec):
+    """A validated chat completion request."""
+
+    include_usage: bool = False
 
 
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
@@ -411,6 +419,22 @@ class ResponsesParams:
     tool_choice: str | Mapping[str, Any] | None = None
     parallel_tool_calls: bool = True
     reasoning_effort: str | None = None
+
+    def spec(self) -> TurnSpec:
+        """The turn to run (one choice; this route has no ``stop`` or ``response_format``)."""
+        return TurnSpec(
+            model=self.model,
+            messages=self.messages,
+            stream=self.stream,
+            temperature=self.temperature,
+            max_tokens=self.max_output_tokens,
+            user=self.user,
+            ignored=self.ignored,
+            tools=self.tools,
+            tool_choice=self.tool_choice,
+            parallel_tool_calls=self.parallel_tool_calls,
+            reasoning_effort=self.reasoning_effort,
+        )
 
 
 def _input_items(raw: list[Any]) -> list[Any]:

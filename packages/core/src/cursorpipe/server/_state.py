@@ -23,9 +23,10 @@ from ..errors import (
 )
 from ..types import ModelInfo
 from ._errors import APIError
+from ._gate import Gate
 from ._metrics import Metrics
-from ._runs import Gate
 from ._sessions import SessionRegistry
+from ._sse import StreamEnding
 
 __all__ = ["ServerState", "get_state", "request_timeout"]
 
@@ -65,7 +66,7 @@ class ServerState:
     models_at: float = 0.0
     #: The loop serving the app (set by the lifespan): signal handlers schedule work on it.
     loop: asyncio.AbstractEventLoop | None = None
-    streams_ending: asyncio.Event = field(default_factory=asyncio.Event)
+    streams_ending: StreamEnding = field(default_factory=StreamEnding)
     #: (code, reason, monotonic time) of the last degrading failure; see note_failure
     degraded: tuple[str, str, float] | None = None
 

@@ -281,7 +281,11 @@ def uvicorn_config(
         # uvicorn waits this long for in-flight requests; streams are ended gracefully just before
         timeout_graceful_shutdown=math.ceil(drain_timeout_s + READY_GRACE_S),
         server_header=False,
-        http=hardened_protocol(header_timeout_s=config.header_timeout_s, max_connections=max_connections),
+        http=hardened_protocol(
+            header_timeout_s=config.header_timeout_s,
+            max_connections=max_connections,
+            max_head_bytes=H11_MAX_HEAD_BYTES,
+        ),
         timeout_keep_alive=max(1, math.ceil(config.keepalive_timeout_s)),
         h11_max_incomplete_event_size=H11_MAX_HEAD_BYTES,
         # No WebSocket route exists: upgrade requests are answered as plain HTTP requests (a 404

@@ -1,0 +1,211 @@
+"""The outermost layer of every request: the guard middleware (request ids, bearer auth, the
+Host check, the JSON content-type rule, 503 while draining, request metrics, a last-resort 500 in
+OpenAI's shape) and CORS refusals in OpenAI's shape (issue 12)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import secrets
+import time
+
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._errors import APIError, error_response
+from ._gate import draining_error
+from ._state import ServerState
+
+__all__ = ["HEALTH_PATHS", "GuardMiddleware", "OpenAICORSMiddleware"]
+
+HEALTH_PATHS = frozenset({"/health", "/health/live", "/health/ready"})
+_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+_RUN_PATHS = frozenset({"/v1/chat/completions", "/v1/responses"})
+_KNOWN_PATHS = (
+    "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/models",
+    "/v1/sessions",
+    "/health",
+    "/metrics",
+)
+
+
+def _metric_path(path: str) -> str:
+    for known in _KNOWN_PATHS:
+        if path == known:
+            return known
+        if path.startswith(known + "/"):
+            return known + "/{id}"
+    return "other"
+
+
+class GuardMiddleware:
+    """Request ids (echo ``X-Request-ID`` or make one), bearer auth compared in constant time
+    (health and CORS preflight exempt), 503 while draining, metrics, and a last-resort OpenAI-shaped
+    500 so no path ever answers in another shape."""
+
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+        self.app = app
+        self.state = state
+        token = state.config.bearer_token.get_secret_value()
+        self._token = token.encode() if token else None
+        extra = {h.strip().lower() for h in state.config.allowed_hosts.split(",") if h.strip()}
+        bind = state.config.host.strip().lower()
+        if bind and bind not in ("0.0.0.0", "::", "[::]"):  # noqa: S104 - compared, not bound
+            extra.add(bind)
+        self._allowed_hosts = frozenset(extra)
+
+    def _host_allowed(self, scope: Scope) -> bool:
+        """Without a bearer token anything that can make the browser send a request can spend the
+        account; DNS rebinding does it under a foreign name, so only loopback names (and the
+        configured ones) are served (issue 12 item 6)."""
+        if self._token is not None:
+            return True
+        host = ""
+        for name, value in scope.get("headers", ()):
+            if name == b"host":
+                host = value.decode("latin-1").strip().lower()
+                break
+        if host.startswith("["):
+            name = host[1 : host.find("]")] if "]" in host else host
+        else:
+            name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        # An entry with a port allows that port only; one without allows the name on any port.
+        allowed = self._allowed_hosts
+        return host in allowed or name in allowed or f"[{name}]" in allowed or _loopback_name(name)
+
+    def _authorized(self, scope: Scope) -> bool:
+        if self._token is None:
+            return True
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                scheme, _, credential = value.partition(b" ")
+                if scheme.lower() == b"bearer":
+                    return secrets.compare_digest(credential.strip(), self._token)
+        return False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                request_id = candidate if _REQUEST_ID.match(candidate) else ""
+                break
+        request_id = request_id or "req_" + secrets.token_hex(12)
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                if status == 200 and path in _RUN_PATHS:
+                    self.state.note_success()
+                headers = list(message.get("headers", ()))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        path: str = scope.get("path", "")
+        method: str = scope.get("method", "GET")
+        exempt = method == "OPTIONS" or path in HEALTH_PATHS
+        try:
+            if not exempt and not self._host_allowed(scope):
+                err = APIError(
+                    403,
+                    "This server (no bearer token set) only answers requests addressed to a loopback "
+                    "host name; add this Host to CURSORPIPE_ALLOWED_HOSTS or set CURSORPIPE_BEARER_TOKEN.",
+                    type="permission_error",
+                    code="host_not_allowed",
+                    should_retry=False,
+                )
+                await error_response(err, request_id=request_id)(scope, receive, send_with_id)
+            elif not exempt and not self._authorized(scope):
+                err = APIError(
+                    401,
+                    "Missing or wrong bearer token: send 'Authorization: Bearer <CURSORPIPE_BEARER_TOKEN>'.",
+                    type="authentication_error",
+                    code="invalid_api_key",
+                    should_retry=False,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+                await error_response(err, request_id=request_id)(scope, receive, send_with_id)
+            elif method == "POST" and not _json_or_empty(scope):
+                # A browser sends text/plain or form bodies cross-origin without a preflight (CSRF);
+                # application/json always needs one, which CORS then refuses.
+                err = APIError(
+                    415,
+                    "POST bodies must be sent with 'Content-Type: application/json'.",
+                    code="unsupported_media_type",
+                    should_retry=False,
+                )
+                await error_response(err, request_id=request_id)(scope, receive, send_with_id)
+            elif not exempt and self.state.phase == "draining":
+                await error_response(draining_error(), request_id=request_id)(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            if response_started:
+                raise
+            await error_response(exc, request_id=request_id)(scope, receive, send_with_id)
+        finally:
+            self.state.metrics.observe_request(
+                _metric_path(path), method, status, time.perf_counter() - started
+            )
+
+
+class OpenAICORSMiddleware(CORSMiddleware):
+    """Starlette's CORS handling, with its refusal of a preflight in OpenAI's error shape
+    instead of plain text (issue 12 item 8)."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        reason = bytes(response.body).decode("utf-8", "replace")
+        err = APIError(
+            response.status_code,
+            f"{reason}: this origin, method or header is not allowed (CURSORPIPE_CORS_ORIGINS).",
+            type="invalid_request_error",
+            code="cors_refused",
+            should_retry=False,
+        )
+        keep = {k: v for k, v in response.headers.items() if k.lower().startswith("access-control-")}
+        keep.update(err.response_headers())
+        return JSONResponse(err.body(), status_code=err.status, headers=keep)
+
+
+def _loopback_name(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _json_or_empty(scope: Scope) -> bool:
+    """The request declares a JSON body, or has no body at all."""
+    content_type = b""
+    length: bytes | None = None
+    chunked = False
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            content_type = value
+        elif name == b"content-length":
+            length = value.strip()
+        elif name == b"transfer-encoding":
+            chunked = True
+    media = content_type.split(b";", 1)[0].strip().lower()
+    if media == b"application/json":
+        return True
+    return not chunked and (length is None or length == b"0")

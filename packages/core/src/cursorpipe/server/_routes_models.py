@@ -1,0 +1,73 @@
+"""``/v1/models``: the account's models in OpenAI's list shape (cached briefly)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from .._constants import SERVER_MODELS_CACHE_S
+from ..types import ModelInfo
+from ._errors import APIError
+from ._state import ServerState, get_state
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+def _model_json(info: ModelInfo, st: ServerState) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": info.id,
+        "object": "model",
+        "created": int(st.started_at),
+        "owned_by": st.owned_by or info.owned_by,
+        "display_name": info.display_name or info.id,
+        "aliases": list(info.aliases),
+    }
+    if info.context_window is not None:
+        data["context_window"] = info.context_window
+    if info.max_output_tokens is not None:
+        data["max_output_tokens"] = info.max_output_tokens
+    if info.supports_thinking is not None:
+        data["supports_thinking"] = info.supports_thinking
+    if info.supports_images is not None:
+        data["supports_images"] = info.supports_images
+    return data
+
+
+async def _models(st: ServerState) -> list[ModelInfo]:
+    now = time.monotonic()
+    if st.models is not None and now - st.models_at < SERVER_MODELS_CACHE_S:
+        return st.models
+    models = await st.client.list_models()
+    st.models, st.models_at = models, now
+    return models
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> JSONResponse:
+    """The account's models (OpenAI list shape)."""
+    st = get_state(request)
+    models = await _models(st)
+    return JSONResponse({"object": "list", "data": [_model_json(m, st) for m in models]})
+
+
+@router.get("/v1/models/{model_id:path}")
+async def get_model(model_id: str, request: Request) -> JSONResponse:
+    """One model by id or alias; 404 when unknown."""
+    st = get_state(request)
+    for info in await _models(st):
+        if info.matches(model_id):
+            return JSONResponse(_model_json(info, st))
+    raise APIError(
+        404,
+        f"The model {model_id!r} does not exist or is not available to this Cursor account.",
+        param="model",
+        code="model_not_found",
+        type="invalid_request_error",
+        should_retry=False,
+    )
