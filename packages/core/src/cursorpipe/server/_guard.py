@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._errors import APIError, error_response
 from ._gate import draining_error
+from ._gateway._callers import CALLER_KEY
 from ._state import ServerState
 
 __all__ = ["HEALTH_PATHS", "GuardMiddleware", "OpenAICORSMiddleware"]
@@ -52,6 +53,9 @@ class GuardMiddleware:
         self.state = state
         token = state.config.bearer_token.get_secret_value()
         self._token = token.encode() if token else None
+        # Passthrough (issue 17): every request carries the caller's own Cursor API key, checked by
+        # the gateway (and by Cursor), so neither the bearer token nor the Host rule applies.
+        self._passthrough = state.config.auth_mode == "passthrough"
         extra = {h.strip().lower() for h in state.config.allowed_hosts.split(",") if h.strip()}
         bind = state.config.host.strip().lower()
         if bind and bind not in ("0.0.0.0", "::", "[::]"):  # noqa: S104 - compared, not bound
@@ -62,7 +66,7 @@ class GuardMiddleware:
         """Without a bearer token anything that can make the browser send a request can spend the
         account; DNS rebinding does it under a foreign name, so only loopback names (and the
         configured ones) are served (issue 12 item 6)."""
-        if self._token is not None:
+        if self._token is not None or self._passthrough:
             return True
         host = ""
         for name, value in scope.get("headers", ()):
@@ -78,7 +82,7 @@ class GuardMiddleware:
         return host in allowed or name in allowed or f"[{name}]" in allowed or _loopback_name(name)
 
     def _authorized(self, scope: Scope) -> bool:
-        if self._token is None:
+        if self._token is None or self._passthrough:
             return True
         for name, value in scope.get("headers", ()):
             if name == b"authorization":
@@ -152,6 +156,9 @@ class GuardMiddleware:
             elif not exempt and self.state.phase == "draining":
                 await error_response(draining_error(), request_id=request_id)(scope, receive, send_with_id)
             else:
+                if not exempt and self.state.gateway is not None:
+                    # The caller (401/403 here when passthrough has no or a refused key).
+                    scope["state"][CALLER_KEY] = self.state.gateway.caller(Headers(scope=scope))
                 await self.app(scope, receive, send_with_id)
         except Exception as exc:
             if response_started:

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 from .._constants import SERVER_MODELS_CACHE_S
 from ..types import ModelInfo
 from ._errors import APIError
+from ._gateway._callers import caller_of
 from ._state import ServerState, get_state
 
 __all__ = ["router"]
@@ -39,7 +40,11 @@ def _model_json(info: ModelInfo, st: ServerState) -> dict[str, Any]:
     return data
 
 
-async def _models(st: ServerState) -> list[ModelInfo]:
+async def _models(st: ServerState, request: Request) -> list[ModelInfo]:
+    if st.gateway is not None and st.gateway.passthrough:
+        # Each caller's own account: its own model list (the client caches it).
+        async with st.gateway.client_for(caller_of(request.scope)) as client:
+            return await client.list_models()
     now = time.monotonic()
     if st.models is not None and now - st.models_at < SERVER_MODELS_CACHE_S:
         return st.models
@@ -52,7 +57,7 @@ async def _models(st: ServerState) -> list[ModelInfo]:
 async def list_models(request: Request) -> JSONResponse:
     """The account's models (OpenAI list shape)."""
     st = get_state(request)
-    models = await _models(st)
+    models = await _models(st, request)
     return JSONResponse({"object": "list", "data": [_model_json(m, st) for m in models]})
 
 
@@ -60,7 +65,7 @@ async def list_models(request: Request) -> JSONResponse:
 async def get_model(model_id: str, request: Request) -> JSONResponse:
     """One model by id or alias; 404 when unknown."""
     st = get_state(request)
-    for info in await _models(st):
+    for info in await _models(st, request):
         if info.matches(model_id):
             return JSONResponse(_model_json(info, st))
     raise APIError(

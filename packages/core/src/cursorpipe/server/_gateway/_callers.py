@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -23,12 +24,11 @@ from ...auth import AccessToken
 from ...client import CursorClient
 from ...config import CursorPipeConfig, Strategy
 from ...errors import ConfigurationError
-from ...transports.connect import ConnectTransport
 from .._errors import APIError
 from ._keys import key_hash, key_label
 from ._store import StateStore
 
-__all__ = ["Caller", "CallerClients", "caller_from_headers"]
+__all__ = ["CALLER_KEY", "Caller", "CallerClients", "caller_from_headers", "caller_of"]
 
 log = logging.getLogger("cursorpipe.server")
 
@@ -50,6 +50,14 @@ class Caller:
 
 
 SHARED_CALLER = Caller("", "")
+#: Where the guard middleware keeps the request's caller (ASGI scope state).
+CALLER_KEY = "cursorpipe_caller"
+
+
+def caller_of(scope: Mapping[str, Any]) -> Caller:
+    """The caller the guard identified for this request (the shared caller when none)."""
+    caller = scope.get("state", {}).get(CALLER_KEY)
+    return caller if isinstance(caller, Caller) else SHARED_CALLER
 
 
 def _presented_key(headers: Mapping[str, str]) -> str | None:
@@ -160,6 +168,8 @@ class CallerClients:
             entry.used = time.monotonic()
 
     def _new_client(self, caller: Caller) -> CursorClient:
+        from ...transports.connect import ConnectTransport
+
         config = self._config.model_copy(update={"api_key": SecretStr(caller.key)})
         transport = ConnectTransport(config)
         if self._store is not None and self._store.shared:
