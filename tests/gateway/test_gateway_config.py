@@ -45,16 +45,15 @@ async def test_passthrough_in_process_with_limits() -> None:
             assert isinstance(gw.store, MemoryStore) and isinstance(gw.clients, CallerClients)
             assert gw.limits is not None and gw.limits.concurrency == 1
             caller = gw.caller({"authorization": "Bearer crsr_k1"})
-            stream = gw.events(caller, lambda c: c.events("auto", prompt="hey"))
-            first = await stream.__anext__()
-            assert first is not None
-            with pytest.raises(APIError) as busy:  # the caller's one slot is held by the open stream
-                async with gw.client_for(caller):
-                    pass
-            assert busy.value.code == "key_busy"
-            text = "".join([e.text async for e in stream if isinstance(e, TextDelta)])
-            assert text == expected_reply("hey")
-            async with gw.client_for(caller):  # released with the stream
+            async with gw.admit(caller):
+                with pytest.raises(APIError) as busy:  # the caller's one slot is taken
+                    async with gw.admit(caller):
+                        pass
+                assert busy.value.code == "key_busy"
+                events = gw.events(caller, lambda c: c.events("auto", prompt="hey"))
+                text = "".join([e.text async for e in events if isinstance(e, TextDelta)])
+                assert text == expected_reply("hey")
+            async with gw.admit(caller):  # released
                 pass
         finally:
             await gw.aclose()

@@ -166,3 +166,29 @@ async def test_store_down_stateless_ok_sessions_503(emu: Emulator) -> None:
         assert health["status"] == "ok" and (await http.get("/health/ready")).status_code == 200
         assert health["gateway"]["shared_state"] is True and health["gateway"]["state_problem"]
         assert "pw-never-shown" not in str(health)
+
+
+async def test_one_callers_burst_leaves_room_for_others(emu: Emulator) -> None:
+    emu.behaviour.token_delay_s = 0.1
+    config = CursorPipeConfig(
+        auth_mode="passthrough",
+        backend_url=emu.url,
+        max_concurrency=4,
+        per_key_concurrency=2,
+        queue_timeout_s=0.3,
+    )
+    async with served(create_app(config)) as http:
+        burst = [
+            asyncio.create_task(
+                http.post("/v1/chat/completions", json=chat_body(f"a{i}"), headers=as_(ALICE))
+            )
+            for i in range(6)
+        ]
+        await asyncio.sleep(0.05)
+        bob = await http.post("/v1/chat/completions", json=chat_body("b"), headers=as_(BOB))
+        assert bob.status_code == 200, "the burst of one key must not take every slot"
+        answers = await asyncio.gather(*burst)
+        codes = sorted(r.status_code for r in answers)
+        assert codes.count(200) >= 2 and 429 in codes
+        refused = next(r for r in answers if r.status_code == 429)
+        assert refused.json()["error"]["code"] == "key_busy" and refused.headers["retry-after"]

@@ -8,6 +8,7 @@ import ipaddress
 import re
 import secrets
 import time
+from contextlib import AbstractAsyncContextManager, nullcontext
 
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
@@ -80,6 +81,15 @@ class GuardMiddleware:
         # An entry with a port allows that port only; one without allows the name on any port.
         allowed = self._allowed_hosts
         return host in allowed or name in allowed or f"[{name}]" in allowed or _loopback_name(name)
+
+    def _caller_slot(self, scope: Scope, method: str, exempt: bool) -> AbstractAsyncContextManager[None]:
+        """With the team gateway: identify the caller (401/403 in passthrough without a usable key)
+        and, for POSTs, take the caller's slot before the server-wide gate (issue 17)."""
+        gateway = self.state.gateway
+        if gateway is None or exempt:
+            return nullcontext()
+        caller = scope["state"][CALLER_KEY] = gateway.caller(Headers(scope=scope))
+        return gateway.admit(caller) if method == "POST" else nullcontext()
 
     def _authorized(self, scope: Scope) -> bool:
         if self._token is None or self._passthrough:
@@ -156,10 +166,8 @@ class GuardMiddleware:
             elif not exempt and self.state.phase == "draining":
                 await error_response(draining_error(), request_id=request_id)(scope, receive, send_with_id)
             else:
-                if not exempt and self.state.gateway is not None:
-                    # The caller (401/403 here when passthrough has no or a refused key).
-                    scope["state"][CALLER_KEY] = self.state.gateway.caller(Headers(scope=scope))
-                await self.app(scope, receive, send_with_id)
+                async with self._caller_slot(scope, method, exempt):
+                    await self.app(scope, receive, send_with_id)
         except Exception as exc:
             if response_started:
                 raise

@@ -241,7 +241,7 @@ async def _shared_session_plan(
     )
 
     def streams() -> list[AsyncGenerator[Event, None]]:
-        return [gateway.session_events(caller, session_id, run)]
+        return [gateway.sessions.turn(caller, session_id, run)]
 
     return Plan(streams, record.model, text, headers)
 

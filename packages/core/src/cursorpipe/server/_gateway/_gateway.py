@@ -22,7 +22,7 @@ from ...types import Event
 from ._callers import Caller, CallerClients, caller_from_headers
 from ._keys import parse_allow_list
 from ._limits import CallerLimits, CallerMetrics
-from ._sessions import ClientSource, SharedSessions, SingleClient, TurnFn
+from ._sessions import ClientSource, SharedSessions, SingleClient
 from ._store import MemoryStore, StateStore
 
 __all__ = ["Gateway"]
@@ -87,33 +87,26 @@ class Gateway:
         """The caller of a request (401/403 :class:`APIError` in passthrough mode)."""
         return caller_from_headers(headers, passthrough=self.passthrough, allowed=self.allowed)
 
-    def _admitted(self, caller: Caller) -> contextlib.AbstractAsyncContextManager[None]:
+    def admit(self, caller: Caller) -> contextlib.AbstractAsyncContextManager[None]:
+        """The caller's slot for one request (passthrough: per-key concurrency and rate, 429
+        :class:`APIError` beyond them). The guard middleware takes it before the server-wide gate,
+        so a caller's queued burst never holds the slots other callers need."""
         return self.limits.slot(caller.label) if self.limits is not None else contextlib.nullcontext()
 
     @asynccontextmanager
     async def client_for(self, caller: Caller) -> AsyncIterator[CursorClient]:
-        """The caller's client for the duration of one request, inside the caller's limits."""
-        async with self._admitted(caller):
-            client = await self.clients.acquire(caller)
-            try:
-                yield client
-            finally:
-                self.clients.release(caller)
+        """The caller's client for the duration of one request."""
+        client = await self.clients.acquire(caller)
+        try:
+            yield client
+        finally:
+            self.clients.release(caller)
 
     async def events(
         self, caller: Caller, run: Callable[[CursorClient], AsyncGenerator[Event, None]]
     ) -> AsyncGenerator[Event, None]:
-        """A stateless request's events on the caller's client, holding the caller's slot until
-        the stream ends (limit errors surface before the first event)."""
+        """A stateless request's events on the caller's client (kept while the stream runs)."""
         async with self.client_for(caller) as client, aclosing(run(client)) as events:
-            async for event in events:
-                yield event
-
-    async def session_events(
-        self, caller: Caller, session_id: str, run: TurnFn
-    ) -> AsyncGenerator[Event, None]:
-        """One turn of a stored session inside the caller's limits (see :meth:`SharedSessions.turn`)."""
-        async with self._admitted(caller), aclosing(self.sessions.turn(caller, session_id, run)) as events:
             async for event in events:
                 yield event
 
