@@ -117,8 +117,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=12)
     parser.add_argument("--turns", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    workers, turns = (3, 2) if quick() else (args.workers, args.turns)
+    workers, turns, rounds = (3, 2, 1) if quick() else (args.workers, args.turns, args.rounds)
     rec = Recorder("gateway", f"Team gateway, passthrough mode: {workers} concurrent sessions of 3 callers")
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         emu = stack.enter_context(Emulator.start_in_thread(accounts=KEYS))
@@ -138,18 +139,26 @@ def main() -> None:
             HOME=tmp,
         )
         shared = {**base, "CURSORPIPE_STATE_URL": redis.url}
-        for name, env, count in (("in-process", base, 1), ("redis x1", shared, 1), ("redis x3", shared, 3)):
-            with ExitStack() as replicas:
-                urls = [replicas.enter_context(replica(dict(env), Path(tmp))) for _ in range(count)]
-                asyncio.run(drive(urls, 1, 1))  # warm: first exchange, connections
-                seconds, lat, errors = asyncio.run(drive(urls, workers, turns))
-            total = len(lat["session"]) + len(lat["stateless"])
-            rec.add(f"{name}: throughput", total / seconds, "req/s", "higher")
-            rec.add(f"{name}: session turn latency", [x * 1000 for x in lat["session"]], "ms")
-            rec.add(f"{name}: stateless latency", [x * 1000 for x in lat["stateless"]], "ms")
-            rec.add(f"{name}: wrong or cross-talk answers", len(errors), "count")
-            if errors:
-                rec.note(f"{name}: first wrong answer: {errors[0]}")
+        configs = {"in-process": (base, 1), "redis x1": (shared, 1), "redis x3": (shared, 3)}
+        urls = {
+            name: [stack.enter_context(replica(dict(env), Path(tmp))) for _ in range(count)]
+            for name, (env, count) in configs.items()
+        }
+        for name in configs:
+            asyncio.run(drive(urls[name], 1, 1))  # warm: first exchange, connections
+        # Interleaved rounds, rotating which configuration goes first, so the shared machine's
+        # changing load hits all of them alike.
+        names = list(configs)
+        for round_ in range(rounds):
+            for name in names[round_ % 3 :] + names[: round_ % 3]:
+                seconds, lat, errors = asyncio.run(drive(urls[name], workers, turns))
+                total = len(lat["session"]) + len(lat["stateless"])
+                rec.add(f"{name}: throughput", total / seconds, "req/s", "higher")
+                rec.add(f"{name}: session turn latency", [x * 1000 for x in lat["session"]], "ms")
+                rec.add(f"{name}: stateless latency", [x * 1000 for x in lat["stateless"]], "ms")
+                rec.add(f"{name}: wrong or cross-talk answers", len(errors), "count")
+                if errors:
+                    rec.note(f"{name}: first wrong answer: {errors[0]}")
         for name in ("redis x1", "redis x3"):
             rec.add_diff(
                 f"{name}: added session latency vs in-process",
@@ -159,7 +168,8 @@ def main() -> None:
             )
         med = statistics.median
         rec.note(
-            f"{workers} workers x ({turns} session turns + {turns} stateless requests) per configuration; "
+            f"{rounds} interleaved rounds of {workers} workers x ({turns} session turns + {turns} stateless "
+            "requests) per configuration; "
             f"emulator runs served: {len(emu.runs)}; session latency medians (ms): "
             + ", ".join(
                 f"{m.key.split(':')[0]} {med(m.samples):.1f}"
