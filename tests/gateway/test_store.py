@@ -10,6 +10,7 @@ from cursorpipe.auth import AccessToken
 from cursorpipe.errors import SessionError
 from cursorpipe.server._gateway._store import (
     LeaseLostError,
+    MemoryStore,
     SessionBusyError,
     SessionRecord,
     StateStore,
@@ -124,6 +125,7 @@ async def test_records_expire_after_ttl(store: StateStore) -> None:
     await store.create(record())
     assert await store.get("s1") is not None
     await asyncio.sleep(0.5)
+    assert await store.sweep() == (1 if isinstance(store, MemoryStore) else 0)
     assert await store.get("s1") is None and await store.load("s1") is None
     assert await store.list("a" * 64) == []
 

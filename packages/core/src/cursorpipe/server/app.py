@@ -195,3 +195,5 @@ async def _sweep(state: ServerState) -> None:
         await asyncio.sleep(interval)
         with contextlib.suppress(Exception):
             await state.sessions.sweep()
+            if state.gateway is not None:
+                await state.gateway.store.sweep()
