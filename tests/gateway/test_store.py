@@ -103,10 +103,10 @@ async def test_expired_lease_without_successor_cannot_commit(store: StateStore) 
 
 async def test_renew_keeps_the_lease(store: StateStore) -> None:
     await store.create(record())
-    lease = await store.acquire("s1", ttl_s=0.3, wait_s=0)
-    for _ in range(4):
-        await asyncio.sleep(0.15)
-        assert await store.renew(lease, 0.3)
+    lease = await store.acquire("s1", ttl_s=1.0, wait_s=0)
+    for _ in range(4):  # 1.2 s in all: longer than the lease lives without renewals
+        await asyncio.sleep(0.3)
+        assert await store.renew(lease, 1.0)
     assert await store.try_acquire("s1", ttl_s=1) is None
     await store.commit_turn(lease, record(turns=1), {})
 
@@ -121,10 +121,10 @@ async def test_commit_to_a_deleted_session_is_refused(store: StateStore) -> None
 
 
 async def test_records_expire_after_ttl(store: StateStore) -> None:
-    store.ttl_s = 0.3
+    store.ttl_s = 1.0
     await store.create(record())
     assert await store.get("s1") is not None
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(1.2)
     assert await store.sweep() == (1 if isinstance(store, MemoryStore) else 0)
     assert await store.get("s1") is None and await store.load("s1") is None
     assert await store.list("a" * 64) == []
