@@ -52,7 +52,7 @@ async def replicas(
     out = []
     for _ in range(n):
         store = RedisStore(redis_url, ttl_s=60, prefix=prefix)
-        clients = CallerClients(CursorPipeConfig(backend_url=emu.url), store)
+        clients = CallerClients(CursorPipeConfig(backend_url=emu.url, max_retries=0), store)
         out.append(SharedSessions(store, clients, lock_ttl_s=lock_ttl_s, lock_wait_s=10))
     try:
         yield out
@@ -122,7 +122,7 @@ async def test_failed_turn_commits_nothing_and_next_turn_works(
     async with Emulator(accounts=ACCOUNTS) as emu, replicas(emu, redis_server.url, prefix, n=2) as (a, b):
         await a.create(who(ALICE), "auto", "s")
         await say(a, ALICE, "s", "one")
-        emu.inject(Fault.RATE_LIMIT, times=5)
+        emu.inject(Fault.RATE_LIMIT)
         with pytest.raises(CursorPipeError):
             await say(a, ALICE, "s", "lost")
         assert (await b.get(who(ALICE), "s")).turns == 1
@@ -133,8 +133,8 @@ async def test_dead_replica_lease_expires_and_its_turn_is_not_kept(
     redis_server: RedisServer, prefix: str
 ) -> None:
     async with (
-        Emulator(Behaviour(chunks=20, token_delay_s=0.05), accounts=ACCOUNTS) as emu,
-        replicas(emu, redis_server.url, prefix, n=2, lock_ttl_s=0.6) as (a, b),
+        Emulator(Behaviour(chunks=20, token_delay_s=0.08), accounts=ACCOUNTS) as emu,
+        replicas(emu, redis_server.url, prefix, n=2, lock_ttl_s=1.0) as (a, b),
     ):
         await a.create(who(ALICE), "auto", "s")
         await say(a, ALICE, "s", "one")
@@ -148,7 +148,7 @@ async def test_dead_replica_lease_expires_and_its_turn_is_not_kept(
         first = await stuck.__anext__()
         assert first is not None
         with pytest.raises(SessionBusyError):
-            await b.store.acquire("s", 0.6, wait_s=0)
+            await b.store.acquire("s", 1.0, wait_s=0)
         # B gets the session once the lease has expired, from the last committed turn.
         b.lock_wait_s = 5
         assert await say(b, ALICE, "s", "two") == expected_reply("two", earlier=2, first="one", turns=1)
