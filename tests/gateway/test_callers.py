@@ -3,6 +3,8 @@ shared between replicas through the store, and the key never shown."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from cursorpipe import CursorPipeConfig
 from cursorpipe.auth import jwt_claims
@@ -113,6 +115,22 @@ async def test_replicas_share_exchanged_tokens(redis_server: RedisServer, prefix
             transport = await client.transport()
             await transport.auth.invalidate(cached.value)  # type: ignore[attr-defined]
             assert await stores[1].get_token(key_hash(ALICE)) is None
+        finally:
+            for replica, store in zip(replicas, stores, strict=True):
+                await replica.aclose()
+                await store.aclose()
+
+
+async def test_replicas_meeting_a_key_at_once_exchange_it_once(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    async with Emulator(accounts=ACCOUNTS) as emu:
+        stores = [RedisStore(redis_server.url, ttl_s=60, prefix=prefix) for _ in range(3)]
+        replicas = [CallerClients(CursorPipeConfig(backend_url=emu.url), s) for s in stores]
+        try:
+            answers = await asyncio.gather(*(_ask(r, BOB, f"at once {i}") for i, r in enumerate(replicas)))
+            assert answers == [expected_reply(f"at once {i}") for i in range(3)]
+            assert emu.tokens_issued == 1, "the other replicas waited for the first one's token"
         finally:
             for replica, store in zip(replicas, stores, strict=True):
                 await replica.aclose()

@@ -10,6 +10,7 @@ key's SHA-256. The key itself stays in this process's memory only.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -34,6 +35,10 @@ log = logging.getLogger("cursorpipe.server")
 
 #: Clients kept per replica at most; the least recently used idle one is closed beyond that.
 MAX_CLIENTS = 256
+#: How long one replica's claim to exchange a key holds, and how long the others wait for its token.
+EXCHANGE_CLAIM_S = 10.0
+EXCHANGE_WAIT_S = 5.0
+_EXCHANGE_POLL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -109,7 +114,18 @@ class _StoreTokens:
         self._hash = hashed
 
     async def get(self) -> AccessToken | None:
-        return await self._store.get_token(self._hash)
+        token = await self._store.get_token(self._hash)
+        if token is not None or await self._store.claim_exchange(self._hash, EXCHANGE_CLAIM_S):
+            return token
+        # Another replica is exchanging this key right now (single flight across replicas): wait
+        # a little for its token; past that, exchange here (a lost claim only costs an exchange).
+        deadline = time.monotonic() + EXCHANGE_WAIT_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(_EXCHANGE_POLL_S)
+            token = await self._store.get_token(self._hash)
+            if token is not None:
+                return token
+        return None
 
     async def put(self, token: AccessToken) -> None:
         await self._store.put_token(self._hash, token)

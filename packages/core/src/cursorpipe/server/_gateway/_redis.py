@@ -250,7 +250,20 @@ class RedisStore(StateStore):
         body = json.dumps(
             {"value": token.value, "issued_at": token.issued_at, "expires_at": token.expires_at}
         )
-        await self._call(lambda: self._redis.set(self._token(key_hash), body, px=left_ms))
+
+        async def go() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(self._token(key_hash), body, px=left_ms)
+                pipe.delete(self._token(key_hash) + ":claim")  # the exchange is over
+                await pipe.execute()
+
+        await self._call(go)
+
+    async def claim_exchange(self, key_hash: str, ttl_s: float) -> bool:
+        key = self._token(key_hash) + ":claim"
+        return bool(
+            await self._call(lambda: self._redis.set(key, b"1", nx=True, px=max(1, int(ttl_s * 1000))))
+        )
 
     async def drop_token(self, key_hash: str, value: str) -> None:
         keys = [self._token(key_hash)]

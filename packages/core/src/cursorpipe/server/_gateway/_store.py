@@ -215,6 +215,11 @@ class StateStore(ABC):
     async def drop_token(self, key_hash: str, value: str) -> None:
         """Forget the cached token if it is still ``value`` (after Cursor refused it)."""
 
+    async def claim_exchange(self, key_hash: str, ttl_s: float) -> bool:
+        """Whether this process may exchange the key now: ``False`` while another process holds
+        the claim (for ``ttl_s`` at most, or until it stores its token). One process: always."""
+        return True
+
     # -- lifecycle ------------------------------------------------------------------------------
     @abstractmethod
     async def ping(self) -> None:
