@@ -7,6 +7,7 @@ Every variable has the prefix ``CURSORPIPE_``; a few also accept the name Cursor
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -144,6 +145,40 @@ class CursorPipeConfig(BaseSettings):
     )
     log_level: str = Field("info", description="Log level of the server and CLI.")
 
+    # --- team gateway (server; issue 17) ---------------------------------------------------------
+    auth_mode: Literal["token", "passthrough"] = Field(
+        "token",
+        description="Server: 'token' = one shared account (the server's credentials, callers send "
+        "CURSORPIPE_BEARER_TOKEN); 'passthrough' = each caller's bearer / x-api-key is their own "
+        "Cursor API key and their requests run on their account.",
+    )
+    allowed_key_hashes: str = Field(
+        "",
+        description="Server, passthrough: SHA-256 hex digests of the API keys allowed in "
+        "(comma-separated; '' = any key Cursor accepts).",
+    )
+    state_url: SecretStr = Field(
+        SecretStr(""),
+        description="Server: redis:// or rediss:// URL of the Redis/Valkey that replicas share sessions "
+        "and tokens through ('' = in-process state, as with one process).",
+    )
+    state_prefix: str = Field("cursorpipe:", description="Server: prefix of every key in the shared store.")
+    session_lock_ttl_s: float = Field(
+        30.0,
+        gt=0,
+        description="Server, shared state: lifetime of a session's turn lease (renewed while it runs).",
+    )
+    session_lock_wait_s: float = Field(
+        60.0, ge=0, description="Server, shared state: wait for a session's running turn before 409."
+    )
+    per_key_concurrency: int = Field(
+        0, ge=0, description="Server, passthrough: requests one key runs at once (0 = max_concurrency / 4)."
+    )
+    per_key_rate_per_min: float = Field(
+        0.0, ge=0, description="Server, passthrough: requests a minute per key (0 = unlimited)."
+    )
+    per_key_burst: int = Field(10, ge=1, description="Server, passthrough: requests a key may send at once.")
+
     def __init__(self, **values: Any) -> None:
         try:
             super().__init__(**values)
@@ -188,6 +223,32 @@ class CursorPipeConfig(BaseSettings):
         if any(c.isspace() or not c.isprintable() for c in value):
             raise ValueError("must be one printable token (it is sent as an HTTP header)")
         return value
+
+    @field_validator("allowed_key_hashes")
+    @classmethod
+    def _key_hashes(cls, value: str) -> str:
+        items = [p.strip().lower() for p in re.split(r"[,\s]+", value) if p.strip()]
+        if any(not re.fullmatch(r"[0-9a-f]{64}", i) for i in items):
+            # The message never repeats the value: a key pasted here by mistake stays secret.
+            raise ValueError(
+                "each entry must be the SHA-256 hex digest (64 characters) of an API key "
+                '(printf %s "$KEY" | sha256sum), not the key itself'
+            )
+        return ",".join(items)
+
+    @field_validator("state_url")
+    @classmethod
+    def _state_url(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value().strip()
+        if url and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL (a Redis or Valkey server)")
+        return SecretStr(url)
+
+    @property
+    def per_key_limit(self) -> int:
+        """Requests one caller key runs at once: ``per_key_concurrency`` or a quarter of
+        ``max_concurrency`` (so one caller's burst leaves room for the others)."""
+        return self.per_key_concurrency or max(1, self.max_concurrency // 4)
 
     @property
     def effective_rest_url(self) -> str:

@@ -7,13 +7,14 @@ refreshes by the SDK rule and shares one exchange among concurrent callers.
 
 from ._exchange import EXCHANGE_PATH, exchange_api_key
 from ._jwt import jwt_claims
-from ._provider import AccessToken, TokenProvider, missing_credentials_error, refresh_at
+from ._provider import AccessToken, SharedTokens, TokenProvider, missing_credentials_error, refresh_at
 from ._sources import Credential, cli_auth_paths, discover_credential
 
 __all__ = [
     "EXCHANGE_PATH",
     "AccessToken",
     "Credential",
+    "SharedTokens",
     "TokenProvider",
     "cli_auth_paths",
     "discover_credential",

@@ -21,10 +21,12 @@ business, and overwriting its file could break the CLI's own login.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import httpx
 
@@ -36,7 +38,7 @@ from ._exchange import exchange_for_tokens, refresh_login
 from ._jwt import jwt_claims, numeric_claim
 from ._sources import Credential, discover_credential, reload_credential
 
-__all__ = ["AccessToken", "TokenProvider", "missing_credentials_error", "refresh_at"]
+__all__ = ["AccessToken", "SharedTokens", "TokenProvider", "missing_credentials_error", "refresh_at"]
 
 log = logging.getLogger("cursorpipe.auth")
 
@@ -95,8 +97,24 @@ def refresh_at(token: AccessToken) -> float:
     return max(token.expires_at - TOKEN_REFRESH_MARGIN_S, token.issued_at + lifetime / 2)
 
 
+class SharedTokens(Protocol):
+    """Exchanged tokens of one API key shared between processes (the team gateway's store), so N
+    replicas do not exchange the same key N times. Failures to reach it are ``CursorPipeError``s
+    and only cost an exchange."""
+
+    async def get(self) -> AccessToken | None:
+        """A token another process stored, if any."""
+
+    async def put(self, token: AccessToken) -> None:
+        """Offer a freshly exchanged token to the other processes."""
+
+    async def drop(self, value: str) -> None:
+        """Cursor refused ``value``: forget it if it is still the shared one."""
+
+
 class TokenProvider:
-    """Hands out a valid access token for ``config``'s credential; safe under concurrency."""
+    """Hands out a valid access token for ``config``'s credential; safe under concurrency.
+    ``shared`` (API keys only) is consulted before an exchange and told about new tokens."""
 
     def __init__(
         self,
@@ -106,7 +124,9 @@ class TokenProvider:
         headers: Mapping[str, str] | None = None,
         clock: Clock = time.time,
         credential: Credential | None = None,
+        shared: SharedTokens | None = None,
     ) -> None:
+        self.shared = shared
         self._config = config
         self._http = http
         self._headers = dict(headers or {})
@@ -169,6 +189,9 @@ class TokenProvider:
                 self._rejected = self._token.value
                 self._token = None
                 self._retry_not_before = 0.0
+                if self.shared is not None:
+                    with contextlib.suppress(CursorPipeError):  # costs at most an exchange elsewhere
+                        await self.shared.drop(self._rejected)
 
     async def _renew(self, current: AccessToken | None) -> AccessToken:
         now = self._clock()
@@ -227,6 +250,9 @@ class TokenProvider:
         return token
 
     async def _exchange(self, secret: str, current: AccessToken | None, now: float) -> AccessToken:
+        shared = await self._from_shared(current, now)
+        if shared is not None:
+            return self._keep(shared)
         try:
             self.exchanges += 1
             value, _refresh = await exchange_for_tokens(
@@ -234,7 +260,25 @@ class TokenProvider:
             )
         except CursorPipeError as exc:
             return self._keep_on_retryable(exc, current, now)
-        return self._keep(AccessToken.parse(value, self._clock(), fresh=True))
+        token = self._keep(AccessToken.parse(value, self._clock(), fresh=True))
+        if self.shared is not None:
+            with contextlib.suppress(CursorPipeError):
+                await self.shared.put(token)
+        return token
+
+    async def _from_shared(self, current: AccessToken | None, now: float) -> AccessToken | None:
+        if self.shared is None:
+            return None
+        try:
+            token = await self.shared.get()
+        except CursorPipeError as exc:
+            log.debug("cursorpipe: shared token cache unavailable (%s); exchanging", exc.code)
+            return None
+        if token is None or token.value == self._rejected or now >= refresh_at(token):
+            return None
+        if current is not None and token.value == current.value:
+            return None  # the one being replaced
+        return token
 
     async def _refresh_login(self, cred: Credential, current: AccessToken | None, now: float) -> AccessToken:
         assert cred.refresh_token is not None

@@ -155,13 +155,20 @@ STATUS_BY_ERROR: tuple[tuple[type[CursorPipeError], Status], ...] = (
 STATUS_BY_CODE: dict[str, Status] = {
     ErrorCode.TRANSPORT_UNAVAILABLE: Status(503, "server_error"),
     ErrorCode.CLIENT_CLOSED: Status(503, "server_error", should_retry=True, retry_after=1.0),
+    # The team gateway's shared state (issue 17): the store unreachable, a session busy on
+    # another replica, a turn whose lease expired before it was saved.
+    "state_unavailable": Status(
+        503, "server_error", should_retry=True, retry_after=2.0, own_retry_after=True
+    ),
+    "session_busy": Status(409, "invalid_request_error", should_retry=True, retry_after=1.0),
+    "session_lease_lost": Status(409, "invalid_request_error", should_retry=True, retry_after=1.0),
 }
 _FALLBACK = Status(502, should_retry=None)
 
 
 def _status_of(exc: CursorPipeError) -> Status:
     by_code = STATUS_BY_CODE.get(exc.code or "")
-    if by_code is not None and isinstance(exc, (ConfigurationError, SessionError)):
+    if by_code is not None and isinstance(exc, (ConfigurationError, SessionError, NetworkError)):
         return by_code
     for cls, rule in STATUS_BY_ERROR:
         if isinstance(exc, cls):

@@ -8,6 +8,7 @@ import ipaddress
 import re
 import secrets
 import time
+from contextlib import AbstractAsyncContextManager, nullcontext
 
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
@@ -17,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ._anthropic._errors import anthropic_error_body, is_anthropic_path
 from ._errors import APIError, error_response
 from ._gate import draining_error
+from ._gateway._callers import CALLER_KEY
 from ._state import ServerState
 from ._turn import ERROR_SHAPE_KEY
 
@@ -56,6 +58,9 @@ class GuardMiddleware:
         self.state = state
         token = state.config.bearer_token.get_secret_value()
         self._token = token.encode() if token else None
+        # Passthrough (issue 17): every request carries the caller's own Cursor API key, checked by
+        # the gateway (and by Cursor), so neither the bearer token nor the Host rule applies.
+        self._passthrough = state.config.auth_mode == "passthrough"
         extra = {h.strip().lower() for h in state.config.allowed_hosts.split(",") if h.strip()}
         bind = state.config.host.strip().lower()
         if bind and bind not in ("0.0.0.0", "::", "[::]"):  # noqa: S104 - compared, not bound
@@ -66,7 +71,7 @@ class GuardMiddleware:
         """Without a bearer token anything that can make the browser send a request can spend the
         account; DNS rebinding does it under a foreign name, so only loopback names (and the
         configured ones) are served (issue 12 item 6)."""
-        if self._token is not None:
+        if self._token is not None or self._passthrough:
             return True
         host = ""
         for name, value in scope.get("headers", ()):
@@ -81,10 +86,20 @@ class GuardMiddleware:
         allowed = self._allowed_hosts
         return host in allowed or name in allowed or f"[{name}]" in allowed or _loopback_name(name)
 
+    def _caller_slot(self, scope: Scope, method: str, exempt: bool) -> AbstractAsyncContextManager[None]:
+        """With the team gateway: identify the caller (401/403 in passthrough without a usable key)
+        and, for POSTs, take the caller's slot before the server-wide gate (issue 17)."""
+        gateway = self.state.gateway
+        if gateway is None or exempt:
+            return nullcontext()
+        caller = scope["state"][CALLER_KEY] = gateway.caller(Headers(scope=scope))
+        return gateway.admit(caller) if method == "POST" else nullcontext()
+
     def _authorized(self, scope: Scope) -> bool:
         """``Authorization: Bearer <token>`` or Anthropic's ``x-api-key: <token>``, either
-        compared in constant time."""
-        if self._token is None:
+        compared in constant time; in passthrough the key is the caller's own Cursor key, checked
+        by the gateway instead."""
+        if self._token is None or self._passthrough:
             return True
         for name, value in scope.get("headers", ()):
             if name == b"authorization":
@@ -170,7 +185,8 @@ class GuardMiddleware:
                     scope, receive, send_with_id
                 )
             else:
-                await self.app(scope, receive, send_with_id)
+                async with self._caller_slot(scope, method, exempt):
+                    await self.app(scope, receive, send_with_id)
         except Exception as exc:
             if response_started:
                 raise

@@ -14,6 +14,7 @@ from ..types import ModelInfo
 from ._anthropic._errors import anthropic_error_body
 from ._anthropic._route import anthropic_model, anthropic_models, wants_anthropic
 from ._errors import APIError
+from ._gateway._callers import caller_of
 from ._state import ServerState, get_state
 from ._turn import ERROR_SHAPE_KEY
 
@@ -42,7 +43,11 @@ def _model_json(info: ModelInfo, st: ServerState) -> dict[str, Any]:
     return data
 
 
-async def _models(st: ServerState) -> list[ModelInfo]:
+async def _models(st: ServerState, request: Request) -> list[ModelInfo]:
+    if st.gateway is not None and st.gateway.passthrough:
+        # Each caller's own account: its own model list (the client caches it).
+        async with st.gateway.client_for(caller_of(request.scope)) as client:
+            return await client.list_models()
     now = time.monotonic()
     if st.models is not None and now - st.models_at < SERVER_MODELS_CACHE_S:
         return st.models
@@ -55,7 +60,7 @@ async def _models(st: ServerState) -> list[ModelInfo]:
 async def list_models(request: Request) -> JSONResponse:
     """The account's models (OpenAI list shape; Anthropic's when ``anthropic-version`` is sent)."""
     st = get_state(request)
-    models = await _models(st)
+    models = await _models(st, request)
     if wants_anthropic(request):
         return anthropic_models(st.started_at, models)
     return JSONResponse({"object": "list", "data": [_model_json(m, st) for m in models]})
@@ -67,7 +72,7 @@ async def get_model(model_id: str, request: Request) -> JSONResponse:
     ``anthropic-version`` is sent)."""
     st = get_state(request)
     anthropic = wants_anthropic(request)
-    for info in await _models(st):
+    for info in await _models(st, request):
         if info.matches(model_id):
             return anthropic_model(st.started_at, info) if anthropic else JSONResponse(_model_json(info, st))
     if anthropic:

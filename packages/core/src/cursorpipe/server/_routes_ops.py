@@ -41,7 +41,16 @@ async def health(request: Request) -> JSONResponse:
     """Liveness plus a summary (``status`` ``degraded`` with the reason when requests keep
     failing the same way); 503 only while draining."""
     st = get_state(request)
-    return JSONResponse(_health(st), status_code=503 if st.phase == "draining" else 200)
+    body = _health(st)
+    if st.gateway is not None:
+        # The shared store is reported, not folded into the status: without it stateless
+        # requests are still served (readiness stays 200), only session requests get 503.
+        body["gateway"] = {
+            "auth_mode": st.config.auth_mode,
+            "shared_state": st.gateway.shared,
+            "state_problem": await st.gateway.state_problem(),
+        }
+    return JSONResponse(body, status_code=503 if st.phase == "draining" else 200)
 
 
 @router.get("/health/live")

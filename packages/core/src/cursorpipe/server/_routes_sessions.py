@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse
 
 from ._body import read_body
 from ._errors import APIError
+from ._gateway._callers import caller_of
 from ._openapi import json_body
 from ._requests import parse_json_object
 from ._state import get_state
@@ -43,6 +44,12 @@ async def create_session(request: Request) -> JSONResponse:
         raise APIError(
             400, f"Unsupported parameter: '{unknown[0]}'.", param=unknown[0], code="unsupported_parameter"
         )
+    if st.gateway is not None:  # on the shared store, owned by the caller (issue 17)
+        shared = st.gateway.sessions
+        record = await shared.create(
+            caller_of(request.scope), model.strip(), sid and st.sessions.check_id(sid)
+        )
+        return JSONResponse(shared.view(record), status_code=201)
     entry = await st.sessions.create(model.strip(), sid)
     return JSONResponse(entry.as_dict(st.sessions.idle_s), status_code=201)
 
@@ -51,7 +58,11 @@ async def create_session(request: Request) -> JSONResponse:
 async def list_sessions(request: Request) -> JSONResponse:
     """Live sessions."""
     st = get_state(request)
-    data = [e.as_dict(st.sessions.idle_s) for e in st.sessions.list()]
+    if st.gateway is not None:
+        shared = st.gateway.sessions
+        data = [shared.view(r) for r in await shared.list(caller_of(request.scope))]
+    else:
+        data = [e.as_dict(st.sessions.idle_s) for e in st.sessions.list()]
     return JSONResponse({"object": "list", "data": data})
 
 
@@ -59,6 +70,9 @@ async def list_sessions(request: Request) -> JSONResponse:
 async def get_session(session_id: str, request: Request) -> JSONResponse:
     """One session."""
     st = get_state(request)
+    if st.gateway is not None:
+        shared = st.gateway.sessions
+        return JSONResponse(shared.view(await shared.get(caller_of(request.scope), session_id)))
     return JSONResponse(st.sessions.get(session_id).as_dict(st.sessions.idle_s))
 
 
@@ -66,5 +80,8 @@ async def get_session(session_id: str, request: Request) -> JSONResponse:
 async def delete_session(session_id: str, request: Request) -> JSONResponse:
     """Discard a session."""
     st = get_state(request)
-    entry = await st.sessions.delete(session_id)
-    return JSONResponse({"id": entry.id, "object": "session.deleted", "deleted": True})
+    if st.gateway is not None:
+        await st.gateway.sessions.delete(caller_of(request.scope), session_id)
+    else:
+        await st.sessions.delete(session_id)
+    return JSONResponse({"id": session_id, "object": "session.deleted", "deleted": True})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from starlette.requests import Request
 
@@ -27,6 +27,9 @@ from ._gate import Gate
 from ._metrics import Metrics
 from ._sessions import SessionRegistry
 from ._sse import StreamEnding
+
+if TYPE_CHECKING:
+    from ._gateway._gateway import Gateway
 
 __all__ = ["ServerState", "get_state", "request_timeout"]
 
@@ -69,6 +72,8 @@ class ServerState:
     streams_ending: StreamEnding = field(default_factory=StreamEnding)
     #: (code, reason, monotonic time) of the last degrading failure; see note_failure
     degraded: tuple[str, str, float] | None = None
+    #: The team gateway (per-caller credentials, shared sessions); ``None`` for the plain server.
+    gateway: Gateway | None = None
 
     def begin_drain(self) -> None:
         """Stop taking new requests (SIGTERM); in-flight ones finish."""
@@ -81,6 +86,8 @@ class ServerState:
         succeeds or ``DEGRADED_TTL_S`` passes without another one."""
         if isinstance(exc, PermissionDeniedError):
             return  # one model or feature refused, not the whole server
+        if self.gateway is not None and self.gateway.passthrough and isinstance(exc, AuthenticationError):
+            return  # one caller's key refused, not the server's credentials
         if isinstance(exc, _DEGRADING) and (
             not isinstance(exc, AgentCrashError) or exc.code == ErrorCode.AGENT_RESTARTS_EXHAUSTED
         ):

@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from .._fold import TurnAccumulator
 from .._redact import redact
+from ..client import CursorClient
 from ..types import (
     Event,
     TextDelta,
@@ -32,6 +33,8 @@ from ..types import (
 from ._body import OFFLOAD_MESSAGES, offload_if, parse_body, read_body
 from ._errors import APIError, ClientGone, describe
 from ._fanout import End, Fanout, Gone
+from ._gateway._callers import Caller, caller_of
+from ._gateway._sessions import session_turn
 from ._json import FastJSONResponse
 from ._requests import IGNORED_HEADER, TurnSpec
 from ._sessions import SESSION_HEADER
@@ -104,9 +107,13 @@ async def _plan(request: Request, st: ServerState, spec: TurnSpec, *, sessions: 
     if spec.ignored:
         headers[IGNORED_HEADER] = ", ".join(spec.ignored)
     session_id = request.headers.get(SESSION_HEADER) if sessions else None
+    caller = caller_of(request.scope)
+    if session_id is not None and st.gateway is not None:
+        return await _shared_session_plan(st, caller, spec, session_id, request_timeout(request), headers)
     if session_id is not None:
         return await _session_plan(st, spec, session_id, request_timeout(request), headers)
     timeout_s = request_timeout(request)
+    on_client = _caller_runs(st, caller)
 
     def build() -> tuple[TurnRequest, str]:
         turn = st.client.build_request(
@@ -130,19 +137,29 @@ async def _plan(request: Request, st: ServerState, spec: TurnSpec, *, sessions: 
         # repairs an ignored forced tool_choice once. Streaming cannot take back text already
         # sent, so there response_format only asks for JSON (README).
         def streams() -> list[AsyncGenerator[Event, None]]:
-            return [validated_events(st, turn, spec) for _ in range(spec.n)]
+            return [on_client(lambda c: validated_events(c, turn, spec)) for _ in range(spec.n)]
 
     else:
 
         def streams() -> list[AsyncGenerator[Event, None]]:
-            return [st.client.run_request(turn, stop=stop) for _ in range(spec.n)]
+            return [on_client(lambda c: c.run_request(turn, stop=stop)) for _ in range(spec.n)]
 
     return Plan(streams, turn.model, prompt_text, headers)
 
 
-async def _session_plan(
-    st: ServerState, spec: TurnSpec, session_id: str, timeout_s: float | None, headers: dict[str, str]
-) -> Plan:
+def _caller_runs(
+    st: ServerState, caller: Caller
+) -> Callable[[Callable[[CursorClient], AsyncGenerator[Event, None]]], AsyncGenerator[Event, None]]:
+    """How a stateless run reaches a client: the server's own, or in passthrough mode the caller's,
+    inside the caller's limits (issue 17)."""
+    gateway = st.gateway
+    if gateway is None or not gateway.passthrough:
+        return lambda make: make(st.client)
+    return lambda make: gateway.events(caller, make)
+
+
+def _session_text(spec: TurnSpec) -> str:
+    """The new user message of a session turn (400 for what a session turn cannot carry)."""
     if spec.tools or spec.response_format is not None:
         # A session turn sends only the new user text (session.py); its tools would have to be
         # fixed when the session opens, which this endpoint does not model.
@@ -165,18 +182,30 @@ async def _session_plan(
             f"Images are not supported in {SESSION_HEADER} turns; send them without a session.",
             param="messages",
         )
-    st.sessions.check_id(session_id)
-    entry, created = await st.sessions.get_or_create(session_id, spec.model)
-    if spec.model and spec.model.lower() != entry.session.model.lower() and not created:
+    return last.text
+
+
+def _session_headers(
+    headers: dict[str, str], session_id: str, model: str, spec: TurnSpec, created: bool
+) -> None:
+    if spec.model and spec.model.lower() != model.lower() and not created:
         raise APIError(
             400,
-            f"Session {entry.id!r} uses model {entry.session.model!r}, not {spec.model!r}.",
+            f"Session {session_id!r} uses model {model!r}, not {spec.model!r}.",
             param="model",
             code="session_model_mismatch",
         )
-    headers[SESSION_HEADER] = entry.id
+    headers[SESSION_HEADER] = session_id
     headers["x-cursor-session-created"] = "true" if created else "false"
-    text = last.text
+
+
+async def _session_plan(
+    st: ServerState, spec: TurnSpec, session_id: str, timeout_s: float | None, headers: dict[str, str]
+) -> Plan:
+    text = _session_text(spec)
+    st.sessions.check_id(session_id)
+    entry, created = await st.sessions.get_or_create(session_id, spec.model)
+    _session_headers(headers, entry.id, entry.session.model, spec, created)
 
     def streams() -> list[AsyncGenerator[Event, None]]:
         turn = entry.session.events(
@@ -191,11 +220,40 @@ async def _session_plan(
     return Plan(streams, entry.session.model, text, headers)
 
 
-def validated_events(st: ServerState, turn: TurnRequest, spec: TurnSpec) -> AsyncGenerator[Event, None]:
+async def _shared_session_plan(
+    st: ServerState,
+    caller: Caller,
+    spec: TurnSpec,
+    session_id: str,
+    timeout_s: float | None,
+    headers: dict[str, str],
+) -> Plan:
+    """A session turn on the gateway's store: any replica, the caller's own session (issue 17)."""
+    gateway = st.gateway
+    assert gateway is not None
+    text = _session_text(spec)
+    st.sessions.check_id(session_id)
+    record, created = await gateway.sessions.get_or_create(caller, session_id, spec.model)
+    _session_headers(headers, record.id, record.model, spec, created)
+    run = session_turn(
+        text,
+        timeout_s=timeout_s,
+        stop=spec.stop or None,
+        max_tokens=spec.max_tokens,
+        reasoning_effort=spec.reasoning_effort,
+    )
+
+    def streams() -> list[AsyncGenerator[Event, None]]:
+        return [gateway.sessions.turn(caller, session_id, run)]
+
+    return Plan(streams, record.model, text, headers)
+
+
+def validated_events(client: CursorClient, turn: TurnRequest, spec: TurnSpec) -> AsyncGenerator[Event, None]:
     """The events of a validated turn (``response_format`` checked and repaired once, a forced
     ``tool_choice`` repaired once): the core's validating stage yields only the accepted round's
     events, and a :class:`ParsedOutput` before ``TurnEnd``. The request is the one the plan built."""
-    return st.client.run_request(turn, stop=spec.stop or None, validate=True)
+    return client.run_request(turn, stop=spec.stop or None, validate=True)
 
 
 # -- running -----------------------------------------------------------------------------------

@@ -84,6 +84,12 @@ def create_app(
             "concurrency_limit": lambda: float(state.gate.limit),
         }
     )
+    if config.auth_mode == "passthrough" or config.state_url.get_secret_value():
+        # Imported only when asked for: the single-process default runs none of it (issue 17).
+        from ._gateway._gateway import Gateway
+
+        registry = state.metrics.registry if state.metrics.enabled else None
+        state.gateway = Gateway.from_config(config, client, metrics_registry=registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -106,6 +112,8 @@ def create_app(
                 task.cancel()
             await asyncio.gather(warm, sweeper, return_exceptions=True)
             await state.sessions.close_all()
+            if state.gateway is not None:
+                await state.gateway.aclose()
             if state.owns_client:
                 await state.client.close()
             log.info("cursorpipe-server stopped")
@@ -158,6 +166,10 @@ async def _warmup(state: ServerState) -> None:
     """Pre-warm ``pool_size`` sessions without ever failing startup (no credentials is fine:
     /health answers and requests get a clear 401)."""
     try:
+        if state.gateway is not None and state.gateway.passthrough:
+            # Callers bring their own keys: there is no server account to warm up.
+            log.info("cursorpipe-server ready (passthrough: every request on the caller's own account)")
+            return
         await state.client.warmup(state.config.pool_size)
         log.info(
             "cursorpipe-server ready (transport %s, pool %d)",
@@ -186,3 +198,5 @@ async def _sweep(state: ServerState) -> None:
         await asyncio.sleep(interval)
         with contextlib.suppress(Exception):
             await state.sessions.sweep()
+            if state.gateway is not None:
+                await state.gateway.store.sweep()

@@ -51,6 +51,8 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 MAX_BODY = 32 * 1024 * 1024
 #: The errorId OMP saw with the bare resource_exhausted for a sibling slug (live-dialect.md row 14).
 SIBLING_SLUG_ERROR_ID = "528384"
+#: The account behind the emulator's main API key (the ``sub`` of its tokens: emulator|<account>).
+DEFAULT_ACCOUNT = "user_emulated"
 _RUN_FAULTS: set[Fault] = {f for f in Fault if f not in (Fault.UNAUTHENTICATED_EXCHANGE, Fault.HTTP_ERROR)}
 
 
@@ -104,9 +106,12 @@ def _b64url(data: bytes) -> str:
 class EmulatorState:
     """Everything the app shares: behaviour, credentials, scheduled faults and records."""
 
-    def __init__(self, behaviour: Behaviour, api_key: str) -> None:
+    def __init__(self, behaviour: Behaviour, api_key: str, accounts: Mapping[str, str] | None = None) -> None:
         self.behaviour = behaviour
         self.api_key = api_key
+        #: API key -> account name (the tokens' ``sub``): the main key and any extra ones, so a
+        #: test can tell which caller's credentials each request carried.
+        self.accounts = {**(accounts or {}), api_key: DEFAULT_ACCOUNT}
         self._secret = secrets.token_bytes(32)
         self._lock = threading.Lock()
         self._faults: collections.deque[tuple[Fault, dict[str, Any]]] = collections.deque()
@@ -138,13 +143,15 @@ class EmulatorState:
             return [f for f, _ in self._faults]
 
     # -- tokens ------------------------------------------------------------------------------
-    def issue_token(self, kind: str = "api_key_token", lifetime_s: float | None = None) -> str:
+    def issue_token(
+        self, kind: str = "api_key_token", lifetime_s: float | None = None, account: str = ""
+    ) -> str:
         """A signed JWT: an access token, or with ``kind="refresh_token"`` a refresh token that only
         the exchange accepts (connect.md §2.5; live-dialect.md row 19)."""
         now = time.time()
         header = {"alg": "HS256", "typ": "JWT"}
         payload = {
-            "sub": "emulator|user_emulated",
+            "sub": "emulator|" + (account or DEFAULT_ACCOUNT),
             "type": kind,
             "iss": "cursorpipe-emulator",
             "iat": int(now),
@@ -178,6 +185,14 @@ class EmulatorState:
         if float(payload.get("exp", 0)) <= time.time():
             return "access token expired" if kind != "refresh_token" else "refresh token expired"
         return None
+
+    def account_of(self, token: str) -> str | None:
+        """The account a token of ours was issued to (``None`` for anything else)."""
+        if self.check_token(token) is not None and self.check_token(token, "refresh_token") is not None:
+            return None
+        payload = token.split(".")[1]
+        sub = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))).get("sub", "")
+        return str(sub).removeprefix("emulator|") or None
 
     def known_model(self, model_id: str) -> bool:
         # Sibling slugs are listed by GetUsableModels, so the permissive variant runs them.
@@ -345,23 +360,26 @@ async def _exchange(
     rec.body = body
     bearer = _bearer(headers) or ""
     # live-dialect.md row 19: a browser login's refresh token is redeemed here too.
-    valid = bearer == state.api_key or state.check_token(bearer, "refresh_token") is None
-    if state.take_fault({Fault.UNAUTHENTICATED_EXCHANGE}) is not None or not valid:
+    account = state.accounts.get(bearer)
+    if account is None and state.check_token(bearer, "refresh_token") is None:
+        account = state.account_of(bearer)
+    if state.take_fault({Fault.UNAUTHENTICATED_EXCHANGE}) is not None or account is None:
         rec.status = 401
         await _json(send, 401, {"code": "unauthenticated", "message": "Invalid API key"})
         return
-    token = state.issue_token()
+    token = state.issue_token(account=account)
     rec.status = 200
     # connect.md §2.2: {"accessToken", "refreshToken"}; the refresh token lives as long as the
     # access token (§2.3) and is accepted only by this endpoint.
-    await _json(send, 200, {"accessToken": token, "refreshToken": state.issue_token("refresh_token")})
+    refresh = state.issue_token("refresh_token", account=account)
+    await _json(send, 200, {"accessToken": token, "refreshToken": refresh})
 
 
 async def _rest_models(
     state: EmulatorState, send: Send, headers: dict[str, str], rec: RecordedRequest
 ) -> None:
     # connect.md §2.7/§9.1: the public REST API takes the raw API key, not the exchanged token.
-    if _bearer(headers) != state.api_key:
+    if _bearer(headers) not in state.accounts:
         rec.status = 401
         await _json(send, 401, {"error": {"code": "unauthorized", "message": "Invalid API key"}})
         return

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -74,7 +74,9 @@ class Emulator:
 
     Use as ``async with Emulator() as emu:`` (random free port) or, from sync code,
     ``with Emulator.start_in_thread() as emu:``. ``emu.url`` is the base URL for
-    ``CURSOR_BACKEND_URL``/``backend_url``; ``emu.api_key`` is the only API key it accepts.
+    ``CURSOR_BACKEND_URL``/``backend_url``; ``emu.api_key`` is the API key it accepts, and
+    ``accounts`` (API key -> account name) adds more, one account each (``emu.account_of(token)``
+    says whose credentials a request carried).
     ``emu.inject(Fault.X)`` makes the next request of that kind fail; ``emu.requests`` and
     ``emu.runs`` record what happened. ``emu.behaviour`` may be changed between turns.
     """
@@ -86,8 +88,9 @@ class Emulator:
         api_key: str = DEFAULT_API_KEY,
         host: str = "127.0.0.1",
         port: int = 0,
+        accounts: Mapping[str, str] | None = None,
     ) -> None:
-        self._state = EmulatorState(behaviour or Behaviour(), api_key)
+        self._state = EmulatorState(behaviour or Behaviour(), api_key, accounts)
         self._host = host
         self._port = port
         self._shutdown: asyncio.Event | None = None
@@ -112,8 +115,13 @@ class Emulator:
 
     @property
     def api_key(self) -> str:
-        """The API key the emulator accepts (every other key gets 401)."""
+        """The main API key (keys that are neither this one nor in ``accounts`` get 401)."""
         return self._state.api_key
+
+    def account_of(self, token: str) -> str | None:
+        """The account an access token was issued to: ``"user_emulated"`` for ``api_key``, the name
+        given in ``accounts`` for the other keys; ``None`` for a token the emulator did not issue."""
+        return self._state.account_of(token)
 
     @property
     def behaviour(self) -> Behaviour:
@@ -230,9 +238,10 @@ class Emulator:
         api_key: str = DEFAULT_API_KEY,
         host: str = "127.0.0.1",
         port: int = 0,
+        accounts: Mapping[str, str] | None = None,
     ) -> Iterator[Emulator]:
         """Run an emulator on its own event loop in a daemon thread (for sync code and notebooks)."""
-        emu = cls(behaviour, api_key=api_key, host=host, port=port)
+        emu = cls(behaviour, api_key=api_key, host=host, port=port, accounts=accounts)
         loop = asyncio.new_event_loop()
         ready = threading.Event()
         errors: list[BaseException] = []
