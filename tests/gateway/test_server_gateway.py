@@ -192,3 +192,23 @@ async def test_one_callers_burst_leaves_room_for_others(emu: Emulator) -> None:
         assert codes.count(200) >= 2 and 429 in codes
         refused = next(r for r in answers if r.status_code == 429)
         assert refused.json()["error"]["code"] == "key_busy" and refused.headers["retry-after"]
+
+
+async def test_passthrough_on_the_messages_route(emu: Emulator) -> None:
+    """Anthropic clients send their key as ``x-api-key``: in passthrough it is the caller's own
+    Cursor key on /v1/messages too, and refusals keep Anthropic's error shape."""
+    config = CursorPipeConfig(auth_mode="passthrough", backend_url=emu.url, queue_timeout_s=0.2)
+    body = {"model": "auto", "max_tokens": 64, "messages": [{"role": "user", "content": "hello"}]}
+    async with served(create_app(config)) as http:
+        missing = await http.post("/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"})
+        assert missing.status_code == 401
+        assert missing.json()["type"] == "error"
+        assert missing.json()["error"]["type"] == "authentication_error"
+        ok = await http.post(
+            "/v1/messages", json=body, headers={"x-api-key": BOB, "anthropic-version": "2023-06-01"}
+        )
+        assert ok.status_code == 200, ok.text
+        texts = [b["text"] for b in ok.json()["content"] if b["type"] == "text"]
+        assert texts == [expected_reply("hello")]
+        assert BOB not in ok.text
+    assert [emu.account_of(r.headers["authorization"].split(" ", 1)[1]) for r in emu.runs] == ["bob"]
