@@ -287,6 +287,21 @@ async def test_session_header_keeps_the_conversation(live) -> None:
         assert raw.headers["x-cursor-session-created"] == "false"
 
 
+async def test_session_turns_carry_the_system_prompt(live) -> None:
+    """A session turn sends the request's system prompt with the turn (the model says it saw it)."""
+    server = await live()
+    async with server.client() as client:
+        done = await client.messages.create(
+            model="auto",
+            max_tokens=256,
+            system="Answer as a pirate.",
+            messages=[{"role": "user", "content": "ahoy"}],
+            extra_headers={"X-Cursor-Session-ID": "anthropic-system"},
+        )
+        assert 'system: "Answer as a pirate."' in text_of(done)
+        assert text_of(done).startswith(expected_reply("ahoy").split(" [", 1)[0])
+
+
 async def test_models_in_anthropic_shape(live) -> None:
     server = await live()
     async with server.client() as client:

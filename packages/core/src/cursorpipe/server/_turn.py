@@ -185,6 +185,13 @@ def _session_text(spec: TurnSpec) -> str:
     return last.text
 
 
+def _session_system(spec: TurnSpec) -> str | None:
+    """The request's system prompt for a session turn. It is sent with every turn that carries it:
+    whether Cursor keeps a system prompt across a conversation's turns is not documented
+    (connect.md §5.3), so the session docstring asks for it on each turn it should govern."""
+    return "\n\n".join(m.text for m in spec.messages if m.role == "system" and m.text.strip()) or None
+
+
 def _session_headers(
     headers: dict[str, str], session_id: str, model: str, spec: TurnSpec, created: bool
 ) -> None:
@@ -202,7 +209,7 @@ def _session_headers(
 async def _session_plan(
     st: ServerState, spec: TurnSpec, session_id: str, timeout_s: float | None, headers: dict[str, str]
 ) -> Plan:
-    text = _session_text(spec)
+    text, system = _session_text(spec), _session_system(spec)
     st.sessions.check_id(session_id)
     entry, created = await st.sessions.get_or_create(session_id, spec.model)
     _session_headers(headers, entry.id, entry.session.model, spec, created)
@@ -210,6 +217,7 @@ async def _session_plan(
     def streams() -> list[AsyncGenerator[Event, None]]:
         turn = entry.session.events(
             text,
+            system=system,
             timeout_s=timeout_s,
             stop=spec.stop or None,
             max_tokens=spec.max_tokens,
@@ -237,6 +245,7 @@ async def _shared_session_plan(
     _session_headers(headers, record.id, record.model, spec, created)
     run = session_turn(
         text,
+        system=_session_system(spec),
         timeout_s=timeout_s,
         stop=spec.stop or None,
         max_tokens=spec.max_tokens,

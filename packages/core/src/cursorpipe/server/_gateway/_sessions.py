@@ -39,6 +39,7 @@ TurnFn = Callable[[CursorClient, TransportSession, str], AsyncGenerator[Event, N
 def session_turn(
     text: str,
     *,
+    system: str | None = None,
     timeout_s: float | None = None,
     stop: Sequence[str] | None = None,
     max_tokens: int | None = None,
@@ -51,6 +52,7 @@ def session_turn(
         request = client.build_request(
             model,
             [ChatMessage.of("user", text)],
+            system=system,
             timeout_s=timeout_s,
             max_tokens=max_tokens,
             reasoning_effort=reasoning_effort,
