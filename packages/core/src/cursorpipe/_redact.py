@@ -23,24 +23,38 @@ _PATTERNS = (
         r"(?!(?:bearer|basic|token)\b)(?!<)[^\s\"',}]{6,}"
     ),
 )
+#: How many exact secrets are remembered. A team gateway in passthrough mode (issue 17) meets a
+#: new key per caller, and a flood of made-up keys must not grow this set (and the cost of every
+#: ``redact`` call) without bound. The least recently registered value is forgotten first; the
+#: patterns above still mask anything shaped like a Cursor key, bearer token or JWT.
+MAX_SECRETS = 1024
 _lock = threading.Lock()
-_secrets: set[str] = set()
+_secrets: dict[str, None] = {}
+#: ``_secrets`` longest first (a secret that contains another is masked whole), rebuilt on change
+#: rather than sorted on every ``redact`` call.
+_ordered: tuple[str, ...] = ()
 
 
 def register_secret(value: str | None) -> None:
     """Remember a secret value so :func:`redact` masks it wherever it appears."""
+    global _ordered
     if value and len(value) >= 6:
         with _lock:
-            _secrets.add(value)
+            if value in _secrets:
+                _secrets.pop(value)
+                _secrets[value] = None
+                return
+            _secrets[value] = None
+            while len(_secrets) > MAX_SECRETS:
+                _secrets.pop(next(iter(_secrets)))
+            _ordered = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def redact(text: str) -> str:
     """``text`` with every known secret and credential-looking token replaced by ``[REDACTED]``."""
     if not text:
         return text
-    with _lock:
-        known = sorted(_secrets, key=len, reverse=True)
-    for value in known:
+    for value in _ordered:
         if value in text:
             text = text.replace(value, "[REDACTED]")
     for pattern in _PATTERNS:
