@@ -162,7 +162,6 @@ def test_httpx_cli_guard_removes_itself_and_leaves_the_cli_importable() -> None:
 
 def test_httpx_imported_before_cursorpipe_is_left_alone() -> None:
     modules = _loaded(
-        "import sys, httpx\nimport cursorpipe\n"
-        "assert cursorpipe._HttpxWithoutCli not in sys.meta_path\n"
+        "import sys, httpx\nimport cursorpipe\nassert cursorpipe._HttpxWithoutCli not in sys.meta_path\n"
     )
     assert "cursorpipe" in modules
