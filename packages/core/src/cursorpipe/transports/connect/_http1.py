@@ -61,6 +61,10 @@ class Http1Channel:
         self._base = base_url.rstrip("/")
         self._headers = dict(headers)
         self._headers["x-request-id"] = request_id
+        # Every append carries the same header set: normalised by httpx once here, copied per
+        # append (a copy of an httpx.Headers skips the per-header normalisation, about 30 us
+        # per request, issue 16).
+        self._append_headers = httpx.Headers({**self._headers, "content-type": "application/proto"})
         self._request_id = request_id
         self._seq = 0
         self._slots = asyncio.Semaphore(max_inflight)
@@ -102,8 +106,7 @@ class Http1Channel:
                 data=data.hex(), request_id=ai.BidiRequestId(request_id=self._request_id), append_seqno=seq
             ).SerializeToString()
             timeout = append_timeout_s(len(body))
-            headers = dict(self._headers)
-            headers["content-type"] = "application/proto"
+            headers = self._append_headers.copy()
             headers["connect-timeout-ms"] = str(int(timeout * 1000))
             if self._token is not None:
                 # Like the SDK's auth interceptor, every call carries the current token, so a
