@@ -149,7 +149,8 @@ class CursorClient(RequestBuilder):
 
     async def warmup(self, pool_size: int = 5) -> None:
         """Pre-start what the transport needs (process, token, connection, ``pool_size`` sessions)
-        so the first real request pays no cold start."""
+        and run the garbage collection start-up left due, so the first real request pays no cold
+        start."""
         transport = await self.transport()
         await transport.start(pool_size=max(0, pool_size))
         # Start-up (imports, handshakes) leaves the cyclic collector a full pass due; run it now,
