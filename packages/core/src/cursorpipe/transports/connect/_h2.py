@@ -341,7 +341,13 @@ class H2Channel:
                 status=status,
                 headers=stream.headers,
             )
-        async with aclosing(decode_server_messages(self._chunks(), stream.headers)) as decoded:
+        # Both generators closed here: the decoder returns at the end-stream envelope with the
+        # chunk reader still suspended, and a generator left to the garbage collector is closed
+        # through the loop's thread-safe wake-up (one self-pipe write per turn, issue 16).
+        async with (
+            aclosing(self._chunks()) as chunks,
+            aclosing(decode_server_messages(chunks, stream.headers)) as decoded,
+        ):
             async for msg in decoded:
                 yield msg
         self._answered = True

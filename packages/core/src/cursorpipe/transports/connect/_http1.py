@@ -158,12 +158,18 @@ class Http1Channel:
                         status=response.status_code,
                         headers=response.headers,
                     )
-                async with aclosing(
-                    decode_server_messages(response.aiter_bytes(), response.headers)
-                ) as decoded:
+                chunks = response.aiter_bytes()
+                async with aclosing(decode_server_messages(chunks, response.headers)) as decoded:
                     async for msg in decoded:
                         self._queue.put_nowait(msg)
-            self._queue.put_nowait(_EOF)
+                self._queue.put_nowait(_EOF)
+                # Nothing follows the end-stream envelope (connect.md §3.1), so the body ends
+                # with it: reading on to that end hands the connection back to the pool (else
+                # every turn opens a new one) and lets httpx's stream generators finish rather
+                # than be closed by the garbage collector through the loop's thread-safe wake-up
+                # (issue 16). The caller already has its EOF; aclose() cancels this read.
+                async for _ in chunks:
+                    pass
         except (CursorPipeError, ConnectCallError) as exc:
             self._queue.put_nowait(exc)
 
