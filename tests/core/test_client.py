@@ -352,6 +352,18 @@ async def test_warmup_and_list_models() -> None:
     assert any(m.matches("default") for m in models)
 
 
+async def test_warmup_runs_the_cyclic_collector_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 16: the full collection start-up left due happens in warmup, not the first request.
+    collections: list[int] = []
+    monkeypatch.setattr("cursorpipe.client.gc.collect", lambda: collections.append(1) or 0)
+    client, mock = make()
+    async with client:
+        await client.warmup(pool_size=1)
+        assert collections == [1]
+        await client.generate("auto", "x")
+    assert collections == [1] and mock.started_with == [1]
+
+
 async def test_profiling_logs_ttfc(caplog: pytest.LogCaptureFixture) -> None:
     client, _ = make(enable_profiling=True)
     with caplog.at_level("INFO", logger="cursorpipe.profile"):

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from typing import Any
 
 from ..._codecs.jsonrpc import METHOD_NOT_FOUND
@@ -539,8 +540,11 @@ class AcpTransport:
             handle = await self._dispenser.take()
             text = flatten_messages(request.messages)
             images = [i for m in request.messages if m.role == "user" for i in m.images]
-            async for event in self._turn(handle, request, text, images):
-                yield event
+            # Closed here: the caller stops at TurnEnd, and a generator left to the garbage
+            # collector is closed through the loop's thread-safe wake-up (issue 16).
+            async with aclosing(self._turn(handle, request, text, images)) as events:
+                async for event in events:
+                    yield event
             return
         if not isinstance(session, AcpSession):
             raise SessionError("This session does not belong to the acp transport.", transport=NAME)
@@ -556,8 +560,9 @@ class AcpTransport:
             # The agent keeps the history: send only the new messages.
             text = flatten_messages(request.messages)
             images = [i for m in request.messages if m.role == "user" for i in m.images]
-            async for event in self._turn(handle, request, text, images):
-                yield event
+            async with aclosing(self._turn(handle, request, text, images)) as events:
+                async for event in events:
+                    yield event
 
     async def _turn(
         self, handle: SessionHandle, request: TurnRequest, text: str, images: Sequence[ImagePart]

@@ -291,6 +291,9 @@ class H2Channel:
         self._headers["content-type"] = "application/connect+proto"
         self._stream: _Stream | None = None
         self._closed = False
+        # The server's Connect end-of-stream envelope was read: its answer is complete even while
+        # its HTTP/2 END_STREAM is still in flight (often the next packet).
+        self._answered = False
 
     async def start(self, first: pb.AgentClientMessage) -> None:
         """Open the stream and send the run request; the request side stays open (§5.6). Headers
@@ -338,9 +341,16 @@ class H2Channel:
                 status=status,
                 headers=stream.headers,
             )
-        async with aclosing(decode_server_messages(self._chunks(), stream.headers)) as decoded:
+        # Both generators closed here: the decoder returns at the end-stream envelope with the
+        # chunk reader still suspended, and a generator left to the garbage collector is closed
+        # through the loop's thread-safe wake-up (one self-pipe write per turn, issue 16).
+        async with (
+            aclosing(self._chunks()) as chunks,
+            aclosing(decode_server_messages(chunks, stream.headers)) as decoded,
+        ):
             async for msg in decoded:
                 yield msg
+        self._answered = True
 
     async def drain(self, timeout_s: float) -> None:
         """Wait (bounded) for the server to end the stream after a cancel (connect.md §6.4)."""
@@ -359,13 +369,18 @@ class H2Channel:
         await self._conn.reset(self._stream)
 
     async def aclose(self, *, flush_s: float = 1.0) -> None:
-        """Half-close politely when the server has finished, else RST_STREAM(CANCEL)."""
+        """Half-close politely when the server has finished, else RST_STREAM(CANCEL).
+
+        "Finished" includes a read end-of-stream envelope whose HTTP/2 END_STREAM has not arrived
+        yet: a RST_STREAM there would cancel a call that succeeded, and h2 would answer the
+        server's late END_STREAM with a second RST_STREAM (two writes per turn instead of one,
+        issue 16)."""
         if self._closed or self._stream is None:
             self._closed = True
             return
         self._closed = True
         stream = self._stream
-        if stream.ended:
+        if stream.ended or self._answered:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(flush_s):
                     await self._conn.send(stream, b"", end_stream=True)
