@@ -139,29 +139,3 @@ def test_type_checking_imports_lazy_table_and_all_agree() -> None:
                         guarded[alias.asname or alias.name] = "." * stmt.level + (stmt.module or "")
     assert guarded == cursorpipe._EXPORTS
     assert set(cursorpipe._EXPORTS) | {"__version__"} == set(cursorpipe.__all__)
-
-
-def test_httpx_is_imported_without_its_command_line_client() -> None:
-    # Issue 16: httpx's __init__ imports its CLI (click, rich, pygments: about 4.5 MiB resident)
-    # whenever those are installed; cursorpipe keeps that import from happening.
-    modules = _loaded("import cursorpipe, httpx\nassert callable(httpx.main)\n")
-    assert "httpx" in modules
-    assert _offending(modules, ("httpx._main", "rich", "pygments")) == []
-
-
-def test_httpx_cli_guard_removes_itself_and_leaves_the_cli_importable() -> None:
-    modules = _loaded(
-        "import importlib.util, sys, cursorpipe\n"
-        "assert cursorpipe._HttpxWithoutCli in sys.meta_path\n"
-        "import httpx\n"
-        "assert cursorpipe._HttpxWithoutCli not in sys.meta_path\n"
-        "assert importlib.util.find_spec('httpx._main') is not None\n"
-    )
-    assert "httpx" in modules
-
-
-def test_httpx_imported_before_cursorpipe_is_left_alone() -> None:
-    modules = _loaded(
-        "import sys, httpx\nimport cursorpipe\nassert cursorpipe._HttpxWithoutCli not in sys.meta_path\n"
-    )
-    assert "cursorpipe" in modules

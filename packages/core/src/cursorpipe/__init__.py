@@ -15,8 +15,6 @@ The public API is exactly ``__all__``; every other module is private.
 
 from __future__ import annotations
 
-import sys as _sys
-
 # ``typing`` itself costs a few ms to import; type checkers treat any ``TYPE_CHECKING`` name as true.
 TYPE_CHECKING = False
 
@@ -252,30 +250,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-class _HttpxWithoutCli:
-    """Keeps ``import httpx`` from importing its command-line client (issue 16).
-
-    httpx's ``__init__`` imports ``httpx._main`` whenever click, rich and pygments are installed
-    (they are, beside uvicorn and the dev tools), which costs about 4.5 MiB of resident memory and
-    0.1 s per process that never runs the ``httpx`` command (upstream: encode/httpx PR 3547, open).
-    httpx falls back to a stub ``httpx.main`` when that import fails, so this meta-path finder
-    fails it only while ``httpx`` itself is initialising, then removes itself: an explicit
-    ``import httpx._main`` later still works, and nothing changes when httpx was imported first.
-    """
-
-    @staticmethod
-    def find_spec(name: str, path: object = None, target: object = None) -> None:
-        if name != "httpx._main":
-            return None
-        if _HttpxWithoutCli in _sys.meta_path:
-            _sys.meta_path.remove(_HttpxWithoutCli)
-        httpx = _sys.modules.get("httpx")
-        if httpx is not None and not hasattr(httpx, "main"):  # httpx's __init__ is running
-            raise ModuleNotFoundError("httpx's CLI is not imported by cursorpipe", name=name)
-        return None
-
-
-if "httpx" not in _sys.modules:
-    _sys.meta_path.insert(0, _HttpxWithoutCli)
