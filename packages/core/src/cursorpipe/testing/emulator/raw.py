@@ -327,116 +327,117 @@ class _Answerer:
         return result
 
     def handle(self, msg: agent_pb2.AgentServerMessage) -> list[agent_pb2.AgentClientMessage]:
+        """Record one server message and return the client messages that answer it (if any)."""
         self.result.server_messages.append(msg)
-        out: list[agent_pb2.AgentClientMessage] = []
         case = msg.WhichOneof("message")
         if case == "interaction_update":
-            u = msg.interaction_update
-            which = u.WhichOneof("message")
-            if which == "text_delta":
-                now = asyncio.get_running_loop().time() - self.started
-                if self.result.first_token_s is None:
-                    self.result.first_token_s = now
-                self.result.delta_times.append(now)
-                self.result.text += u.text_delta.text
-            elif which == "thinking_delta":
-                self.result.thinking += u.thinking_delta.text
-            elif which in ("partial_tool_call", "tool_call_started", "tool_call_completed"):
-                self.result.tool_updates.append(u)
-                if which == "partial_tool_call":
-                    p = u.partial_tool_call
-                    self.result.tool_args_text[p.call_id] = (
-                        self.result.tool_args_text.get(p.call_id, "") + p.args_text_delta
-                    )
-            elif which == "turn_ended":
-                self.result.turn_ended = True
-                te = u.turn_ended
-                self.result.usage = {
-                    k: int(getattr(te, k))
-                    for k in (
-                        "input_tokens",
-                        "output_tokens",
-                        "cache_read_tokens",
-                        "cache_write_tokens",
-                        "reasoning_tokens",
-                    )
-                    if te.HasField(k)
-                }
+            self._update(msg.interaction_update)
         elif case == "conversation_checkpoint_update":
             self.result.checkpoint = msg.conversation_checkpoint_update
         elif case == "kv_server_message":
-            kv = msg.kv_server_message
-            reply = agent_pb2.AgentClientMessage()
-            reply.kv_client_message.id = kv.id
-            if kv.WhichOneof("message") == "set_blob_args":
-                self.blobs[kv.set_blob_args.blob_id] = kv.set_blob_args.blob_data
-                reply.kv_client_message.set_blob_result.SetInParent()
-            else:
-                res = reply.kv_client_message.get_blob_result
-                res.SetInParent()
-                data = self.blobs.get(kv.get_blob_args.blob_id)
-                if data is not None:
-                    res.blob_data = data
-            out.append(reply)
+            return [self._kv(msg.kv_server_message)]
         elif case == "exec_server_control_message":
             self.result.aborted_execs.append(msg.exec_server_control_message.abort.id)
         elif case == "exec_server_message":
-            ex = msg.exec_server_message
-            if ex.WhichOneof("message") == "mcp_args" and self.tool_handlers is not None:
-                self.result.tool_calls.append(ex.mcp_args)
-                if not self.answer_tools:
-                    return out
-                reply = agent_pb2.AgentClientMessage()
-                reply.exec_client_message.id = ex.id
-                reply.exec_client_message.mcp_result.CopyFrom(self._mcp_result(ex.mcp_args))
-                out.append(reply)
-            elif ex.WhichOneof("message") == "request_context_args":
-                reply = agent_pb2.AgentClientMessage()
-                reply.exec_client_message.id = ex.id
-                self._request_context(
-                    reply.exec_client_message.request_context_result.success.request_context
-                )
-                out.append(reply)
-            elif ex.WhichOneof("message") == "mcp_state_exec_args" and self.dialect.mcp_state:
-                reply = agent_pb2.AgentClientMessage()
-                reply.exec_client_message.id = ex.id
-                self._mcp_state(reply.exec_client_message.mcp_state_exec_result)
-                out.append(reply)
-            else:
-                reply = agent_pb2.AgentClientMessage()
-                reply.exec_client_control_message.throw.id = ex.id
-                reply.exec_client_control_message.throw.error = "not supported by the raw client"
-                out.append(reply)
-            close = agent_pb2.AgentClientMessage()
-            close.exec_client_control_message.stream_close.id = ex.id
-            out.append(close)
+            return self._exec(msg.exec_server_message)
         elif case == "interaction_query":
-            q = msg.interaction_query
-            reply = agent_pb2.AgentClientMessage()
-            resp = reply.interaction_response
-            resp.id = q.id
-            query_case: str | None = q.WhichOneof("query")
-            self.result.queries.append(query_case or "unknown")
-            if self.dialect.query_answer is not None:
-                resp.CopyFrom(self.dialect.query_answer(q))
-            elif query_case is None:
-                # A case outside the schema: an approved-shaped (empty) reply under the same field
-                # number, so the stream never hangs (live-dialect.md row 12).
-                for number in _top_level_fields(q.SerializeToString()):
-                    if number != 1:
-                        resp.MergeFromString(_ld(number, b""))
-            else:
-                number = q.DESCRIPTOR.fields_by_name[query_case].number
-                target = resp.DESCRIPTOR.oneofs_by_name["result"]
-                field_name = next(f.name for f in target.fields if f.number == number)
-                answer = getattr(resp, field_name)
-                approve = self.dialect.approve_web and query_case in (
-                    "web_search_request_query",
-                    "web_fetch_request_query",
+            return [self._query(msg.interaction_query)]
+        return []
+
+    def _update(self, u: agent_pb2.InteractionUpdate) -> None:
+        which = u.WhichOneof("message")
+        if which == "text_delta":
+            now = asyncio.get_running_loop().time() - self.started
+            if self.result.first_token_s is None:
+                self.result.first_token_s = now
+            self.result.delta_times.append(now)
+            self.result.text += u.text_delta.text
+        elif which == "thinking_delta":
+            self.result.thinking += u.thinking_delta.text
+        elif which in ("partial_tool_call", "tool_call_started", "tool_call_completed"):
+            self.result.tool_updates.append(u)
+            if which == "partial_tool_call":
+                p = u.partial_tool_call
+                self.result.tool_args_text[p.call_id] = (
+                    self.result.tool_args_text.get(p.call_id, "") + p.args_text_delta
                 )
-                _answer_query(answer, approve)
-            out.append(reply)
-        return out
+        elif which == "turn_ended":
+            self.result.turn_ended = True
+            te = u.turn_ended
+            self.result.usage = {
+                k: int(getattr(te, k))
+                for k in (
+                    "input_tokens",
+                    "output_tokens",
+                    "cache_read_tokens",
+                    "cache_write_tokens",
+                    "reasoning_tokens",
+                )
+                if te.HasField(k)
+            }
+
+    def _kv(self, kv: agent_pb2.KvServerMessage) -> agent_pb2.AgentClientMessage:
+        reply = agent_pb2.AgentClientMessage()
+        reply.kv_client_message.id = kv.id
+        if kv.WhichOneof("message") == "set_blob_args":
+            self.blobs[kv.set_blob_args.blob_id] = kv.set_blob_args.blob_data
+            reply.kv_client_message.set_blob_result.SetInParent()
+        else:
+            res = reply.kv_client_message.get_blob_result
+            res.SetInParent()
+            data = self.blobs.get(kv.get_blob_args.blob_id)
+            if data is not None:
+                res.blob_data = data
+        return reply
+
+    def _exec(self, ex: agent_pb2.ExecServerMessage) -> list[agent_pb2.AgentClientMessage]:
+        """The answer to one exec followed by its ``stream_close`` (connect.md §10); nothing at all
+        for a tool call left unanswered on purpose (``answer_tools=False``)."""
+        reply = agent_pb2.AgentClientMessage()
+        which = ex.WhichOneof("message")
+        if which == "mcp_args" and self.tool_handlers is not None:
+            self.result.tool_calls.append(ex.mcp_args)
+            if not self.answer_tools:
+                return []
+            reply.exec_client_message.id = ex.id
+            reply.exec_client_message.mcp_result.CopyFrom(self._mcp_result(ex.mcp_args))
+        elif which == "request_context_args":
+            reply.exec_client_message.id = ex.id
+            self._request_context(reply.exec_client_message.request_context_result.success.request_context)
+        elif which == "mcp_state_exec_args" and self.dialect.mcp_state:
+            reply.exec_client_message.id = ex.id
+            self._mcp_state(reply.exec_client_message.mcp_state_exec_result)
+        else:
+            reply.exec_client_control_message.throw.id = ex.id
+            reply.exec_client_control_message.throw.error = "not supported by the raw client"
+        close = agent_pb2.AgentClientMessage()
+        close.exec_client_control_message.stream_close.id = ex.id
+        return [reply, close]
+
+    def _query(self, q: agent_pb2.InteractionQuery) -> agent_pb2.AgentClientMessage:
+        reply = agent_pb2.AgentClientMessage()
+        resp = reply.interaction_response
+        resp.id = q.id
+        query_case: str | None = q.WhichOneof("query")
+        self.result.queries.append(query_case or "unknown")
+        if self.dialect.query_answer is not None:
+            resp.CopyFrom(self.dialect.query_answer(q))
+        elif query_case is None:
+            # A case outside the schema: an approved-shaped (empty) reply under the same field
+            # number, so the stream never hangs (live-dialect.md row 12).
+            for number in _top_level_fields(q.SerializeToString()):
+                if number != 1:
+                    resp.MergeFromString(_ld(number, b""))
+        else:
+            number = q.DESCRIPTOR.fields_by_name[query_case].number
+            target = resp.DESCRIPTOR.oneofs_by_name["result"]
+            field_name = next(f.name for f in target.fields if f.number == number)
+            approve = self.dialect.approve_web and query_case in (
+                "web_search_request_query",
+                "web_fetch_request_query",
+            )
+            _answer_query(getattr(resp, field_name), approve)
+        return reply
 
 
 async def raw_turn_sse(base_url: str, api_key: str, text: str, **options: Unpack[RawTurnOptions]) -> RawTurn:
@@ -525,7 +526,6 @@ async def raw_turn_h2(
     ``turn_ended``, as clients did before issue 11)."""
     import h2.config
     import h2.connection
-    import h2.events
 
     opts = _Options(**options)
     io_timeout = opts.io_timeout
@@ -557,57 +557,26 @@ async def raw_turn_h2(
         ],
     )
     first, answerer = opts.start(text, run_id, result, blobs)
-
-    def send_msg(msg: agent_pb2.AgentClientMessage) -> None:
-        result.sent.append(msg)
-        conn.send_data(sid, encode_envelope(msg.SerializeToString()))
-
-    send_msg(first)
+    turn = _H2Turn(conn, sid, result, answerer, opts.reset_after_turn_ended)
+    turn.send(first)
     for extra in extra_messages or []:
-        send_msg(extra)
+        turn.send(extra)
     writer.write(conn.data_to_send())
     await writer.drain()
-    dec = EnvelopeDecoder()
-    status: str | None = None
     try:
-        done = half_closed = False
-        while not done:
+        half_closed = False
+        while not turn.done:
             data = await asyncio.wait_for(reader.read(65536), io_timeout)
             if not data:
                 break
-            for event in conn.receive_data(data):
-                if isinstance(event, h2.events.ResponseReceived):
-                    status = (
-                        dict((bytes(k), bytes(v)) for k, v in event.headers).get(b":status", b"").decode()
-                    )
-                elif isinstance(event, h2.events.DataReceived) and event.stream_id == sid:
-                    conn.acknowledge_received_data(event.flow_controlled_length, sid)
-                    if status != "200":
-                        continue  # an HTTP-level error body is not Connect envelopes
-                    for frame in dec.feed(event.data):
-                        if frame.end_stream is not None:
-                            result.end = frame.end_stream
-                            continue
-                        result.gzip_frames += frame.compressed
-                        for reply in answerer.handle(agent_pb2.AgentServerMessage.FromString(frame.payload)):
-                            send_msg(reply)
-                        if opts.reset_after_turn_ended and result.turn_ended and not result.reset:
-                            result.reset = True
-                            conn.reset_stream(sid)
-                            done = True
-                            break
-                elif (
-                    isinstance(event, h2.events.StreamEnded | h2.events.StreamReset)
-                    and event.stream_id == sid
-                ):
-                    done = True
-            if result.end is not None and not half_closed and not done:
+            turn.feed(data)
+            if result.end is not None and not half_closed and not turn.done:
                 half_closed = True
                 conn.end_stream(sid)
             writer.write(conn.data_to_send())
             await writer.drain()
-        if status not in (None, "200"):
-            raise RuntimeError(f"Run answered HTTP {status}")
+        if turn.status not in (None, "200"):
+            raise RuntimeError(f"Run answered HTTP {turn.status}")
     finally:
         conn.close_connection()
         writer.write(conn.data_to_send())
@@ -615,6 +584,59 @@ async def raw_turn_h2(
         with contextlib.suppress(ConnectionError, OSError):
             await writer.wait_closed()
     return result
+
+
+@dataclass
+class _H2Turn:
+    """The stream side of one :func:`raw_turn_h2` turn: h2 events in, Connect frames to the
+    answerer, its replies out on the same stream."""
+
+    conn: Any
+    sid: int
+    result: RawTurn
+    answerer: _Answerer
+    reset_after_turn_ended: bool
+    dec: EnvelopeDecoder = field(default_factory=EnvelopeDecoder)
+    status: str | None = None
+    #: the stream ended, was reset by the server, or was reset here after ``turn_ended``
+    done: bool = False
+
+    def send(self, msg: agent_pb2.AgentClientMessage) -> None:
+        self.result.sent.append(msg)
+        self.conn.send_data(self.sid, encode_envelope(msg.SerializeToString()))
+
+    def feed(self, data: bytes) -> None:
+        """Process the h2 events in ``data`` (the caller flushes ``conn.data_to_send()``)."""
+        import h2.events
+
+        for event in self.conn.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived):
+                self.status = (
+                    dict((bytes(k), bytes(v)) for k, v in event.headers).get(b":status", b"").decode()
+                )
+            elif isinstance(event, h2.events.DataReceived) and event.stream_id == self.sid:
+                self.conn.acknowledge_received_data(event.flow_controlled_length, self.sid)
+                if self.status == "200":  # an HTTP-level error body is not Connect envelopes
+                    self._frames(event.data)
+            elif (
+                isinstance(event, h2.events.StreamEnded | h2.events.StreamReset)
+                and event.stream_id == self.sid
+            ):
+                self.done = True
+
+    def _frames(self, data: bytes) -> None:
+        for frame in self.dec.feed(data):
+            if frame.end_stream is not None:
+                self.result.end = frame.end_stream
+                continue
+            self.result.gzip_frames += frame.compressed
+            for reply in self.answerer.handle(agent_pb2.AgentServerMessage.FromString(frame.payload)):
+                self.send(reply)
+            if self.reset_after_turn_ended and self.result.turn_ended and not self.result.reset:
+                self.result.reset = True
+                self.conn.reset_stream(self.sid)
+                self.done = True
+                return
 
 
 def _dialect_headers(

@@ -575,24 +575,7 @@ def _turn(
     history = list(chat.prompts)
     stream = fmt == "stream-json"
     if stream:
-        out.event(
-            {
-                "type": "system",
-                "subtype": "init",
-                "apiKeySource": auth.source,
-                "cwd": os.getcwd(),
-                "session_id": sid,
-                "model": model.label,
-                "permissionMode": "default",
-            }
-        )
-        out.event(
-            {
-                "type": "user",
-                "message": {"role": "user", "content": [{"type": "text", "text": prompt}]},
-                "session_id": sid,
-            }
-        )
+        _stream_opening(out, sid, auth, model, prompt)
     # Request-time failures come after init (the request reaches the backend first) [G].
     if knobs.account is catalog.AccountState.USAGE_LIMIT:
         out.err(catalog.usage_limit_text())  # acp.md §5
@@ -603,6 +586,54 @@ def _turn(
     if knobs.first_delay_s:
         time.sleep(knobs.first_delay_s)
 
+    text, segments = _reply_segments(knobs, model, prompt, history)
+    if stream and model.thinking:
+        _stream_thinking(out, sid, prompt)
+    _emit_segments(out, args, knobs, auth, sid, segments, stream)
+
+    # Persist before the result line: a caller may kill the process as soon as it reads it.
+    chat.prompts.append(prompt)
+    chat.replies.append(text)
+    if not chat.model:
+        chat.model = model.cli_id
+    store.save(chat)
+
+    if fmt == "text":
+        out.line(text)
+    else:
+        out.event(_result_event(knobs, sid, prompt, text, history, started))
+    if knobs.no_exit:
+        _hang()  # acp.md §6.6: `-p` sometimes never exits after finishing
+    return 0
+
+
+def _stream_opening(out: _Out, sid: str, auth: _Auth, model: catalog.FakeModel, prompt: str) -> None:
+    """The ``system/init`` and echoed ``user`` events that open a stream-json turn."""
+    out.event(
+        {
+            "type": "system",
+            "subtype": "init",
+            "apiKeySource": auth.source,
+            "cwd": os.getcwd(),
+            "session_id": sid,
+            "model": model.label,
+            "permissionMode": "default",
+        }
+    )
+    out.event(
+        {
+            "type": "user",
+            "message": {"role": "user", "content": [{"type": "text", "text": prompt}]},
+            "session_id": sid,
+        }
+    )
+
+
+def _reply_segments(
+    knobs: catalog.Knobs, model: catalog.FakeModel, prompt: str, history: list[str]
+) -> tuple[str, list[list[str]]]:
+    """The full reply text (with any in-band error) and its chunks, cut in two message segments
+    when a tool call is scripted between them."""
     reply = catalog.expected_reply(prompt, history)
     inband = knobs.inband_error_text(model.cli_id)
     text = reply + (f"\n\n{inband}" if inband else "")
@@ -612,31 +643,41 @@ def _turn(
     # Optional tool call between two message segments (acp.md §6.2), to exercise segmenting.
     split = len(chunks) // 2 if knobs.tool_call and len(chunks) > 1 else len(chunks)
     segments = [chunks[:split], chunks[split:]] if split < len(chunks) else [chunks]
+    return text, segments
 
-    if stream and model.thinking:
-        # acp.md §6.2: docs say thinking is suppressed in print mode, wrappers observe it [C vs docs].
-        for piece in catalog.reply_chunks(catalog.expected_thinking(prompt)):
-            out.event(
-                {
-                    "type": "thinking",
-                    "subtype": "delta",
-                    "text": piece,
-                    "session_id": sid,
-                    "timestamp_ms": _now_ms(),
-                }
-            )
-        out.event({"type": "thinking", "subtype": "completed", "session_id": sid, "timestamp_ms": _now_ms()})
 
+def _stream_thinking(out: _Out, sid: str, prompt: str) -> None:
+    # acp.md §6.2: docs say thinking is suppressed in print mode, wrappers observe it [C vs docs].
+    for piece in catalog.reply_chunks(catalog.expected_thinking(prompt)):
+        out.event(
+            {
+                "type": "thinking",
+                "subtype": "delta",
+                "text": piece,
+                "session_id": sid,
+                "timestamp_ms": _now_ms(),
+            }
+        )
+    out.event({"type": "thinking", "subtype": "completed", "session_id": sid, "timestamp_ms": _now_ms()})
+
+
+def _emit_segments(
+    out: _Out,
+    args: Args,
+    knobs: catalog.Knobs,
+    auth: _Auth,
+    sid: str,
+    segments: list[list[str]],
+    stream: bool,
+) -> None:
+    """Stream the reply segments (a tool call between two), honouring the hang/crash/latency knobs."""
     emitted = 0
     model_call_id = f"mc_{uuid.uuid4().hex[:12]}"
     for index, segment in enumerate(segments):
         if index > 0:
             _tool_call(out, sid, model_call_id)
         for piece in segment:
-            if knobs.hang_after is not None and emitted >= knobs.hang_after:
-                _hang()
-            if knobs.crash_after is not None and emitted >= knobs.crash_after:
-                _crash(out, auth, knobs)
+            _misbehave_after(out, auth, knobs, emitted)
             if knobs.latency_s:
                 time.sleep(knobs.latency_s)
             if stream and args.partial:
@@ -652,18 +693,20 @@ def _turn(
             # acp.md §6.3: without partial output one complete message per segment; with it the
             # deltas are followed by the cumulative message without `timestamp_ms`.
             out.event(_assistant("".join(segment), sid))
+    _misbehave_after(out, auth, knobs, emitted)
+
+
+def _misbehave_after(out: _Out, auth: _Auth, knobs: catalog.Knobs, emitted: int) -> None:
+    """Hang or crash once ``emitted`` chunks reach the ``hang_after`` / ``crash_after`` knob."""
     if knobs.hang_after is not None and emitted >= knobs.hang_after:
         _hang()
     if knobs.crash_after is not None and emitted >= knobs.crash_after:
         _crash(out, auth, knobs)
 
-    # Persist before the result line: a caller may kill the process as soon as it reads it.
-    chat.prompts.append(prompt)
-    chat.replies.append(text)
-    if not chat.model:
-        chat.model = model.cli_id
-    store.save(chat)
 
+def _result_event(
+    knobs: catalog.Knobs, sid: str, prompt: str, text: str, history: list[str], started: float
+) -> dict[str, Any]:
     duration = int((time.monotonic() - started) * 1000)
     result: dict[str, Any] = {
         "type": "result",
@@ -681,13 +724,7 @@ def _turn(
     elif knobs.usage_shape == "top":
         result.update(usage)  # acp.md §6.3: one source saw top-level keys [S]
     # "none": older builds had no usage at all.
-    if fmt == "text":
-        out.line(text)
-    else:
-        out.event(result)
-    if knobs.no_exit:
-        _hang()  # acp.md §6.6: `-p` sometimes never exits after finishing
-    return 0
+    return result
 
 
 def _assistant(text: str, sid: str) -> dict[str, Any]:
