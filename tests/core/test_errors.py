@@ -385,7 +385,7 @@ def test_crash_details_survive_pickling() -> None:
 
 
 def test_str_is_the_message_and_repr_shows_only_message_and_code() -> None:
-    secret = "crsr_0123456789abcdef0123456789"
+    secret = "crsr_test_fake_key_for_repr_check"
     err = errors.AgentCrashError(
         "The agent exited with code 3.", exit_code=3, stderr=f"token {secret}", details={"key": secret}
     )
