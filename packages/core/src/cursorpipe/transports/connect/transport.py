@@ -302,7 +302,8 @@ class ConnectTransport:
         self._closed = True
         if self._tasks:
             # Runs being cancelled in the background (stateless tool turns) get a moment to send
-            # their cancel_action before the connections go.
+            # their cancel_action, and finished turns to complete their post-turn exchange
+            # (live-dialect.md row 10), before the connections go.
             await asyncio.wait(list(self._tasks), timeout=1.0)
         for task in list(self._tasks):
             task.cancel()
@@ -313,6 +314,14 @@ class ConnectTransport:
             self._h2 = None
         if self._own_http:
             await self._http.aclose()
+
+    async def idle(self) -> None:
+        """Wait until the background work of finished turns is done: the post-turn exchange after
+        ``turn_ended`` (live-dialect.md row 10) and runs being cancelled after stateless tool
+        calls. Turns never need this (a session's next turn waits for its own conversation);
+        tests and benchmarks use it to see that work complete."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
 
     # ------------------------------------------------------------------------------------------
     # headers (connect.md §4)
@@ -734,6 +743,12 @@ class ConnectTransport:
         if session is not None and not isinstance(session, ConversationState):
             raise SessionError("This session does not belong to the connect transport.", transport=self.name)
         state = session if session is not None else self._stateless_state(request)
+        pending = state.finishing
+        if pending is not None and not pending.done():
+            # The previous turn's post-turn exchange stores the blobs and the final checkpoint this
+            # turn builds on (live-dialect.md row 10). asyncio.wait: its outcome was already
+            # handled by that task, and cancelling this turn must not cancel it.
+            await asyncio.wait({pending})
         if state.closed:
             raise SessionError(f"Session {state.id} was discarded; open a new one.", transport=self.name)
         model = await self._resolve_model(request.model, request.reasoning_effort)
@@ -880,6 +895,7 @@ class _Attempt:
         self.server_done = False
         self.finished = False
         self.handed_off = False
+        self.finishing = False
 
     def _machine(self) -> TurnMachine:
         turn = self.turn
@@ -1012,11 +1028,8 @@ class _Attempt:
     async def _end(self) -> list[Event]:
         t, machine = self.t, self.machine
         if self.finished:
-            # live-dialect.md row 10: the service stores the final checkpoint and blobs after
-            # turn_ended; keep answering KV and checkpoint messages until its end-stream (bounded),
-            # and only then hand the turn's end to the caller, so a consumer that stops at TurnEnd
-            # cannot cut that work off.
-            self.server_done = await t._finish_turn(self.channel, machine, self.inbox)
+            if t.post_turn_guard_s > 0:
+                self._finish_in_background()
             return self.held
         if machine.tool_batch() != "none":
             # Stateless (OpenAI-style) tool calls: the turn ends here, the caller runs the tools and
@@ -1032,7 +1045,38 @@ class _Attempt:
             transport=t.name,
         )
 
+    def _finish_in_background(self) -> None:
+        """live-dialect.md row 10: the service stores the final checkpoint and blobs after
+        ``turn_ended``, then ends the stream; the client must keep answering KV and checkpoint
+        messages until that end-stream (bounded by ``post_turn_guard_s``). The caller needs none of
+        it, so the turn's end goes out now and a task owned by the transport does that work and
+        then releases the helpers and the channel: a consumer that stops at ``TurnEnd`` cannot cut
+        it off, the session's next turn waits for it, and ``aclose`` waits for it (bounded)."""
+        t = self.t
+
+        async def finish() -> None:
+            try:
+                self.server_done = await t._finish_turn(self.channel, self.machine, self.inbox)
+            except Exception as exc:  # nothing above this task to raise to: say so, then drop
+                log.warning(
+                    "cursorpipe: the post-turn exchange failed (%s); dropping the stream", type(exc).__name__
+                )
+            finally:
+                await self._release()
+
+        task = asyncio.create_task(finish(), name="cursorpipe-post-turn")
+        t._tasks.add(task)
+        task.add_done_callback(t._tasks.discard)
+        if not self.turn.stateless:
+            self.turn.state.finishing = task
+        self.finishing = True
+
     async def _close(self) -> None:
+        if self.finishing:
+            return  # the post-turn task owns the helpers and the channel
+        await self._release()
+
+    async def _release(self) -> None:
         helpers = [*self.helpers, *self.tool_tasks.values()]
         for helper in helpers:
             helper.cancel()
