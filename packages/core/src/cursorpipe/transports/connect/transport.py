@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import ssl
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
@@ -198,14 +199,7 @@ class ConnectTransport:
         self._base = self._config.backend_url.rstrip("/")
         self._rest = self._config.effective_rest_url.rstrip("/")
         self._own_http = http is None
-        self._http = http or httpx.AsyncClient(
-            http2=self._base.startswith("https://"),
-            timeout=httpx.Timeout(30.0, read=None),
-            # No cap on connections: on HTTP/1.1 every RunSSE holds a connection for the whole turn
-            # and its BidiAppends need others (connect.md §5.7). With a cap of N, N concurrent turns
-            # take every slot and their appends wait forever: a deadlock that surfaces as 30 s stalls.
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
-        )
+        self._http = http or self._http_client()
         version = client_version if client_version is not None else self._config.client_version
         self._fingerprint = self._account_fingerprint()
         if wire is not None:
@@ -238,6 +232,24 @@ class ConnectTransport:
         self._closed = False
         self.last_channel: str | None = None
         """``"run"`` or ``"runsse"``: the channel kind of the latest turn (diagnostics, tests)."""
+
+    def _http_client(self) -> httpx.AsyncClient:
+        tls: dict[str, Any] = {}
+        if not (self._base.startswith("https://") or self._rest.startswith("https://")):
+            # Every request of this transport goes to these two URLs, so with both on plain http
+            # (the emulator, a local proxy) no TLS ever happens, and loading the trust store would
+            # cost ~20 ms and ~0.4 MiB at start-up (issue 16). The context given instead trusts no
+            # CA at all: anything that did try TLS through it would fail verification, not pass.
+            tls["verify"] = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        return httpx.AsyncClient(
+            http2=self._base.startswith("https://"),
+            timeout=httpx.Timeout(30.0, read=None),
+            # No cap on connections: on HTTP/1.1 every RunSSE holds a connection for the whole turn
+            # and its BidiAppends need others (connect.md §5.7). With a cap of N, N concurrent turns
+            # take every slot and their appends wait forever: a deadlock that surfaces as 30 s stalls.
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            **tls,
+        )
 
     # ------------------------------------------------------------------------------------------
     # Transport protocol
@@ -751,6 +763,8 @@ class ConnectTransport:
             await asyncio.wait({pending})
         if state.closed:
             raise SessionError(f"Session {state.id} was discarded; open a new one.", transport=self.name)
+        if self._models is None:
+            self._prefetch_token()
         model = await self._resolve_model(request.model, request.reasoning_effort)
         return _TurnPlan(
             request=request,
@@ -773,6 +787,20 @@ class ConnectTransport:
                 transport=self.name, model=request.model, session_id=state.id if session is not None else None
             ),
         )
+
+    def _prefetch_token(self) -> None:
+        """First turn: the model catalogue (REST, with the raw API key) and the token exchange do
+        not depend on each other, so the exchange starts now and overlaps the catalogue's round
+        trip (issue 16 cold start). The attempt still asks the provider for its token, which joins
+        this exchange (one lock) and raises its failure there, where the retry policy sees it."""
+
+        async def fetch() -> None:
+            with contextlib.suppress(CursorPipeError):
+                await self._auth.token()
+
+        task = asyncio.create_task(fetch(), name="cursorpipe-token")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _after_call_error(self, turn: _TurnPlan, exc: ConnectCallError) -> CursorPipeError | None:
         """``None`` when the turn gets another attempt (one re-auth, one dialect switch, both only
