@@ -3,8 +3,8 @@
 Per turn: a token from :class:`~cursorpipe.auth.TokenProvider`, a channel (full-duplex HTTP/2
 ``Run`` via :mod:`._h2`, or ``RunSSE`` + ``BidiAppend`` via :mod:`._http1`), the run request and the
 answers of :class:`._turn.TurnMachine`, client heartbeats every 5 s, a 30 s stall detector, the
-post-turn wait for the service's end-stream, and an immediate drop when the caller stops early
-(docs/live-dialect.md rows 10-11).
+post-turn exchange up to the service's end-stream (in the background, after the caller has the
+turn's end), and an immediate drop when the caller stops early (docs/live-dialect.md rows 10-11).
 """
 
 from __future__ import annotations
@@ -170,7 +170,8 @@ class ConnectTransport:
     ``httpx.AsyncClient`` to use), ``clock`` (for token refresh), ``stall_timeout_s``,
     ``heartbeat_s``, ``wire`` (a :class:`._turn.WireProfile`: every wire choice at once; setting it
     turns the automatic dialect switch off), ``client_version``, ``post_turn_guard_s`` (the bound on
-    the wait for the end-stream after ``turn_ended``; 0 skips the wait, for comparison runs).
+    the background wait for the end-stream after ``turn_ended``; 0 drops the stream at
+    ``turn_ended``, for comparison runs).
 
     The dialect comes from ``CURSORPIPE_CONNECT_DIALECT``; unset, it is ``cli`` and a known
     rejection (see :func:`_dialect_rejection`) switches to the other dialect once for the account,
