@@ -10,7 +10,7 @@ import pytest
 from cursorpipe import CursorClient, CursorPipeConfig
 from cursorpipe.auth import TokenProvider
 from cursorpipe.errors import AuthenticationError
-from cursorpipe.testing.emulator import Emulator, expected_reply
+from cursorpipe.testing.emulator import Behaviour, Emulator, expected_reply
 from cursorpipe.transports.connect import ConnectTransport
 
 
@@ -52,3 +52,31 @@ async def test_a_refused_key_still_fails_the_first_turn_once(caplog: pytest.LogC
         exchanges = [r for r in emu.requests if r.path.endswith("/auth/exchange_user_api_key")]
         assert len(exchanges) == 1  # the refusal is remembered, not asked twice
     assert "exception was never retrieved" not in caplog.text
+
+
+async def test_first_turn_waits_for_the_server_config_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The prefetch also asks GetServerConfig (HTTP/2 ``auto``): the attempt, asking while that call
+    is in flight, waits for its answer (here: HTTP/2 forced on for a plain-http backend, §3.4)
+    instead of deciding without it, and the call is made once."""
+    release = asyncio.Event()
+    unary = ConnectTransport._unary
+
+    async def slow_server_config(self: ConnectTransport, path: str, body: bytes) -> bytes:
+        if path.endswith("/GetServerConfig"):
+            await release.wait()
+        return await unary(self, path, body)
+
+    monkeypatch.setattr(ConnectTransport, "_unary", slow_server_config)
+    async with Emulator(Behaviour(advertise_http2=True)) as emu:
+        config = CursorPipeConfig(strategy="connect", backend_url=emu.url, api_key=emu.api_key)
+        transport = ConnectTransport(config)
+        async with CursorClient(config, transport=transport) as client:
+            turn = asyncio.create_task(client.generate("composer-2", "first"))
+            await asyncio.sleep(0.05)
+            assert not turn.done()
+            release.set()
+            async with asyncio.timeout(10):
+                assert await turn == expected_reply("first")
+            assert transport.last_channel == "run"
+        paths = [r.path for r in emu.requests]
+        assert paths.count("/aiserver.v1.ServerConfigService/GetServerConfig") == 1

@@ -226,6 +226,7 @@ class ConnectTransport:
         self._models_lock = asyncio.Lock()
         self._server_http2: int | None = None
         self._server_config_done = False
+        self._server_config_lock = asyncio.Lock()
         self._h2: H2Connection | None = None
         self._h2_lock = asyncio.Lock()
         self._h2_unavailable = False
@@ -451,16 +452,22 @@ class ConnectTransport:
         A failure is only logged, like the SDK."""
         if self._server_config_done:
             return
-        self._server_config_done = True
-        try:
-            raw = await self._unary(SERVER_CONFIG_PATH, b"")
-            cfg = sc.GetServerConfigResponse()
-            cfg.ParseFromString(raw)
-            self._server_http2 = int(cfg.http2_config)
-        except Exception as exc:  # optional call, §3.4: a failure is only logged
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            log.debug("cursorpipe: GetServerConfig failed (%s); using defaults", type(exc).__name__)
+        # A turn may ask while the first turn's prefetch has the call in flight: it waits for the
+        # answer instead of deciding without it.
+        async with self._server_config_lock:
+            if self._server_config_done:
+                return
+            try:
+                raw = await self._unary(SERVER_CONFIG_PATH, b"")
+                cfg = sc.GetServerConfigResponse()
+                cfg.ParseFromString(raw)
+                self._server_http2 = int(cfg.http2_config)
+            except Exception as exc:  # optional call, §3.4: a failure is only logged
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                log.debug("cursorpipe: GetServerConfig failed (%s); using defaults", type(exc).__name__)
+            finally:
+                self._server_config_done = True  # asked once, answered or not
 
     async def _use_h2(self) -> bool:
         mode = self._config.use_http2
@@ -765,7 +772,7 @@ class ConnectTransport:
         if state.closed:
             raise SessionError(f"Session {state.id} was discarded; open a new one.", transport=self.name)
         if self._models is None:
-            self._prefetch_token()
+            self._prefetch()
         model = await self._resolve_model(request.model, request.reasoning_effort)
         return _TurnPlan(
             request=request,
@@ -789,17 +796,20 @@ class ConnectTransport:
             ),
         )
 
-    def _prefetch_token(self) -> None:
-        """First turn: the model catalogue (REST, with the raw API key) and the token exchange do
-        not depend on each other, so the exchange starts now and overlaps the catalogue's round
-        trip (issue 16 cold start). The attempt still asks the provider for its token, which joins
-        this exchange (one lock) and raises its failure there, where the retry policy sees it."""
+    def _prefetch(self) -> None:
+        """First turn: the model catalogue (REST, with the raw API key) does not depend on the
+        token exchange, nor on the server config that follows it (§3.4, when HTTP/2 is ``auto``),
+        so those start now and overlap the catalogue's round trip (issue 16 cold start). The
+        attempt still asks for both: it joins the calls in flight (one lock each) and a token
+        failure is raised there, where the retry policy sees it."""
 
         async def fetch() -> None:
             with contextlib.suppress(CursorPipeError):
                 await self._auth.token()
+                if self._config.use_http2 == "auto" and not self._h2_unavailable:
+                    await self._server_config()
 
-        task = asyncio.create_task(fetch(), name="cursorpipe-token")
+        task = asyncio.create_task(fetch(), name="cursorpipe-prefetch")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
