@@ -322,10 +322,6 @@ class ConversationState:
     roots: list[bytes] = field(default_factory=list)
     """Sessions: the ``root_prompt_messages_json`` ids this client built for the conversation
     (live-dialect.md row 5: they replace the echoed checkpoint's roots on every turn)."""
-    finishing: Any = field(default=None, repr=False, compare=False)
-    """Sessions: the ``asyncio.Task`` still answering the service after the last ``turn_ended``
-    (live-dialect.md row 10); the next turn waits for it, since it stores the blobs and the final
-    checkpoint that turn builds on."""
 
     @property
     def id(self) -> str:

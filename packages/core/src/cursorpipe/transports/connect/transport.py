@@ -3,8 +3,9 @@
 Per turn: a token from :class:`~cursorpipe.auth.TokenProvider`, a channel (full-duplex HTTP/2
 ``Run`` via :mod:`._h2`, or ``RunSSE`` + ``BidiAppend`` via :mod:`._http1`), the run request and the
 answers of :class:`._turn.TurnMachine`, client heartbeats every 5 s, a 30 s stall detector, the
-post-turn exchange up to the service's end-stream (in the background, after the caller has the
-turn's end), and an immediate drop when the caller stops early (docs/live-dialect.md rows 10-11).
+post-turn exchange up to the service's end-stream (for stateless requests in the background, after
+the caller has the turn's end), and an immediate drop when the caller stops early
+(docs/live-dialect.md rows 10-11).
 """
 
 from __future__ import annotations
@@ -170,8 +171,8 @@ class ConnectTransport:
     ``httpx.AsyncClient`` to use), ``clock`` (for token refresh), ``stall_timeout_s``,
     ``heartbeat_s``, ``wire`` (a :class:`._turn.WireProfile`: every wire choice at once; setting it
     turns the automatic dialect switch off), ``client_version``, ``post_turn_guard_s`` (the bound on
-    the background wait for the end-stream after ``turn_ended``; 0 drops the stream at
-    ``turn_ended``, for comparison runs).
+    the wait for the end-stream after ``turn_ended``, in the background for stateless requests; 0
+    drops the stream at ``turn_ended``, for comparison runs).
 
     The dialect comes from ``CURSORPIPE_CONNECT_DIALECT``; unset, it is ``cli`` and a known
     rejection (see :func:`_dialect_rejection`) switches to the other dialect once for the account,
@@ -332,8 +333,8 @@ class ConnectTransport:
     async def idle(self) -> None:
         """Wait until the background work of finished turns is done: the post-turn exchange after
         ``turn_ended`` (live-dialect.md row 10) and runs being cancelled after stateless tool
-        calls. Turns never need this (a session's next turn waits for its own conversation);
-        tests and benchmarks use it to see that work complete."""
+        calls. Turns never need this (a session turn finishes its exchange before it ends); tests
+        and benchmarks use it to see that work complete."""
         while self._tasks:
             await asyncio.wait(list(self._tasks))
 
@@ -763,12 +764,6 @@ class ConnectTransport:
         if session is not None and not isinstance(session, ConversationState):
             raise SessionError("This session does not belong to the connect transport.", transport=self.name)
         state = session if session is not None else self._stateless_state(request)
-        pending = state.finishing
-        if pending is not None and not pending.done():
-            # The previous turn's post-turn exchange stores the blobs and the final checkpoint this
-            # turn builds on (live-dialect.md row 10). asyncio.wait: its outcome was already
-            # handled by that task, and cancelling this turn must not cancel it.
-            await asyncio.wait({pending})
         if state.closed:
             raise SessionError(f"Session {state.id} was discarded; open a new one.", transport=self.name)
         if self._models is None:
@@ -1068,7 +1063,12 @@ class _Attempt:
         t, machine = self.t, self.machine
         if self.finished:
             if t.post_turn_guard_s > 0:
-                self._finish_in_background()
+                if self.turn.stateless:
+                    self._finish_in_background()
+                else:
+                    # A session's state must be whole when its turn ends: a caller may export it
+                    # at TurnEnd (the team gateway's shared sessions) and the next turn reads it.
+                    self.server_done = await t._finish_turn(self.channel, machine, self.inbox)
             return self.held
         if machine.tool_batch() != "none":
             # Stateless (OpenAI-style) tool calls: the turn ends here, the caller runs the tools and
@@ -1087,10 +1087,10 @@ class _Attempt:
     def _finish_in_background(self) -> None:
         """live-dialect.md row 10: the service stores the final checkpoint and blobs after
         ``turn_ended``, then ends the stream; the client must keep answering KV and checkpoint
-        messages until that end-stream (bounded by ``post_turn_guard_s``). The caller needs none of
-        it, so the turn's end goes out now and a task owned by the transport does that work and
-        then releases the helpers and the channel: a consumer that stops at ``TurnEnd`` cannot cut
-        it off, the session's next turn waits for it, and ``aclose`` waits for it (bounded)."""
+        messages until that end-stream (bounded by ``post_turn_guard_s``). A stateless request
+        keeps none of that state, so the turn's end goes out now and a task owned by the transport
+        does that work and then releases the helpers and the channel: a consumer that stops at
+        ``TurnEnd`` cannot cut it off, and ``aclose`` waits for it (bounded)."""
         t = self.t
 
         async def finish() -> None:
@@ -1106,8 +1106,6 @@ class _Attempt:
         task = asyncio.create_task(finish(), name="cursorpipe-post-turn")
         t._tasks.add(task)
         task.add_done_callback(t._tasks.discard)
-        if not self.turn.stateless:
-            self.turn.state.finishing = task
         self.finishing = True
 
     async def _close(self) -> None:
