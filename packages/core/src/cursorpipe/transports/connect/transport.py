@@ -228,6 +228,7 @@ class ConnectTransport:
         self._server_http2: int | None = None
         self._server_config_done = False
         self._server_config_lock = asyncio.Lock()
+        self._prefetched = False
         self._h2: H2Connection | None = None
         self._h2_lock = asyncio.Lock()
         self._h2_unavailable = False
@@ -766,7 +767,7 @@ class ConnectTransport:
         state = session if session is not None else self._stateless_state(request)
         if state.closed:
             raise SessionError(f"Session {state.id} was discarded; open a new one.", transport=self.name)
-        if self._models is None:
+        if self._models is None and not self._prefetched:
             self._prefetch()
         model = await self._resolve_model(request.model, request.reasoning_effort)
         return _TurnPlan(
@@ -804,6 +805,7 @@ class ConnectTransport:
                 if self._config.use_http2 == "auto" and not self._h2_unavailable:
                     await self._server_config()
 
+        self._prefetched = True  # once: a catalogue that cannot load leaves _models unset
         task = asyncio.create_task(fetch(), name="cursorpipe-prefetch")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
