@@ -6,10 +6,25 @@ to a raw minimal exchange with the same emulator (the floor), for both wires: fu
 
 The emulator runs in a separate process so it does not share our event loop. The floor does the
 least a correct client must do on the same wire (one pre-fetched token, a run request, answers to
-the KV and request-context requests, envelopes decoded) with no cursorpipe layers: no model
-validation, no CursorClient pipeline, no turn machine, no heartbeat task. Overhead = transport
-minus floor, both as the median of back-to-back pairs and as the difference of medians; CPU per
-turn is this process's ``time.process_time``. Nothing here asserts on times.
+the KV and request-context requests, envelopes decoded, and after ``turn_ended`` the answers the
+service still needs until its end-stream) with no cursorpipe layers: no model validation, no
+CursorClient pipeline, no turn machine, no heartbeat task. Overhead = transport minus floor, both as
+the median of back-to-back pairs and as the difference of medians; CPU per turn is this process's
+``time.process_time``. Nothing here asserts on times.
+
+A turn's total is the time until the caller has the turn's end (``turn_ended`` for the floor, the
+end of ``client.stream`` for the transport); its CPU covers the whole exchange, including the
+post-turn work, which may finish after the caller has the turn's end.
+
+Measurement fix (issue 16, session 4): the floor used to stop at ``turn_ended``: on h2 it
+half-closed at once and read to the end without answering, on RunSSE it closed the response. The
+live service stores the turn's blob with a KV ``set_blob`` after ``turn_ended`` and needs the
+answer before it ends the stream (docs/live-dialect.md row 10; the emulator enforces it and marks
+the checkpoint lost otherwise), so that floor skipped a required exchange and its CPU figure was
+too low. It now answers until the end-stream (its total still stops at ``turn_ended``), and the
+transport's CPU window waits for its background post-turn work (``ConnectTransport.idle`` where
+the checkout has it) so that work is not billed to the next path of the round robin. Both apply
+to the baseline and the new checkout alike.
 """
 
 from __future__ import annotations
@@ -166,23 +181,26 @@ async def floor_runsse(http: httpx.AsyncClient, url: str, token: str, text: str)
     ttft = 0.0
     blobs: dict[bytes, bytes] = {}
     decoder = EnvelopeDecoder()
+    total = 0.0
     try:
         async for chunk in response.aiter_bytes():
             for frame in decoder.feed(chunk):
                 if frame.end_stream is not None:
-                    break
+                    if not total:
+                        raise RuntimeError("no turn_ended")
+                    await asyncio.gather(*pending)
+                    return ttft, total
                 msg = pb.AgentServerMessage.FromString(frame.payload)
                 if not ttft and msg.interaction_update.HasField("text_delta"):
                     ttft = time.perf_counter() - start
                 if msg.interaction_update.HasField("turn_ended"):
+                    # The caller has the turn's end here; the post-turn answers follow.
                     total = time.perf_counter() - start
-                    await asyncio.gather(*pending)
-                    return ttft, total
                 for data in _answers(msg, blobs):
                     append(data)
     finally:
         await response.aclose()
-    raise RuntimeError("no turn_ended")
+    raise RuntimeError("no end-stream")
 
 
 class RawH2:
@@ -235,32 +253,17 @@ class RawH2:
                         if not ttft and msg.interaction_update.HasField("text_delta"):
                             ttft = time.perf_counter() - start
                         if msg.interaction_update.HasField("turn_ended"):
-                            total = time.perf_counter() - start
+                            total = time.perf_counter() - start  # the caller has the turn's end
                         for answer in _answers(msg, blobs):
                             self.conn.send_data(sid, encode_envelope(answer))
-            if total:
+            if stream_ended:
+                # The request side stays open until the server's end-stream: the post-turn set_blob
+                # needs its answer (live-dialect.md row 10).
+                if not total:
+                    raise RuntimeError("no turn_ended")
                 self.conn.end_stream(sid)
                 self.writer.write(self.conn.data_to_send())
-                if not stream_ended:
-                    await self._drain(sid)
                 return ttft, total
-            self.writer.write(self.conn.data_to_send())
-
-    async def _drain(self, sid: int) -> None:
-        # Read until the server has finished the stream, so the next turn starts clean.
-        done = False
-        while not done:
-            data = await self.reader.read(65536)
-            if not data:
-                return
-            for event in self.conn.receive_data(data):
-                if isinstance(event, h2.events.DataReceived):
-                    self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                if (
-                    isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset))
-                    and event.stream_id == sid
-                ):
-                    done = True
             self.writer.write(self.conn.data_to_send())
 
     async def close(self) -> None:
@@ -272,13 +275,17 @@ class RawH2:
 # ----------------------------------------------------------------------------------------------
 # the transport
 # ----------------------------------------------------------------------------------------------
-async def transport_turn(client: CursorClient, text: str) -> tuple[float, float]:
+async def transport_turn(client: CursorClient, transport: ConnectTransport, text: str) -> tuple[float, float]:
     start = time.perf_counter()
     ttft = 0.0
     async for chunk in client.stream(MODEL, text):
         if chunk and not ttft:
             ttft = time.perf_counter() - start
-    return ttft, time.perf_counter() - start
+    total = time.perf_counter() - start
+    idle = getattr(transport, "idle", None)  # the baseline finishes the post-turn work in-line
+    if idle is not None:
+        await idle()
+    return ttft, total
 
 
 LABELS = ("floor RunSSE+BidiAppend", "floor h2 Run", "connect RunSSE+BidiAppend", "connect h2 Run")
@@ -289,10 +296,11 @@ async def bench(rec: Recorder, url: str, turns: int) -> None:
         CursorPipeConfig(strategy="connect", backend_url=url, api_key=DEFAULT_API_KEY, use_http2=mode)
         for mode in ("never", "always")
     ]
+    sse_transport, h2_transport = ConnectTransport(configs[0]), ConnectTransport(configs[1])
     async with (
         httpx.AsyncClient() as http,
-        CursorClient(configs[0], transport=ConnectTransport(configs[0])) as sse_client,
-        CursorClient(configs[1], transport=ConnectTransport(configs[1])) as h2_client,
+        CursorClient(configs[0], transport=sse_transport) as sse_client,
+        CursorClient(configs[1], transport=h2_transport) as h2_client,
     ):
         r = await http.post(
             url + "/auth/exchange_user_api_key",
@@ -307,8 +315,8 @@ async def bench(rec: Recorder, url: str, turns: int) -> None:
         paths = (
             lambda i: floor_runsse(http, url, token, f"floor {i}"),
             lambda i: raw.turn(token, f"floor {i}"),
-            lambda i: transport_turn(sse_client, f"turn {i}"),
-            lambda i: transport_turn(h2_client, f"turn {i}"),
+            lambda i: transport_turn(sse_client, sse_transport, f"turn {i}"),
+            lambda i: transport_turn(h2_client, h2_transport, f"turn {i}"),
         )
         # Interleaved round robin, so load from other processes and warm-up drift hit every path
         # alike; the first two rounds are warm-up and discarded. Turns run one at a time, so the

@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from cursorpipe import CursorClient, CursorPipeConfig
 from cursorpipe.errors import NetworkError
@@ -164,3 +165,29 @@ async def test_http1_refused_with_464_is_a_clear_error() -> None:
         )
         async with CursorClient(config) as client:
             assert await client.generate("composer-2", "hi") == expected_reply("hi")
+
+
+async def test_plain_http_backends_skip_the_trust_store_and_fail_closed(trust: tuple[Path, Path]) -> None:
+    """Issue 16: with the backend and REST URLs both on plain http the transport's own httpx client
+    does not load a trust store (start-up time and memory), and what it gets instead trusts nothing:
+    TLS through it fails even to a server that SSL_CERT_FILE trusts."""
+    cert, key = trust
+    async with Emulator() as emu, tls_proxy(emu.port, cert, key, ["http/1.1"]) as port:
+        plain = CursorPipeConfig(strategy="connect", backend_url=emu.url, api_key=emu.api_key)
+        https = CursorPipeConfig(
+            strategy="connect", backend_url=f"https://localhost:{port}", api_key=emu.api_key
+        )
+        transports = ConnectTransport(plain), ConnectTransport(https)
+        try:
+            contexts = [t._http._transport._pool._ssl_context for t in transports]  # type: ignore[attr-defined]
+            assert [c.cert_store_stats()["x509_ca"] > 0 for c in contexts] == [False, True]
+            assert contexts[0].verify_mode == ssl.CERT_REQUIRED and contexts[0].check_hostname
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await transports[0]._http.get(f"https://localhost:{port}/v1/models")
+            response = await transports[1]._http.get(f"https://localhost:{port}/v1/models")
+            assert response.status_code in (200, 401)
+            async with CursorClient(plain, transport=transports[0]) as client:
+                assert await client.generate("composer-2", "plain") == expected_reply("plain")
+        finally:
+            for t in transports:
+                await t.aclose()

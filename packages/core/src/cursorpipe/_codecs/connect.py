@@ -19,7 +19,7 @@ import json
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.protobuf.message import DecodeError
 
@@ -120,11 +120,12 @@ class EndStream:
     metadata: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(NamedTuple):
     """One decoded envelope. ``payload`` is already decompressed; ``flags`` are as received.
 
-    For end-stream frames (``flags & 0x02``) ``end_stream`` holds the parsed JSON.
+    For end-stream frames (``flags & 0x02``) ``end_stream`` holds the parsed JSON. A named tuple,
+    not a frozen dataclass: one is built per message, and a frozen dataclass's ``__init__`` costs
+    several times as much (issue 16, ``bench_codec.py``).
     """
 
     flags: int
@@ -462,27 +463,35 @@ class EnvelopeDecoder:
             return
         if self._ended:
             raise ProtocolError("Data after the Connect end-stream frame")
-        self._buf += data
-        while len(self._buf) >= _HEADER:
-            flags = self._buf[0]
-            length = int.from_bytes(self._buf[1:_HEADER], "big")
-            if flags & ~_KNOWN_FLAGS:
-                raise ProtocolError(f"Unknown Connect envelope flags {flags:#04x}")
-            if length > self._max:
-                raise ProtocolError(f"Connect frame of {length} bytes exceeds the {self._max}-byte limit")
-            if len(self._buf) < _HEADER + length:
-                break
-            payload = bytes(self._buf[_HEADER : _HEADER + length])
-            del self._buf[: _HEADER + length]
-            if flags & FLAG_COMPRESSED:
-                payload = _gunzip(payload, self._max)
-            if flags & FLAG_END_STREAM:
-                frames.append(Frame(flags, payload, parse_end_stream(payload)))
-                self._ended = True
-                if self._buf:
-                    raise ProtocolError("Data after the Connect end-stream frame")
-                break
-            frames.append(Frame(flags, payload))
+        buf = self._buf
+        buf += data
+        # Frames are read at an offset and the consumed bytes dropped once per feed: deleting
+        # each frame's bytes from the front would move the rest of the buffer every time.
+        pos, size = 0, len(buf)
+        try:
+            while size - pos >= _HEADER:
+                flags = buf[pos]
+                length = int.from_bytes(buf[pos + 1 : pos + _HEADER], "big")
+                if flags & ~_KNOWN_FLAGS:
+                    raise ProtocolError(f"Unknown Connect envelope flags {flags:#04x}")
+                if length > self._max:
+                    raise ProtocolError(f"Connect frame of {length} bytes exceeds the {self._max}-byte limit")
+                end = pos + _HEADER + length
+                if size < end:
+                    break
+                payload = bytes(buf[pos + _HEADER : end])
+                pos = end
+                if flags & FLAG_COMPRESSED:
+                    payload = _gunzip(payload, self._max)
+                if flags & FLAG_END_STREAM:
+                    frames.append(Frame(flags, payload, parse_end_stream(payload)))
+                    self._ended = True
+                    if size > pos:
+                        raise ProtocolError("Data after the Connect end-stream frame")
+                    break
+                frames.append(Frame(flags, payload))
+        finally:
+            del buf[:pos]
 
     def close(self) -> None:
         """Signal end of input; raise :class:`ProtocolError` if a partial frame is left."""

@@ -3,7 +3,8 @@
 Per turn: a token from :class:`~cursorpipe.auth.TokenProvider`, a channel (full-duplex HTTP/2
 ``Run`` via :mod:`._h2`, or ``RunSSE`` + ``BidiAppend`` via :mod:`._http1`), the run request and the
 answers of :class:`._turn.TurnMachine`, client heartbeats every 5 s, a 30 s stall detector, the
-post-turn wait for the service's end-stream, and an immediate drop when the caller stops early
+post-turn exchange up to the service's end-stream (for stateless requests in the background, after
+the caller has the turn's end), and an immediate drop when the caller stops early
 (docs/live-dialect.md rows 10-11).
 """
 
@@ -15,6 +16,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import ssl
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
@@ -169,7 +171,8 @@ class ConnectTransport:
     ``httpx.AsyncClient`` to use), ``clock`` (for token refresh), ``stall_timeout_s``,
     ``heartbeat_s``, ``wire`` (a :class:`._turn.WireProfile`: every wire choice at once; setting it
     turns the automatic dialect switch off), ``client_version``, ``post_turn_guard_s`` (the bound on
-    the wait for the end-stream after ``turn_ended``; 0 skips the wait, for comparison runs).
+    the wait for the end-stream after ``turn_ended``, in the background for stateless requests; 0
+    drops the stream at ``turn_ended``, for comparison runs).
 
     The dialect comes from ``CURSORPIPE_CONNECT_DIALECT``; unset, it is ``cli`` and a known
     rejection (see :func:`_dialect_rejection`) switches to the other dialect once for the account,
@@ -198,14 +201,7 @@ class ConnectTransport:
         self._base = self._config.backend_url.rstrip("/")
         self._rest = self._config.effective_rest_url.rstrip("/")
         self._own_http = http is None
-        self._http = http or httpx.AsyncClient(
-            http2=self._base.startswith("https://"),
-            timeout=httpx.Timeout(30.0, read=None),
-            # No cap on connections: on HTTP/1.1 every RunSSE holds a connection for the whole turn
-            # and its BidiAppends need others (connect.md §5.7). With a cap of N, N concurrent turns
-            # take every slot and their appends wait forever: a deadlock that surfaces as 30 s stalls.
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
-        )
+        self._http = http or self._http_client()
         version = client_version if client_version is not None else self._config.client_version
         self._fingerprint = self._account_fingerprint()
         if wire is not None:
@@ -231,6 +227,8 @@ class ConnectTransport:
         self._models_lock = asyncio.Lock()
         self._server_http2: int | None = None
         self._server_config_done = False
+        self._server_config_lock = asyncio.Lock()
+        self._prefetched = False
         self._h2: H2Connection | None = None
         self._h2_lock = asyncio.Lock()
         self._h2_unavailable = False
@@ -238,6 +236,24 @@ class ConnectTransport:
         self._closed = False
         self.last_channel: str | None = None
         """``"run"`` or ``"runsse"``: the channel kind of the latest turn (diagnostics, tests)."""
+
+    def _http_client(self) -> httpx.AsyncClient:
+        tls: dict[str, Any] = {}
+        if not (self._base.startswith("https://") or self._rest.startswith("https://")):
+            # Every request of this transport goes to these two URLs, so with both on plain http
+            # (the emulator, a local proxy) no TLS ever happens, and loading the trust store would
+            # cost ~20 ms and ~0.4 MiB at start-up (issue 16). The context given instead trusts no
+            # CA at all: anything that did try TLS through it would fail verification, not pass.
+            tls["verify"] = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        return httpx.AsyncClient(
+            http2=self._base.startswith("https://"),
+            timeout=httpx.Timeout(30.0, read=None),
+            # No cap on connections: on HTTP/1.1 every RunSSE holds a connection for the whole turn
+            # and its BidiAppends need others (connect.md §5.7). With a cap of N, N concurrent turns
+            # take every slot and their appends wait forever: a deadlock that surfaces as 30 s stalls.
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            **tls,
+        )
 
     # ------------------------------------------------------------------------------------------
     # Transport protocol
@@ -302,7 +318,8 @@ class ConnectTransport:
         self._closed = True
         if self._tasks:
             # Runs being cancelled in the background (stateless tool turns) get a moment to send
-            # their cancel_action before the connections go.
+            # their cancel_action, and finished turns to complete their post-turn exchange
+            # (live-dialect.md row 10), before the connections go.
             await asyncio.wait(list(self._tasks), timeout=1.0)
         for task in list(self._tasks):
             task.cancel()
@@ -313,6 +330,14 @@ class ConnectTransport:
             self._h2 = None
         if self._own_http:
             await self._http.aclose()
+
+    async def idle(self) -> None:
+        """Wait until the background work of finished turns is done: the post-turn exchange after
+        ``turn_ended`` (live-dialect.md row 10) and runs being cancelled after stateless tool
+        calls. Turns never need this (a session turn finishes its exchange before it ends); tests
+        and benchmarks use it to see that work complete."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
 
     # ------------------------------------------------------------------------------------------
     # headers (connect.md §4)
@@ -429,16 +454,22 @@ class ConnectTransport:
         A failure is only logged, like the SDK."""
         if self._server_config_done:
             return
-        self._server_config_done = True
-        try:
-            raw = await self._unary(SERVER_CONFIG_PATH, b"")
-            cfg = sc.GetServerConfigResponse()
-            cfg.ParseFromString(raw)
-            self._server_http2 = int(cfg.http2_config)
-        except Exception as exc:  # optional call, §3.4: a failure is only logged
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            log.debug("cursorpipe: GetServerConfig failed (%s); using defaults", type(exc).__name__)
+        # A turn may ask while the first turn's prefetch has the call in flight: it waits for the
+        # answer instead of deciding without it.
+        async with self._server_config_lock:
+            if self._server_config_done:
+                return
+            try:
+                raw = await self._unary(SERVER_CONFIG_PATH, b"")
+                cfg = sc.GetServerConfigResponse()
+                cfg.ParseFromString(raw)
+                self._server_http2 = int(cfg.http2_config)
+            except Exception as exc:  # optional call, §3.4: a failure is only logged
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                log.debug("cursorpipe: GetServerConfig failed (%s); using defaults", type(exc).__name__)
+            finally:
+                self._server_config_done = True  # asked once, answered or not
 
     async def _use_h2(self) -> bool:
         mode = self._config.use_http2
@@ -736,6 +767,8 @@ class ConnectTransport:
         state = session if session is not None else self._stateless_state(request)
         if state.closed:
             raise SessionError(f"Session {state.id} was discarded; open a new one.", transport=self.name)
+        if self._models is None and not self._prefetched:
+            self._prefetch()
         model = await self._resolve_model(request.model, request.reasoning_effort)
         return _TurnPlan(
             request=request,
@@ -758,6 +791,24 @@ class ConnectTransport:
                 transport=self.name, model=request.model, session_id=state.id if session is not None else None
             ),
         )
+
+    def _prefetch(self) -> None:
+        """First turn: the model catalogue (REST, with the raw API key) does not depend on the
+        token exchange, nor on the server config that follows it (§3.4, when HTTP/2 is ``auto``),
+        so those start now and overlap the catalogue's round trip (issue 16 cold start). The
+        attempt still asks for both: it joins the calls in flight (one lock each) and a token
+        failure is raised there, where the retry policy sees it."""
+
+        async def fetch() -> None:
+            with contextlib.suppress(CursorPipeError):
+                await self._auth.token()
+                if self._config.use_http2 == "auto" and not self._h2_unavailable:
+                    await self._server_config()
+
+        self._prefetched = True  # once: a catalogue that cannot load leaves _models unset
+        task = asyncio.create_task(fetch(), name="cursorpipe-prefetch")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _after_call_error(self, turn: _TurnPlan, exc: ConnectCallError) -> CursorPipeError | None:
         """``None`` when the turn gets another attempt (one re-auth, one dialect switch, both only
@@ -880,6 +931,7 @@ class _Attempt:
         self.server_done = False
         self.finished = False
         self.handed_off = False
+        self.finishing = False
 
     def _machine(self) -> TurnMachine:
         turn = self.turn
@@ -1012,11 +1064,13 @@ class _Attempt:
     async def _end(self) -> list[Event]:
         t, machine = self.t, self.machine
         if self.finished:
-            # live-dialect.md row 10: the service stores the final checkpoint and blobs after
-            # turn_ended; keep answering KV and checkpoint messages until its end-stream (bounded),
-            # and only then hand the turn's end to the caller, so a consumer that stops at TurnEnd
-            # cannot cut that work off.
-            self.server_done = await t._finish_turn(self.channel, machine, self.inbox)
+            if t.post_turn_guard_s > 0:
+                if self.turn.stateless:
+                    self._finish_in_background()
+                else:
+                    # A session's state must be whole when its turn ends: a caller may export it
+                    # at TurnEnd (the team gateway's shared sessions) and the next turn reads it.
+                    self.server_done = await t._finish_turn(self.channel, machine, self.inbox)
             return self.held
         if machine.tool_batch() != "none":
             # Stateless (OpenAI-style) tool calls: the turn ends here, the caller runs the tools and
@@ -1032,7 +1086,36 @@ class _Attempt:
             transport=t.name,
         )
 
+    def _finish_in_background(self) -> None:
+        """live-dialect.md row 10: the service stores the final checkpoint and blobs after
+        ``turn_ended``, then ends the stream; the client must keep answering KV and checkpoint
+        messages until that end-stream (bounded by ``post_turn_guard_s``). A stateless request
+        keeps none of that state, so the turn's end goes out now and a task owned by the transport
+        does that work and then releases the helpers and the channel: a consumer that stops at
+        ``TurnEnd`` cannot cut it off, and ``aclose`` waits for it (bounded)."""
+        t = self.t
+
+        async def finish() -> None:
+            try:
+                self.server_done = await t._finish_turn(self.channel, self.machine, self.inbox)
+            except Exception as exc:  # nothing above this task to raise to: say so, then drop
+                log.warning(
+                    "cursorpipe: the post-turn exchange failed (%s); dropping the stream", type(exc).__name__
+                )
+            finally:
+                await self._release()
+
+        task = asyncio.create_task(finish(), name="cursorpipe-post-turn")
+        t._tasks.add(task)
+        task.add_done_callback(t._tasks.discard)
+        self.finishing = True
+
     async def _close(self) -> None:
+        if self.finishing:
+            return  # the post-turn task owns the helpers and the channel
+        await self._release()
+
+    async def _release(self) -> None:
         helpers = [*self.helpers, *self.tool_tasks.values()]
         for helper in helpers:
             helper.cancel()
