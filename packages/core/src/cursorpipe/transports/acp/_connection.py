@@ -121,13 +121,16 @@ class AcpConnection:
         self._prompt_ids: dict[str, int] = {}  # session -> id of its pending session/prompt
         self._cancelled_sessions: set[str] = set()
         self._decoder = MessageDecoder()
-        self._write_lock = asyncio.Lock()
         self._dead: CursorPipeError | None = None
         self._on_exit: list[Callable[[AcpConnection, CursorPipeError], None]] = []
         self.init_result: dict[str, Any] = {}
         self.noise_lines = 0
         self.permission_answers: deque[str] = deque(maxlen=64)  # recent answers, for diagnostics
+        # Stdout is decoded and routed inside the loop's read callback (no reader task to wake per
+        # read, issue 16); the task below only waits for the end of the stream to report it.
+        self._eof: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._reader = asyncio.create_task(self._read_loop(), name=f"acp-reader-{proc.pid}")
+        proc.set_stdout_sink(self._on_stdout)
 
     # ---- lifecycle ----------------------------------------------------------------------------
     @classmethod
@@ -142,7 +145,7 @@ class AcpConnection:
         client_version: str,
     ) -> AcpConnection:
         """Spawn and ``initialize`` (acp.md §2). The caller bounds the time it may take."""
-        proc = await ManagedProcess.spawn(argv, env=env, cwd=cwd, name="agent acp")
+        proc = await ManagedProcess.spawn(argv, env=env, cwd=cwd, name="agent acp", direct_stdout=True)
         conn = cls(proc, policy=policy, generation=generation)
         try:
             conn.init_result = await conn.call(
@@ -231,8 +234,10 @@ class AcpConnection:
         if self._dead is not None:
             raise self._dead
         try:
-            async with self._write_lock:
-                await self._proc.write(data)
+            # One whole line per write keeps lines from interleaving without a lock; waiting for
+            # the pipe only when its backlog is over the high-water mark.
+            if self._proc.write_nowait(data):
+                await self._proc.drain()
         except (BrokenPipeError, ConnectionResetError, RuntimeError) as exc:
             # The reader will see EOF and report the exit code; give it a moment to do so.
             await asyncio.wait({self._reader}, timeout=2.0)
@@ -300,21 +305,24 @@ class AcpConnection:
                 await self._send(encode_notification("session/cancel", {"sessionId": session_id}))
 
     # ---- reader -------------------------------------------------------------------------------
-    async def _read_loop(self) -> None:
+    def _on_stdout(self, data: bytes) -> None:
+        """Stdout bytes from the event loop's read callback (``b""`` at end of file)."""
+        if self._eof.done():
+            return
         try:
-            while True:
-                data = await self._proc.read(65536)
-                items = self._decoder.feed(data) if data else self._decoder.close()
-                for item in items:
-                    self._dispatch(item)
-                if not data:
-                    break
-        except asyncio.CancelledError:
-            raise
+            items = self._decoder.feed(data) if data else self._decoder.close()
+            for item in items:
+                self._dispatch(item)
         except Exception as exc:  # a bug in dispatch must not leave callers waiting forever
             log.exception("acp: reader failed")
             self._die(ProtocolError(f"agent acp reader failed: {exc}", transport="acp"))
+            self._eof.set_result(None)
             return
+        if not data:
+            self._eof.set_result(None)
+
+    async def _read_loop(self) -> None:
+        await self._eof
         if self._dead is not None:
             return
         with contextlib.suppress(asyncio.TimeoutError):
