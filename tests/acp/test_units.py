@@ -22,6 +22,7 @@ from cursorpipe.transports.acp._connection import TurnItem, TurnQueue
 from cursorpipe.transports.acp._dispenser import SessionHandle
 from cursorpipe.transports.acp._errors import InbandErrorFilter, classify_rpc_error, crash_error
 from cursorpipe.transports.acp._models import ModelCatalog, parse_acp_id
+from cursorpipe.transports.acp.transport import AcpSession
 from cursorpipe.types import ChatMessage, TextDelta, ThinkingDelta, TurnEnd, TurnRequest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -258,7 +259,9 @@ async def test_turn_queue_keeps_order_and_survives_a_cancelled_get() -> None:
 
 # ---- the turn loop (issue 16: chunks already waiting go out merged) ---------------------------
 class _QueuedConn:
-    """Just enough of AcpConnection for ``_turn``: the prompt's items are all queued up front."""
+    """Just enough of AcpConnection for a turn: the prompt's items are all queued up front."""
+
+    alive = True
 
     def __init__(self, items: list[Any]) -> None:
         self.items = items
@@ -294,7 +297,7 @@ async def test_turn_merges_waiting_chunks_of_one_kind_in_order() -> None:
     transport = AcpTransport(CursorPipeConfig(agent_bin="/nonexistent"))
     handle = SessionHandle(id="s1", conn=conn, catalog=CATALOG, model_value="default[]", mode="ask")  # type: ignore[arg-type]
     request = TurnRequest(model="auto", messages=(ChatMessage(role="user", content="hi"),))
-    events = [e async for e in transport._turn(handle, request, "hi", [])]
+    events = [e async for e in transport.run(request, session=AcpSession(handle, "auto"))]
     deltas = [(type(e).__name__, e.text) for e in events if isinstance(e, (TextDelta, ThinkingDelta))]
     assert deltas == [
         ("ThinkingDelta", "think"),
@@ -322,7 +325,7 @@ async def test_turn_merged_text_still_goes_through_the_inband_error_filter() -> 
     seen: list[object] = []
 
     async def consume() -> None:
-        async for event in transport._turn(handle, request, "hi", []):
+        async for event in transport.run(request, session=AcpSession(handle, "auto")):
             seen.append(event)
 
     with pytest.raises(RateLimitError):
