@@ -257,6 +257,34 @@ async def test_turn_queue_keeps_order_and_survives_a_cancelled_get() -> None:
     assert queue.qsize() == 1 and queue.get_nowait() == TurnItem("result", 2)
 
 
+async def test_turn_queue_stall_timer_fires_only_after_a_silent_wait() -> None:
+    queue = TurnQueue()
+    with pytest.raises(TimeoutError):
+        await queue.get(0.05)  # nothing ever arrives
+    queue.disarm()
+    # Items keep arriving well within the stall time, for longer than the stall time in total:
+    # no TimeoutError, and the one timer armed by the first wait serves every later wait.
+    loop = asyncio.get_running_loop()
+
+    async def feed() -> None:
+        for i in range(8):
+            await asyncio.sleep(0.05)
+            queue.put_nowait(TurnItem("update", i))
+
+    feeder = loop.create_task(feed())
+    got = [(await queue.get(0.3)).payload]
+    assert queue._timer is not None  # armed by the first wait, kept for the next ones
+    for _ in range(7):
+        got.append((await queue.get(0.3)).payload)
+    await feeder
+    assert got == list(range(8))
+    # An item that lands between the timer firing and the consumer waking is delivered.
+    queue.put_nowait(TurnItem("result", "late"))
+    assert (await queue.get(0.01)).payload == "late"
+    queue.disarm()
+    assert queue._timer is None
+
+
 # ---- the turn loop (issue 16: chunks already waiting go out merged) ---------------------------
 class _QueuedConn:
     """Just enough of AcpConnection for a turn: the prompt's items are all queued up front."""

@@ -58,45 +58,94 @@ class TurnItem(NamedTuple):
     payload: Any = None
 
 
+#: ``TurnItem("update", payload)`` without the named tuple's Python-level ``__new__`` (one per
+#: streamed update, issue 16).
+_new_item = tuple.__new__
+
+
+def _update_item(payload: Any) -> TurnItem:
+    return _new_item(TurnItem, ("update", payload))
+
+
 class TurnQueue:
     """One turn's items, in order, for a single consumer at a time.
 
     A deque and one waiter instead of ``asyncio.Queue``, whose bookkeeping (task counting,
     putter wake-ups for an unbounded queue) was a visible share of every streamed update (issue
-    16). A cancelled :meth:`get` loses nothing: items stay queued until taken."""
+    16). A cancelled :meth:`get` loses nothing: items stay queued until taken. The consumer may
+    pop ``items`` directly (the turn loop does, to save two calls per item).
 
-    __slots__ = ("_items", "_waiter")
+    :meth:`get` with ``stall_s`` raises ``TimeoutError`` once it has waited that long with nothing
+    arriving. One timer per turn serves every wait: armed by the first wait and moved only when it
+    fires early (issue 16: an ``asyncio.timeout`` per wait armed and cancelled a timer several
+    times per request)."""
+
+    __slots__ = ("_since", "_stall_s", "_stalled", "_timer", "_waiter", "items")
 
     def __init__(self) -> None:
-        self._items: deque[TurnItem] = deque()
+        self.items: deque[TurnItem] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._stall_s = 0.0
+        self._since = 0.0  # when the current wait began
+        self._stalled = False
 
     def qsize(self) -> int:
         """Items waiting."""
-        return len(self._items)
+        return len(self.items)
 
     def put_nowait(self, item: TurnItem) -> None:
         """Add an item and wake the consumer."""
-        self._items.append(item)
+        self.items.append(item)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     def get_nowait(self) -> TurnItem:
         """The oldest item; raises ``asyncio.QueueEmpty`` when there is none."""
-        if not self._items:
+        if not self.items:
             raise asyncio.QueueEmpty
-        return self._items.popleft()
+        return self.items.popleft()
 
-    async def get(self) -> TurnItem:
-        """The oldest item, waiting for one if needed."""
-        while not self._items:
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
+    async def get(self, stall_s: float | None = None) -> TurnItem:
+        """The oldest item, waiting for one if needed (``TimeoutError`` after ``stall_s`` of
+        waiting, when given)."""
+        while not self.items:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            if stall_s is not None:
+                self._since = loop.time()
+                self._stall_s = stall_s
+                if self._timer is None:
+                    self._timer = loop.call_at(self._since + stall_s, self._check_stall)
             try:
                 await waiter
             finally:
                 self._waiter = None
-        return self._items.popleft()
+            if self._stalled:
+                self._stalled = False
+                if not self.items:
+                    raise TimeoutError
+        return self.items.popleft()
+
+    def _check_stall(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # not waiting: the next wait arms the timer again
+        loop = waiter.get_loop()
+        due = self._since + self._stall_s
+        if loop.time() >= due:
+            self._stalled = True
+            waiter.set_result(None)
+        else:  # the wait began after the timer was armed
+            self._timer = loop.call_at(due, self._check_stall)
+
+    def disarm(self) -> None:
+        """Cancel the stall timer (the turn is over)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class RpcCallError(Exception):
@@ -395,7 +444,7 @@ class AcpConnection:
         queue = self._routes.get(sid) if isinstance(sid, str) else None
         if queue is None or not isinstance(update, dict):
             return  # e.g. available_commands_update of a pooled session nobody is using yet
-        queue.put_nowait(TurnItem("update", update))
+        queue.put_nowait(_update_item(update))
 
     def _request(self, msg: Request) -> None:
         if msg.method == "session/request_permission":

@@ -92,8 +92,9 @@ def _merge_waiting(queue: TurnQueue, kind: str, chunk: str) -> tuple[str, TurnIt
     the text is the same, nothing waits longer, and every layer above handles one event (issue 16:
     per-event cost dominated at 32 concurrent)."""
     parts = [chunk]
-    while queue.qsize():
-        nxt = queue.get_nowait()
+    items = queue.items
+    while items:
+        nxt = items.popleft()
         if nxt.kind != "update":
             return "".join(parts), nxt
         next_kind, next_chunk = _chunk(nxt.payload)
@@ -552,14 +553,15 @@ class AcpTransport:
             answer: list[str] = []
             answered = False  # the agent ended the prompt (result or error): nothing left to cancel
             held: TurnItem | None = None  # an item read while merging chunks, handled next
+            items = queue.items
             try:
                 while True:
                     # Most items are already queued when we look (the reader delivers a whole
-                    # read at once): taken without arming a stall timer each time.
+                    # read at once): taken straight from the deque.
                     if held is not None:
                         item, held = held, None
                     else:
-                        item = queue.get_nowait() if queue.qsize() else await self._wait_item(queue)
+                        item = items.popleft() if items else await self._wait_item(queue)
                     if item.kind != "update":
                         answered = True
                         break
@@ -575,6 +577,7 @@ class AcpTransport:
                         answer.append(out)
                         yield TextDelta(out)
             finally:
+                queue.disarm()
                 if answered:
                     conn.end_prompt(handle.id, queue)
                 else:
@@ -644,8 +647,7 @@ class AcpTransport:
 
     async def _wait_item(self, queue: TurnQueue) -> TurnItem:
         try:
-            async with asyncio.timeout(self.stall_timeout_s):
-                return await queue.get()
+            return await queue.get(self.stall_timeout_s)
         except TimeoutError:
             raise StreamStalledError(
                 f"agent acp sent nothing for {self.stall_timeout_s:g} s; the turn was cancelled (a "
