@@ -382,3 +382,52 @@ def test_catalogue_resolution_is_memoised_and_reused_for_same_options() -> None:
     assert fresh is not catalog and [m.acp_id for m in fresh.models] == ["default[]"]
     with pytest.raises(ModelNotFoundError):
         catalog.resolve("no-such-model")
+
+
+# ---- the session dispenser (issue 16: a refill creates several missing sessions at once) -------
+class _AliveConn:
+    alive = True
+
+
+async def test_refill_creates_missing_sessions_together_and_keeps_them_on_a_failure() -> None:
+    from cursorpipe.transports.acp._dispenser import REFILL_BATCH, SessionDispenser
+
+    running = 0
+    peak = 0
+    made: list[str] = []
+    fail_at = {7}
+    prepared: list[str] = []
+
+    async def create() -> SessionHandle:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        try:
+            await asyncio.sleep(0.01)
+            n = len(made)
+            made.append(f"s{n}")
+            if n in fail_at:
+                raise SessionError("transient", retryable=True)
+            return SessionHandle(id=f"s{n}", conn=_AliveConn(), catalog=CATALOG, model_value=None, mode="ask")  # type: ignore[arg-type]
+        finally:
+            running -= 1
+
+    async def prepare(handle: SessionHandle) -> None:
+        prepared.append(handle.id)
+
+    dispenser = SessionDispenser(create, prepare=prepare)
+    dispenser.set_target(5)
+    await dispenser.fill()
+    assert dispenser.ready == 5 and dispenser.created == 5
+    assert 1 < peak <= REFILL_BATCH  # created together, not one round trip after another
+    assert sorted(prepared) == sorted(h.id for h in dispenser._ready)
+    # A burst takes them all: the refill makes up the shortfall in batches; a failure stops it
+    # but keeps the sessions that were made.
+    for _ in range(5):
+        assert (await dispenser.take()).used
+    dispenser.set_target(12)
+    await dispenser.fill()
+    assert made[7] == "s7" and "s7" not in [h.id for h in dispenser._ready]
+    assert 0 < dispenser.ready < 12
+    assert peak <= REFILL_BATCH
+    await dispenser.aclose()
