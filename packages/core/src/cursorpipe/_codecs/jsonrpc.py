@@ -201,7 +201,8 @@ def _message(obj: Any, line: bytes) -> Message:
         if not isinstance(method, str) or not method:
             raise _bad("method must be a non-empty string", line)
         if "id" not in obj:
-            return Notification(method, _params(obj, line))
+            params = obj.get("params")
+            return Notification(method, params if type(params) is dict else _params(obj, line))
         if not _valid_id(obj["id"]):
             raise _bad("id must be an integer or a string", line)
         return Request(obj["id"], method, _params(obj, line))
@@ -294,9 +295,9 @@ class MessageDecoder:
         if len(line) <= self._max:
             try:
                 # A trailing "\r" is JSON whitespace: parsed as it is, no copy per line.
-                out.append(parse_line(line))
+                out.append(_message(_fast_loads(line), line) if _fast_loads is not None else parse_line(line))
                 return
-            except ProtocolError:
+            except (ValueError, ProtocolError):
                 pass
         # The rare paths, with the "\r" removed so that errors quote the line without it.
         if line.endswith(b"\r"):
@@ -315,11 +316,16 @@ class MessageDecoder:
 # ----------------------------------------------------------------------------------------------
 # encoding
 # ----------------------------------------------------------------------------------------------
+#: ``json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)`` without
+#: building an encoder for every line (json.dumps does when given any option).
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
 def encode(obj: dict[str, Any]) -> bytes:
     """One JSON-RPC object as a compact line. ``json.dumps`` escapes newlines inside strings, so
     the only ``\\n`` is the terminator. Unserialisable values raise :class:`ProtocolError`."""
     try:
-        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = _ENCODE(obj)
     except (TypeError, ValueError, RecursionError) as exc:
         raise ProtocolError(f"cannot encode a JSON-RPC message: {exc}") from exc
     return text.encode("utf-8") + b"\n"

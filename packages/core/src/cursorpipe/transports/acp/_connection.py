@@ -63,10 +63,6 @@ class TurnItem(NamedTuple):
 _new_item = tuple.__new__
 
 
-def _update_item(payload: Any) -> TurnItem:
-    return _new_item(TurnItem, ("update", payload))
-
-
 class TurnQueue:
     """One turn's items, in order, for a single consumer at a time.
 
@@ -407,12 +403,12 @@ class AcpConnection:
         self._routes.clear()
 
     def _dispatch(self, item: object) -> None:
-        if isinstance(item, ProtocolError):
+        if type(item) is Notification:  # the most frequent by far: checked first
+            self._notification(item)
+        elif isinstance(item, ProtocolError):
             # acp.md §2: Cursor may print noise; a bad line costs only itself.
             self.noise_lines += 1
             log.debug("acp: ignored a line: %s", redact(str(item)))
-        elif isinstance(item, Notification):
-            self._notification(item)
         elif isinstance(item, (Response, ErrorResponse)):
             self._answer(item)
         elif isinstance(item, Request):
@@ -444,7 +440,7 @@ class AcpConnection:
         queue = self._routes.get(sid) if isinstance(sid, str) else None
         if queue is None or not isinstance(update, dict):
             return  # e.g. available_commands_update of a pooled session nobody is using yet
-        queue.put_nowait(_update_item(update))
+        queue.put_nowait(_new_item(TurnItem, ("update", update)))
 
     def _request(self, msg: Request) -> None:
         if msg.method == "session/request_permission":
