@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from ...errors import ModelNotFoundError
 from ...types import ModelInfo
@@ -179,10 +179,10 @@ class ModelCatalog:
         options: list[tuple[str, str]] = []
         current: str | None = None
         for opt in result.get("configOptions") or ():
-            if isinstance(opt, Mapping) and (opt.get("id") == "model" or opt.get("category") == "model"):
+            if _mapping(opt) and (opt.get("id") == "model" or opt.get("category") == "model"):
                 current = opt.get("currentValue") if isinstance(opt.get("currentValue"), str) else None
                 for item in opt.get("options") or ():
-                    if isinstance(item, Mapping) and isinstance(item.get("value"), str):
+                    if _mapping(item) and isinstance(item.get("value"), str):
                         options.append((item["value"], str(item.get("name") or item["value"])))
                 break
         if not options:
@@ -227,6 +227,12 @@ class ModelCatalog:
         if candidates:
             return max(candidates, key=lambda m: _score(m.params, params))
         raise ModelNotFoundError(name, [m.cli_id for m in self.models])
+
+
+def _mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
+    # JSON objects are dicts: the exact type check first, the ABC's slower one only otherwise
+    # (every pooled session's result lists some thirty models, issue 16).
+    return type(value) is dict or isinstance(value, Mapping)
 
 
 def _score(have: Mapping[str, str], want: Mapping[str, str]) -> tuple[int, int]:
