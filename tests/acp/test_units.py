@@ -431,3 +431,29 @@ async def test_refill_creates_missing_sessions_together_and_keeps_them_on_a_fail
     assert 0 < dispenser.ready < 12
     assert peak <= REFILL_BATCH
     await dispenser.aclose()
+
+
+async def test_refill_after_one_take_makes_a_quarter_of_the_pool() -> None:
+    from cursorpipe.transports.acp._dispenser import SessionDispenser
+
+    count = 0
+
+    async def create() -> SessionHandle:
+        nonlocal count
+        count += 1
+        await asyncio.sleep(0)
+        return SessionHandle(id=f"q{count}", conn=_AliveConn(), catalog=CATALOG, model_value=None, mode="ask")  # type: ignore[arg-type]
+
+    dispenser = SessionDispenser(create)
+    dispenser.set_target(8)
+    await dispenser.fill()
+    assert dispenser.ready == 8  # a fill from empty makes exactly the target
+    await dispenser.take()
+    await dispenser.fill()
+    assert dispenser.ready == 9 and count == 10  # one missing: a batch of 8 // 4 = 2
+    await dispenser.take()
+    assert dispenser.ready == 8  # still at the target: no refill yet
+    await dispenser.take()
+    await dispenser.fill()
+    assert dispenser.ready == 9 and count == 12  # below the target: one batch of two again
+    await dispenser.aclose()

@@ -49,7 +49,8 @@ class SessionHandle:
 
 
 class SessionDispenser:
-    """Hands out fresh sessions, keeping ``target`` of them ready."""
+    """Hands out fresh sessions, keeping at least ``target`` of them ready (refills come in
+    batches of up to a quarter of the pool, so up to ``target + target // 4 - 1`` can wait)."""
 
     def __init__(
         self,
@@ -109,10 +110,12 @@ class SessionDispenser:
             missing = self._target - len(self._ready)
             if missing <= 0:
                 return
-            # Several sessions at once when several are missing (a burst took them): their
-            # requests and answers share reads, writes and wake-ups instead of paying one round
-            # trip after another (issue 16). Bounded, so a large pool does not flood the agent.
-            batch = min(missing, REFILL_BATCH)
+            # Several sessions at once: their requests and answers share reads, writes and
+            # wake-ups instead of paying round trip after round trip (issue 16). When a single
+            # session is missing, a quarter of the pool (at most REFILL_BATCH) is made anyway,
+            # so sequential requests refill in batches too; the pool then holds a few more than
+            # ``target`` until requests use them. Bounded, so a large pool never floods the agent.
+            batch = min(max(missing, self._target // 4), REFILL_BATCH)
             if batch == 1:
                 results: list[SessionHandle | BaseException] = []
                 try:
