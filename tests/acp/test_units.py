@@ -273,7 +273,6 @@ async def test_turn_queue_stall_timer_fires_only_after_a_silent_wait() -> None:
 
     feeder = loop.create_task(feed())
     got = [(await queue.get(0.3)).payload]
-    assert queue._timer is not None  # armed by the first wait, kept for the next ones
     for _ in range(7):
         got.append((await queue.get(0.3)).payload)
     await feeder
@@ -282,7 +281,37 @@ async def test_turn_queue_stall_timer_fires_only_after_a_silent_wait() -> None:
     queue.put_nowait(TurnItem("result", "late"))
     assert (await queue.get(0.01)).payload == "late"
     queue.disarm()
-    assert queue._timer is None
+
+
+async def test_one_stall_watch_serves_every_waiting_turn_of_a_connection() -> None:
+    from cursorpipe.transports.acp._connection import StallWatch
+
+    watch = StallWatch()
+    quiet, busy, later = TurnQueue(watch), TurnQueue(watch), TurnQueue(watch)
+    loop = asyncio.get_running_loop()
+
+    async def feed() -> None:
+        for i in range(6):
+            await asyncio.sleep(0.05)
+            busy.put_nowait(TurnItem("update", i))
+
+    feeder = loop.create_task(feed())
+    stalled = loop.create_task(quiet.get(0.2))
+    busy_items = [(await busy.get(0.2)).payload for _ in range(6)]  # 0.3 s in all, never silent
+    with pytest.raises(TimeoutError):
+        await stalled
+    await feeder
+    assert busy_items == list(range(6))
+    # A wait that stalls earlier than the armed timer moves the timer.
+    long_wait = loop.create_task(later.get(30.0))
+    await asyncio.sleep(0)
+    with pytest.raises(TimeoutError):
+        await quiet.get(0.05)
+    assert not long_wait.done()
+    long_wait.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await long_wait
+    watch.close()
 
 
 # ---- the turn loop (issue 16: chunks already waiting go out merged) ---------------------------

@@ -63,6 +63,52 @@ class TurnItem(NamedTuple):
 _new_item = tuple.__new__
 
 
+class StallWatch:
+    """One timer for the stall time of every waiting turn of a connection, armed for the
+    earliest due wait and moved only when it fires (issue 16: a timer per wait, and then one per
+    turn, armed and cancelled timers several times per request, each a heap push in the loop)."""
+
+    __slots__ = ("_timer", "_waiting")
+
+    def __init__(self) -> None:
+        self._waiting: set[TurnQueue] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self, queue: TurnQueue, due: float, loop: asyncio.AbstractEventLoop) -> None:
+        """``queue`` waits and stalls at ``due`` (loop time) unless :meth:`stop` comes first."""
+        self._waiting.add(queue)
+        timer = self._timer
+        if timer is None or timer.when() > due:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(due, self._check, loop)
+
+    def stop(self, queue: TurnQueue) -> None:
+        """``queue`` is no longer waiting."""
+        self._waiting.discard(queue)
+
+    def close(self) -> None:
+        """Cancel the timer (the connection is gone)."""
+        self._waiting.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        now = loop.time()
+        earliest: float | None = None
+        for queue in list(self._waiting):
+            due = queue.due
+            if due <= now:
+                self._waiting.discard(queue)
+                queue.stall()
+            elif earliest is None or due < earliest:
+                earliest = due
+        if earliest is not None:
+            self._timer = loop.call_at(earliest, self._check, loop)
+
+
 class TurnQueue:
     """One turn's items, in order, for a single consumer at a time.
 
@@ -72,18 +118,16 @@ class TurnQueue:
     pop ``items`` directly (the turn loop does, to save two calls per item).
 
     :meth:`get` with ``stall_s`` raises ``TimeoutError`` once it has waited that long with nothing
-    arriving. One timer per turn serves every wait: armed by the first wait and moved only when it
-    fires early (issue 16: an ``asyncio.timeout`` per wait armed and cancelled a timer several
-    times per request)."""
+    arriving; the timing is ``watch``'s, shared by the turns of one connection (a queue made
+    without one has its own)."""
 
-    __slots__ = ("_since", "_stall_s", "_stalled", "_timer", "_waiter", "items")
+    __slots__ = ("_stalled", "_waiter", "_watch", "due", "items")
 
-    def __init__(self) -> None:
+    def __init__(self, watch: StallWatch | None = None) -> None:
         self.items: deque[TurnItem] = deque()
         self._waiter: asyncio.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._stall_s = 0.0
-        self._since = 0.0  # when the current wait began
+        self._watch = watch if watch is not None else StallWatch()
+        self.due = 0.0  # when the current wait stalls (loop time)
         self._stalled = False
 
     def qsize(self) -> int:
@@ -110,38 +154,30 @@ class TurnQueue:
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
             if stall_s is not None:
-                self._since = loop.time()
-                self._stall_s = stall_s
-                if self._timer is None:
-                    self._timer = loop.call_at(self._since + stall_s, self._check_stall)
+                self.due = loop.time() + stall_s
+                self._watch.start(self, self.due, loop)
             try:
                 await waiter
             finally:
                 self._waiter = None
+                if stall_s is not None:
+                    self._watch.stop(self)
             if self._stalled:
                 self._stalled = False
                 if not self.items:
                     raise TimeoutError
         return self.items.popleft()
 
-    def _check_stall(self) -> None:
-        self._timer = None
+    def stall(self) -> None:
+        """Wake the waiting consumer with ``TimeoutError`` (its stall time has passed)."""
         waiter = self._waiter
-        if waiter is None or waiter.done():
-            return  # not waiting: the next wait arms the timer again
-        loop = waiter.get_loop()
-        due = self._since + self._stall_s
-        if loop.time() >= due:
+        if waiter is not None and not waiter.done():
             self._stalled = True
             waiter.set_result(None)
-        else:  # the wait began after the timer was armed
-            self._timer = loop.call_at(due, self._check_stall)
 
     def disarm(self) -> None:
-        """Cancel the stall timer (the turn is over)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """The turn is over: stop watching it."""
+        self._watch.stop(self)
 
 
 class RpcCallError(Exception):
@@ -166,6 +202,7 @@ class AcpConnection:
         self._prompt_ids: dict[str, int] = {}  # session -> id of its pending session/prompt
         self._cancelled_sessions: set[str] = set()
         self._decoder = MessageDecoder()
+        self._stall_watch = StallWatch()
         self._dead: CursorPipeError | None = None
         self._on_exit: list[Callable[[AcpConnection, CursorPipeError], None]] = []
         self.init_result: dict[str, Any] = {}
@@ -263,6 +300,7 @@ class AcpConnection:
         if self._dead is None:
             self._dead = AgentCrashError("agent acp was shut down", transport="acp", retryable=True)
             self._on_exit.clear()
+        self._stall_watch.close()
         await self._proc.close()
         # asyncio.wait (not wait_for) so our own cancellation is never mistaken for the reader's.
         await asyncio.wait({self._reader}, timeout=2.0)
@@ -306,7 +344,7 @@ class AcpConnection:
     async def start_prompt(self, session_id: str, params: dict[str, Any]) -> TurnQueue:
         """Route ``session_id``'s updates to a fresh queue, then send ``session/prompt``; its answer
         arrives on the same queue after every update that preceded it."""
-        queue = TurnQueue()
+        queue = TurnQueue(self._stall_watch)
         if session_id in self._routes:
             raise SessionError(
                 f"The previous turn of session {session_id} is still finishing; try again shortly.",
