@@ -394,8 +394,14 @@ class AcpConnection:
             return
         try:
             items = self._decoder.feed(data) if data else self._decoder.close()
+            notification = self._notification
             for item in items:
-                self._dispatch(item)
+                # Notifications (streamed updates) are nearly every line: routed without the
+                # dispatcher's type ladder (issue 16).
+                if type(item) is Notification:
+                    notification(item)
+                else:
+                    self._dispatch(item)
         except Exception as exc:  # a bug in dispatch must not leave callers waiting forever
             log.exception("acp: reader failed")
             self._die(ProtocolError(f"agent acp reader failed: {exc}", transport="acp"))
