@@ -77,9 +77,11 @@ def test_lines_orjson_refuses_decode_as_json_does(line: bytes, expected: object)
         assert MessageDecoder().feed(line + b"\r\n") == [msg]
 
 
-def test_ids_beyond_64_bits_stay_exact_integers() -> None:
-    # orjson reads such an integer as a float, which the id check refuses: json then decides.
+def test_integers_beyond_64_bits_stay_exact_integers() -> None:
+    # orjson reads such an integer as a float: lines with one go to json.
     big = 2**64 + 1
+    payload = parse_line(b'{"jsonrpc":"2.0","id":1,"result":{"x":%d,"y":-%d}}' % (big, 2**63 + 1))
+    assert isinstance(payload, Response) and payload.result == {"x": big, "y": -(2**63 + 1)}
     msg = parse_line(b'{"jsonrpc":"2.0","id":%d,"method":"cursor/x"}' % big)
     assert isinstance(msg, Request) and msg.id == big and isinstance(msg.id, int)
     answer = parse_line(b'{"jsonrpc":"2.0","id":%d,"result":{}}' % -big)

@@ -486,3 +486,30 @@ async def test_refill_after_one_take_makes_a_quarter_of_the_pool() -> None:
     await dispenser.fill()
     assert dispenser.ready == 9 and count == 12  # below the target: one batch of two again
     await dispenser.aclose()
+
+
+def _session_result(values: list[str], current: str) -> dict[str, Any]:
+    return {
+        "sessionId": "s",
+        "configOptions": [
+            {"id": "mode", "category": "mode", "currentValue": "agent", "options": []},
+            {
+                "id": "model",
+                "category": "model",
+                "currentValue": current,
+                "options": [{"value": v, "name": v.split("[")[0]} for v in values],
+            },
+        ],
+    }
+
+
+def test_session_catalogue_is_reused_while_sessions_list_the_same_options() -> None:
+    transport = AcpTransport(CursorPipeConfig(agent_bin="/nonexistent"))
+    ids = [m.acp_id for m in MODELS]
+    first, current = transport._session_catalog(_session_result(ids, ids[0]))
+    assert current == ids[0] and first.raw is not None
+    again, current = transport._session_catalog(_session_result(ids, ids[1]))
+    assert again is first and current == ids[1]  # same list: same catalogue, this session's model
+    changed, current = transport._session_catalog(_session_result(ids[:-1], ids[0]))
+    assert changed is not first and [m.acp_id for m in changed.models] == ids[:-1]
+    assert transport._catalog is changed and current == ids[0]

@@ -161,6 +161,12 @@ def _error_response(ident: Any, err: Any, line: bytes) -> ErrorResponse:
     return ErrorResponse(ident, RpcError(code, message, err.get("data")))
 
 
+#: Every digit to "9", everything else to a space: 19 nines in a row in a translated line mark
+#: an integer orjson could read as a float (beyond 64 bits), found by two C calls.
+_DIGITS = bytes(0x39 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_LONG_DIGITS = b"9" * 19
+
+
 def _std_loads(line: bytes) -> Any:
     try:
         # Decoded here rather than by json.loads(bytes), which sniffs the encoding of every line
@@ -177,12 +183,11 @@ def parse_line(line: bytes) -> Message:
 
     With orjson installed it parses first (a third of json's cost, and every line of a turn is
     parsed: issue 16). orjson accepts a subset of what json does (no NaN, no BOM, no lone
-    surrogates), so a line it refuses, or whose message shape it fails, is parsed again by json:
-    which lines are accepted and what their ids are never depends on orjson. One difference is
-    left in payloads: orjson reads an integer beyond 64 bits as a float (nothing cursorpipe reads
-    from ACP, ids aside, is a number).
+    surrogates), so a line it refuses, or whose message shape it fails, is parsed again by json;
+    and it reads an integer beyond 64 bits as a float, so a line with 19 digits in a row goes to
+    json directly. The messages never depend on whether orjson is installed.
     """
-    if _fast_loads is not None:
+    if _fast_loads is not None and _LONG_DIGITS not in line.translate(_DIGITS):
         try:
             return _message(_fast_loads(line), line)
         except (ValueError, ProtocolError):
@@ -295,7 +300,7 @@ class MessageDecoder:
         if len(line) <= self._max:
             try:
                 # A trailing "\r" is JSON whitespace: parsed as it is, no copy per line.
-                out.append(_message(_fast_loads(line), line) if _fast_loads is not None else parse_line(line))
+                out.append(parse_line(line))
                 return
             except (ValueError, ProtocolError):
                 pass

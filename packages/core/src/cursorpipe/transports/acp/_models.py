@@ -157,6 +157,40 @@ class ModelCatalog:
         # Every request resolves its model name (twice: fail-fast, then the switch); the answer
         # for a name never changes for one catalogue, so it is memoised (issue 16).
         self._resolved: dict[str, AcpModel] = {}
+        #: The ``model`` config option's raw ``options`` list this catalogue was read from, if
+        #: any: a later session listing an equal list (compared as parsed, in C) is this
+        #: catalogue without reading its options again (see :meth:`lists_same`).
+        self.raw: list[Any] | None = None
+
+    @staticmethod
+    def _model_option(result: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        for opt in result.get("configOptions") or ():
+            if _mapping(opt) and (opt.get("id") == "model" or opt.get("category") == "model"):
+                return opt
+        return None
+
+    @classmethod
+    def read(cls, result: Mapping[str, Any]) -> tuple[ModelCatalog, str | None]:
+        """A catalogue of a session result, with ``raw`` set, and the result's current model."""
+        options, current = cls.read_options(result)
+        catalog = cls(options, current)
+        opt = cls._model_option(result)
+        raw = opt.get("options") if opt is not None else None
+        if isinstance(raw, list) and raw and catalog.models:
+            catalog.raw = raw
+        return catalog, current
+
+    def lists_same(self, result: Mapping[str, Any]) -> tuple[bool, str | None]:
+        """Whether ``result``'s model option lists exactly the options of ``raw`` (then this
+        catalogue is the result's), and the result's current model id when it does (issue 16:
+        every pooled session repeats the same list of some thirty models)."""
+        if not self.raw:
+            return False, None
+        opt = self._model_option(result)
+        if opt is None or opt.get("options") != self.raw:
+            return False, None
+        current = opt.get("currentValue")
+        return True, current if isinstance(current, str) else None
 
     @classmethod
     def from_session(cls, result: Mapping[str, Any], *, previous: ModelCatalog | None = None) -> ModelCatalog:

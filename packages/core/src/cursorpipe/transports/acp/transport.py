@@ -368,14 +368,7 @@ class AcpTransport:
             raise ProtocolError("agent acp answered session/new without a sessionId.", transport=NAME)
         # Cached across sessions and refreshed whenever a session lists other options (issue 16:
         # rebuilding the id mapping for every pooled session was a measurable share of a request).
-        options, current = ModelCatalog.read_options(result)
-        catalog = self._catalog
-        if catalog is None or catalog.options != options:
-            catalog = ModelCatalog(options, current)
-            if catalog.models:
-                self._catalog = catalog
-            elif self._catalog is not None:
-                catalog = self._catalog
+        catalog, current = self._session_catalog(result)
         modes = result.get("modes")
         mode = modes.get("currentModeId") if isinstance(modes, dict) else None
         return SessionHandle(
@@ -385,6 +378,24 @@ class AcpTransport:
             model_value=current,
             mode=mode if isinstance(mode, str) else None,
         )
+
+    def _session_catalog(self, result: dict[str, Any]) -> tuple[ModelCatalog, str | None]:
+        """The catalogue of a session result (the cached one while the options are the same)
+        and the session's current model."""
+        catalog = self._catalog
+        if catalog is not None:
+            same, current = catalog.lists_same(result)
+            if same:
+                return catalog, current
+        fresh, current = ModelCatalog.read(result)
+        if catalog is None or catalog.options != fresh.options:
+            if fresh.models:
+                self._catalog = fresh
+                return fresh, current
+            return (fresh if catalog is None else catalog), current
+        if fresh.raw is not None:
+            catalog.raw = fresh.raw  # the same options listed differently: compare with this list
+        return catalog, current
 
     async def _reload(self, lost: SessionHandle) -> SessionHandle:
         """Re-open a dedicated session on a restarted agent with ``session/load`` (acp.md §3.1:
