@@ -1,10 +1,11 @@
 """One ``agent acp`` process: handshake, request/answer matching, inbound requests, routing.
 
-The reader task is the only consumer of stdout. It resolves answers by ``id``, routes
-``session/update`` notifications *strictly by* ``sessionId`` into the queue of the turn that owns
-that session (so concurrent prompts never see each other's text), and answers the agent's own
-requests at once: ``session/request_permission`` by the configured policy and ``cursor/*`` (and
-anything else) with ``-32601`` so no turn ever waits on us (acp.md §4, §10).
+Stdout has one consumer, the read callback (``AcpConnection._on_stdout``, called by the event
+loop with each read; a small task only reports the end of the stream). It resolves answers by
+``id``, routes ``session/update`` notifications *strictly by* ``sessionId`` into the queue of the
+turn that owns that session (so concurrent prompts never see each other's text), and answers the
+agent's own requests at once: ``session/request_permission`` by the configured policy and
+``cursor/*`` (and anything else) with ``-32601`` so no turn ever waits on us (acp.md §4, §10).
 """
 
 from __future__ import annotations
@@ -283,7 +284,7 @@ class AcpConnection:
 
     @property
     def alive(self) -> bool:
-        """Whether the process is up and the reader is running."""
+        """Whether the process is up and its stdout has not ended."""
         return self._dead is None and self._proc.returncode is None
 
     @property
