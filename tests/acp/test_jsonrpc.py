@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from cursorpipe._codecs import jsonrpc
 from cursorpipe._codecs.jsonrpc import (
     ErrorResponse,
     MessageDecoder,
@@ -44,6 +45,47 @@ ZOD_ERROR = (
     b'{"jsonrpc":"2.0","id":4,"error":{"code":-32603,"message":"Internal error","data":'
     b'[{"code":"invalid_type","path":["cwd"],"message":"Required"}]}}\n'
 )
+
+
+@pytest.fixture(autouse=True, params=["orjson", "json"])
+def decoder_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with orjson (when installed) and with the standard library alone."""
+    if request.param == "json":
+        monkeypatch.setattr(jsonrpc, "_fast_loads", None)
+    elif jsonrpc._fast_loads is None:
+        pytest.skip("orjson is not installed")
+    return str(request.param)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        # Valid for Python's json, refused by orjson: the result must not depend on which is used.
+        (b'{"jsonrpc":"2.0","id":1,"result":{"x":NaN}}', "nan"),
+        (b'\xef\xbb\xbf{"jsonrpc":"2.0","id":1,"result":{"x":1}}', 1),
+        (b'{"jsonrpc":"2.0","id":1,"result":{"x":"\\ud800"}}', "\ud800"),
+    ],
+)
+def test_lines_orjson_refuses_decode_as_json_does(line: bytes, expected: object) -> None:
+    msg = parse_line(line)
+    assert isinstance(msg, Response) and msg.id == 1
+    value = msg.result["x"]
+    if expected == "nan":
+        assert value != value  # NaN
+    else:
+        assert value == expected
+        assert MessageDecoder().feed(line + b"\r\n") == [msg]
+
+
+def test_integers_beyond_64_bits_stay_exact_integers() -> None:
+    # orjson reads such an integer as a float: lines with one go to json.
+    big = 2**64 + 1
+    payload = parse_line(b'{"jsonrpc":"2.0","id":1,"result":{"x":%d,"y":-%d}}' % (big, 2**63 + 1))
+    assert isinstance(payload, Response) and payload.result == {"x": big, "y": -(2**63 + 1)}
+    msg = parse_line(b'{"jsonrpc":"2.0","id":%d,"method":"cursor/x"}' % big)
+    assert isinstance(msg, Request) and msg.id == big and isinstance(msg.id, int)
+    answer = parse_line(b'{"jsonrpc":"2.0","id":%d,"result":{}}' % -big)
+    assert isinstance(answer, Response) and answer.id == -big
 
 
 def test_golden_lines_decode_to_typed_messages() -> None:

@@ -276,7 +276,9 @@ async def test_pooled_sessions_are_switched_to_the_requested_model_ahead_of_time
     second = record.prompt_sessions()[1]
     # The pool switched the session before the request took it; the request's path was one prompt.
     assert (second, sonnet.acp_id) in before
-    assert switches() == before
+    # Nothing switched that session again; the refill the request started may already have
+    # switched the *next* pooled session, which is the point.
+    assert [s for s in switches() if s[0] == second] == [(second, sonnet.acp_id)]
 
 
 async def test_finished_and_abandoned_turns_leave_no_routing_state(make_client: MakeClient) -> None:

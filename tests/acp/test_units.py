@@ -22,6 +22,7 @@ from cursorpipe.transports.acp._connection import TurnItem, TurnQueue
 from cursorpipe.transports.acp._dispenser import SessionHandle
 from cursorpipe.transports.acp._errors import InbandErrorFilter, classify_rpc_error, crash_error
 from cursorpipe.transports.acp._models import ModelCatalog, parse_acp_id
+from cursorpipe.transports.acp.transport import AcpSession
 from cursorpipe.types import ChatMessage, TextDelta, ThinkingDelta, TurnEnd, TurnRequest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -256,9 +257,68 @@ async def test_turn_queue_keeps_order_and_survives_a_cancelled_get() -> None:
     assert queue.qsize() == 1 and queue.get_nowait() == TurnItem("result", 2)
 
 
+async def test_turn_queue_stall_timer_fires_only_after_a_silent_wait() -> None:
+    queue = TurnQueue()
+    with pytest.raises(TimeoutError):
+        await queue.get(0.05)  # nothing ever arrives
+    queue.disarm()
+    # Items keep arriving well within the stall time, for longer than the stall time in total:
+    # no TimeoutError, and the one timer armed by the first wait serves every later wait.
+    loop = asyncio.get_running_loop()
+
+    async def feed() -> None:
+        for i in range(8):
+            await asyncio.sleep(0.05)
+            queue.put_nowait(TurnItem("update", i))
+
+    feeder = loop.create_task(feed())
+    got = [(await queue.get(0.3)).payload]
+    for _ in range(7):
+        got.append((await queue.get(0.3)).payload)
+    await feeder
+    assert got == list(range(8))
+    # An item that lands between the timer firing and the consumer waking is delivered.
+    queue.put_nowait(TurnItem("result", "late"))
+    assert (await queue.get(0.01)).payload == "late"
+    queue.disarm()
+
+
+async def test_one_stall_watch_serves_every_waiting_turn_of_a_connection() -> None:
+    from cursorpipe.transports.acp._connection import StallWatch
+
+    watch = StallWatch()
+    quiet, busy, later = TurnQueue(watch), TurnQueue(watch), TurnQueue(watch)
+    loop = asyncio.get_running_loop()
+
+    async def feed() -> None:
+        for i in range(6):
+            await asyncio.sleep(0.05)
+            busy.put_nowait(TurnItem("update", i))
+
+    feeder = loop.create_task(feed())
+    stalled = loop.create_task(quiet.get(0.2))
+    busy_items = [(await busy.get(0.2)).payload for _ in range(6)]  # 0.3 s in all, never silent
+    with pytest.raises(TimeoutError):
+        await stalled
+    await feeder
+    assert busy_items == list(range(6))
+    # A wait that stalls earlier than the armed timer moves the timer.
+    long_wait = loop.create_task(later.get(30.0))
+    await asyncio.sleep(0)
+    with pytest.raises(TimeoutError):
+        await quiet.get(0.05)
+    assert not long_wait.done()
+    long_wait.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await long_wait
+    watch.close()
+
+
 # ---- the turn loop (issue 16: chunks already waiting go out merged) ---------------------------
 class _QueuedConn:
-    """Just enough of AcpConnection for ``_turn``: the prompt's items are all queued up front."""
+    """Just enough of AcpConnection for a turn: the prompt's items are all queued up front."""
+
+    alive = True
 
     def __init__(self, items: list[Any]) -> None:
         self.items = items
@@ -294,7 +354,7 @@ async def test_turn_merges_waiting_chunks_of_one_kind_in_order() -> None:
     transport = AcpTransport(CursorPipeConfig(agent_bin="/nonexistent"))
     handle = SessionHandle(id="s1", conn=conn, catalog=CATALOG, model_value="default[]", mode="ask")  # type: ignore[arg-type]
     request = TurnRequest(model="auto", messages=(ChatMessage(role="user", content="hi"),))
-    events = [e async for e in transport._turn(handle, request, "hi", [])]
+    events = [e async for e in transport.run(request, session=AcpSession(handle, "auto"))]
     deltas = [(type(e).__name__, e.text) for e in events if isinstance(e, (TextDelta, ThinkingDelta))]
     assert deltas == [
         ("ThinkingDelta", "think"),
@@ -322,7 +382,7 @@ async def test_turn_merged_text_still_goes_through_the_inband_error_filter() -> 
     seen: list[object] = []
 
     async def consume() -> None:
-        async for event in transport._turn(handle, request, "hi", []):
+        async for event in transport.run(request, session=AcpSession(handle, "auto")):
             seen.append(event)
 
     with pytest.raises(RateLimitError):
@@ -351,3 +411,105 @@ def test_catalogue_resolution_is_memoised_and_reused_for_same_options() -> None:
     assert fresh is not catalog and [m.acp_id for m in fresh.models] == ["default[]"]
     with pytest.raises(ModelNotFoundError):
         catalog.resolve("no-such-model")
+
+
+# ---- the session dispenser (issue 16: a refill creates several missing sessions at once) -------
+class _AliveConn:
+    alive = True
+
+
+async def test_refill_creates_missing_sessions_together_and_keeps_them_on_a_failure() -> None:
+    from cursorpipe.transports.acp._dispenser import REFILL_BATCH, SessionDispenser
+
+    running = 0
+    peak = 0
+    made: list[str] = []
+    fail_at = {7}
+    prepared: list[str] = []
+
+    async def create() -> SessionHandle:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        try:
+            await asyncio.sleep(0.01)
+            n = len(made)
+            made.append(f"s{n}")
+            if n in fail_at:
+                raise SessionError("transient", retryable=True)
+            return SessionHandle(id=f"s{n}", conn=_AliveConn(), catalog=CATALOG, model_value=None, mode="ask")  # type: ignore[arg-type]
+        finally:
+            running -= 1
+
+    async def prepare(handle: SessionHandle) -> None:
+        prepared.append(handle.id)
+
+    dispenser = SessionDispenser(create, prepare=prepare)
+    dispenser.set_target(5)
+    await dispenser.fill()
+    assert dispenser.ready == 5 and dispenser.created == 5
+    assert 1 < peak <= REFILL_BATCH  # created together, not one round trip after another
+    assert sorted(prepared) == sorted(h.id for h in dispenser._ready)
+    # A burst takes them all: the refill makes up the shortfall in batches; a failure stops it
+    # but keeps the sessions that were made.
+    for _ in range(5):
+        assert (await dispenser.take()).used
+    dispenser.set_target(12)
+    await dispenser.fill()
+    assert made[7] == "s7" and "s7" not in [h.id for h in dispenser._ready]
+    assert 0 < dispenser.ready < 12
+    assert peak <= REFILL_BATCH
+    await dispenser.aclose()
+
+
+async def test_refill_after_one_take_makes_a_quarter_of_the_pool() -> None:
+    from cursorpipe.transports.acp._dispenser import SessionDispenser
+
+    count = 0
+
+    async def create() -> SessionHandle:
+        nonlocal count
+        count += 1
+        await asyncio.sleep(0)
+        return SessionHandle(id=f"q{count}", conn=_AliveConn(), catalog=CATALOG, model_value=None, mode="ask")  # type: ignore[arg-type]
+
+    dispenser = SessionDispenser(create)
+    dispenser.set_target(8)
+    await dispenser.fill()
+    assert dispenser.ready == 8  # a fill from empty makes exactly the target
+    await dispenser.take()
+    await dispenser.fill()
+    assert dispenser.ready == 9 and count == 10  # one missing: a batch of 8 // 4 = 2
+    await dispenser.take()
+    assert dispenser.ready == 8  # still at the target: no refill yet
+    await dispenser.take()
+    await dispenser.fill()
+    assert dispenser.ready == 9 and count == 12  # below the target: one batch of two again
+    await dispenser.aclose()
+
+
+def _session_result(values: list[str], current: str) -> dict[str, Any]:
+    return {
+        "sessionId": "s",
+        "configOptions": [
+            {"id": "mode", "category": "mode", "currentValue": "agent", "options": []},
+            {
+                "id": "model",
+                "category": "model",
+                "currentValue": current,
+                "options": [{"value": v, "name": v.split("[")[0]} for v in values],
+            },
+        ],
+    }
+
+
+def test_session_catalogue_is_reused_while_sessions_list_the_same_options() -> None:
+    transport = AcpTransport(CursorPipeConfig(agent_bin="/nonexistent"))
+    ids = [m.acp_id for m in MODELS]
+    first, current = transport._session_catalog(_session_result(ids, ids[0]))
+    assert current == ids[0] and first.raw is not None
+    again, current = transport._session_catalog(_session_result(ids, ids[1]))
+    assert again is first and current == ids[1]  # same list: same catalogue, this session's model
+    changed, current = transport._session_catalog(_session_result(ids[:-1], ids[0]))
+    assert changed is not first and [m.acp_id for m in changed.models] == ids[:-1]
+    assert transport._catalog is changed and current == ids[0]

@@ -130,3 +130,13 @@ def test_counts_before_any_answer_text_are_not_charged_to_the_answer() -> None:
     assert limiter.counted_tokens == 0 and limiter.chars_per_token == 4.0
     text, done = limiter.feed("x" * 30)
     assert text == "x" * 30 and not done
+
+
+def test_a_count_mid_stream_moves_the_limit_the_next_delta_sees() -> None:
+    limiter = OutputLimiter(None, max_tokens=10)  # 4 characters a token until Cursor counts: 40
+    assert limiter.feed("a" * 20) == ("a" * 20, False)
+    limiter.count(2)  # 20 characters in 2 tokens: 10 a token, so the limit is now 100
+    assert limiter.feed("b" * 70) == ("b" * 70, False)
+    assert limiter.feed("c" * 20) == ("c" * 10, True)
+    assert limiter.reason == "length" and limiter.feed("d") == ("", True)
+    assert limiter.output_tokens() == 10

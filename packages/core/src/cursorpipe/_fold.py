@@ -47,7 +47,6 @@ class TurnAccumulator:
 
     __slots__ = (
         "_calls",
-        "_handlers",
         "_invalid",
         "_notices",
         "_start",
@@ -73,24 +72,16 @@ class TurnAccumulator:
         self.info: TransportInfo | None = None
         self.parsed: Any = None
         """The validated value of a ``response_format`` turn (from :class:`ParsedOutput`)."""
-        # One dispatch per event type instead of an isinstance ladder: the fold runs on every
-        # event of every turn (design.md: the per-event path is the hot path).
-        self._handlers: dict[type, Callable[[Any], None]] = {
-            TextDelta: self._on_text,
-            ThinkingDelta: self._on_thinking,
-            ToolCallEvent: self._on_call,
-            UsageEvent: self._on_usage,
-            TransportInfo: self._on_info,
-            TurnEnd: self._on_end,
-            ParsedOutput: self._on_parsed,
-        }
 
     # -- feeding -----------------------------------------------------------------------------
     def feed(self, event: Event) -> None:
         """Accumulate one event."""
-        handler = self._handlers.get(type(event))
+        # One dispatch per event type instead of an isinstance ladder: the fold runs on every
+        # event of every turn (design.md: the per-event path is the hot path). The table is the
+        # class's, so an accumulator costs no bound methods to build (one per turn).
+        handler = _HANDLERS.get(type(event))
         if handler is not None:
-            handler(event)
+            handler(self, event)
 
     def _on_text(self, event: TextDelta) -> None:
         (self._notices if event.notice else self._text).append(event.text)
@@ -187,6 +178,17 @@ class TurnAccumulator:
             fallback_from=info.fallback_from if info is not None else (),
             notices=self.notices,
         )
+
+
+_HANDLERS: dict[type, Callable[[TurnAccumulator, Any], None]] = {
+    TextDelta: TurnAccumulator._on_text,
+    ThinkingDelta: TurnAccumulator._on_thinking,
+    ToolCallEvent: TurnAccumulator._on_call,
+    UsageEvent: TurnAccumulator._on_usage,
+    TransportInfo: TurnAccumulator._on_info,
+    TurnEnd: TurnAccumulator._on_end,
+    ParsedOutput: TurnAccumulator._on_parsed,
+}
 
 
 async def collect(

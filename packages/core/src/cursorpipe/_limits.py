@@ -52,6 +52,9 @@ class OutputLimiter:
         self._counted_chars = 0  # the part of it Cursor's count covers (text seen at the last count)
         self.counted_tokens = 0  # Cursor's running output-token count, where the transport has one
         self.reason: str | None = None  # "stop" or "length" once a limit was hit
+        # ``_max_chars`` changes only when a count arrives: kept here rather than recomputed
+        # through two properties for every delta (issue 16: the per-event path).
+        self._limit_chars = self._max_chars
 
     @property
     def active(self) -> bool:
@@ -90,13 +93,19 @@ class OutputLimiter:
         if tokens > 0 and self._seen_chars > 0:
             self.counted_tokens += tokens
             self._counted_chars = self._seen_chars
+            self._limit_chars = self._max_chars
 
     def feed(self, text: str) -> tuple[str, bool]:
         """Return (text safe to emit now, done). ``done`` means: stop reading the stream."""
         if self.reason is not None:
             return "", True
-        self._seen_chars += len(text)
+        size = len(text)
+        self._seen_chars += size
         if not self._stops:
+            limit = self._limit_chars
+            if limit is None or self._emitted_chars + size <= limit:
+                self._emitted_chars += size  # the usual delta: under the limit, emitted whole
+                return text, False
             return self._emit(text, None)
         buf = self._held + text
         self._held = ""
@@ -120,7 +129,7 @@ class OutputLimiter:
 
     def _emit(self, text: str, reason: str | None) -> tuple[str, bool]:
         if self._max_tokens is not None:
-            limit = self._max_chars
+            limit = self._limit_chars
             if limit is not None and self._emitted_chars + len(text) > limit:
                 text = text[: max(0, limit - self._emitted_chars)]
                 reason = reason or "length"

@@ -230,10 +230,7 @@ class CursorClient(RequestBuilder):
         ``StructuredOutputError``) and followed by a ``ParsedOutput`` event; the events of a
         rejected round are withheld and the usage of every round is summed."""
         pipeline = await self._stages()
-        if tool_handler is not None:
-            request = replace(request, tool_handler=tool_handler)
-        if request.tool_handler is not None and request.tool_result_timeout_s is None:
-            request = replace(request, tool_result_timeout_s=self._config.tool_result_timeout_s)
+        request = self._with_handler(request, tool_handler)
         self._active += 1
         try:
             async with aclosing(
@@ -241,6 +238,23 @@ class CursorClient(RequestBuilder):
             ) as stream:
                 async for event in stream:
                     yield event
+        finally:
+            self._active -= 1
+
+    def _with_handler(self, request: TurnRequest, tool_handler: ToolHandler | None) -> TurnRequest:
+        if tool_handler is not None:
+            request = replace(request, tool_handler=tool_handler)
+        if request.tool_handler is not None and request.tool_result_timeout_s is None:
+            request = replace(request, tool_result_timeout_s=self._config.tool_result_timeout_s)
+        return request
+
+    async def _collect(self, request: TurnRequest, stop: Sequence[str] | None) -> CompletionResult:
+        """``collect(run_request(..., validate=True))`` without the ``run_request`` generator
+        between the pipeline and the fold (issue 16: a generator layer costs on every event)."""
+        pipeline = await self._stages()
+        self._active += 1
+        try:
+            return await collect(pipeline.run(request, stop=stop, validate=True), request)
         finally:
             self._active -= 1
 
@@ -280,8 +294,8 @@ class CursorClient(RequestBuilder):
         ``result.parsed``; an invalid answer gets one repair round, then
         :class:`~cursorpipe.errors.StructuredOutputError`.
         """
-        request = self._request_from(locals())
-        return await collect(self.run_request(request, stop=stop, validate=True), request)
+        request = self._with_handler(self._request_from(locals()), None)
+        return await self._collect(request, stop)
 
     async def generate(
         self,

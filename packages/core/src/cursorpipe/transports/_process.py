@@ -13,7 +13,7 @@ import contextlib
 import os
 import shutil
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from .._constants import (
     PROCESS_CLOSE_STDIN_WAIT_S,
@@ -46,12 +46,47 @@ def resolve_executable(name: str) -> str:
     )
 
 
+#: Stdout bytes as they arrive (``b""`` once at end of file); see ``ManagedProcess.set_stdout_sink``.
+StdoutSink = Callable[[bytes], None]
+
+
+class _DirectStdoutProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's subprocess protocol, except that stdout goes straight to a callback from the
+    event loop's read callback instead of through a ``StreamReader`` and a reader task: a
+    long-lived child that streams many small lines (``agent acp``) then costs no task wake-up per
+    read (issue 16). Data that arrives before a sink is set is kept and handed over with it."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.sink: StdoutSink | None = None
+        self.early: list[bytes] = []
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        if fd != 1:
+            super().pipe_data_received(fd, data)
+        elif self.sink is not None:
+            self.sink(data)  # type: ignore[arg-type]  # pipes opened in binary mode give bytes
+        else:
+            self.early.append(data)  # type: ignore[arg-type]
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            # End of file and a read error end the stream alike: the caller learns why from the
+            # exit code and stderr.
+            if self.sink is not None:
+                self.sink(b"")
+            else:
+                self.early.append(b"")
+        super().pipe_connection_lost(fd, exc)
+
+
 class ManagedProcess:
     """A child process with line-oriented stdout, drained stderr and staged shutdown."""
 
     def __init__(self, proc: asyncio.subprocess.Process, name: str) -> None:
         self._proc = proc
         self.name = name
+        self._direct: _DirectStdoutProtocol | None = None
         self._stderr: deque[bytes] = deque()
         self._stderr_size = 0
         self._stderr_task = asyncio.create_task(self._drain_stderr(), name=f"{name}-stderr")
@@ -66,11 +101,27 @@ class ManagedProcess:
         cwd: str | None = None,
         name: str = "agent",
         stdin: bool = True,
+        direct_stdout: bool = False,
     ) -> ManagedProcess:
-        """Start ``argv`` with exactly ``env``. Raises ``AgentNotFoundError`` if it cannot start."""
+        """Start ``argv`` with exactly ``env``. Raises ``AgentNotFoundError`` if it cannot start.
+
+        ``direct_stdout=True``: stdout is delivered to the callback given to
+        :meth:`set_stdout_sink` as it arrives (``read``/``readline`` are then unusable)."""
         exe = resolve_executable(argv[0])
+        loop = asyncio.get_running_loop()
+        protocols: list[_DirectStdoutProtocol] = []
+
+        def direct() -> _DirectStdoutProtocol:
+            protocols.append(_DirectStdoutProtocol(PROCESS_LINE_LIMIT, loop))
+            return protocols[-1]
+
+        def streams() -> asyncio.subprocess.SubprocessStreamProtocol:
+            return asyncio.subprocess.SubprocessStreamProtocol(limit=PROCESS_LINE_LIMIT, loop=loop)
+
         try:
-            proc = await asyncio.create_subprocess_exec(
+            # What asyncio.create_subprocess_exec does, with the protocol chosen here.
+            transport, protocol = await loop.subprocess_exec(
+                direct if direct_stdout else streams,
                 exe,
                 *argv[1:],
                 stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
@@ -78,12 +129,24 @@ class ManagedProcess:
                 stderr=asyncio.subprocess.PIPE,
                 env=dict(env),
                 cwd=cwd,
-                limit=PROCESS_LINE_LIMIT,
                 start_new_session=True,
             )
         except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
             raise AgentNotFoundError(f"Could not start {argv[0]!r}: {exc.strerror or exc}.") from exc
-        return cls(proc, name)
+        managed = cls(asyncio.subprocess.Process(transport, protocol, loop), name)
+        managed._direct = protocols[0] if protocols else None
+        return managed
+
+    def set_stdout_sink(self, sink: StdoutSink) -> None:
+        """Deliver stdout to ``sink`` from now on (what arrived before is delivered first). The
+        sink runs inside the event loop's read callback: it must not raise."""
+        direct = self._direct
+        if direct is None:
+            raise RuntimeError("set_stdout_sink needs a process spawned with direct_stdout=True")
+        direct.sink = sink
+        early, direct.early = direct.early, []
+        for data in early:
+            sink(data)
 
     @property
     def pid(self) -> int:
@@ -114,10 +177,25 @@ class ManagedProcess:
 
     async def write(self, data: bytes) -> None:
         """Write to stdin and drain. Raises ``BrokenPipeError``/``ConnectionResetError`` if it is gone."""
+        self.write_nowait(data)
+        await self.drain()
+
+    def write_nowait(self, data: bytes) -> bool:
+        """Queue ``data`` for stdin (written at once when the pipe takes it); ``True`` when the
+        unwritten backlog is over the high-water mark and the caller should :meth:`drain`.
+        Raises ``BrokenPipeError`` if stdin is gone."""
         stdin = self._proc.stdin
         if stdin is None or stdin.is_closing():
             raise BrokenPipeError(f"{self.name} stdin is closed")
         stdin.write(data)
+        transport = stdin.transport
+        return transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]
+
+    async def drain(self) -> None:
+        """Wait until stdin's backlog is under the low-water mark."""
+        stdin = self._proc.stdin
+        if stdin is None or stdin.is_closing():
+            raise BrokenPipeError(f"{self.name} stdin is closed")
         await stdin.drain()
 
     def close_stdin(self) -> None:

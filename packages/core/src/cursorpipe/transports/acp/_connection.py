@@ -1,10 +1,11 @@
 """One ``agent acp`` process: handshake, request/answer matching, inbound requests, routing.
 
-The reader task is the only consumer of stdout. It resolves answers by ``id``, routes
-``session/update`` notifications *strictly by* ``sessionId`` into the queue of the turn that owns
-that session (so concurrent prompts never see each other's text), and answers the agent's own
-requests at once: ``session/request_permission`` by the configured policy and ``cursor/*`` (and
-anything else) with ``-32601`` so no turn ever waits on us (acp.md §4, §10).
+Stdout has one consumer, the read callback (``AcpConnection._on_stdout``, called by the event
+loop with each read; a small task only reports the end of the stream). It resolves answers by
+``id``, routes ``session/update`` notifications *strictly by* ``sessionId`` into the queue of the
+turn that owns that session (so concurrent prompts never see each other's text), and answers the
+agent's own requests at once: ``session/request_permission`` by the configured policy and
+``cursor/*`` (and anything else) with ``-32601`` so no turn ever waits on us (acp.md §4, §10).
 """
 
 from __future__ import annotations
@@ -58,45 +59,126 @@ class TurnItem(NamedTuple):
     payload: Any = None
 
 
+#: ``TurnItem("update", payload)`` without the named tuple's Python-level ``__new__`` (one per
+#: streamed update, issue 16).
+_new_item = tuple.__new__
+
+
+class StallWatch:
+    """One timer for the stall time of every waiting turn of a connection, armed for the
+    earliest due wait and moved only when it fires (issue 16: a timer per wait, and then one per
+    turn, armed and cancelled timers several times per request, each a heap push in the loop)."""
+
+    __slots__ = ("_timer", "_waiting")
+
+    def __init__(self) -> None:
+        self._waiting: set[TurnQueue] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self, queue: TurnQueue, due: float, loop: asyncio.AbstractEventLoop) -> None:
+        """``queue`` waits and stalls at ``due`` (loop time) unless :meth:`stop` comes first."""
+        self._waiting.add(queue)
+        timer = self._timer
+        if timer is None or timer.when() > due:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(due, self._check, loop)
+
+    def stop(self, queue: TurnQueue) -> None:
+        """``queue`` is no longer waiting."""
+        self._waiting.discard(queue)
+
+    def close(self) -> None:
+        """Cancel the timer (the connection is gone)."""
+        self._waiting.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        now = loop.time()
+        earliest: float | None = None
+        for queue in list(self._waiting):
+            due = queue.due
+            if due <= now:
+                self._waiting.discard(queue)
+                queue.stall()
+            elif earliest is None or due < earliest:
+                earliest = due
+        if earliest is not None:
+            self._timer = loop.call_at(earliest, self._check, loop)
+
+
 class TurnQueue:
     """One turn's items, in order, for a single consumer at a time.
 
     A deque and one waiter instead of ``asyncio.Queue``, whose bookkeeping (task counting,
     putter wake-ups for an unbounded queue) was a visible share of every streamed update (issue
-    16). A cancelled :meth:`get` loses nothing: items stay queued until taken."""
+    16). A cancelled :meth:`get` loses nothing: items stay queued until taken. The consumer may
+    pop ``items`` directly (the turn loop does, to save two calls per item).
 
-    __slots__ = ("_items", "_waiter")
+    :meth:`get` with ``stall_s`` raises ``TimeoutError`` once it has waited that long with nothing
+    arriving; the timing is ``watch``'s, shared by the turns of one connection (a queue made
+    without one has its own)."""
 
-    def __init__(self) -> None:
-        self._items: deque[TurnItem] = deque()
+    __slots__ = ("_stalled", "_waiter", "_watch", "due", "items")
+
+    def __init__(self, watch: StallWatch | None = None) -> None:
+        self.items: deque[TurnItem] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        self._watch = watch if watch is not None else StallWatch()
+        self.due = 0.0  # when the current wait stalls (loop time)
+        self._stalled = False
 
     def qsize(self) -> int:
         """Items waiting."""
-        return len(self._items)
+        return len(self.items)
 
     def put_nowait(self, item: TurnItem) -> None:
         """Add an item and wake the consumer."""
-        self._items.append(item)
+        self.items.append(item)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     def get_nowait(self) -> TurnItem:
         """The oldest item; raises ``asyncio.QueueEmpty`` when there is none."""
-        if not self._items:
+        if not self.items:
             raise asyncio.QueueEmpty
-        return self._items.popleft()
+        return self.items.popleft()
 
-    async def get(self) -> TurnItem:
-        """The oldest item, waiting for one if needed."""
-        while not self._items:
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
+    async def get(self, stall_s: float | None = None) -> TurnItem:
+        """The oldest item, waiting for one if needed (``TimeoutError`` after ``stall_s`` of
+        waiting, when given)."""
+        while not self.items:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            if stall_s is not None:
+                self.due = loop.time() + stall_s
+                self._watch.start(self, self.due, loop)
             try:
                 await waiter
             finally:
                 self._waiter = None
-        return self._items.popleft()
+                if stall_s is not None:
+                    self._watch.stop(self)
+            if self._stalled:
+                self._stalled = False
+                if not self.items:
+                    raise TimeoutError
+        return self.items.popleft()
+
+    def stall(self) -> None:
+        """Wake the waiting consumer with ``TimeoutError`` (its stall time has passed)."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            self._stalled = True
+            waiter.set_result(None)
+
+    def disarm(self) -> None:
+        """The turn is over: stop watching it."""
+        self._watch.stop(self)
 
 
 class RpcCallError(Exception):
@@ -121,13 +203,17 @@ class AcpConnection:
         self._prompt_ids: dict[str, int] = {}  # session -> id of its pending session/prompt
         self._cancelled_sessions: set[str] = set()
         self._decoder = MessageDecoder()
-        self._write_lock = asyncio.Lock()
+        self._stall_watch = StallWatch()
         self._dead: CursorPipeError | None = None
         self._on_exit: list[Callable[[AcpConnection, CursorPipeError], None]] = []
         self.init_result: dict[str, Any] = {}
         self.noise_lines = 0
         self.permission_answers: deque[str] = deque(maxlen=64)  # recent answers, for diagnostics
+        # Stdout is decoded and routed inside the loop's read callback (no reader task to wake per
+        # read, issue 16); the task below only waits for the end of the stream to report it.
+        self._eof: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._reader = asyncio.create_task(self._read_loop(), name=f"acp-reader-{proc.pid}")
+        proc.set_stdout_sink(self._on_stdout)
 
     # ---- lifecycle ----------------------------------------------------------------------------
     @classmethod
@@ -142,7 +228,7 @@ class AcpConnection:
         client_version: str,
     ) -> AcpConnection:
         """Spawn and ``initialize`` (acp.md §2). The caller bounds the time it may take."""
-        proc = await ManagedProcess.spawn(argv, env=env, cwd=cwd, name="agent acp")
+        proc = await ManagedProcess.spawn(argv, env=env, cwd=cwd, name="agent acp", direct_stdout=True)
         conn = cls(proc, policy=policy, generation=generation)
         try:
             conn.init_result = await conn.call(
@@ -198,7 +284,7 @@ class AcpConnection:
 
     @property
     def alive(self) -> bool:
-        """Whether the process is up and the reader is running."""
+        """Whether the process is up and its stdout has not ended."""
         return self._dead is None and self._proc.returncode is None
 
     @property
@@ -215,6 +301,7 @@ class AcpConnection:
         if self._dead is None:
             self._dead = AgentCrashError("agent acp was shut down", transport="acp", retryable=True)
             self._on_exit.clear()
+        self._stall_watch.close()
         await self._proc.close()
         # asyncio.wait (not wait_for) so our own cancellation is never mistaken for the reader's.
         await asyncio.wait({self._reader}, timeout=2.0)
@@ -231,8 +318,10 @@ class AcpConnection:
         if self._dead is not None:
             raise self._dead
         try:
-            async with self._write_lock:
-                await self._proc.write(data)
+            # One whole line per write keeps lines from interleaving without a lock; waiting for
+            # the pipe only when its backlog is over the high-water mark.
+            if self._proc.write_nowait(data):
+                await self._proc.drain()
         except (BrokenPipeError, ConnectionResetError, RuntimeError) as exc:
             # The reader will see EOF and report the exit code; give it a moment to do so.
             await asyncio.wait({self._reader}, timeout=2.0)
@@ -256,7 +345,7 @@ class AcpConnection:
     async def start_prompt(self, session_id: str, params: dict[str, Any]) -> TurnQueue:
         """Route ``session_id``'s updates to a fresh queue, then send ``session/prompt``; its answer
         arrives on the same queue after every update that preceded it."""
-        queue = TurnQueue()
+        queue = TurnQueue(self._stall_watch)
         if session_id in self._routes:
             raise SessionError(
                 f"The previous turn of session {session_id} is still finishing; try again shortly.",
@@ -300,21 +389,30 @@ class AcpConnection:
                 await self._send(encode_notification("session/cancel", {"sessionId": session_id}))
 
     # ---- reader -------------------------------------------------------------------------------
-    async def _read_loop(self) -> None:
+    def _on_stdout(self, data: bytes) -> None:
+        """Stdout bytes from the event loop's read callback (``b""`` at end of file)."""
+        if self._eof.done():
+            return
         try:
-            while True:
-                data = await self._proc.read(65536)
-                items = self._decoder.feed(data) if data else self._decoder.close()
-                for item in items:
+            items = self._decoder.feed(data) if data else self._decoder.close()
+            notification = self._notification
+            for item in items:
+                # Notifications (streamed updates) are nearly every line: routed without the
+                # dispatcher's type ladder (issue 16).
+                if type(item) is Notification:
+                    notification(item)
+                else:
                     self._dispatch(item)
-                if not data:
-                    break
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # a bug in dispatch must not leave callers waiting forever
             log.exception("acp: reader failed")
             self._die(ProtocolError(f"agent acp reader failed: {exc}", transport="acp"))
+            self._eof.set_result(None)
             return
+        if not data:
+            self._eof.set_result(None)
+
+    async def _read_loop(self) -> None:
+        await self._eof
         if self._dead is not None:
             return
         with contextlib.suppress(asyncio.TimeoutError):
@@ -350,12 +448,12 @@ class AcpConnection:
         self._routes.clear()
 
     def _dispatch(self, item: object) -> None:
-        if isinstance(item, ProtocolError):
+        if type(item) is Notification:  # the most frequent by far: checked first
+            self._notification(item)
+        elif isinstance(item, ProtocolError):
             # acp.md §2: Cursor may print noise; a bad line costs only itself.
             self.noise_lines += 1
             log.debug("acp: ignored a line: %s", redact(str(item)))
-        elif isinstance(item, Notification):
-            self._notification(item)
         elif isinstance(item, (Response, ErrorResponse)):
             self._answer(item)
         elif isinstance(item, Request):
@@ -387,7 +485,7 @@ class AcpConnection:
         queue = self._routes.get(sid) if isinstance(sid, str) else None
         if queue is None or not isinstance(update, dict):
             return  # e.g. available_commands_update of a pooled session nobody is using yet
-        queue.put_nowait(TurnItem("update", update))
+        queue.put_nowait(_new_item(TurnItem, ("update", update)))
 
     def _request(self, msg: Request) -> None:
         if msg.method == "session/request_permission":

@@ -26,6 +26,9 @@ __all__ = ["SessionDispenser", "SessionHandle"]
 
 log = logging.getLogger("cursorpipe.acp")
 
+#: At most this many sessions are created at once by a refill.
+REFILL_BATCH = 8
+
 
 @dataclass(eq=False)
 class SessionHandle:
@@ -46,7 +49,8 @@ class SessionHandle:
 
 
 class SessionDispenser:
-    """Hands out fresh sessions, keeping ``target`` of them ready."""
+    """Hands out fresh sessions, keeping at least ``target`` of them ready (refills come in
+    batches of up to a quarter of the pool, so up to ``target + target // 4 - 1`` can wait)."""
 
     def __init__(
         self,
@@ -103,18 +107,42 @@ class SessionDispenser:
     async def _run_refill(self) -> None:
         while True:
             self._prune()
-            if len(self._ready) >= self._target:
+            missing = self._target - len(self._ready)
+            if missing <= 0:
                 return
-            try:
-                handle = await self._create()
-                if self._prepare is not None:
-                    await self._prepare(handle)
-            except CursorPipeError as exc:
+            # Several sessions at once: their requests and answers share reads, writes and
+            # wake-ups instead of paying round trip after round trip (issue 16). When a single
+            # session is missing, a quarter of the pool (at most REFILL_BATCH) is made anyway,
+            # so sequential requests refill in batches too; the pool then holds a few more than
+            # ``target`` until requests use them. Bounded, so a large pool never floods the agent.
+            batch = min(max(missing, self._target // 4), REFILL_BATCH)
+            if batch == 1:
+                results: list[SessionHandle | BaseException] = []
+                try:
+                    results.append(await self._one())
+                except CursorPipeError as exc:
+                    results.append(exc)
+            else:
+                results = await asyncio.gather(*(self._one() for _ in range(batch)), return_exceptions=True)
+            failed: CursorPipeError | None = None
+            for result in results:
+                if isinstance(result, SessionHandle):
+                    self.created += 1
+                    self._ready.append(result)
+                elif isinstance(result, CursorPipeError):
+                    failed = result
+                else:
+                    raise result  # not a creation failure (a bug, a cancellation): not ours to hide
+            if failed is not None:
                 # Requests still work (on demand) and report the error themselves.
-                log.warning("acp: could not pre-create a session: %s", exc)
+                log.warning("acp: could not pre-create a session: %s", failed)
                 return
-            self.created += 1
-            self._ready.append(handle)
+
+    async def _one(self) -> SessionHandle:
+        handle = await self._create()
+        if self._prepare is not None:
+            await self._prepare(handle)
+        return handle
 
     async def take(self) -> SessionHandle:
         """A fresh session for one caller (pooled if one is ready, else created now)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from ...errors import ModelNotFoundError
 from ...types import ModelInfo
@@ -157,6 +157,40 @@ class ModelCatalog:
         # Every request resolves its model name (twice: fail-fast, then the switch); the answer
         # for a name never changes for one catalogue, so it is memoised (issue 16).
         self._resolved: dict[str, AcpModel] = {}
+        #: The ``model`` config option's raw ``options`` list this catalogue was read from, if
+        #: any: a later session listing an equal list (compared as parsed, in C) is this
+        #: catalogue without reading its options again (see :meth:`lists_same`).
+        self.raw: list[Any] | None = None
+
+    @staticmethod
+    def _model_option(result: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        for opt in result.get("configOptions") or ():
+            if _mapping(opt) and (opt.get("id") == "model" or opt.get("category") == "model"):
+                return opt
+        return None
+
+    @classmethod
+    def read(cls, result: Mapping[str, Any]) -> tuple[ModelCatalog, str | None]:
+        """A catalogue of a session result, with ``raw`` set, and the result's current model."""
+        options, current = cls.read_options(result)
+        catalog = cls(options, current)
+        opt = cls._model_option(result)
+        raw = opt.get("options") if opt is not None else None
+        if isinstance(raw, list) and raw and catalog.models:
+            catalog.raw = raw
+        return catalog, current
+
+    def lists_same(self, result: Mapping[str, Any]) -> tuple[bool, str | None]:
+        """Whether ``result``'s model option lists exactly the options of ``raw`` (then this
+        catalogue is the result's), and the result's current model id when it does (issue 16:
+        every pooled session repeats the same list of some thirty models)."""
+        if not self.raw:
+            return False, None
+        opt = self._model_option(result)
+        if opt is None or opt.get("options") != self.raw:
+            return False, None
+        current = opt.get("currentValue")
+        return True, current if isinstance(current, str) else None
 
     @classmethod
     def from_session(cls, result: Mapping[str, Any], *, previous: ModelCatalog | None = None) -> ModelCatalog:
@@ -179,10 +213,10 @@ class ModelCatalog:
         options: list[tuple[str, str]] = []
         current: str | None = None
         for opt in result.get("configOptions") or ():
-            if isinstance(opt, Mapping) and (opt.get("id") == "model" or opt.get("category") == "model"):
+            if _mapping(opt) and (opt.get("id") == "model" or opt.get("category") == "model"):
                 current = opt.get("currentValue") if isinstance(opt.get("currentValue"), str) else None
                 for item in opt.get("options") or ():
-                    if isinstance(item, Mapping) and isinstance(item.get("value"), str):
+                    if _mapping(item) and isinstance(item.get("value"), str):
                         options.append((item["value"], str(item.get("name") or item["value"])))
                 break
         if not options:
@@ -227,6 +261,12 @@ class ModelCatalog:
         if candidates:
             return max(candidates, key=lambda m: _score(m.params, params))
         raise ModelNotFoundError(name, [m.cli_id for m in self.models])
+
+
+def _mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
+    # JSON objects are dicts: the exact type check first, the ABC's slower one only otherwise
+    # (every pooled session's result lists some thirty models, issue 16).
+    return type(value) is dict or isinstance(value, Mapping)
 
 
 def _score(have: Mapping[str, str], want: Mapping[str, str]) -> tuple[int, int]:

@@ -20,7 +20,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import AsyncGenerator, Sequence
-from contextlib import aclosing
 from typing import Any
 
 from ..._codecs.jsonrpc import METHOD_NOT_FOUND
@@ -93,8 +92,9 @@ def _merge_waiting(queue: TurnQueue, kind: str, chunk: str) -> tuple[str, TurnIt
     the text is the same, nothing waits longer, and every layer above handles one event (issue 16:
     per-event cost dominated at 32 concurrent)."""
     parts = [chunk]
-    while queue.qsize():
-        nxt = queue.get_nowait()
+    items = queue.items
+    while items:
+        nxt = items.popleft()
         if nxt.kind != "update":
             return "".join(parts), nxt
         next_kind, next_chunk = _chunk(nxt.payload)
@@ -368,14 +368,7 @@ class AcpTransport:
             raise ProtocolError("agent acp answered session/new without a sessionId.", transport=NAME)
         # Cached across sessions and refreshed whenever a session lists other options (issue 16:
         # rebuilding the id mapping for every pooled session was a measurable share of a request).
-        options, current = ModelCatalog.read_options(result)
-        catalog = self._catalog
-        if catalog is None or catalog.options != options:
-            catalog = ModelCatalog(options, current)
-            if catalog.models:
-                self._catalog = catalog
-            elif self._catalog is not None:
-                catalog = self._catalog
+        catalog, current = self._session_catalog(result)
         modes = result.get("modes")
         mode = modes.get("currentModeId") if isinstance(modes, dict) else None
         return SessionHandle(
@@ -385,6 +378,24 @@ class AcpTransport:
             model_value=current,
             mode=mode if isinstance(mode, str) else None,
         )
+
+    def _session_catalog(self, result: dict[str, Any]) -> tuple[ModelCatalog, str | None]:
+        """The catalogue of a session result (the cached one while the options are the same)
+        and the session's current model."""
+        catalog = self._catalog
+        if catalog is not None:
+            same, current = catalog.lists_same(result)
+            if same:
+                return catalog, current
+        fresh, current = ModelCatalog.read(result)
+        if catalog is None or catalog.options != fresh.options:
+            if fresh.models:
+                self._catalog = fresh
+                return fresh, current
+            return (fresh if catalog is None else catalog), current
+        if fresh.raw is not None:
+            catalog.raw = fresh.raw  # the same options listed differently: compare with this list
+        return catalog, current
 
     async def _reload(self, lost: SessionHandle) -> SessionHandle:
         """Re-open a dedicated session on a restarted agent with ``session/load`` (acp.md §3.1:
@@ -531,104 +542,123 @@ class AcpTransport:
     async def _run(
         self, request: TurnRequest, session: TransportSession | None
     ) -> AsyncGenerator[Event, None]:
+        # One generator from the session to TurnEnd: every async generator an event passes
+        # through costs a step per event and a registration per turn (issue 16).
+        lock: asyncio.Lock | None = None
         if session is None:
-            if self._catalog is not None:
-                self._catalog.resolve(request.model)
-                # Before take(): the refill it starts pre-switches the next pooled session.
-                self._preferred_model = request.model
-            # A fresh session per stateless request, never reused (no cross-request history).
-            handle = await self._dispenser.take()
+            handle = await self._take_fresh(request)
+        else:
+            handle, lock = await self._enter_session(session)
+        try:
+            conn = handle.conn
             text = flatten_messages(request.messages)
+            model_id = await self._set_model(handle, request.model)
+            self._preferred_model = request.model
+            yield TransportInfo(transport=NAME, model=model_id, session_id=handle.id)
             images = [i for m in request.messages if m.role == "user" for i in m.images]
-            # Closed here: the caller stops at TurnEnd, and a generator left to the garbage
-            # collector is closed through the loop's thread-safe wake-up (issue 16).
-            async with aclosing(self._turn(handle, request, text, images)) as events:
-                async for event in events:
-                    yield event
-            return
+            queue = await conn.start_prompt(
+                handle.id, {"sessionId": handle.id, "prompt": _blocks(text, images)}
+            )
+            available = handle.catalog.cli_ids
+            inband = InbandErrorFilter()
+            answer: list[str] = []
+            answered = False  # the agent ended the prompt (result or error): nothing left to cancel
+            held: TurnItem | None = None  # an item read while merging chunks, handled next
+            items = queue.items
+            try:
+                while True:
+                    # Most items are already queued when we look (the reader delivers a whole
+                    # read at once): taken straight from the deque.
+                    if held is not None:
+                        item, held = held, None
+                    else:
+                        item = items.popleft() if items else await self._wait_item(queue)
+                    if item.kind != "update":
+                        answered = True
+                        break
+                    kind, chunk = _chunk(item.payload)
+                    if kind is None:
+                        continue
+                    merged, held = _merge_waiting(queue, kind, chunk)
+                    if kind == "thought":
+                        yield ThinkingDelta(merged)
+                        continue
+                    out = inband.feed(merged)
+                    if out:
+                        answer.append(out)
+                        yield TextDelta(out)
+            finally:
+                queue.disarm()
+                if answered:
+                    conn.end_prompt(handle.id, queue)
+                else:
+                    await self._abandon(handle, queue)
+            for event in self._turn_end(item, inband, request, available, text, answer):
+                yield event
+        finally:
+            if lock is not None:
+                lock.release()
+
+    async def _take_fresh(self, request: TurnRequest) -> SessionHandle:
+        """A fresh session for a stateless request, never reused (no cross-request history)."""
+        if self._catalog is not None:
+            self._catalog.resolve(request.model)
+            # Before take(): the refill it starts pre-switches the next pooled session.
+            self._preferred_model = request.model
+        return await self._dispenser.take()
+
+    async def _enter_session(self, session: TransportSession) -> tuple[SessionHandle, asyncio.Lock]:
+        """A dedicated session's handle, its lock held (released by the caller after the turn)."""
         if not isinstance(session, AcpSession):
             raise SessionError("This session does not belong to the acp transport.", transport=NAME)
         if session.closed:
             raise SessionError(f"Session {session.id} was discarded; open a new one.", transport=NAME)
-        async with session.lock:
+        await session.lock.acquire()
+        try:
             handle = session.handle
             if handle.settling is not None:
                 # The previous turn was abandoned; let the agent confirm its cancel first.
                 await asyncio.wait({handle.settling}, timeout=ACP_CANCEL_GRACE_S + 1.0)
             if not handle.conn.alive:
                 handle = session.handle = await self._reload(handle)
-            # The agent keeps the history: send only the new messages.
-            text = flatten_messages(request.messages)
-            images = [i for m in request.messages if m.role == "user" for i in m.images]
-            async with aclosing(self._turn(handle, request, text, images)) as events:
-                async for event in events:
-                    yield event
+        except BaseException:
+            session.lock.release()
+            raise
+        # The agent keeps the history: the request carries only the new messages.
+        return handle, session.lock
 
-    async def _turn(
-        self, handle: SessionHandle, request: TurnRequest, text: str, images: Sequence[ImagePart]
-    ) -> AsyncGenerator[Event, None]:
-        conn = handle.conn
-        model_id = await self._set_model(handle, request.model)
-        self._preferred_model = request.model
-        yield TransportInfo(transport=NAME, model=model_id, session_id=handle.id)
-        queue = await conn.start_prompt(handle.id, {"sessionId": handle.id, "prompt": _blocks(text, images)})
-        available = handle.catalog.cli_ids
-        inband = InbandErrorFilter()
-        answer: list[str] = []
-        answered = False  # the agent ended the prompt (result or error): nothing left to cancel
-        stop: Any = None
-        held: TurnItem | None = None  # an item read while merging chunks, handled next
-        try:
-            while True:
-                # Most items are already queued when we look (the reader delivers a whole read at
-                # once): take them without arming a stall timer each time (issue 16 profile).
-                if held is not None:
-                    item, held = held, None
-                elif queue.qsize():
-                    item = queue.get_nowait()
-                else:
-                    item = await self._wait_item(queue)
-                if item.kind == "result":
-                    answered = True
-                    stop = item.payload.get("stopReason") if isinstance(item.payload, dict) else None
-                    break
-                if item.kind == "error":
-                    answered = True
-                    raise self._turn_error(item, request.model, available)
-                kind, chunk = _chunk(item.payload)
-                if kind is None:
-                    continue
-                merged, held = _merge_waiting(queue, kind, chunk)
-                if kind == "thought":
-                    yield ThinkingDelta(merged)
-                    continue
-                out = inband.feed(merged)
-                if out:
-                    answer.append(out)
-                    yield TextDelta(out)
-            tail, error = inband.finish(model=request.model, available=available)
-            if error is not None:
-                raise error
-            if tail:
-                answer.append(tail)
-                yield TextDelta(tail)
-        finally:
-            if answered:
-                conn.end_prompt(handle.id, queue)
-            else:
-                await self._abandon(handle, queue)
+    def _turn_end(
+        self,
+        item: TurnItem,
+        inband: InbandErrorFilter,
+        request: TurnRequest,
+        available: list[str],
+        text: str,
+        answer: list[str],
+    ) -> list[Event]:
+        """The events after the prompt's answer ``item`` (or the error it carries)."""
+        if item.kind == "error":
+            raise self._turn_error(item, request.model, available)
+        tail, error = inband.finish(model=request.model, available=available)
+        if error is not None:
+            raise error
+        events: list[Event] = []
+        if tail:
+            answer.append(tail)
+            events.append(TextDelta(tail))
+        stop = item.payload.get("stopReason") if isinstance(item.payload, dict) else None
         # ACP reports no token usage at all (acp.md §4): estimate it.
         usage = Usage(
             input_tokens=estimate_tokens(text), output_tokens=estimate_tokens("".join(answer)), estimated=True
         )
         self._restarts = 0  # a completed turn proves the process healthy
-        yield UsageEvent(usage)
-        yield TurnEnd(_STOP_REASONS.get(str(stop), "stop"), usage)
+        events.append(UsageEvent(usage))
+        events.append(TurnEnd(_STOP_REASONS.get(str(stop), "stop"), usage))
+        return events
 
     async def _wait_item(self, queue: TurnQueue) -> TurnItem:
         try:
-            async with asyncio.timeout(self.stall_timeout_s):
-                return await queue.get()
+            return await queue.get(self.stall_timeout_s)
         except TimeoutError:
             raise StreamStalledError(
                 f"agent acp sent nothing for {self.stall_timeout_s:g} s; the turn was cancelled (a "
