@@ -368,6 +368,7 @@ async def held_streams(rec: Recorder, count: int) -> None:
     first round warms up every allocation path; the second is measured."""
     path = os.path.join(tempfile.mkdtemp(prefix="cpbench"), "traced")
     env = {"CURSORPIPE_BENCH_DELAY_S": str(HELD_DELAY_S), "CURSORPIPE_BENCH_TRACEMALLOC": path}
+    env["CURSORPIPE_BENCH_PROFILE"] = ""  # not this server: tracemalloc alone
     with server_process("", "", env) as (url, proc):
         await release(*await hold(url, count))
         idle_py, idle_rss = traced_bytes(proc, path), rss_mib(proc.pid)
@@ -521,7 +522,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--emulator", action="store_true", help="connect transport against the emulator")
-    default_requests = 8 if quick() else 100
+    default_requests = 8 if quick() else 300
     parser.add_argument(
         "--requests", type=int, default=default_requests, help="requests per repeat (min 4x concurrency)"
     )
