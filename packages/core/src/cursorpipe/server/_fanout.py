@@ -36,6 +36,11 @@ GONE = Gone()
 Item = tuple[int, "Event | Exception | End | Gone"]
 
 
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
+
+
 class Fanout:
     """Consume ``n`` event streams concurrently into one ordered queue of ``(index, item)``.
 
@@ -48,7 +53,7 @@ class Fanout:
 
     def __init__(self, streams: list[AsyncGenerator[Event, None]]) -> None:
         self._items: deque[Item] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[bool] | None = None
         self._tasks = [asyncio.create_task(self._pump(i, s)) for i, s in enumerate(streams)]
         self.size = len(streams)
 
@@ -62,7 +67,7 @@ class Fanout:
         self._items.append(item)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            waiter.set_result(True)
 
     async def _watch(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -82,19 +87,18 @@ class Fanout:
         self._put((index, END))
 
     async def _more(self, wait_s: float | None) -> bool:
-        """Wait until an item is queued; False when ``wait_s`` passed first."""
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        """Wait until an item is queued; False when ``wait_s`` passed first. A plain timer
+        callback rather than ``asyncio.timeout``: nothing is cancelled when it fires."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._waiter = waiter
+        timer = None if wait_s is None else loop.call_later(wait_s, _expire, waiter)
         try:
-            if wait_s is None:
-                await waiter
-                return True
-            async with asyncio.timeout(wait_s):
-                await waiter
-            return True
-        except TimeoutError:
-            return False
+            return await waiter
         finally:
             self._waiter = None
+            if timer is not None:
+                timer.cancel()
 
     def ready(self) -> Item | None:
         """The next item if one is already waiting, else ``None`` (never blocks): lets a consumer
