@@ -234,7 +234,14 @@ class _HardenedHttpToolsProtocol(_Defences, HttpToolsProtocol):
     _head_bytes = 0
 
     def _awaiting_head(self) -> bool:
-        return self._head_pending
+        # The head of the next request is awaited only once the last response is complete: a
+        # response that takes longer than the header deadline (a long stream) must not be cut
+        # with a 408 because the request's body has been read (``_head_pending`` is set again
+        # then, for counting a pipelined head's bytes).
+        if not self._head_pending:
+            return False
+        cycle = getattr(self, "cycle", None)
+        return cycle is None or bool(getattr(cycle, "response_complete", True))
 
     def data_received(self, data: bytes) -> None:
         if self._head_pending:
