@@ -4,7 +4,6 @@ timeout the turn loop needs for keep-alives (integrations.md §4.4)."""
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
@@ -46,13 +45,16 @@ class Fanout:
 
     Each stream runs in its own task so a silent model never blocks keep-alives, and cancelling
     (:meth:`aclose`) closes every stream, which cancels the upstream Cursor runs (base.py contract).
-    The queue is a deque and one waiter future, not an ``asyncio.Queue``: there is one reader and
+    The queue is a list and one waiter future, not an ``asyncio.Queue``: there is one reader and
     the queue is unbounded, so the lock-step bookkeeping of a Queue (three deques and a future
     per put or get) is pure cost per event and per open stream (issue 16).
     """
 
     def __init__(self, streams: list[AsyncGenerator[Event, None]]) -> None:
-        self._items: deque[Item] = deque()
+        # A list read from ``_head`` (and emptied once read through): smaller than a deque's
+        # first block for the few items usually waiting, and still O(1) per item for a backlog.
+        self._items: list[Item] = []
+        self._head = 0
         self._waiter: asyncio.Future[bool] | None = None
         self._tasks = [asyncio.create_task(self._pump(i, s)) for i, s in enumerate(streams)]
         self.size = len(streams)
@@ -103,14 +105,23 @@ class Fanout:
     def ready(self) -> Item | None:
         """The next item if one is already waiting, else ``None`` (never blocks): lets a consumer
         batch what arrived together into one write."""
-        return self._items.popleft() if self._items else None
+        return self._take() if self._head < len(self._items) else None
+
+    def _take(self) -> Item:
+        item = self._items[self._head]
+        self._head += 1
+        if self._head == len(self._items):
+            self._items.clear()
+            self._head = 0
+        return item
 
     async def next(self, wait_s: float | None = None) -> Item | None:
         """The next item, or ``None`` when ``wait_s`` passed first (time for a keep-alive)."""
-        while not self._items:  # no timer to arm and cancel for an item already there (issue 16)
+        # No timer to arm and cancel for an item already there (issue 16).
+        while self._head == len(self._items):
             if not await self._more(wait_s):
                 return None
-        return self._items.popleft()
+        return self._take()
 
     async def prime(self, wait_s: float) -> bool:
         """Wait (at most ``wait_s``) for the first output, so failures that happen before any
@@ -119,7 +130,7 @@ class Fanout:
         disconnected meanwhile (:meth:`watch`)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
-        seen = 0
+        seen = self._head
         while True:
             while seen < len(self._items):
                 _, value = self._items[seen]
@@ -128,6 +139,7 @@ class Fanout:
                     return False
                 if isinstance(value, Exception):
                     self._items.clear()
+                    self._head = 0
                     raise value
                 if not isinstance(value, (TransportInfo, End)):
                     return True
@@ -139,7 +151,7 @@ class Fanout:
         """The latest ``TransportInfo`` of run ``index`` read so far (a later one names the model
         Cursor routed the turn to)."""
         found: TransportInfo | None = None
-        for i, value in self._items:
+        for i, value in self._items[self._head :]:
             if i == index and isinstance(value, TransportInfo):
                 found = value
         return found
