@@ -56,6 +56,7 @@ class Fanout:
         self._items: list[Item] = []
         self._head = 0
         self._waiter: asyncio.Future[bool] | None = None
+        self._watching = False
         self._tasks = [asyncio.create_task(self._pump(i, s)) for i, s in enumerate(streams)]
         self.size = len(streams)
 
@@ -64,6 +65,7 @@ class Fanout:
         in the same wait: one watcher per request instead of a task wrapping each wait (issue 16).
         The ASGI server reports the disconnect on ``receive`` at once (integrations.md §4.4)."""
         self._tasks.append(asyncio.create_task(self._watch(receive)))
+        self._watching = True
 
     def _put(self, item: Item) -> None:
         self._items.append(item)
@@ -158,6 +160,14 @@ class Fanout:
 
     async def aclose(self) -> None:
         """Cancel every run still going and wait for them to finish cancelling."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            if self._watching and all(t.done() for t in self._tasks[: self.size]):
+                # Every run ended, so the response is (about to be) complete, and the ASGI server
+                # then answers the watcher's receive() with a disconnect: one loop step lets it
+                # end on its own. Cancelling it instead leaves a cycle (error, traceback, frames)
+                # per stream for the cyclic collector (issue 16).
+                await asyncio.sleep(0)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
