@@ -8,6 +8,9 @@ One server process (as ``bench_server.py`` starts it) answers the same prompt st
 ``POST /v1/chat/completions`` and ``POST /v1/messages``, alternating, at 1 and 16 concurrent
 requests; the direct ``CursorClient.events()`` call in this process is the floor. Reported: the
 time to first token of each route, and what each adds over the floor (difference of medians).
+The load generator is ``bench_server.RawHTTP`` (raw HTTP/1.1 keep-alive, one connection per
+in-flight request): httpx, used before, was itself the bottleneck at 16 concurrent (see
+``bench_server.py``), for both checkouts alike.
 """
 
 from __future__ import annotations
@@ -15,36 +18,40 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import time
 from typing import Any
 
-import httpx
 from _util import Recorder, quick
-from bench_server import PROMPT, emulator_process, load, one_direct_request, server_process
+from bench_server import PROMPT, RawHTTP, emulator_process, load, one_direct_request, server_process
 
 ERRORS: list[str] = []
 CONCURRENCY = (1, 16)
 
 
-async def first_token(http: httpx.AsyncClient, path: str) -> tuple[float, float]:
-    """(time to the first answer text, total time) of one streamed request on ``path``."""
+#: The first chunk with answer text, per route (chat's role chunk has none).
+MARKERS = {"/v1/chat/completions": b'"delta":{"content":"', "/v1/messages": b'"text_delta"'}
+
+
+def stream_request(http: RawHTTP, path: str) -> bytes:
+    """The streamed request of ``path``, built once per phase."""
     messages = [{"role": "user", "content": PROMPT}]
     body: dict[str, Any] = {"model": "auto", "messages": messages, "stream": True}
     if path == "/v1/messages":
         body["max_tokens"] = 1024
-        marker = '"text_delta"'
-    else:
-        marker = '"content":"'
+    return http.request_bytes(path, json.dumps(body).encode())
+
+
+async def first_token(http: RawHTTP, path: str, data: bytes) -> tuple[float, float]:
+    """(time to the first answer text, total time) of one streamed request on ``path``."""
     start = time.perf_counter()
-    ttft = float("nan")
-    async with http.stream("POST", path, json=body) as r:
-        r.raise_for_status()
-        async for line in r.aiter_lines():
-            if line.startswith(("event: error", 'data: {"error"')):
-                ERRORS.append(f"{path}: {line[:200]}")
-            if ttft != ttft and line.startswith("data: {") and marker in line and '"role"' not in line:
-                ttft = time.perf_counter() - start
-    return ttft, time.perf_counter() - start
+    status, ttft, body = await http.send(data, MARKERS[path])
+    took = time.perf_counter() - start
+    if status != 200:
+        raise RuntimeError(f"{path}: HTTP {status}: {body[:300]!r}")
+    if b"event: error" in body or b'data: {"error"' in body:
+        ERRORS.append(f"{path}: {body[:200]!r}")
+    return ttft, took
 
 
 async def run(rec: Recorder, args: argparse.Namespace) -> None:
@@ -56,7 +63,6 @@ async def run(rec: Recorder, args: argparse.Namespace) -> None:
             direct = CursorClient(CursorPipeConfig(strategy="connect", backend_url=backend, api_key=key))
         else:
             direct = CursorClient(transport=MockTransport())
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         routes = {"chat": "/v1/chat/completions", "messages": "/v1/messages"}
         async with direct:
             await load(one_direct_request, direct, 4, 16)  # warm-up
@@ -64,12 +70,12 @@ async def run(rec: Recorder, args: argparse.Namespace) -> None:
                 total = max(args.requests, concurrency * 4)
                 for _ in range(args.repeats):
                     for name, path in routes.items():
-                        # A fresh pool per phase (see bench_server.py: idle keep-alive connections).
-                        async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
-                            await load(lambda h, p=path: first_token(h, p), http, 4, 8)  # warm-up
-                            _, ttfts, _ = await load(
-                                lambda h, p=path: first_token(h, p), http, concurrency, total
-                            )
+                        # Fresh connections per phase (see bench_server.py: idle keep-alive ones).
+                        async with RawHTTP(url) as http:
+                            data = stream_request(http, path)
+                            fn = lambda h, p=path, d=data: first_token(h, p, d)  # noqa: E731
+                            await load(fn, http, 4, 8)  # warm-up
+                            _, ttfts, _ = await load(fn, http, concurrency, total)
                         rec.add(f"{name} TTFT c={concurrency}", [t * 1000 for t in ttfts], "ms")
                     _, ttfts, _ = await load(one_direct_request, direct, concurrency, total)
                     rec.add(f"direct TTFT c={concurrency}", [t * 1000 for t in ttfts], "ms")

@@ -9,6 +9,7 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
+from cursorpipe import MockTransport
 from cursorpipe.server._http import hardened_protocol
 
 from .conftest import build, over_socket
@@ -54,3 +55,24 @@ async def test_both_protocols_defend_the_same_way(httptools: bool) -> None:
         writer.write(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\nX-Ok: " + b"a" * 2000 + b"\r\n\r\n")
         assert b"200 OK" in await asyncio.wait_for(reader.readuntil(b'alive"}'), 5)
         writer.close()
+
+
+@pytest.mark.parametrize("httptools", [True, False], ids=["httptools", "h11"])
+async def test_a_stream_longer_than_the_header_deadline_is_not_cut(httptools: bool) -> None:
+    """The header deadline covers waiting for a request head, never the answer to a request
+    whose head and body arrived (it used to end long streams with a 408 on httptools)."""
+    app, _, client = build(MockTransport(delay_s=0.25), pool_size=0)
+    protocol = hardened_protocol(header_timeout_s=0.5, max_connections=64, httptools=httptools)
+    async with over_socket(app, http=protocol, ws="none") as url:
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        messages = [{"role": "user", "content": "one two three four five six"}]
+        body = json.dumps({"model": "auto", "stream": True, "messages": messages}).encode()
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(body) + body
+        )
+        raw = await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+    await client.close()
+    assert raw.startswith(b"HTTP/1.1 200 ")
+    assert b"request_timeout" not in raw and b"data: [DONE]" in raw

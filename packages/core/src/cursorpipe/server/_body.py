@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
 from ._errors import APIError, ClientGone
 from ._requests import parse_json_object
@@ -42,15 +42,27 @@ async def read_body(request: Request, *, limit: int, timeout_s: float) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.strip().isdigit() and int(declared) > limit:
         raise BodyTooLarge(limit)
+    receive = request.receive
     chunks: list[bytes] = []
     size = 0
     try:
+        # ASGI messages straight from ``receive`` (Request.stream() is an async generator more
+        # per request, issue 16); usually the whole body is in the first one.
         async with asyncio.timeout(timeout_s):
-            async for chunk in request.stream():
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientGone
+                if message["type"] != "http.request":
+                    continue
+                chunk: bytes = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
                     raise BodyTooLarge(limit)
-                chunks.append(chunk)
+                if chunk:
+                    chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
     except TimeoutError:
         raise APIError(
             408,
@@ -58,9 +70,7 @@ async def read_body(request: Request, *, limit: int, timeout_s: float) -> bytes:
             code="request_timeout",
             should_retry=False,
         ) from None
-    except ClientDisconnect:
-        raise ClientGone from None
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def parse_body(raw: bytes, parse: Callable[[dict[str, Any]], T]) -> T:

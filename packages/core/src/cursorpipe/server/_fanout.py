@@ -4,7 +4,6 @@ timeout the turn loop needs for keep-alives (integrations.md §4.4)."""
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
@@ -36,16 +35,28 @@ GONE = Gone()
 Item = tuple[int, "Event | Exception | End | Gone"]
 
 
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
+
+
 class Fanout:
     """Consume ``n`` event streams concurrently into one ordered queue of ``(index, item)``.
 
     Each stream runs in its own task so a silent model never blocks keep-alives, and cancelling
     (:meth:`aclose`) closes every stream, which cancels the upstream Cursor runs (base.py contract).
+    The queue is a list and one waiter future, not an ``asyncio.Queue``: there is one reader and
+    the queue is unbounded, so the lock-step bookkeeping of a Queue (three deques and a future
+    per put or get) is pure cost per event and per open stream (issue 16).
     """
 
     def __init__(self, streams: list[AsyncGenerator[Event, None]]) -> None:
-        self._queue: asyncio.Queue[Item] = asyncio.Queue()
-        self._buffer: deque[Item] = deque()
+        # A list read from ``_head`` (and emptied once read through): smaller than a deque's
+        # first block for the few items usually waiting, and still O(1) per item for a backlog.
+        self._items: list[Item] = []
+        self._head = 0
+        self._waiter: asyncio.Future[bool] | None = None
+        self._watching = False
         self._tasks = [asyncio.create_task(self._pump(i, s)) for i, s in enumerate(streams)]
         self.size = len(streams)
 
@@ -54,45 +65,65 @@ class Fanout:
         in the same wait: one watcher per request instead of a task wrapping each wait (issue 16).
         The ASGI server reports the disconnect on ``receive`` at once (integrations.md §4.4)."""
         self._tasks.append(asyncio.create_task(self._watch(receive)))
+        self._watching = True
+
+    def _put(self, item: Item) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
 
     async def _watch(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
-        await self._queue.put((-1, GONE))
+        self._put((-1, GONE))
 
     async def _pump(self, index: int, stream: AsyncGenerator[Event, None]) -> None:
         try:
             async with aclosing(stream) as events:
                 async for event in events:
-                    await self._queue.put((index, event))
+                    self._put((index, event))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # handed to the consumer, which renders it (never swallowed)
-            await self._queue.put((index, exc))
+            self._put((index, exc))
             return
-        await self._queue.put((index, END))
+        self._put((index, END))
+
+    async def _more(self, wait_s: float | None) -> bool:
+        """Wait until an item is queued; False when ``wait_s`` passed first. A plain timer
+        callback rather than ``asyncio.timeout``: nothing is cancelled when it fires."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._waiter = waiter
+        timer = None if wait_s is None else loop.call_later(wait_s, _expire, waiter)
+        try:
+            return await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
 
     def ready(self) -> Item | None:
         """The next item if one is already waiting, else ``None`` (never blocks): lets a consumer
         batch what arrived together into one write."""
-        if self._buffer:
-            return self._buffer.popleft()
-        if self._queue.empty():
-            return None
-        return self._queue.get_nowait()
+        return self._take() if self._head < len(self._items) else None
+
+    def _take(self) -> Item:
+        item = self._items[self._head]
+        self._head += 1
+        if self._head == len(self._items):
+            self._items.clear()
+            self._head = 0
+        return item
 
     async def next(self, wait_s: float | None = None) -> Item | None:
         """The next item, or ``None`` when ``wait_s`` passed first (time for a keep-alive)."""
-        item = self.ready()
-        if item is not None:
-            return item  # no timer to arm and cancel for an item already there (issue 16)
-        if wait_s is None:
-            return await self._queue.get()
-        try:
-            async with asyncio.timeout(wait_s):
-                return await self._queue.get()
-        except TimeoutError:
-            return None
+        # No timer to arm and cancel for an item already there (issue 16).
+        while self._head == len(self._items):
+            if not await self._more(wait_s):
+                return None
+        return self._take()
 
     async def prime(self, wait_s: float) -> bool:
         """Wait (at most ``wait_s``) for the first output, so failures that happen before any
@@ -101,36 +132,42 @@ class Fanout:
         disconnected meanwhile (:meth:`watch`)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
+        seen = self._head
         while True:
+            while seen < len(self._items):
+                _, value = self._items[seen]
+                seen += 1
+                if value is GONE:
+                    return False
+                if isinstance(value, Exception):
+                    self._items.clear()
+                    self._head = 0
+                    raise value
+                if not isinstance(value, (TransportInfo, End)):
+                    return True
             remaining = deadline - loop.time()
-            if remaining <= 0:
-                return True
-            try:
-                async with asyncio.timeout(remaining):
-                    item = await self._queue.get()  # not next(): that would re-read the buffer
-            except TimeoutError:
-                return True
-            _, value = item
-            if value is GONE:
-                return False
-            self._buffer.append(item)
-            if isinstance(value, Exception):
-                self._buffer.clear()
-                raise value
-            if not isinstance(value, (TransportInfo, End)):
+            if remaining <= 0 or not await self._more(remaining):
                 return True
 
     def peek_info(self, index: int = 0) -> TransportInfo | None:
         """The latest ``TransportInfo`` of run ``index`` read so far (a later one names the model
         Cursor routed the turn to)."""
         found: TransportInfo | None = None
-        for i, value in self._buffer:
+        for i, value in self._items[self._head :]:
             if i == index and isinstance(value, TransportInfo):
                 found = value
         return found
 
     async def aclose(self) -> None:
         """Cancel every run still going and wait for them to finish cancelling."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            if self._watching and all(t.done() for t in self._tasks[: self.size]):
+                # Every run ended, so the response is (about to be) complete, and the ASGI server
+                # then answers the watcher's receive() with a disconnect: one loop step lets it
+                # end on its own. Cancelling it instead leaves a cycle (error, traceback, frames)
+                # per stream for the cyclic collector (issue 16).
+                await asyncio.sleep(0)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)

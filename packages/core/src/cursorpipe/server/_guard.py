@@ -8,10 +8,12 @@ import ipaddress
 import re
 import secrets
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,7 +24,12 @@ from ._gateway._callers import CALLER_KEY
 from ._state import ServerState
 from ._turn import ERROR_SHAPE_KEY
 
-__all__ = ["HEALTH_PATHS", "GuardMiddleware", "OpenAICORSMiddleware"]
+__all__ = ["HEALTH_PATHS", "Endpoint", "ErrorHandler", "GuardMiddleware", "OpenAICORSMiddleware"]
+
+#: A raw route's endpoint: the request in, the response out.
+Endpoint = Callable[[Request], Awaitable[Response]]
+#: The app's exception handler: the response for an exception an endpoint raised.
+ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
 
 HEALTH_PATHS = frozenset({"/health", "/health/live", "/health/ready"})
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
@@ -53,9 +60,24 @@ class GuardMiddleware:
     (health and CORS preflight exempt), 503 while draining, metrics, and a last-resort OpenAI-shaped
     500 so no path ever answers in another shape."""
 
-    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        state: ServerState,
+        direct: Mapping[str, Endpoint] | None = None,
+        on_error: ErrorHandler | None = None,
+        handled: tuple[type[Exception], ...] = (),
+    ) -> None:
         self.app = app
         self.state = state
+        # The generation routes (POST on an exact path) are called straight from here: routing,
+        # FastAPI's exception middleware and exit stacks, and Starlette's request wrapper cost
+        # more per request than the rest of the server's own work on a short answer (issue 16).
+        # Their exceptions get the app's own handler (``on_error`` for the ``handled`` types),
+        # as routing would have given them; every other method and path is routed as before.
+        self._direct = dict(direct or {})
+        self._on_error = on_error
+        self._handled = handled
         token = state.config.bearer_token.get_secret_value()
         self._token = token.encode() if token else None
         # Passthrough (issue 17): every request carries the caller's own Cursor API key, checked by
@@ -185,8 +207,12 @@ class GuardMiddleware:
                     scope, receive, send_with_id
                 )
             else:
+                endpoint = self._direct.get(path) if method == "POST" else None
                 async with self._caller_slot(scope, method, exempt):
-                    await self.app(scope, receive, send_with_id)
+                    if endpoint is None:
+                        await self.app(scope, receive, send_with_id)
+                    else:
+                        await self._call(endpoint, scope, receive, send_with_id, lambda: response_started)
         except Exception as exc:
             if response_started:
                 raise
@@ -195,6 +221,21 @@ class GuardMiddleware:
             self.state.metrics.observe_request(
                 _metric_path(path), method, status, time.perf_counter() - started
             )
+
+    async def _call(
+        self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send, started: Callable[[], bool]
+    ) -> None:
+        """Run a direct route as Starlette's router would: its exceptions of a handled type are
+        answered by the app's handler unless the response has started (then they propagate)."""
+        request = Request(scope, receive, send)
+        try:
+            response = await endpoint(request)
+            await response(scope, receive, send)
+        except Exception as exc:
+            if self._on_error is None or started() or not isinstance(exc, self._handled):
+                raise
+            response = await self._on_error(request, exc)
+            await response(scope, receive, send)
 
 
 class OpenAICORSMiddleware(CORSMiddleware):

@@ -82,6 +82,43 @@ class ThrottleFilter(logging.Filter):
         return True
 
 
+class _CoalescingTransport:
+    """The connection's transport as uvicorn sees it: writes made in one event-loop step reach
+    the socket as one write at the end of that step. uvicorn writes a response's status line and
+    headers and then its body separately, two system calls for every short answer; this makes
+    them one (issue 16). Everything but writing and closing is the real transport's."""
+
+    __slots__ = ("_loop", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._pending is None:
+            self._pending = [bytes(data)]
+            self._loop.call_soon(self._flush)
+        else:
+            self._pending.append(bytes(data))
+
+    def writelines(self, lines: Any) -> None:
+        for data in lines:
+            self.write(data)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self._flush()  # what was written before closing is sent first, as with the real one
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class _Defences:
     """What both HTTP protocol classes add to uvicorn's: the connection cap, the header deadline,
     and OpenAI-shaped 400s. The subclass says whether a request head is awaited
@@ -103,7 +140,8 @@ class _Defences:
     # The uvicorn protocol class comes after this mixin in the MRO, so these extend its methods.
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
-        self._refused(self.transport)
+        if not self._refused(self.transport):
+            self.transport = _CoalescingTransport(self.transport, self.loop)  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
@@ -196,7 +234,14 @@ class _HardenedHttpToolsProtocol(_Defences, HttpToolsProtocol):
     _head_bytes = 0
 
     def _awaiting_head(self) -> bool:
-        return self._head_pending
+        # The head of the next request is awaited only once the last response is complete: a
+        # response that takes longer than the header deadline (a long stream) must not be cut
+        # with a 408 because the request's body has been read (``_head_pending`` is set again
+        # then, for counting a pipelined head's bytes).
+        if not self._head_pending:
+            return False
+        cycle = getattr(self, "cycle", None)
+        return cycle is None or bool(getattr(cycle, "response_complete", True))
 
     def data_received(self, data: bytes) -> None:
         if self._head_pending:

@@ -146,6 +146,8 @@ class ChatRenderer:
     """One chat completion request, rendered as OpenAI renders it."""
 
     keepalive = KEEPALIVE
+    # One of these per open stream: no instance dict (issue 16, memory per stream).
+    __slots__ = ("_created", "_emitted", "_finished", "_head", "_id", "_params", "_pending", "_tail", "spec")
 
     def __init__(self, params: ChatParams) -> None:
         self.spec = params
@@ -161,14 +163,6 @@ class ChatRenderer:
         # usage is null on every chunk but the last when the client asked for it (§4.2)
         self._tail = b'],"usage":null}\n\n' if params.include_usage else b"]}\n\n"
         self._head = b""
-        self._on: dict[type, Callable[[int, Any, TurnAccumulator], bytes]] = {
-            TextDelta: self._on_text,
-            ThinkingDelta: self._on_thinking,
-            ToolCallDelta: self._on_fragment,
-            ToolCallEvent: self._on_call,
-            TurnEnd: self._on_end,
-            TransportInfo: self._on_info,
-        }
 
     # -- streaming ---------------------------------------------------------------------------
     def _set_model(self, model: str) -> None:
@@ -197,8 +191,8 @@ class ChatRenderer:
         return b"".join(self._chunk(i, role) for i in range(self._params.n))
 
     def event(self, index: int, event: Event, run: TurnAccumulator) -> bytes:
-        handler = self._on.get(type(event))
-        return handler(index, event, run) if handler is not None else b""
+        handler = _ON.get(type(event))
+        return handler(self, index, event, run) if handler is not None else b""
 
     def _on_text(self, index: int, event: TextDelta, run: TurnAccumulator) -> bytes:
         if event.notice or not event.text:
@@ -299,6 +293,16 @@ class ChatRenderer:
         }
         return payload, headers
 
+
+#: The streaming handler of each event type (built once, not per request).
+_ON: dict[type, Callable[[ChatRenderer, int, Any, TurnAccumulator], bytes]] = {
+    TextDelta: ChatRenderer._on_text,
+    ThinkingDelta: ChatRenderer._on_thinking,
+    ToolCallDelta: ChatRenderer._on_fragment,
+    ToolCallEvent: ChatRenderer._on_call,
+    TurnEnd: ChatRenderer._on_end,
+    TransportInfo: ChatRenderer._on_info,
+}
 
 #: ``/v1/chat/completions`` (sessions via ``X-Cursor-Session-ID``).
 CHAT = WireFormat(

@@ -10,13 +10,16 @@ folding each run with the core's :class:`TurnAccumulator`, usage totals, error m
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from .._fold import TurnAccumulator
 from .._redact import redact
@@ -319,18 +322,57 @@ def _observe_usage(st: ServerState, runs: Sequence[TurnAccumulator], plan: Plan)
     return usage
 
 
-async def _answer(request: Request, st: ServerState, renderer: Renderer, plan: Plan) -> Response:
-    fanout = Fanout(plan.streams())
+async def _collect_one(stream: AsyncGenerator[Event, None], receive: Receive) -> TurnAccumulator:
+    """Read one run to its end in this task (a non-streaming answer with one choice): no pump
+    task or queue (issue 16), only a watcher that cancels this task when the client goes away,
+    which closes the run (and so cancels the upstream turn, integrations.md §4.4)."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        task.cancel()
+
+    watcher = asyncio.create_task(watch())
+    run = TurnAccumulator()
+    try:
+        async with aclosing(stream) as events:
+            async for event in events:
+                run.feed(event)
+    except asyncio.CancelledError:
+        # Ours (the client left) unless this task was cancelled from outside too.
+        if gone and task.uncancel() == 0:
+            log.info("client disconnected; cancelled the run")
+            raise ClientGone from None
+        raise
+    finally:
+        watcher.cancel()
+    return run
+
+
+async def _collect_all(request: Request, streams: list[AsyncGenerator[Event, None]]) -> list[TurnAccumulator]:
+    if len(streams) == 1:
+        return [await _collect_one(streams[0], request.receive)]
+    fanout = Fanout(streams)
     fanout.watch(request.receive)
     try:
-        runs = await _collect(fanout)
+        return await _collect(fanout)
+    finally:
+        await fanout.aclose()
+
+
+async def _answer(request: Request, st: ServerState, renderer: Renderer, plan: Plan) -> Response:
+    try:
+        runs = await _collect_all(request, plan.streams())
     except ClientGone:
         raise
     except Exception as exc:
         st.metrics.observe_error(describe(exc).code)
         raise
-    finally:
-        await fanout.aclose()
     usage = _observe_usage(st, runs, plan)
     info = runs[0].info
     model = info.model if info is not None and info.model else plan.model

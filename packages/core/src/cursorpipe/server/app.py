@@ -5,7 +5,9 @@ auth, drain, metrics, last-resort 500s in OpenAI shape) -> FastAPI's exception h
 mapping, ``_errors.describe``, rendered in the route's wire format) -> the routers:
 ``_routes_turns`` (chat completions and Responses, both the shared turn loop of ``_turn.py``),
 ``_anthropic._route`` (Anthropic's Messages API, the same loop), ``_routes_models``,
-``_routes_sessions`` and ``_routes_ops`` (health, metrics).
+``_routes_sessions`` and ``_routes_ops`` (health, metrics). The guard calls the three generation
+endpoints (POST) itself, with the same exception handler, instead of going through routing
+(issue 16: routing costs more than the rest of a short request).
 """
 
 from __future__ import annotations
@@ -137,13 +139,21 @@ def create_app(
             exc, request_id=scope_state.get("request_id"), shape=scope_state.get(ERROR_SHAPE_KEY)
         )
 
-    for exc_type in (APIError, CursorPipeError, StarletteHTTPException, RequestValidationError, ClientGone):
+    handled = (APIError, CursorPipeError, StarletteHTTPException, RequestValidationError, ClientGone)
+    for exc_type in handled:
         app.add_exception_handler(exc_type, handle)
 
     # The generation routes first: routing tries each route in turn, and these carry the load.
     for module in (_routes_turns, _routes_anthropic, _routes_ops, _routes_models, _routes_sessions):
         app.include_router(module.router)
-    app.add_middleware(GuardMiddleware, state=state)
+    # The generation routes are also called by the guard directly (see GuardMiddleware): they
+    # stay in the router for the OpenAPI schema and for other methods (405).
+    direct = {
+        "/v1/chat/completions": _routes_turns.chat,
+        "/v1/responses": _routes_turns.responses,
+        "/v1/messages": _routes_anthropic.create_message,
+    }
+    app.add_middleware(GuardMiddleware, state=state, direct=direct, on_error=handle, handled=handled)
     origins = [o.strip() for o in config.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(

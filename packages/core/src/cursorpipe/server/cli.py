@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import ipaddress
 import logging
@@ -255,6 +256,12 @@ class _DrainingServer(uvicorn.Server):
 
 def serve(app: Any, config: CursorPipeConfig, *, drain_timeout_s: float = SERVER_DRAIN_TIMEOUT_S) -> None:
     """Run ``app`` with uvicorn until SIGTERM/SIGINT, then drain gracefully."""
+    # Everything built so far (modules, the app, the client) lives as long as the process: moved
+    # out of the collector's sight, the cyclic collections that requests trigger no longer walk
+    # it again and again (a measurable share of CPU per request with many open streams, issue
+    # 16). Startup's own garbage is collected first so that none of it is kept forever.
+    gc.collect()
+    gc.freeze()
     _DrainingServer(
         uvicorn_config(app, config, drain_timeout_s=drain_timeout_s), app, drain_timeout_s=drain_timeout_s
     ).run()
