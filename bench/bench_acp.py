@@ -6,15 +6,27 @@ the fake's. Two pool settings: sessions pre-created by ``warmup`` (what a server
 (every request pays session creation on demand). CPU per request is this process's
 ``time.process_time`` (the client) and the agent's ``/proc/<pid>/stat`` over each round.
 
+``floor`` is a minimal ACP client doing the same exchange per request on its own fake agent:
+``session/new``, the mode switch cursorpipe makes (``session/set_config_option`` to ask), then
+``session/prompt`` with the streamed chunks joined; one reader, futures by request id, chunks by
+session id, the same JSON parser cursorpipe picks (orjson when installed), and no error handling,
+retries, timeouts, events or pool. It shows how much of a request's client CPU is the exchange
+itself (pipes, JSON, the event loop) and how much is cursorpipe's; it runs the same in both
+checkouts of a ``--baseline`` run.
+
     .venv/bin/python bench/bench_acp.py
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
+from typing import Any
 
 from _util import Recorder, proc_cpu_s, quick, rss_mib
 from cursorpipe import CursorClient, CursorPipeConfig
@@ -69,6 +81,91 @@ async def _measure(rec: Recorder, pool: int) -> None:
             rec.add(f"pool {pool}: agent RSS after the run", rss_mib(pid), "MiB")
 
 
+_loads: Callable[[bytes], Any] = json.loads
+with contextlib.suppress(ImportError):  # the parser cursorpipe's JSON-RPC codec uses when installed
+    from orjson import loads as _loads
+
+
+class FloorClient:
+    """The minimal ACP client of the module docstring (the floor's measured exchange)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.next_id = 0
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.chunks: dict[str, list[str]] = {}
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            msg = _loads(line)
+            if "id" in msg and "method" not in msg:
+                self.pending.pop(msg["id"]).set_result(msg.get("result"))
+            elif msg.get("method") == "session/update":
+                params = msg["params"]
+                update = params["update"]
+                if update.get("sessionUpdate") == "agent_message_chunk":
+                    self.chunks[params["sessionId"]].append(update["content"]["text"])
+
+    def call(self, method: str, params: dict[str, Any]) -> asyncio.Future[Any]:
+        self.next_id += 1
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending[self.next_id] = fut
+        assert self.proc.stdin is not None
+        line = json.dumps({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})
+        self.proc.stdin.write(line.encode() + b"\n")
+        return fut
+
+    async def session(self) -> str:
+        result = await self.call("session/new", {"cwd": os.getcwd(), "mcpServers": []})
+        sid: str = result["sessionId"]
+        await self.call("session/set_config_option", {"sessionId": sid, "configId": "mode", "value": "ask"})
+        return sid
+
+    async def generate(self, prompt: str, sid: str | None = None) -> str:
+        sid = sid or await self.session()
+        self.chunks[sid] = []
+        await self.call("session/prompt", {"sessionId": sid, "prompt": [{"type": "text", "text": prompt}]})
+        return "".join(self.chunks.pop(sid))
+
+
+async def _measure_floor(rec: Recorder) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        executable(), "acp", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=2**24
+    )
+    floor = FloorClient(proc)
+    try:
+        await floor.call("initialize", {"protocolVersion": 1, "clientCapabilities": {}})
+        await floor.generate("warm-up")
+        for pooled, conc in [(p, c) for p in (True, False) for c in CONCURRENCY]:
+            # pooled: sessions made (and switched) before the measured batch, like ``pool 32``;
+            # else each request makes its own, like ``pool 0``.
+            label = f"floor {'pooled' if pooled else 'fresh'}, {conc} concurrent"
+            agent0 = proc_cpu_s(proc.pid)
+            for r in range(ROUNDS[conc]):
+                prompts = [f"bench {conc} {r} {i}" for i in range(conc)]
+                sids = await asyncio.gather(*(floor.session() for _ in prompts)) if pooled else [None] * conc
+                cpu0 = time.process_time()
+                start = time.perf_counter()
+                pairs = zip(prompts, sids, strict=True)
+                texts = await asyncio.gather(*(floor.generate(p, s) for p, s in pairs))
+                wall = time.perf_counter() - start
+                cpu = time.process_time() - cpu0
+                for prompt, text in zip(prompts, texts, strict=True):
+                    assert text == expected_reply(prompt), text
+                rec.add(f"{label}: throughput", conc / wall, "req/s", better="higher")
+                rec.add(f"{label}: client CPU per request", cpu * 1000 / conc, "ms")
+            requests = conc * ROUNDS[conc]
+            agent_ms = (proc_cpu_s(proc.pid) - agent0) * 1000 / requests
+            rec.add(f"{label}: agent CPU per request", agent_ms, "ms")
+    finally:
+        floor.reader.cancel()
+        assert proc.stdin is not None
+        proc.stdin.close()
+        await proc.wait()
+
+
 async def main() -> None:
     rec = Recorder("acp", "acp transport against the fake `agent acp` (zero simulated latency), per request.")
     os.environ[ENV_LATENCY] = "0"
@@ -76,6 +173,7 @@ async def main() -> None:
         os.environ[ENV_STATE_DIR] = state  # the fake's session store, not ~/.cursor
         await _measure(rec, pool=32)
         await _measure(rec, pool=0)
+        await _measure_floor(rec)
     rec.note(
         "Latency is end to end through CursorClient.generate (session from the pool or created on "
         "demand, prompt, streamed chunks, answer); one agent process serves every request. CPU per "
