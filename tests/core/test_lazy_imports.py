@@ -86,6 +86,18 @@ def test_building_a_client_does_not_import_a_transport() -> None:
     assert _offending(modules, TRANSPORT_ONLY) == []
 
 
+def test_the_server_app_loads_no_transport_and_no_gateway_client() -> None:
+    # A server with an in-process client (MockTransport here, acp or subprocess in production)
+    # never loads the connect transport, protobuf or httpx just to have the team gateway around:
+    # passthrough tokens and shared sessions import them when that mode is on (issue 16).
+    modules = _loaded("from cursorpipe.server import create_app")
+    assert "cursorpipe.server._gateway._sessions" in modules
+    assert (
+        _offending(modules, ("httpx", "google.protobuf", "cursorpipe.transports.connect", "cursorpipe.auth"))
+        == []
+    )
+
+
 def test_client_modules_import_the_settings_only_for_typing() -> None:
     # Issue 16: the client, its sessions and the pipeline name the config class only in
     # annotations; the settings (pydantic-settings) load when a config is built, not on import.

@@ -16,18 +16,21 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
 from ..._redact import register_secret
-from ...auth import AccessToken
 from ...client import CursorClient
 from ...config import CursorPipeConfig, Strategy
 from ...errors import ConfigurationError
 from .._errors import APIError
 from ._keys import key_hash, key_label
 from ._store import StateStore
+
+if TYPE_CHECKING:  # the token type only: importing auth at run time would pull in httpx for every
+    # server, while only passthrough mode exchanges tokens (issue 16: the server's idle RSS)
+    from ...auth import AccessToken
 
 __all__ = ["CALLER_KEY", "Caller", "CallerClients", "caller_from_headers", "caller_of"]
 

@@ -17,16 +17,26 @@ import secrets
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
+from types import ModuleType
 from typing import Any, Protocol
 
 from ...client import CursorClient
 from ...errors import CursorPipeError
 from ...transports.base import TransportSession
-from ...transports.connect._snapshot import ConversationSnapshot, export_conversation, import_conversation
 from ...types import ChatMessage, Event, TurnEnd
 from .._errors import APIError
 from ._callers import Caller
 from ._store import Lease, LeaseLostError, SessionBusyError, SessionRecord, StateStore, StateUnavailableError
+
+
+def _snapshots() -> ModuleType:
+    """The connect transport's conversation export, imported on first use: only shared sessions
+    need it, and importing it at start-up would load the connect transport and protobuf into every
+    server (issue 16: the server's idle RSS and import time)."""
+    from ...transports.connect import _snapshot
+
+    return _snapshot
+
 
 __all__ = ["ClientSource", "SharedSessions", "SingleClient", "gateway_error", "session_turn"]
 
@@ -165,7 +175,7 @@ class SharedSessions:
             name = (model or "").strip() or client.config.default_model
             handle = await transport.open_session(name)  # validates the model for this account
             try:
-                snapshot = export_conversation(handle)
+                snapshot = _snapshots().export_conversation(handle)
             finally:
                 await transport.close_session(handle)
         finally:
@@ -258,7 +268,8 @@ class SharedSessions:
         client = await self.clients.acquire(caller)
         try:
             transport = await client.transport()
-            state = import_conversation(ConversationSnapshot(record.conversation, blobs))
+            snaps = _snapshots()
+            state = snaps.import_conversation(snaps.ConversationSnapshot(record.conversation, blobs))
             ended: TurnEnd | None = None
             async with aclosing(run(client, state, record.model)) as events:
                 async for event in events:
@@ -276,7 +287,7 @@ class SharedSessions:
     async def _commit(
         self, lease: Lease, record: SessionRecord, before: dict[bytes, bytes], state: Any, transport: Any
     ) -> None:
-        snapshot = export_conversation(state)
+        snapshot = _snapshots().export_conversation(state)
         new_blobs = {k: v for k, v in snapshot.blobs.items() if before.get(k) != v}
         record.conversation = snapshot.meta
         record.updated = time.time()

@@ -23,10 +23,12 @@ import secrets
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ...auth import AccessToken
 from ...errors import NetworkError, SessionError
+
+if TYPE_CHECKING:  # annotations only: auth (and httpx with it) loads when passthrough mode does
+    from ...auth import AccessToken
 
 __all__ = [
     "Lease",
