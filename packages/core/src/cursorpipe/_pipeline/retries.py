@@ -102,21 +102,38 @@ class Deadline:
         self._handle.cancel()
 
     async def next(self, stream: AsyncIterator[Event]) -> Event:
-        """The next event of ``stream``; ``TimeoutError`` once the deadline has passed."""
-        if self.expired:
-            raise TimeoutError
-        task = asyncio.current_task()
-        self._waiting = task
+        """The next event of ``stream``; ``TimeoutError`` once the deadline has passed.
+
+        :func:`run_with_retries` does the same inline (issue 16: a coroutine per event): the
+        steps are :meth:`enter`, the pull, :meth:`cancelled` on a cancellation, :meth:`leave`."""
+        task = self.enter()
         try:
             return await anext(stream)
         except asyncio.CancelledError:
-            if self._fired is task and self._undo():
-                raise TimeoutError from None
+            self.cancelled(task)
             raise
         finally:
-            self._waiting = None
-            if self._fired is not None:
-                self._undo()
+            self.leave()
+
+    def enter(self) -> asyncio.Task[object] | None:
+        """Before a pull: ``TimeoutError`` if the deadline has passed, else the current task is
+        the one the timer interrupts until :meth:`leave` (returned, for :meth:`cancelled`)."""
+        if self.expired:
+            raise TimeoutError
+        task = self._waiting = asyncio.current_task()
+        return task
+
+    def cancelled(self, task: asyncio.Task[object] | None) -> None:
+        """A pull by ``task`` was cancelled: ``TimeoutError`` if the cancellation was this timer's
+        alone (else the caller re-raises the cancellation)."""
+        if self._fired is task and self._undo():
+            raise TimeoutError from None
+
+    def leave(self) -> None:
+        """After a pull: the timer no longer interrupts; its late cancellation is withdrawn."""
+        self._waiting = None
+        if self._fired is not None:
+            self._undo()
 
     def _undo(self) -> bool:
         """Withdraw this timer's cancellation; True when no other cancellation is pending."""
@@ -147,9 +164,20 @@ async def run_with_retries(
             request = replace(request, run_id=run_id, attempt=attempt)
             try:
                 async with aclosing(run(request, session=session)) as stream:
+                    pull = stream.__anext__
                     while True:
                         try:
-                            event = await deadline.next(stream)
+                            # Deadline.next inline (issue 16: no coroutine object per event).
+                            task = deadline.enter()
+                            try:
+                                event = await pull()
+                            except asyncio.CancelledError:
+                                deadline.cancelled(task)
+                                raise
+                            finally:
+                                deadline._waiting = None
+                                if deadline._fired is not None:
+                                    deadline.leave()
                         except StopAsyncIteration:
                             break
                         except CursorPipeError:
