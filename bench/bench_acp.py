@@ -186,8 +186,8 @@ async def main() -> None:
     rec.note(
         "Latency is end to end through CursorClient.generate (session from the pool or created on "
         "demand, prompt, streamed chunks, answer); one agent process serves every request. CPU per "
-        "request is measured over each concurrent batch (the agent's over the whole level, as /proc "
-        "counts clock ticks)."
+        "request is measured over each concurrent batch, for pool 32 until the pool is refilled (the "
+        "agent's over the whole level, as /proc counts clock ticks)."
     )
     rec.finish()
 
