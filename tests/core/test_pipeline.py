@@ -5,6 +5,7 @@ transport with per-round retries, and the session running on the pipeline withou
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -20,11 +21,12 @@ from cursorpipe import (
 )
 from cursorpipe._pipeline import Pipeline, RetryPolicy
 from cursorpipe._pipeline.emulated_tools import EmulatedToolsTransport
-from cursorpipe._pipeline.retries import Deadline
+from cursorpipe._pipeline.retries import Deadline, _attempt_of
 from cursorpipe._structured import ResponseFormat
 from cursorpipe._tool_emulation import CLOSE_TAG, OPEN_TAG
 from cursorpipe.transports.base import TransportCapabilities
 from cursorpipe.types import (
+    ChatMessage,
     Event,
     ParsedOutput,
     TextDelta,
@@ -254,3 +256,21 @@ async def test_turn_deadline_is_agent_timeout_on_the_pipeline() -> None:
             await client.complete("auto", prompt="one two three four", timeout_s=0.3)
         assert client.active_requests == 0
     assert mock.cancelled == 1
+
+
+def test_attempt_of_is_replace_of_run_id_and_attempt() -> None:
+    request = TurnRequest(
+        model="auto",
+        messages=(ChatMessage.of("system", "be brief"), ChatMessage.of("user", "hi")),
+        max_tokens=7,
+        timeout_s=3.0,
+        tool_choice="auto",
+        reasoning_effort="low",
+    )
+    assert not hasattr(TurnRequest, "__post_init__")  # _attempt_of skips __init__
+    for run_id, attempt in (("run-1", 0), ("run-1", 2)):
+        made = _attempt_of(request, run_id, attempt)
+        assert made == dataclasses.replace(request, run_id=run_id, attempt=attempt)
+        assert made is not request and request.run_id is None and request.attempt == 0
+    same = dataclasses.replace(request, run_id="run-2")
+    assert _attempt_of(same, "run-2", 0) is same  # nothing to change: no copy
