@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -21,7 +22,7 @@ from cursorpipe import (
 )
 from cursorpipe._pipeline import Pipeline, RetryPolicy
 from cursorpipe._pipeline.emulated_tools import EmulatedToolsTransport
-from cursorpipe._pipeline.retries import Deadline, _attempt_of
+from cursorpipe._pipeline.retries import Deadline, _attempt_of, new_run_id
 from cursorpipe._structured import ResponseFormat
 from cursorpipe._tool_emulation import CLOSE_TAG, OPEN_TAG
 from cursorpipe.transports.base import TransportCapabilities
@@ -274,3 +275,14 @@ def test_attempt_of_is_replace_of_run_id_and_attempt() -> None:
         assert made is not request and request.run_id is None and request.attempt == 0
     same = dataclasses.replace(request, run_id="run-2")
     assert _attempt_of(same, "run-2", 0) is same  # nothing to change: no copy
+
+
+def test_run_ids_are_random_version_4_uuids() -> None:
+    ids = {new_run_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for run_id in ids:
+        parsed = uuid.UUID(run_id)
+        assert str(parsed) == run_id
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # Every variant digit (8, 9, a, b) occurs: the two variant bits below them are random.
+    assert {run_id[19] for run_id in ids} == set("89ab")

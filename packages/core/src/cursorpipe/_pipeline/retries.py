@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, fields
@@ -124,6 +124,15 @@ class Deadline:
         return task is not None and task.uncancel() <= self._cancelling
 
 
+def new_run_id() -> str:
+    """``str(uuid.uuid4())`` without the ``UUID`` object (issue 16: one per request, at 40% of
+    the cost): 122 random bits, the version nibble 4 and the RFC 4122 variant bits 10."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = "89ab"
+
 #: TurnRequest's fields, in order (for :func:`_attempt_of`).
 _FIELDS = tuple(f.name for f in fields(TurnRequest))
 
@@ -158,7 +167,7 @@ async def run_with_retries(
     loop = asyncio.get_running_loop()
     timeout_s = request.timeout_s or policy.default_timeout_s
     deadline = Deadline(loop.time() + timeout_s)
-    run_id = request.run_id or str(uuid.uuid4())
+    run_id = request.run_id or new_run_id()
     attempt = 0
     try:
         while True:
