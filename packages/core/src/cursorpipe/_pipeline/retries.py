@@ -13,7 +13,6 @@ import logging
 import os
 import random
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing
 from dataclasses import dataclass, fields
 from typing import Protocol
 
@@ -174,7 +173,8 @@ async def run_with_retries(
             produced = False
             request = _attempt_of(request, run_id, attempt)
             try:
-                async with aclosing(run(request, session=session)) as stream:
+                stream = run(request, session=session)
+                try:  # contextlib.aclosing's close, without its calls (issue 16)
                     while True:
                         try:
                             event = await deadline.next(stream)
@@ -195,6 +195,8 @@ async def run_with_retries(
                         if not produced and isinstance(event, _CONTENT_EVENTS):
                             produced = True
                         yield event
+                finally:
+                    await stream.aclose()
                 return
             except CursorPipeError as exc:
                 if exc.transport is None:
