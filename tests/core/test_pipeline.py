@@ -22,7 +22,7 @@ from cursorpipe import (
 )
 from cursorpipe._pipeline import Pipeline, RetryPolicy
 from cursorpipe._pipeline.emulated_tools import EmulatedToolsTransport
-from cursorpipe._pipeline.retries import Deadline, _attempt_of, new_run_id
+from cursorpipe._pipeline.retries import Deadline, DeadlineWatch, _attempt_of, new_run_id
 from cursorpipe._structured import ResponseFormat
 from cursorpipe._tool_emulation import CLOSE_TAG, OPEN_TAG
 from cursorpipe.transports.base import TransportCapabilities
@@ -286,3 +286,35 @@ def test_run_ids_are_random_version_4_uuids() -> None:
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
     # Every variant digit (8, 9, a, b) occurs: the two variant bits below them are random.
     assert {run_id[19] for run_id in ids} == set("89ab")
+
+
+async def test_deadlines_sharing_a_watch_fire_each_at_its_own_time() -> None:
+    loop = asyncio.get_running_loop()
+    watch = DeadlineWatch()
+    late = Deadline(loop.time() + 0.15, watch)
+    early = Deadline(loop.time() + 0.05, watch)  # moves the shared timer earlier
+    gone = Deadline(loop.time() + 0.02, watch)
+    gone.cancel()  # a turn that ended: never fires
+    start = loop.time()
+    with pytest.raises(TimeoutError):
+        await early.next(_slow(5))
+    assert 0.04 <= loop.time() - start < 0.14 and not late.expired and not gone.expired
+    with pytest.raises(TimeoutError):
+        await late.next(_slow(5))  # the timer re-armed for the later deadline
+    assert loop.time() - start >= 0.14 and not gone.expired
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+
+
+async def test_a_watch_serves_one_loop_and_other_loops_get_their_own_timer() -> None:
+    watch = DeadlineWatch()
+
+    async def expire() -> bool:
+        deadline = Deadline(asyncio.get_running_loop().time() + 0.01, watch)
+        with pytest.raises(TimeoutError):
+            await deadline.next(_slow(5))
+        return deadline.expired
+
+    assert await expire()
+    other = await asyncio.to_thread(asyncio.run, expire())  # another loop in another thread
+    assert other
