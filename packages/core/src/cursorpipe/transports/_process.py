@@ -91,9 +91,6 @@ class ManagedProcess:
         self._stderr_size = 0
         self._stderr_task = asyncio.create_task(self._drain_stderr(), name=f"{name}-stderr")
         self._closed = False
-        # Writes of one loop step, written together at its end (see write_nowait).
-        self._batch: list[bytes] = []
-        self._batch_size = 0
 
     @classmethod
     async def spawn(
@@ -184,48 +181,25 @@ class ManagedProcess:
         await self.drain()
 
     def write_nowait(self, data: bytes) -> bool:
-        """Queue ``data`` for stdin; ``True`` when the unwritten backlog is over the high-water
-        mark and the caller should :meth:`drain`. Raises ``BrokenPipeError`` if stdin is gone.
-
-        Everything queued during one step of the event loop goes to the pipe in one write at the
-        end of that step, in order: a write system call to a pipe the child is waiting on costs
-        tens of microseconds, and concurrent requests (a batch of prompts, a pool refill) queue
-        their lines in the same step (issue 16: one write per line was a fifth of a request's
-        CPU at 32 concurrent)."""
+        """Queue ``data`` for stdin (written at once when the pipe takes it); ``True`` when the
+        unwritten backlog is over the high-water mark and the caller should :meth:`drain`.
+        Raises ``BrokenPipeError`` if stdin is gone."""
         stdin = self._proc.stdin
         if stdin is None or stdin.is_closing():
             raise BrokenPipeError(f"{self.name} stdin is closed")
-        if not self._batch:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._batch.append(data)
-        self._batch_size += len(data)
+        stdin.write(data)
         transport = stdin.transport
-        return self._batch_size + transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]
-
-    def _flush(self) -> None:
-        """Write what :meth:`write_nowait` queued (dropped if stdin closed meanwhile: the child is
-        gone, and its end fails whatever waited for an answer)."""
-        batch = self._batch
-        if not batch:
-            return
-        self._batch = []
-        self._batch_size = 0
-        stdin = self._proc.stdin
-        if stdin is not None and not stdin.is_closing():
-            stdin.write(batch[0] if len(batch) == 1 else b"".join(batch))
+        return transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]
 
     async def drain(self) -> None:
-        """Write what is queued and wait until stdin's backlog is under the low-water mark."""
+        """Wait until stdin's backlog is under the low-water mark."""
         stdin = self._proc.stdin
         if stdin is None or stdin.is_closing():
             raise BrokenPipeError(f"{self.name} stdin is closed")
-        self._flush()
         await stdin.drain()
 
     def close_stdin(self) -> None:
-        """Close stdin (end of input for the child, after what is queued) without stopping the
-        process. Idempotent."""
-        self._flush()
+        """Close stdin (end of input for the child) without stopping the process. Idempotent."""
         stdin = self._proc.stdin
         if stdin is not None and not stdin.is_closing():
             with contextlib.suppress(Exception):
@@ -276,8 +250,6 @@ class ManagedProcess:
 
     async def _shutdown(self, stdin_wait_s: float, terminate_wait_s: float) -> None:
         proc = self._proc
-        with contextlib.suppress(Exception):
-            self._flush()  # what callers queued goes before the end of input
         if proc.stdin is not None and not proc.stdin.is_closing():
             with contextlib.suppress(Exception):
                 proc.stdin.close()
