@@ -5,7 +5,9 @@ transport with per-round retries, and the session running on the pipeline withou
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -20,11 +22,12 @@ from cursorpipe import (
 )
 from cursorpipe._pipeline import Pipeline, RetryPolicy
 from cursorpipe._pipeline.emulated_tools import EmulatedToolsTransport
-from cursorpipe._pipeline.retries import Deadline
+from cursorpipe._pipeline.retries import Deadline, DeadlineWatch, _attempt_of, new_run_id
 from cursorpipe._structured import ResponseFormat
 from cursorpipe._tool_emulation import CLOSE_TAG, OPEN_TAG
 from cursorpipe.transports.base import TransportCapabilities
 from cursorpipe.types import (
+    ChatMessage,
     Event,
     ParsedOutput,
     TextDelta,
@@ -254,3 +257,64 @@ async def test_turn_deadline_is_agent_timeout_on_the_pipeline() -> None:
             await client.complete("auto", prompt="one two three four", timeout_s=0.3)
         assert client.active_requests == 0
     assert mock.cancelled == 1
+
+
+def test_attempt_of_is_replace_of_run_id_and_attempt() -> None:
+    request = TurnRequest(
+        model="auto",
+        messages=(ChatMessage.of("system", "be brief"), ChatMessage.of("user", "hi")),
+        max_tokens=7,
+        timeout_s=3.0,
+        tool_choice="auto",
+        reasoning_effort="low",
+    )
+    assert not hasattr(TurnRequest, "__post_init__")  # _attempt_of skips __init__
+    for run_id, attempt in (("run-1", 0), ("run-1", 2)):
+        made = _attempt_of(request, run_id, attempt)
+        assert made == dataclasses.replace(request, run_id=run_id, attempt=attempt)
+        assert made is not request and request.run_id is None and request.attempt == 0
+    same = dataclasses.replace(request, run_id="run-2")
+    assert _attempt_of(same, "run-2", 0) is same  # nothing to change: no copy
+
+
+def test_run_ids_are_random_version_4_uuids() -> None:
+    ids = {new_run_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for run_id in ids:
+        parsed = uuid.UUID(run_id)
+        assert str(parsed) == run_id
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # Every variant digit (8, 9, a, b) occurs: the two variant bits below them are random.
+    assert {run_id[19] for run_id in ids} == set("89ab")
+
+
+async def test_deadlines_sharing_a_watch_fire_each_at_its_own_time() -> None:
+    loop = asyncio.get_running_loop()
+    watch = DeadlineWatch()
+    late = Deadline(loop.time() + 0.15, watch)
+    early = Deadline(loop.time() + 0.05, watch)  # moves the shared timer earlier
+    gone = Deadline(loop.time() + 0.02, watch)
+    gone.cancel()  # a turn that ended: never fires
+    start = loop.time()
+    with pytest.raises(TimeoutError):
+        await early.next(_slow(5))
+    assert 0.04 <= loop.time() - start < 0.14 and not late.expired and not gone.expired
+    with pytest.raises(TimeoutError):
+        await late.next(_slow(5))  # the timer re-armed for the later deadline
+    assert loop.time() - start >= 0.14 and not gone.expired
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+
+
+async def test_a_watch_serves_one_loop_and_other_loops_get_their_own_timer() -> None:
+    watch = DeadlineWatch()
+
+    async def expire() -> bool:
+        deadline = Deadline(asyncio.get_running_loop().time() + 0.01, watch)
+        with pytest.raises(TimeoutError):
+            await deadline.next(_slow(5))
+        return deadline.expired
+
+    assert await expire()
+    other = await asyncio.to_thread(asyncio.run, expire())  # another loop in another thread
+    assert other

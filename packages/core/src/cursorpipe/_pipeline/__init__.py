@@ -21,7 +21,7 @@ from ..types import Event, TurnRequest
 from .emulated_tools import tool_stage
 from .limit import limit_output, limits_active
 from .profile import profiled
-from .retries import RetryPolicy, Runner, run_with_retries
+from .retries import DeadlineWatch, RetryPolicy, Runner, run_with_retries
 from .validate import needs_validation, validated
 
 __all__ = ["Pipeline", "RetryPolicy"]
@@ -41,7 +41,13 @@ class Pipeline:
         profiling: bool = False,
     ) -> None:
         self.transport = transport
-        retrying: Runner = partial(run_with_retries, transport.run, policy=policy, transport=transport.name)
+        retrying: Runner = partial(
+            run_with_retries,
+            transport.run,
+            policy=policy,
+            transport=transport.name,
+            deadlines=DeadlineWatch(),
+        )
         self._source = tool_stage(transport, retrying, tool_result_timeout_s=tool_result_timeout_s)
         self._profiling = profiling
 

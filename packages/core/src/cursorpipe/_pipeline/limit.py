@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Sequence
-from contextlib import aclosing
 
 from .._limits import OutputLimiter, is_default_max_tokens
 from ..types import (
@@ -42,8 +41,9 @@ async def limit_output(
     ends with an estimated ``UsageEvent`` and ``TurnEnd("stop" | "length")``."""
     limiter = OutputLimiter(stop, request.max_tokens)
     usage: Usage | None = None
-    async with aclosing(source) as stream:
-        async for event in stream:
+    # try/finally rather than contextlib.aclosing: the same close, two calls fewer per turn.
+    try:
+        async for event in source:
             if isinstance(event, TextDelta) and not event.notice:
                 text, done = limiter.feed(event.text)
                 if text:
@@ -66,6 +66,8 @@ async def limit_output(
                 return
             else:
                 yield event
+    finally:
+        await source.aclose()
     # A limit was hit: the upstream run was closed (and cancelled) by leaving the loop above.
     if limiter.reason == "length" and is_default_max_tokens(request.max_tokens):
         log.warning(

@@ -395,12 +395,17 @@ class AcpConnection:
             return
         try:
             items = self._decoder.feed(data) if data else self._decoder.close()
-            notification = self._notification
+            routes = self._routes
             for item in items:
-                # Notifications (streamed updates) are nearly every line: routed without the
-                # dispatcher's type ladder (issue 16).
-                if type(item) is Notification:
-                    notification(item)
+                # Streamed updates are nearly every line: routed here, without the dispatcher's
+                # type ladder or a call per line (issue 16); _notification has the same rules.
+                if type(item) is Notification and item.method == "session/update":
+                    params = item.params
+                    sid = params.get("sessionId")
+                    update = params.get("update")
+                    queue = routes.get(sid) if isinstance(sid, str) else None
+                    if queue is not None and type(update) is dict:
+                        queue.put_nowait(_new_item(TurnItem, ("update", update)))
                 else:
                     self._dispatch(item)
         except Exception as exc:  # a bug in dispatch must not leave callers waiting forever
@@ -448,7 +453,7 @@ class AcpConnection:
         self._routes.clear()
 
     def _dispatch(self, item: object) -> None:
-        if type(item) is Notification:  # the most frequent by far: checked first
+        if type(item) is Notification:  # not session/update (routed by _on_stdout)
             self._notification(item)
         elif isinstance(item, ProtocolError):
             # acp.md §2: Cursor may print noise; a bad line costs only itself.
@@ -477,15 +482,9 @@ class AcpConnection:
                 target.set_exception(RpcCallError(method, msg.error))
 
     def _notification(self, msg: Notification) -> None:
-        if msg.method != "session/update":
-            log.debug("acp: notification %s ignored", msg.method)
-            return
-        sid = msg.params.get("sessionId")
-        update = msg.params.get("update")
-        queue = self._routes.get(sid) if isinstance(sid, str) else None
-        if queue is None or not isinstance(update, dict):
-            return  # e.g. available_commands_update of a pooled session nobody is using yet
-        queue.put_nowait(_new_item(TurnItem, ("update", update)))
+        # session/update is routed by _on_stdout itself (the hot path); other notifications
+        # are none of a turn's business.
+        log.debug("acp: notification %s ignored", msg.method)
 
     def _request(self, msg: Request) -> None:
         if msg.method == "session/request_permission":

@@ -71,7 +71,8 @@ class SessionDispenser:
     @property
     def ready(self) -> int:
         """Fresh sessions waiting in the pool."""
-        return sum(1 for h in self._ready if h.usable)
+        self._prune()  # then every pooled session is usable (see _prune): no scan per call
+        return len(self._ready)
 
     @property
     def target(self) -> int:

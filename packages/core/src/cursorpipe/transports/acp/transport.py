@@ -565,14 +565,20 @@ class AcpTransport:
             answered = False  # the agent ended the prompt (result or error): nothing left to cancel
             held: TurnItem | None = None  # an item read while merging chunks, handled next
             items = queue.items
+            stall_s = self.stall_timeout_s
             try:
                 while True:
                     # Most items are already queued when we look (the reader delivers a whole
                     # read at once): taken straight from the deque.
                     if held is not None:
                         item, held = held, None
+                    elif items:
+                        item = items.popleft()
                     else:
-                        item = items.popleft() if items else await self._wait_item(queue)
+                        try:
+                            item = await queue.get(stall_s)
+                        except TimeoutError:
+                            raise self._stalled() from None
                     if item.kind != "update":
                         answered = True
                         break
@@ -656,15 +662,14 @@ class AcpTransport:
         events.append(TurnEnd(_STOP_REASONS.get(str(stop), "stop"), usage))
         return events
 
-    async def _wait_item(self, queue: TurnQueue) -> TurnItem:
-        try:
-            return await queue.get(self.stall_timeout_s)
-        except TimeoutError:
-            raise StreamStalledError(
-                f"agent acp sent nothing for {self.stall_timeout_s:g} s; the turn was cancelled (a "
-                "live but silent agent would hold the request until its deadline).",
-                transport=NAME,
-            ) from None
+    def _stalled(self) -> StreamStalledError:
+        """The error of a turn whose queue stayed empty for ``stall_timeout_s`` (the wait is inline
+        in the turn loop: one coroutine less per wait, issue 16)."""
+        return StreamStalledError(
+            f"agent acp sent nothing for {self.stall_timeout_s:g} s; the turn was cancelled (a "
+            "live but silent agent would hold the request until its deadline).",
+            transport=NAME,
+        )
 
     def _turn_error(self, item: TurnItem, model: str, available: list[str]) -> CursorPipeError:
         payload = item.payload
