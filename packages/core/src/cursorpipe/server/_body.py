@@ -13,7 +13,15 @@ from starlette.requests import Request
 from ._errors import APIError, ClientGone
 from ._requests import parse_json_object
 
-__all__ = ["OFFLOAD_BYTES", "OFFLOAD_MESSAGES", "BodyTooLarge", "offload_if", "parse_body", "read_body"]
+__all__ = [
+    "OFFLOAD_BYTES",
+    "OFFLOAD_MESSAGES",
+    "BodyTooLarge",
+    "header",
+    "offload_if",
+    "parse_body",
+    "read_body",
+]
 
 T = TypeVar("T")
 
@@ -36,10 +44,21 @@ class BodyTooLarge(APIError):
         )
 
 
+def header(request: Request, name: bytes) -> str | None:
+    """The first value of the header ``name`` (lower case, as ASGI delivers names), read from
+    the scope: Starlette's ``request.headers.get`` builds a mapping and raises and catches a
+    ``KeyError`` for every absent header, on the hot path of every generation request (issue 16)."""
+    headers: list[tuple[bytes, bytes]] = request.scope["headers"]
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
 async def read_body(request: Request, *, limit: int, timeout_s: float) -> bytes:
     """The body, read chunk by chunk: over ``limit`` bytes gives :class:`BodyTooLarge` as soon as
     it is known (from ``Content-Length`` or while reading), slower than ``timeout_s`` a 408."""
-    declared = request.headers.get("content-length")
+    declared = header(request, b"content-length")
     if declared is not None and declared.strip().isdigit() and int(declared) > limit:
         raise BodyTooLarge(limit)
     receive = request.receive

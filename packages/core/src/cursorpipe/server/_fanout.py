@@ -11,7 +11,7 @@ from starlette.types import Receive
 
 from ..types import Event, TransportInfo
 
-__all__ = ["END", "GONE", "End", "Fanout", "Gone", "Item"]
+__all__ = ["END", "GONE", "ON_GONE_KEY", "End", "Fanout", "Gone", "Item"]
 
 
 class End:
@@ -22,6 +22,13 @@ class End:
 
 
 END = End()
+
+
+#: Scope key of the list of callbacks the server's HTTP protocol (``_http.py``, httptools) calls
+#: once when the connection is lost before the response is complete. A one-shot answer registers
+#: one instead of running a task that waits on ``receive()`` for ``http.disconnect`` (issue 16).
+#: A list, not a slot: middleware that copies the scope still shares it.
+ON_GONE_KEY = "cursorpipe.on_gone"
 
 
 class Gone:
