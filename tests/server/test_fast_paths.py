@@ -161,15 +161,19 @@ async def test_fanout_prime_reports_a_disconnect() -> None:
         await fanout.aclose()
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["one-shot", "stream"])
 @pytest.mark.parametrize("httptools", [True, False], ids=["httptools-hook", "h11-watcher"])
-async def test_one_shot_answer_is_cancelled_when_its_connection_goes(httptools: bool) -> None:
-    """The single-choice non-streaming read learns of a disconnect from the connection itself
-    (httptools: the ``ON_GONE_KEY`` callback, no watcher task) or from a watcher task (h11):
-    either way the run is cancelled at once, and the next request on a new connection is served."""
+async def test_run_is_cancelled_when_its_connection_goes(httptools: bool, stream: bool) -> None:
+    """The single-choice non-streaming read and the stream's fanout learn of a disconnect from
+    the connection itself (httptools: the ``ON_GONE_KEY`` callback, no watcher task) or from a
+    watcher task (h11): either way the run is cancelled at once, and the next request on a new
+    connection is served."""
     mock = MockTransport(first_delay_s=30)
     app, _, client = build(mock, pool_size=0)
     protocol = hardened_protocol(header_timeout_s=5, max_connections=64, httptools=httptools)
-    body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "q"}]}).encode()
+    body = json.dumps(
+        {"model": "auto", "messages": [{"role": "user", "content": "q"}], "stream": stream}
+    ).encode()
     request = (
         b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
         b"content-length: %d\r\n\r\n" % len(body) + body

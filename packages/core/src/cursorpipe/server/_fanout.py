@@ -4,7 +4,7 @@ timeout the turn loop needs for keep-alives (integrations.md §4.4)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
 from starlette.types import Receive
@@ -64,15 +64,26 @@ class Fanout:
         self._head = 0
         self._waiter: asyncio.Future[bool] | None = None
         self._watching = False
+        self._hooks: list[Callable[[], None]] | None = None
         self._tasks = [asyncio.create_task(self._pump(i, s)) for i, s in enumerate(streams)]
         self.size = len(streams)
 
-    def watch(self, receive: Receive) -> None:
+    def watch(self, receive: Receive, hooks: list[Callable[[], None]] | None = None) -> None:
         """Queue :data:`GONE` when the client disconnects, so whoever reads the runs learns of it
-        in the same wait: one watcher per request instead of a task wrapping each wait (issue 16).
-        The ASGI server reports the disconnect on ``receive`` at once (integrations.md §4.4)."""
+        in the same wait (issue 16). Told by the connection itself when it offers ``hooks`` (the
+        request scope's ``ON_GONE_KEY`` list): no task at all. Else one watcher task per request
+        waits on ``receive``, where the ASGI server reports the disconnect at once
+        (integrations.md §4.4)."""
+        if hooks is not None:
+            hooks.append(self._gone)
+            self._hooks = hooks
+            return
         self._tasks.append(asyncio.create_task(self._watch(receive)))
         self._watching = True
+
+    def _gone(self) -> None:
+        self._hooks = None  # the connection dropped its list of callbacks as it called them
+        self._put((-1, GONE))
 
     def _put(self, item: Item) -> None:
         self._items.append(item)
@@ -167,6 +178,9 @@ class Fanout:
 
     async def aclose(self) -> None:
         """Cancel every run still going and wait for them to finish cancelling."""
+        if self._hooks is not None:
+            self._hooks.remove(self._gone)
+            self._hooks = None
         try:
             if self._watching and all(t.done() for t in self._tasks[: self.size]):
                 # Every run ended, so the response is (about to be) complete, and the ASGI server

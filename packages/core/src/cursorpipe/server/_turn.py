@@ -373,7 +373,7 @@ async def _collect_all(request: Request, streams: list[AsyncGenerator[Event, Non
     if len(streams) == 1:
         return [await _collect_one(streams[0], request)]
     fanout = Fanout(streams)
-    fanout.watch(request.receive)
+    fanout.watch(request.receive, request.scope.get(ON_GONE_KEY))
     try:
         return await _collect(fanout)
     finally:
@@ -409,7 +409,7 @@ async def _stream_response(
 ) -> Response:
     started = time.perf_counter()
     fanout = Fanout(plan.streams())
-    fanout.watch(request.receive)
+    fanout.watch(request.receive, request.scope.get(ON_GONE_KEY))
     try:
         primed = await fanout.prime(st.keepalive_s)
     except BaseException as exc:
