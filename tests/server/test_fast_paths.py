@@ -201,3 +201,27 @@ async def test_run_is_cancelled_when_its_connection_goes(httptools: bool, stream
         assert head.startswith(b"HTTP/1.1 200 ")
         writer.close()
     await client.close()
+
+
+@pytest.mark.parametrize("httptools", [True, False], ids=["httptools", "h11"])
+async def test_body_in_two_parts_is_read_whole(httptools: bool) -> None:
+    """A body that is not complete when the request starts is waited for (under the body
+    timeout); one that is complete is read at once (httptools marks it ``BODY_READY_KEY``)."""
+    app, _, client = build(pool_size=0)
+    protocol = hardened_protocol(header_timeout_s=5, max_connections=64, httptools=httptools)
+    body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "split body"}]}).encode()
+    async with over_socket(app, http=protocol, ws="none") as url:
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n" % len(body) + body[:10]
+        )
+        await asyncio.sleep(0.2)
+        writer.write(body[10:])
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        answer = json.loads(await asyncio.wait_for(reader.readexactly(length), 5))
+        assert answer["choices"][0]["message"]["content"] == "echo: split body"
+        writer.close()
+    await client.close()

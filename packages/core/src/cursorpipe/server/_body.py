@@ -9,8 +9,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from starlette.requests import Request
+from starlette.types import Receive
 
 from ._errors import APIError, ClientGone
+from ._fanout import BODY_READY_KEY
 from ._requests import parse_json_object
 
 __all__ = [
@@ -61,27 +63,12 @@ async def read_body(request: Request, *, limit: int, timeout_s: float) -> bytes:
     declared = header(request, b"content-length")
     if declared is not None and declared.strip().isdigit() and int(declared) > limit:
         raise BodyTooLarge(limit)
-    receive = request.receive
-    chunks: list[bytes] = []
-    size = 0
+    if request.scope.get(BODY_READY_KEY):
+        # The server's own protocol holds the whole body already: nothing can be slow to arrive.
+        return await _read(request.receive, limit)
     try:
-        # ASGI messages straight from ``receive`` (Request.stream() is an async generator more
-        # per request, issue 16); usually the whole body is in the first one.
         async with asyncio.timeout(timeout_s):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientGone
-                if message["type"] != "http.request":
-                    continue
-                chunk: bytes = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise BodyTooLarge(limit)
-                if chunk:
-                    chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
+            return await _read(request.receive, limit)
     except TimeoutError:
         raise APIError(
             408,
@@ -89,6 +76,27 @@ async def read_body(request: Request, *, limit: int, timeout_s: float) -> bytes:
             code="request_timeout",
             should_retry=False,
         ) from None
+
+
+async def _read(receive: Receive, limit: int) -> bytes:
+    # ASGI messages straight from ``receive`` (Request.stream() is an async generator more per
+    # request, issue 16); usually the whole body is in the first one.
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        if message["type"] != "http.request":
+            continue
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        if chunk:
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

@@ -11,7 +11,7 @@ from starlette.types import Receive
 
 from ..types import Event, TransportInfo
 
-__all__ = ["END", "GONE", "ON_GONE_KEY", "End", "Fanout", "Gone", "Item"]
+__all__ = ["BODY_READY_KEY", "END", "GONE", "ON_GONE_KEY", "End", "Fanout", "Gone", "Item"]
 
 
 class End:
@@ -29,6 +29,9 @@ END = End()
 #: one instead of running a task that waits on ``receive()`` for ``http.disconnect`` (issue 16).
 #: A list, not a slot: middleware that copies the scope still shares it.
 ON_GONE_KEY = "cursorpipe.on_gone"
+#: Scope key the same protocol sets once the whole request body is buffered on the connection:
+#: ``receive()`` then returns it without waiting, so reading it needs no timeout (issue 16).
+BODY_READY_KEY = "cursorpipe.body_ready"
 
 
 class Gone:

@@ -21,7 +21,7 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from ._fanout import ON_GONE_KEY
+from ._fanout import BODY_READY_KEY, ON_GONE_KEY
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -273,6 +273,7 @@ class _HardenedHttpToolsProtocol(_Defences, HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._head_pending = True  # what follows on this connection is the next request's head
+        self.scope[BODY_READY_KEY] = True  # type: ignore[literal-required]
 
 
 def hardened_protocol(
