@@ -159,3 +159,69 @@ async def test_fanout_prime_reports_a_disconnect() -> None:
         assert fanout.ready() == (-1, GONE)
     finally:
         await fanout.aclose()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["one-shot", "stream"])
+@pytest.mark.parametrize("httptools", [True, False], ids=["httptools-hook", "h11-watcher"])
+async def test_run_is_cancelled_when_its_connection_goes(httptools: bool, stream: bool) -> None:
+    """The single-choice non-streaming read and the stream's fanout learn of a disconnect from
+    the connection itself (httptools: the ``ON_GONE_KEY`` callback, no watcher task) or from a
+    watcher task (h11): either way the run is cancelled at once, and the next request on a new
+    connection is served."""
+    mock = MockTransport(first_delay_s=30)
+    app, _, client = build(mock, pool_size=0)
+    protocol = hardened_protocol(header_timeout_s=5, max_connections=64, httptools=httptools)
+    body = json.dumps(
+        {"model": "auto", "messages": [{"role": "user", "content": "q"}], "stream": stream}
+    ).encode()
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n" % len(body) + body
+    )
+    async with over_socket(app, http=protocol, ws="none") as url:
+        port = int(url.rsplit(":", 1)[1])
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request)
+        for _ in range(200):
+            if mock.running == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert mock.running == 1
+        writer.close()
+        for _ in range(100):
+            if mock.cancelled == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert mock.cancelled == 1 and mock.running == 0 and mock.completed == 0
+        assert app.state.cursorpipe.gate.in_use == 0
+        mock.first_delay_s = 0
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        writer.close()
+    await client.close()
+
+
+@pytest.mark.parametrize("httptools", [True, False], ids=["httptools", "h11"])
+async def test_body_in_two_parts_is_read_whole(httptools: bool) -> None:
+    """A body that is not complete when the request starts is waited for (under the body
+    timeout); one that is complete is read at once (httptools marks it ``BODY_READY_KEY``)."""
+    app, _, client = build(pool_size=0)
+    protocol = hardened_protocol(header_timeout_s=5, max_connections=64, httptools=httptools)
+    body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "split body"}]}).encode()
+    async with over_socket(app, http=protocol, ws="none") as url:
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n" % len(body) + body[:10]
+        )
+        await asyncio.sleep(0.2)
+        writer.write(body[10:])
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        answer = json.loads(await asyncio.wait_for(reader.readexactly(length), 5))
+        assert answer["choices"][0]["message"]["content"] == "echo: split body"
+        writer.close()
+    await client.close()

@@ -9,11 +9,21 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from starlette.requests import Request
+from starlette.types import Receive
 
 from ._errors import APIError, ClientGone
+from ._fanout import BODY_READY_KEY
 from ._requests import parse_json_object
 
-__all__ = ["OFFLOAD_BYTES", "OFFLOAD_MESSAGES", "BodyTooLarge", "offload_if", "parse_body", "read_body"]
+__all__ = [
+    "OFFLOAD_BYTES",
+    "OFFLOAD_MESSAGES",
+    "BodyTooLarge",
+    "header",
+    "offload_if",
+    "parse_body",
+    "read_body",
+]
 
 T = TypeVar("T")
 
@@ -36,33 +46,29 @@ class BodyTooLarge(APIError):
         )
 
 
+def header(request: Request, name: bytes) -> str | None:
+    """The first value of the header ``name`` (lower case, as ASGI delivers names), read from
+    the scope: Starlette's ``request.headers.get`` builds a mapping and raises and catches a
+    ``KeyError`` for every absent header, on the hot path of every generation request (issue 16)."""
+    headers: list[tuple[bytes, bytes]] = request.scope["headers"]
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
 async def read_body(request: Request, *, limit: int, timeout_s: float) -> bytes:
     """The body, read chunk by chunk: over ``limit`` bytes gives :class:`BodyTooLarge` as soon as
     it is known (from ``Content-Length`` or while reading), slower than ``timeout_s`` a 408."""
-    declared = request.headers.get("content-length")
+    declared = header(request, b"content-length")
     if declared is not None and declared.strip().isdigit() and int(declared) > limit:
         raise BodyTooLarge(limit)
-    receive = request.receive
-    chunks: list[bytes] = []
-    size = 0
+    if request.scope.get(BODY_READY_KEY):
+        # The server's own protocol holds the whole body already: nothing can be slow to arrive.
+        return await _read(request.receive, limit)
     try:
-        # ASGI messages straight from ``receive`` (Request.stream() is an async generator more
-        # per request, issue 16); usually the whole body is in the first one.
         async with asyncio.timeout(timeout_s):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientGone
-                if message["type"] != "http.request":
-                    continue
-                chunk: bytes = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise BodyTooLarge(limit)
-                if chunk:
-                    chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
+            return await _read(request.receive, limit)
     except TimeoutError:
         raise APIError(
             408,
@@ -70,6 +76,27 @@ async def read_body(request: Request, *, limit: int, timeout_s: float) -> bytes:
             code="request_timeout",
             should_retry=False,
         ) from None
+
+
+async def _read(receive: Receive, limit: int) -> bytes:
+    # ASGI messages straight from ``receive`` (Request.stream() is an async generator more per
+    # request, issue 16); usually the whole body is in the first one.
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        if message["type"] != "http.request":
+            continue
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        if chunk:
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

@@ -4,14 +4,14 @@ timeout the turn loop needs for keep-alives (integrations.md §4.4)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
 from starlette.types import Receive
 
 from ..types import Event, TransportInfo
 
-__all__ = ["END", "GONE", "End", "Fanout", "Gone", "Item"]
+__all__ = ["BODY_READY_KEY", "END", "GONE", "ON_GONE_KEY", "End", "Fanout", "Gone", "Item"]
 
 
 class End:
@@ -22,6 +22,16 @@ class End:
 
 
 END = End()
+
+
+#: Scope key of the list of callbacks the server's HTTP protocol (``_http.py``, httptools) calls
+#: once when the connection is lost before the response is complete. A one-shot answer registers
+#: one instead of running a task that waits on ``receive()`` for ``http.disconnect`` (issue 16).
+#: A list, not a slot: middleware that copies the scope still shares it.
+ON_GONE_KEY = "cursorpipe.on_gone"
+#: Scope key the same protocol sets once the whole request body is buffered on the connection:
+#: ``receive()`` then returns it without waiting, so reading it needs no timeout (issue 16).
+BODY_READY_KEY = "cursorpipe.body_ready"
 
 
 class Gone:
@@ -57,15 +67,26 @@ class Fanout:
         self._head = 0
         self._waiter: asyncio.Future[bool] | None = None
         self._watching = False
+        self._hooks: list[Callable[[], None]] | None = None
         self._tasks = [asyncio.create_task(self._pump(i, s)) for i, s in enumerate(streams)]
         self.size = len(streams)
 
-    def watch(self, receive: Receive) -> None:
+    def watch(self, receive: Receive, hooks: list[Callable[[], None]] | None = None) -> None:
         """Queue :data:`GONE` when the client disconnects, so whoever reads the runs learns of it
-        in the same wait: one watcher per request instead of a task wrapping each wait (issue 16).
-        The ASGI server reports the disconnect on ``receive`` at once (integrations.md §4.4)."""
+        in the same wait (issue 16). Told by the connection itself when it offers ``hooks`` (the
+        request scope's ``ON_GONE_KEY`` list): no task at all. Else one watcher task per request
+        waits on ``receive``, where the ASGI server reports the disconnect at once
+        (integrations.md §4.4)."""
+        if hooks is not None:
+            hooks.append(self._gone)
+            self._hooks = hooks
+            return
         self._tasks.append(asyncio.create_task(self._watch(receive)))
         self._watching = True
+
+    def _gone(self) -> None:
+        self._hooks = None  # the connection dropped its list of callbacks as it called them
+        self._put((-1, GONE))
 
     def _put(self, item: Item) -> None:
         self._items.append(item)
@@ -160,6 +181,9 @@ class Fanout:
 
     async def aclose(self) -> None:
         """Cancel every run still going and wait for them to finish cancelling."""
+        if self._hooks is not None:
+            self._hooks.remove(self._gone)
+            self._hooks = None
         try:
             if self._watching and all(t.done() for t in self._tasks[: self.size]):
                 # Every run ended, so the response is (about to be) complete, and the ASGI server

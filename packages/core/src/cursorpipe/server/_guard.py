@@ -9,7 +9,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, nullcontext
+from contextlib import AbstractAsyncContextManager
 
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
@@ -108,14 +108,18 @@ class GuardMiddleware:
         allowed = self._allowed_hosts
         return host in allowed or name in allowed or f"[{name}]" in allowed or _loopback_name(name)
 
-    def _caller_slot(self, scope: Scope, method: str, exempt: bool) -> AbstractAsyncContextManager[None]:
+    def _caller_slot(
+        self, scope: Scope, method: str, exempt: bool
+    ) -> AbstractAsyncContextManager[None] | None:
         """With the team gateway: identify the caller (401/403 in passthrough without a usable key)
-        and, for POSTs, take the caller's slot before the server-wide gate (issue 17)."""
+        and, for POSTs, the caller's slot to take before the server-wide gate (issue 17). None when
+        there is nothing to take: the request goes on without entering a context (an empty one
+        still costs two coroutines per request, issue 16)."""
         gateway = self.state.gateway
         if gateway is None or exempt:
-            return nullcontext()
+            return None
         caller = scope["state"][CALLER_KEY] = gateway.caller(Headers(scope=scope))
-        return gateway.admit(caller) if method == "POST" else nullcontext()
+        return gateway.admit(caller) if method == "POST" else None
 
     def _authorized(self, scope: Scope) -> bool:
         """``Authorization: Bearer <token>`` or Anthropic's ``x-api-key: <token>``, either
@@ -208,10 +212,11 @@ class GuardMiddleware:
                 )
             else:
                 endpoint = self._direct.get(path) if method == "POST" else None
-                async with self._caller_slot(scope, method, exempt):
-                    if endpoint is None:
-                        await self.app(scope, receive, send_with_id)
-                    else:
+                slot = self._caller_slot(scope, method, exempt)
+                if slot is None:
+                    await self._call(endpoint, scope, receive, send_with_id, lambda: response_started)
+                else:
+                    async with slot:
                         await self._call(endpoint, scope, receive, send_with_id, lambda: response_started)
         except Exception as exc:
             if response_started:
@@ -223,10 +228,19 @@ class GuardMiddleware:
             )
 
     async def _call(
-        self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send, started: Callable[[], bool]
+        self,
+        endpoint: Endpoint | None,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        started: Callable[[], bool],
     ) -> None:
-        """Run a direct route as Starlette's router would: its exceptions of a handled type are
-        answered by the app's handler unless the response has started (then they propagate)."""
+        """The app for a request without a direct route; a direct route run as Starlette's router
+        would: its exceptions of a handled type are answered by the app's handler unless the
+        response has started (then they propagate)."""
+        if endpoint is None:
+            await self.app(scope, receive, send)
+            return
         request = Request(scope, receive, send)
         try:
             response = await endpoint(request)

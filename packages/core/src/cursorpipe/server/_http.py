@@ -21,6 +21,8 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ._fanout import BODY_READY_KEY, ON_GONE_KEY
+
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 except ImportError:  # pragma: no cover - httptools is part of the server extra
@@ -146,6 +148,11 @@ class _Defences:
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
         super().connection_lost(exc)  # type: ignore[misc]
+        cycle = getattr(self, "cycle", None)
+        if cycle is not None and cycle.disconnected:  # lost before its response was complete
+            callbacks = cycle.scope.get(ON_GONE_KEY)
+            while callbacks:
+                callbacks.pop()()
 
     def on_response_complete(self) -> None:
         self._cancel_header_timer()  # idle time from here on is the keep-alive timer's business
@@ -233,6 +240,10 @@ class _HardenedHttpToolsProtocol(_Defences, HttpToolsProtocol):
     _head_pending = True
     _head_bytes = 0
 
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope[ON_GONE_KEY] = []  # type: ignore[literal-required]
+
     def _awaiting_head(self) -> bool:
         # The head of the next request is awaited only once the last response is complete: a
         # response that takes longer than the header deadline (a long stream) must not be cut
@@ -262,6 +273,7 @@ class _HardenedHttpToolsProtocol(_Defences, HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._head_pending = True  # what follows on this connection is the next request's head
+        self.scope[BODY_READY_KEY] = True  # type: ignore[literal-required]
 
 
 def hardened_protocol(

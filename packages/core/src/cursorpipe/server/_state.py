@@ -22,6 +22,7 @@ from ..errors import (
     PermissionDeniedError,
 )
 from ..types import ModelInfo
+from ._body import header
 from ._errors import APIError
 from ._gate import Gate
 from ._metrics import Metrics
@@ -47,6 +48,7 @@ _DEGRADING = (
 )
 
 TIMEOUT_HEADER = "x-cursorpipe-timeout"
+_TIMEOUT_NAME = TIMEOUT_HEADER.encode()
 
 
 @dataclass(eq=False)
@@ -131,7 +133,7 @@ def get_state(request: Request) -> ServerState:
 
 def request_timeout(request: Request) -> float | None:
     """Per-request deadline from the ``X-CursorPipe-Timeout`` header (seconds), if any."""
-    raw = request.headers.get(TIMEOUT_HEADER)
+    raw = header(request, _TIMEOUT_NAME)
     if raw is None:
         return None
     try:

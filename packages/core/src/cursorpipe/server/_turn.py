@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive
 
 from .._fold import TurnAccumulator
 from .._redact import redact
@@ -33,9 +32,9 @@ from ..types import (
     Usage,
     estimate_tokens,
 )
-from ._body import OFFLOAD_MESSAGES, offload_if, parse_body, read_body
+from ._body import OFFLOAD_MESSAGES, header, offload_if, parse_body, read_body
 from ._errors import APIError, ClientGone, describe
-from ._fanout import End, Fanout, Gone
+from ._fanout import ON_GONE_KEY, End, Fanout, Gone
 from ._gateway._callers import Caller, caller_of
 from ._gateway._sessions import session_turn
 from ._json import FastJSONResponse
@@ -53,6 +52,7 @@ log = logging.getLogger("cursorpipe.server")
 ERROR_SHAPE_KEY = "cursorpipe_error_shape"
 #: Events whose frames count as the first output for the time-to-first-token metric.
 _OUTPUT = (TextDelta, ThinkingDelta, ToolCallEvent)
+_SESSION_NAME = SESSION_HEADER.lower().encode()
 
 
 @dataclass(slots=True)
@@ -109,7 +109,7 @@ async def _plan(request: Request, st: ServerState, spec: TurnSpec, *, sessions: 
     headers: dict[str, str] = {}
     if spec.ignored:
         headers[IGNORED_HEADER] = ", ".join(spec.ignored)
-    session_id = request.headers.get(SESSION_HEADER) if sessions else None
+    session_id = header(request, _SESSION_NAME) if sessions else None
     caller = caller_of(request.scope)
     if session_id is not None and st.gateway is not None:
         return await _shared_session_plan(st, caller, spec, session_id, request_timeout(request), headers)
@@ -322,22 +322,34 @@ def _observe_usage(st: ServerState, runs: Sequence[TurnAccumulator], plan: Plan)
     return usage
 
 
-async def _collect_one(stream: AsyncGenerator[Event, None], receive: Receive) -> TurnAccumulator:
+async def _collect_one(stream: AsyncGenerator[Event, None], request: Request) -> TurnAccumulator:
     """Read one run to its end in this task (a non-streaming answer with one choice): no pump
-    task or queue (issue 16), only a watcher that cancels this task when the client goes away,
-    which closes the run (and so cancels the upstream turn, integrations.md §4.4)."""
+    task or queue (issue 16). When the client goes away this task is cancelled, which closes the
+    run (and so cancels the upstream turn, integrations.md §4.4): told by the connection itself
+    where the server's own HTTP protocol offers it (``ON_GONE_KEY``), else by a watcher task
+    waiting on ``receive()``."""
     task = asyncio.current_task()
     assert task is not None
     gone = False
 
-    async def watch() -> None:
+    def on_gone() -> None:
         nonlocal gone
-        while (await receive())["type"] != "http.disconnect":
-            pass
         gone = True
         task.cancel()
 
-    watcher = asyncio.create_task(watch())
+    hooks: list[Callable[[], None]] | None = request.scope.get(ON_GONE_KEY)
+    watcher: asyncio.Task[None] | None = None
+    if hooks is not None:
+        hooks.append(on_gone)
+    else:
+        receive = request.receive
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            on_gone()
+
+        watcher = asyncio.create_task(watch())
     run = TurnAccumulator()
     try:
         async with aclosing(stream) as events:
@@ -350,15 +362,18 @@ async def _collect_one(stream: AsyncGenerator[Event, None], receive: Receive) ->
             raise ClientGone from None
         raise
     finally:
-        watcher.cancel()
+        if watcher is not None:
+            watcher.cancel()
+        elif not gone:
+            hooks.remove(on_gone)  # type: ignore[union-attr]
     return run
 
 
 async def _collect_all(request: Request, streams: list[AsyncGenerator[Event, None]]) -> list[TurnAccumulator]:
     if len(streams) == 1:
-        return [await _collect_one(streams[0], request.receive)]
+        return [await _collect_one(streams[0], request)]
     fanout = Fanout(streams)
-    fanout.watch(request.receive)
+    fanout.watch(request.receive, request.scope.get(ON_GONE_KEY))
     try:
         return await _collect(fanout)
     finally:
@@ -394,7 +409,7 @@ async def _stream_response(
 ) -> Response:
     started = time.perf_counter()
     fanout = Fanout(plan.streams())
-    fanout.watch(request.receive)
+    fanout.watch(request.receive, request.scope.get(ON_GONE_KEY))
     try:
         primed = await fanout.prime(st.keepalive_s)
     except BaseException as exc:
