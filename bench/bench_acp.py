@@ -4,7 +4,7 @@ With the fake agent answering instantly, every millisecond measured is cursorpip
 (JSON-RPC encoding, routing by sessionId, session creation and mode switch, event plumbing) plus
 the fake's. Two pool settings: sessions pre-created by ``warmup`` (what a server does) and none
 (every request pays session creation on demand). CPU per request is this process's
-``time.process_time`` (the client) and the agent's ``/proc/<pid>/stat`` over each round.
+``time.process_time`` (the client) and the agent's process CPU clock (``_util.proc_cpu_s``) over each round.
 
 Pool 32's client CPU runs from a batch's start until the pool is full again (issue 16, session
 4): the sessions a batch takes are replaced by a background refill, and a window that closed with
@@ -88,7 +88,7 @@ async def _measure(rec: Recorder, pool: int) -> None:
                     rec.add(
                         f"{label}: client CPU per request, batch window only", batch_cpu * 1000 / conc, "ms"
                     )
-            if pid:  # over the whole level: the agent's CPU is only known to a clock tick (10 ms)
+            if pid:  # over the whole level (where only /proc's 10 ms ticks are available, they need it)
                 requests = conc * ROUNDS[conc]
                 rec.add(f"{label}: agent CPU per request", (proc_cpu_s(pid) - agent0) * 1000 / requests, "ms")
         if pid:
@@ -192,7 +192,7 @@ async def main() -> None:
         "Latency is end to end through CursorClient.generate (session from the pool or created on "
         "demand, prompt, streamed chunks, answer); one agent process serves every request. CPU per "
         "request is measured over each concurrent batch, for pool 32 until the pool is refilled (the "
-        "agent's over the whole level, as /proc counts clock ticks)."
+        "agent's, from its process CPU clock, over the whole level)."
     )
     rec.finish()
 

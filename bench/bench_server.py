@@ -9,7 +9,7 @@
 Prints, at 1, 16 and 64 concurrent requests, streaming and not: requests/s, time to first token
 (streaming) or latency (not) through the server and directly through ``CursorClient.events()``,
 the time the server adds (difference of medians), CPU per request of the server process (from
-``/proc/<pid>/stat``), of the load generator (``time.process_time``, printed beside it so a
+its CPU clock, ``_util.proc_cpu_s``), of the load generator (``time.process_time``, printed beside it so a
 reader can see the generator is not the limit) and of the direct client, and the server's memory:
 RSS when idle and at its peak under load, and ``tracemalloc``'s count of the Python objects held
 per open stream with 64 streams open (RSS includes the allocator's high-water mark; tracemalloc
@@ -522,7 +522,8 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--emulator", action="store_true", help="connect transport against the emulator")
-    # CPU comes from /proc in 10 ms ticks: 600 requests make a tick 0.017 ms per request.
+    # Enough requests that a CPU figure per request is steady (and, where only /proc's 10 ms ticks
+    # are available (_util.proc_cpu_s), a tick is 0.017 ms per request).
     default_requests = 8 if quick() else 600
     parser.add_argument(
         "--requests", type=int, default=default_requests, help="requests per repeat (min 4x concurrency)"
