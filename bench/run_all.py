@@ -407,7 +407,8 @@ def main(argv: list[str]) -> int:
         "Ratios are new / baseline of the medians; `better`/`worse` mark a change of 10 % or more in the "
         "good/bad direction (less than that is noise on this machine). CPU figures are per request "
         "(or turn) from `time.process_time` in the measuring process or the CPU clock of the "
-        "server/agent process (nanoseconds on Linux, `bench/_util.py` `proc_cpu_s`); wall-clock figures on a shared 2-core machine are noisy.",
+        "server/agent process (nanoseconds on Linux, `bench/_util.py` `proc_cpu_s`); wall-clock "
+        "figures on a shared 2-core machine are noisy.",
         "",
     ]
     if base_tree and not args.quick:
