@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from .._constants import RETRY_AFTER_MAX_WAIT_S, RETRY_BACKOFF_BASE_S, RETRY_BACKOFF_MAX_S, RETRY_JITTER
@@ -132,34 +132,6 @@ class Deadline:
         return task is not None and task.uncancel() <= self._cancelling
 
 
-def new_run_id() -> str:
-    """``str(uuid.uuid4())`` without the ``UUID`` object (issue 16: one per request, at 40% of
-    the cost): 122 random bits, the version nibble 4 and the RFC 4122 variant bits 10."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
-
-
-_VARIANT = "89ab"
-
-#: TurnRequest's fields, in order (for :func:`_attempt_of`).
-_FIELDS = tuple(f.name for f in fields(TurnRequest))
-
-
-def _attempt_of(request: TurnRequest, run_id: str, attempt: int) -> TurnRequest:
-    """``replace(request, run_id=run_id, attempt=attempt)`` at half the cost (issue 16: one per
-    request): the fields are copied as they are, with no ``__init__`` to rerun (TurnRequest has no
-    ``__post_init__``; tests/core/test_pipeline.py pins the equality with ``replace``)."""
-    if request.run_id == run_id and request.attempt == attempt:
-        return request
-    new = object.__new__(TurnRequest)
-    set_field = object.__setattr__
-    for name in _FIELDS:
-        set_field(new, name, getattr(request, name))
-    set_field(new, "run_id", run_id)
-    set_field(new, "attempt", attempt)
-    return new
-
-
 class DeadlineWatch:
     """One timer for the deadlines of every turn of a pipeline, armed for the earliest and moved
     only when it fires (issue 16: a timer per turn was a heap push and a cancelled handle per
@@ -222,12 +194,13 @@ async def run_with_retries(
     loop = asyncio.get_running_loop()
     timeout_s = request.timeout_s or policy.default_timeout_s
     deadline = Deadline(loop.time() + timeout_s, deadlines)
-    run_id = request.run_id or new_run_id()
+    run_id = request.run_id or str(uuid.uuid4())
     attempt = 0
     try:
         while True:
             produced = False
-            request = _attempt_of(request, run_id, attempt)
+            if request.run_id != run_id or request.attempt != attempt:
+                request = replace(request, run_id=run_id, attempt=attempt)
             try:
                 stream = run(request, session=session)
                 try:  # contextlib.aclosing's close, without its calls (issue 16)
